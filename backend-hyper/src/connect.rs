@@ -1,0 +1,300 @@
+//! Opening connections: DNS, TCP, TLS with ALPN, all under one connect timeout.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use keel_core::{
+    Certificate, CertificateEncoding, Error, ErrorKind, Stage, TimeoutPhase, TransportConfig,
+};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// Opens plain or TLS connections for hyper-util's pool.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    tls: TlsConnector,
+    connect_timeout: Duration,
+    nodelay: bool,
+}
+
+impl Connector {
+    pub(crate) fn new(config: &TransportConfig) -> Result<Self, Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        if config.built_in_roots {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        for cert in &config.root_certificates {
+            for der in parse_certificate(cert)? {
+                roots.add(der).map_err(|e| root_error(e.into()))?;
+            }
+        }
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| {
+                Error::new(ErrorKind::Config)
+                    .with_setting("tls")
+                    .with_source(e)
+            })?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = if config.http2_prior_knowledge {
+            vec![b"h2".to_vec()]
+        } else if config.http2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        Ok(Self {
+            tls: TlsConnector::from(Arc::new(tls)),
+            connect_timeout: config.connect_timeout,
+            nodelay: config.tcp_nodelay,
+        })
+    }
+
+    async fn connect(self, uri: Uri) -> Result<Conn, Error> {
+        let deadline = Instant::now() + self.connect_timeout;
+        let timed_out =
+            |stage| Error::new(ErrorKind::Timeout(TimeoutPhase::Connect)).with_stage(stage);
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => {
+                return Err(Error::new(ErrorKind::InvalidUrl)
+                    .with_source(format!("unsupported scheme in `{uri}`")))
+            }
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| Error::new(ErrorKind::InvalidUrl).with_source("the url has no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+
+        let addrs: Vec<SocketAddr> =
+            match timeout_at(deadline, tokio::net::lookup_host((host, port))).await {
+                Err(_) => return Err(timed_out(Stage::Dns)),
+                Ok(Err(e)) => {
+                    return Err(Error::new(ErrorKind::Connect)
+                        .with_stage(Stage::Dns)
+                        .with_source(e))
+                }
+                Ok(Ok(addrs)) => addrs.collect(),
+            };
+        let mut last_err = None;
+        let mut tcp = None;
+        for addr in addrs {
+            match timeout_at(deadline, TcpStream::connect(addr)).await {
+                Err(_) => return Err(timed_out(Stage::Connect)),
+                Ok(Ok(stream)) => {
+                    tcp = Some(stream);
+                    break;
+                }
+                Ok(Err(e)) => last_err = Some(e),
+            }
+        }
+        let tcp = match tcp {
+            Some(tcp) => tcp,
+            None => {
+                let err = Error::new(ErrorKind::Connect).with_stage(Stage::Connect);
+                return Err(match last_err {
+                    Some(e) => err.with_source(e),
+                    None => err.with_source(format!("`{host}` resolved to no address")),
+                });
+            }
+        };
+        if self.nodelay {
+            // Failing to set an option on a live socket is not a reason to give it up.
+            let _ = tcp.set_nodelay(true);
+        }
+        if !https {
+            return Ok(Conn {
+                io: TokioIo::new(Stream::Plain(tcp)),
+                h2: false,
+            });
+        }
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| Error::new(ErrorKind::InvalidUrl).with_source(e))?;
+        match timeout_at(deadline, self.tls.connect(name, tcp)).await {
+            Err(_) => Err(timed_out(Stage::Tls)),
+            Ok(Err(e)) => Err(Error::new(ErrorKind::Tls)
+                .with_stage(Stage::Tls)
+                .with_source(e)),
+            Ok(Ok(tls)) => {
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                Ok(Conn {
+                    io: TokioIo::new(Stream::Tls(Box::new(tls))),
+                    h2,
+                })
+            }
+        }
+    }
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = Conn;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Conn, Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        Box::pin(self.clone().connect(uri))
+    }
+}
+
+fn parse_certificate(cert: &Certificate) -> Result<Vec<CertificateDer<'static>>, Error> {
+    match cert.encoding() {
+        CertificateEncoding::Der => Ok(vec![CertificateDer::from(cert.as_bytes().to_vec())]),
+        CertificateEncoding::Pem => {
+            let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| root_error(e.into()))?;
+            if certs.is_empty() {
+                return Err(root_error("no CERTIFICATE block in the PEM text".into()));
+            }
+            Ok(certs)
+        }
+        _ => Err(root_error("unknown certificate encoding".into())),
+    }
+}
+
+fn root_error(source: keel_core::BoxError) -> Error {
+    Error::new(ErrorKind::Config)
+        .with_setting("root_certificates")
+        .with_source(source)
+}
+
+/// A connection as hyper sees it.
+pub(crate) struct Conn {
+    io: TokioIo<Stream>,
+    h2: bool,
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        let connected = Connected::new();
+        if self.h2 {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
+    }
+}
+
+impl Read for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl Write for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}

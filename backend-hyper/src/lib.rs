@@ -1,0 +1,152 @@
+//! keel-hyper: keel's backend on hyper 1.x and tokio.
+//!
+//! [`HyperTransport`] sends requests through hyper-util's pooled client, over connections it
+//! opens itself: DNS through tokio, TCP with `TCP_NODELAY`, TLS through rustls (webpki roots by
+//! default, extra roots configurable) with HTTP/2 or HTTP/1.1 chosen by ALPN, the whole connect
+//! bounded by the connect timeout. [`TokioTimer`] is its timer.
+//!
+//! It is **not** a client on its own: redirects, retries, decoding and the other time limits are
+//! keel-core's. Use it through the `keel` facade (`keel::Client`) or as
+//! `keel_core::Client<HyperTransport>`.
+//!
+//! Requests must be sent from inside a tokio runtime (either flavour); outside one, `send`
+//! fails with [`ErrorKind::Config`] naming `runtime` instead of panicking.
+//!
+//! # Stale connections
+//!
+//! When a pooled keep-alive connection turns out to have been closed by the server before the
+//! request was written, hyper-util sends the request again on another connection. That replay is
+//! not a retry in keel's sense: the request provably never left, so it is safe for every method.
+//! The same situation on a fresh connection surfaces as an error with
+//! [`Error::is_unsent`] set.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), keel_core::Error> {
+//! use keel_core::Client;
+//! use keel_hyper::HyperTransport;
+//!
+//! let client = Client::<HyperTransport>::builder()
+//!     .base_url("https://api.example.com")
+//!     .pool_max_idle_per_host(8)
+//!     .build()?;
+//! let status = client.get("/health").send().await?.status();
+//! # let _ = status; Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod connect;
+mod errors;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http_body_util::BodyExt as _;
+use hyper_util::client::legacy::Client as PoolClient;
+use hyper_util::rt::{TokioExecutor, TokioTimer as HyperUtilTimer};
+use keel_core::{
+    Backend, Body, BoxFuture, Capabilities, Error, ErrorKind, ResponseBody, Sleep, Timer,
+    Transport, TransportConfig,
+};
+
+use crate::connect::Connector;
+
+/// keel's transport on hyper-util's pooled client and tokio.
+#[derive(Clone)]
+pub struct HyperTransport {
+    client: PoolClient<Connector, Body>,
+    timer: Arc<dyn Timer>,
+}
+
+impl HyperTransport {
+    /// Builds the transport from `config` (normally done by
+    /// `keel_core::Client::<HyperTransport>::builder().build()`).
+    pub fn new(config: &TransportConfig) -> Result<Self, Error> {
+        Self::capabilities().check(config)?;
+        let connector = Connector::new(config)?;
+        let mut builder = PoolClient::builder(TokioExecutor::new());
+        builder.pool_timer(HyperUtilTimer::new());
+        if let Some(max) = config.pool_max_idle_per_host {
+            builder.pool_max_idle_per_host(max);
+        }
+        if let Some(idle) = config.pool_idle_timeout {
+            builder.pool_idle_timeout(idle);
+        }
+        if config.http2_prior_knowledge {
+            builder.http2_only(true);
+        }
+        Ok(Self {
+            client: builder.build(connector),
+            timer: Arc::new(TokioTimer),
+        })
+    }
+}
+
+impl fmt::Debug for HyperTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HyperTransport").finish_non_exhaustive()
+    }
+}
+
+impl Transport for HyperTransport {
+    fn send(
+        &self,
+        request: http::Request<Body>,
+    ) -> BoxFuture<Result<http::Response<ResponseBody>, Error>> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Box::pin(std::future::ready(Err(no_runtime())));
+        }
+        let fut = self.client.request(request);
+        Box::pin(async move {
+            match fut.await {
+                Ok(response) => {
+                    Ok(response.map(|b| ResponseBody::new(b.map_err(errors::from_body_error))))
+                }
+                Err(err) => Err(errors::from_client_error(err)),
+            }
+        })
+    }
+
+    fn timer(&self) -> &Arc<dyn Timer> {
+        &self.timer
+    }
+}
+
+impl Backend for HyperTransport {
+    const NAME: &'static str = "hyper";
+
+    fn capabilities() -> Capabilities {
+        let mut caps = Capabilities::none();
+        caps.http2 = true;
+        caps.http2_prior_knowledge = true;
+        caps.pool_max_idle_per_host = true;
+        caps.pool_idle_timeout = true;
+        caps.root_certificates = true;
+        caps.disable_built_in_roots = true;
+        caps
+    }
+
+    fn from_config(config: &TransportConfig) -> Result<Self, Error> {
+        Self::new(config)
+    }
+}
+
+/// keel's [`Timer`] on tokio's timer wheel.
+///
+/// Like every tokio timer it must be used from inside a tokio runtime.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TokioTimer;
+
+impl Timer for TokioTimer {
+    fn sleep_until(&self, deadline: Instant) -> Sleep {
+        Box::pin(tokio::time::sleep_until(deadline.into()))
+    }
+}
+
+fn no_runtime() -> Error {
+    Error::new(ErrorKind::Config)
+        .with_setting("runtime")
+        .with_source("keel-hyper sends requests on tokio: call it from inside a tokio runtime")
+}

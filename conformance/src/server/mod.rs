@@ -1,0 +1,622 @@
+//! A fault-injecting HTTP/1.1 + HTTP/2 loopback server for the conformance suite.
+//!
+//! [`TestServer::start`] binds fresh ephemeral ports on `127.0.0.1` and serves
+//! them from its own thread and its own tokio runtime, so clients running on
+//! any executor can use it. Every server is independent: own listeners, own
+//! state, own counters. Dropping the [`TestServer`] shuts it down.
+//!
+//! # Listeners
+//!
+//! - **plain** ([`TestServer::url`]): HTTP/1.1 and HTTP/2 with prior
+//!   knowledge, detected per connection.
+//! - **TLS** ([`TestServer::tls_url`]): the same service behind TLS 1.2/1.3
+//!   with ALPN `h2` and `http/1.1`, presenting a self-signed certificate for
+//!   `localhost` and `127.0.0.1` generated at start
+//!   ([`TestServer::ca_cert_pem`], [`TestServer::ca_cert_der`]).
+//! - **blackhole** ([`TestServer::blackhole_url`]): accepts TCP connections
+//!   and never reads or writes; they stay open until shutdown.
+//! - **refused** ([`TestServer::refused_url`]): a port where nothing listens.
+//! - **raw** ([`TestServer::raw_url`]): a new listener per call that answers
+//!   every connection with fixed bytes, for wire-level faults.
+//!
+//! # Routes (plain and TLS)
+//!
+//! Every route accepts any method. Unknown paths get 404; malformed
+//! parameters get 400 with a text body saying why.
+//!
+//! - `/status/{code}?body=<text>&header=Name:Value&header=...` — that status
+//!   (`200..=999`; informational codes are rejected with 400), the given body
+//!   (default empty) and headers (repeatable, e.g. `header=Retry-After:1`).
+//! - `/delay/{ms}` — sleeps `ms` milliseconds before the head, then 200 with
+//!   the body `delayed`.
+//! - `/stall?bytes=N` — 200 with `Content-Length: 1000000`, the first `N`
+//!   bytes (default 0, at most 1000000) of the `/bytes` pattern, then nothing
+//!   more until the client goes away or the server shuts down.
+//! - `/drip?chunk=N&interval_ms=T&count=K` — 200, chunked (no
+//!   `Content-Length`), `K` chunks of `N` bytes `x`, one every `T` ms, the first
+//!   immediately. Defaults: `chunk=1`, `interval_ms=100`, `count=10`; `chunk`
+//!   is at most 16 MiB.
+//! - `/bytes/{n}` — 200 with `Content-Length: n` and `n` bytes where byte `i`
+//!   is `(i % 251) as u8`, streamed lazily in 64 KiB chunks (any `u64`).
+//! - `/reset?after=N` — 200 with `Content-Length: 2*N+1000`, `N` pattern bytes
+//!   (default 0), then (after a 50 ms pause so the bytes are flushed) the body
+//!   fails: on HTTP/1.1 hyper closes the connection, on HTTP/2 it resets the
+//!   stream with `INTERNAL_ERROR`.
+//! - `/wrong-length?declared=D&actual=A` — 200 with `Content-Length: D` and a
+//!   streamed body of `A` pattern bytes (both parameters required). What the
+//!   client sees, given hyper's behaviour:
+//!   - HTTP/1.1, `A < D`: the head and `A` bytes, then the connection is
+//!     closed (hyper refuses to end a short body and aborts the connection):
+//!     a truncated body.
+//!   - HTTP/1.1, `A > D`: hyper silently truncates the body to `D` bytes and
+//!     keeps the connection alive, so the client sees a *correct* response of
+//!     `D` bytes. An overlong HTTP/1.1 body is only possible with
+//!     [`TestServer::raw_url`], which covers every precise wire-level case.
+//!   - HTTP/2: hyper sends the header and the `A` bytes as they are, and
+//!     the `h2` client (as used by hyper) rejects the mismatch as a stream
+//!     protocol error: with `A < D` the body fails after `A` bytes; with
+//!     `A > D` the body fails before any bytes are delivered (the
+//!     overflowing DATA frame is refused).
+//! - `/echo` — 200, `Content-Type: application/json`, a JSON object
+//!   `{"method","path","query" (string or null),"headers" (lowercase name →
+//!   array of all values, in order),"body" (UTF-8, lossy),"body_len","version"
+//!   ("HTTP/1.1" or "HTTP/2.0")}`. The request body is read fully, up to
+//!   64 MiB; larger bodies get 413.
+//! - `/script/{name}` — the replies registered with [`TestServer::script`];
+//!   unknown names get 404.
+//!
+//! Every request is counted (see [`TestServer::requests`] and friends) before
+//! it is answered.
+//!
+//! # Example
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use keel_conformance::server::{Reply, TestServer};
+//!
+//! let server = TestServer::start()?;
+//! let path = server.script("flaky", vec![Reply::status(503), Reply::status(200)]);
+//! assert_eq!(path, "/script/flaky");
+//! assert!(server.url(&path).starts_with("http://127.0.0.1:"));
+//!
+//! // Any HTTP client works; here, raw HTTP/1.1 over a std socket.
+//! let addr = server.url("").trim_start_matches("http://").to_owned();
+//! let mut socket = std::net::TcpStream::connect(addr)?;
+//! socket.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+//! socket.write_all(b"GET /script/flaky HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+//! let mut answer = String::new();
+//! socket.read_to_string(&mut answer)?;
+//! assert!(answer.starts_with("HTTP/1.1 503"));
+//! assert_eq!(server.requests_to("/script/flaky"), 1);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Version;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+mod routes;
+mod tls;
+
+#[cfg(test)]
+mod tests;
+
+pub use routes::Reply;
+
+/// How long `Drop` waits for the server thread before detaching it.
+const DROP_WAIT: Duration = Duration::from_secs(2);
+
+/// How long the server thread lets its runtime wind down after shutdown.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
+
+/// Raw listeners stop reading a request head after this many bytes…
+const RAW_HEAD_LIMIT: usize = 64 * 1024;
+
+/// …or after this long.
+const RAW_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After answering and half-closing, raw listeners drain the client's bytes
+/// this long at most (closing with unread bytes would send a reset, which can
+/// destroy the answer before the client reads it).
+const RAW_LINGER: Duration = Duration::from_secs(2);
+
+/// A running fault-injecting loopback server; see the [module docs](self).
+///
+/// Shut down (all listeners closed, all connections dropped, the server
+/// thread joined) when dropped. Dropping never hangs: if the thread does not
+/// finish within about 2 s it is detached.
+pub struct TestServer {
+    plain_port: u16,
+    tls_port: u16,
+    blackhole_port: u16,
+    refused_port: u16,
+    /// Bound but never listening: keeps `refused_port` taken (so nothing else
+    /// starts listening there, and no client socket gets it as its own
+    /// ephemeral port) while connecting to it is refused.
+    _refused: TcpSocket,
+    cert_pem: String,
+    cert_der: Vec<u8>,
+    state: Arc<State>,
+    runtime: tokio::runtime::Handle,
+    shutdown: watch::Sender<bool>,
+    /// Disconnected when the server thread has finished.
+    finished: Mutex<mpsc::Receiver<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What the listeners share with the [`TestServer`].
+#[derive(Debug, Default)]
+struct State {
+    /// Plain + TLS connections still being served.
+    open: AtomicUsize,
+    /// One request counter per accepted plain/TLS connection, in accept order.
+    connections: Mutex<Vec<Arc<AtomicUsize>>>,
+    /// Path (without query) and version of every request, in order.
+    requests: Mutex<Vec<(String, Version)>>,
+    /// Scripts by name.
+    scripts: Mutex<HashMap<String, routes::Script>>,
+}
+
+/// Locks a mutex, ignoring poisoning (the data stays consistent: every
+/// critical section is a single push, lookup or update).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Decrements the open-connection count when a connection task ends.
+struct OpenGuard(Arc<State>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Everything an accept loop for the plain or TLS listener needs.
+#[derive(Clone)]
+struct Serve {
+    state: Arc<State>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl TestServer {
+    /// Starts the server: a plain listener (HTTP/1.1 and HTTP/2 with prior
+    /// knowledge, detected automatically), a TLS listener (ALPN `h2` and
+    /// `http/1.1`, with a self-signed certificate generated now for
+    /// `localhost` and `127.0.0.1`), and a blackhole listener that accepts
+    /// TCP connections and never reads or writes (holding them open until
+    /// shutdown). All on fresh ephemeral ports of `127.0.0.1`, served from a
+    /// new thread with its own tokio runtime.
+    ///
+    /// Can be called from inside any async runtime.
+    ///
+    /// # Errors
+    ///
+    /// If binding a port, generating the certificate, building the TLS
+    /// configuration or starting the thread or its runtime fails.
+    pub fn start() -> io::Result<TestServer> {
+        let localhost = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let plain = bind_std(localhost)?;
+        let secure = bind_std(localhost)?;
+        let blackhole = bind_std(localhost)?;
+        let refused = TcpSocket::new_v4()?;
+        refused.bind(localhost)?;
+
+        let plain_port = plain.local_addr()?.port();
+        let tls_port = secure.local_addr()?.port();
+        let blackhole_port = blackhole.local_addr()?.port();
+        let refused_port = refused.local_addr()?.port();
+
+        let tls = tls::generate()?;
+        let acceptor = TlsAcceptor::from(tls.config);
+        let state = Arc::new(State::default());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let serve = Serve {
+            state: Arc::clone(&state),
+            builder: Arc::new(auto::Builder::new(TokioExecutor::new())),
+            shutdown: shutdown_rx,
+        };
+
+        let (ready_tx, ready_rx) = mpsc::channel::<io::Result<tokio::runtime::Handle>>();
+        let (finished_tx, finished_rx) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("keel-test-server-{plain_port}"))
+            .spawn(move || {
+                // Dropped when this thread's work is done: `Drop` sees the
+                // channel disconnect.
+                let _finished = finished_tx;
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let listening = {
+                    let _context = runtime.enter();
+                    (|| {
+                        let plain = TcpListener::from_std(plain)?;
+                        let secure = TcpListener::from_std(secure)?;
+                        let blackhole = TcpListener::from_std(blackhole)?;
+                        Ok::<_, io::Error>((plain, secure, blackhole))
+                    })()
+                };
+                let (plain, secure, blackhole) = match listening {
+                    Ok(listeners) => listeners,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let mut shutdown = serve.shutdown.clone();
+                runtime.spawn(accept_http(plain, None, serve.clone()));
+                runtime.spawn(accept_http(secure, Some(acceptor), serve.clone()));
+                runtime.spawn(accept_blackhole(blackhole, serve.shutdown.clone()));
+                drop(serve);
+                let _ = ready_tx.send(Ok(runtime.handle().clone()));
+                runtime.block_on(wait_shutdown(&mut shutdown));
+                // Drops every task still running: stalled streams, held
+                // connections, accept loops.
+                runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+            })?;
+
+        let runtime = match ready_rx.recv() {
+            Ok(Ok(handle)) => handle,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(io::Error::other("test server thread failed to start")),
+        };
+
+        Ok(TestServer {
+            plain_port,
+            tls_port,
+            blackhole_port,
+            refused_port,
+            _refused: refused,
+            cert_pem: tls.cert_pem,
+            cert_der: tls.cert_der,
+            state,
+            runtime,
+            shutdown,
+            finished: Mutex::new(finished_rx),
+            thread: Some(thread),
+        })
+    }
+
+    /// `http://127.0.0.1:{plain_port}{path}`; `path` should start with `/`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.plain_port)
+    }
+
+    /// `https://localhost:{tls_port}{path}`; `path` should start with `/`.
+    ///
+    /// Trust [`ca_cert_pem`](Self::ca_cert_pem) (or the DER form) to connect.
+    pub fn tls_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.tls_port)
+    }
+
+    /// `https://127.0.0.1:{blackhole_port}{path}`: connections are accepted,
+    /// then nothing is ever read or written (connect succeeds, the TLS
+    /// handshake or the request never completes).
+    pub fn blackhole_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.blackhole_port)
+    }
+
+    /// `http://127.0.0.1:{port}{path}` for a port where nothing listens, so
+    /// connecting is refused. The port stays reserved (bound, never
+    /// listening) for the life of the server, so it cannot be reused meanwhile.
+    pub fn refused_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.refused_port)
+    }
+
+    /// The server's self-signed certificate, PEM-encoded. It is its own
+    /// root: add it as the only trust anchor.
+    pub fn ca_cert_pem(&self) -> String {
+        self.cert_pem.clone()
+    }
+
+    /// The server's self-signed certificate, DER-encoded.
+    pub fn ca_cert_der(&self) -> Vec<u8> {
+        self.cert_der.clone()
+    }
+
+    /// Registers a scripted sequence at path `/script/{name}`: the n-th
+    /// request to it gets the n-th reply; after the last one the last reply
+    /// repeats. Registering a name again replaces its script and restarts
+    /// the sequence. An empty script answers 500.
+    ///
+    /// Returns the path, `/script/{name}` (pass it to [`url`](Self::url) or
+    /// [`tls_url`](Self::tls_url)). `name` should be URL-path-safe; the
+    /// request path is percent-decoded before it is matched.
+    pub fn script(&self, name: &str, replies: Vec<Reply>) -> String {
+        lock(&self.state.scripts).insert(name.to_owned(), routes::Script::new(replies));
+        format!("/script/{name}")
+    }
+
+    /// A raw TCP endpoint on a new listener: on each connection the server
+    /// reads until the end of the request head (`\r\n\r\n`, at most 64 KiB
+    /// or 5 s), writes `bytes` verbatim, then closes the connection (it
+    /// half-closes, then discards whatever the client still sends for up to
+    /// 2 s so the close does not turn into a reset). With `hold_open`, it
+    /// instead keeps the connection open without writing more until shutdown.
+    ///
+    /// Returns `http://127.0.0.1:{port}/`.
+    ///
+    /// # Panics
+    ///
+    /// If no port can be bound on `127.0.0.1`.
+    pub fn raw_url(&self, bytes: impl Into<Vec<u8>>, hold_open: bool) -> String {
+        let listener = bind_std(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .expect("keel test server: cannot bind a raw listener on 127.0.0.1");
+        let port = listener
+            .local_addr()
+            .expect("keel test server: raw listener has no local address")
+            .port();
+        let bytes = Bytes::from(bytes.into());
+        let shutdown = self.shutdown.subscribe();
+        // If the server is already shutting down the task never runs and the
+        // listener is dropped: connections are then refused.
+        self.runtime.spawn(async move {
+            if let Ok(listener) = TcpListener::from_std(listener) {
+                accept_raw(listener, bytes, hold_open, shutdown).await;
+            }
+        });
+        format!("http://127.0.0.1:{port}/")
+    }
+
+    /// TCP connections accepted on the plain and TLS listeners (not the
+    /// blackhole or raw ones), whether or not the TLS handshake succeeded.
+    pub fn connections_accepted(&self) -> usize {
+        lock(&self.state.connections).len()
+    }
+
+    /// Of [`connections_accepted`](Self::connections_accepted), how many are
+    /// still open (a connection counts until its serving task ends).
+    pub fn open_connections(&self) -> usize {
+        self.state.open.load(Ordering::SeqCst)
+    }
+
+    /// How many requests each accepted plain/TLS connection carried, one
+    /// entry per connection in accept order.
+    pub fn requests_per_connection(&self) -> Vec<usize> {
+        lock(&self.state.connections)
+            .iter()
+            .map(|n| n.load(Ordering::SeqCst))
+            .collect()
+    }
+
+    /// Total HTTP requests received on the plain and TLS listeners (each is
+    /// counted before it is answered).
+    pub fn requests(&self) -> usize {
+        lock(&self.state.requests).len()
+    }
+
+    /// Requests whose path (without the query) equals `path`.
+    pub fn requests_to(&self, path: &str) -> usize {
+        lock(&self.state.requests)
+            .iter()
+            .filter(|(p, _)| p == path)
+            .count()
+    }
+
+    /// The HTTP version of each request, in the order they arrived.
+    pub fn versions(&self) -> Vec<Version> {
+        lock(&self.state.requests).iter().map(|(_, v)| *v).collect()
+    }
+
+    /// Polls every 10 ms (blocking the calling thread) until
+    /// [`open_connections`](Self::open_connections) equals `n` or `timeout`
+    /// passes; returns whether it got there.
+    pub fn wait_for_open_connections(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.open_connections() == n {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestServer")
+            .field("plain_port", &self.plain_port)
+            .field("tls_port", &self.tls_port)
+            .field("blackhole_port", &self.blackhole_port)
+            .field("refused_port", &self.refused_port)
+            .field("connections_accepted", &self.connections_accepted())
+            .field("open_connections", &self.open_connections())
+            .field("requests", &self.requests())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        // `send_replace` stores the value even when no receiver is left.
+        self.shutdown.send_replace(true);
+        let finished = self
+            .finished
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        match finished.recv_timeout(DROP_WAIT) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                if let Some(thread) = self.thread.take() {
+                    let _ = thread.join();
+                }
+            }
+            // Still busy: detach rather than hang.
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+}
+
+/// Binds a non-blocking std listener (tokio adopts it on the server thread).
+fn bind_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Resolves once shutdown is signalled (or the [`TestServer`] is gone).
+async fn wait_shutdown(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Accepts the next connection, or `None` on shutdown. Transient accept
+/// errors (e.g. too many open files) are retried after a short pause.
+async fn accept(listener: &TcpListener, shutdown: &mut watch::Receiver<bool>) -> Option<TcpStream> {
+    loop {
+        tokio::select! {
+            () = wait_shutdown(shutdown) => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => return Some(stream),
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+        }
+    }
+}
+
+/// The accept loop of the plain (`tls: None`) or TLS listener.
+async fn accept_http(listener: TcpListener, tls: Option<TlsAcceptor>, serve: Serve) {
+    let mut shutdown = serve.shutdown.clone();
+    while let Some(stream) = accept(&listener, &mut shutdown).await {
+        let _ = stream.set_nodelay(true);
+        let requests = Arc::new(AtomicUsize::new(0));
+        lock(&serve.state.connections).push(Arc::clone(&requests));
+        serve.state.open.fetch_add(1, Ordering::SeqCst);
+        let guard = OpenGuard(Arc::clone(&serve.state));
+        let serve = serve.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            match tls {
+                None => serve_connection(stream, requests, serve).await,
+                Some(acceptor) => {
+                    let mut shutdown = serve.shutdown.clone();
+                    let handshake = tokio::select! {
+                        () = wait_shutdown(&mut shutdown) => return,
+                        handshake = acceptor.accept(stream) => handshake,
+                    };
+                    // A failed handshake just drops the connection.
+                    if let Ok(stream) = handshake {
+                        serve_connection(stream, requests, serve).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Serves HTTP/1.1 (keep-alive) or HTTP/2 (multiplexed) on one connection
+/// until the client closes it, it fails, or shutdown.
+async fn serve_connection<I>(io: I, requests: Arc<AtomicUsize>, serve: Serve)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Serve {
+        state,
+        builder,
+        mut shutdown,
+    } = serve;
+    let service = service_fn(move |req: http::Request<Incoming>| {
+        let state = Arc::clone(&state);
+        let requests = Arc::clone(&requests);
+        async move {
+            requests.fetch_add(1, Ordering::SeqCst);
+            lock(&state.requests).push((req.uri().path().to_owned(), req.version()));
+            Ok::<_, std::convert::Infallible>(routes::respond(req, &state).await)
+        }
+    });
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::select! {
+        _ = connection => {}
+        () = wait_shutdown(&mut shutdown) => {}
+    }
+}
+
+/// The blackhole: accepts and holds connections, never reading or writing.
+async fn accept_blackhole(listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    while let Some(stream) = accept(&listener, &mut shutdown).await {
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _held = stream;
+            wait_shutdown(&mut shutdown).await;
+        });
+    }
+}
+
+/// A raw listener: every connection gets `bytes` after its request head.
+async fn accept_raw(
+    listener: TcpListener,
+    bytes: Bytes,
+    hold_open: bool,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    while let Some(stream) = accept(&listener, &mut shutdown).await {
+        let mut shutdown = shutdown.clone();
+        let bytes = bytes.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = raw_exchange(stream, bytes, hold_open) => {}
+                () = wait_shutdown(&mut shutdown) => {}
+            }
+        });
+    }
+}
+
+/// One raw connection: read the head, write `bytes`, then close or hold.
+async fn raw_exchange(mut stream: TcpStream, bytes: Bytes, hold_open: bool) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = [0u8; 4096];
+    let mut head = Vec::new();
+    let read_head = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let from = head.len().saturating_sub(3);
+                    head.extend_from_slice(&buf[..n]);
+                    let complete = head[from..].windows(4).any(|w| w == b"\r\n\r\n");
+                    if complete || head.len() >= RAW_HEAD_LIMIT {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(RAW_HEAD_TIMEOUT, read_head).await;
+
+    if stream.write_all(&bytes).await.is_err() || stream.flush().await.is_err() {
+        return;
+    }
+    if hold_open {
+        std::future::pending::<()>().await;
+    }
+    let _ = stream.shutdown().await;
+    let drain = async { while let Ok(1..) = stream.read(&mut buf).await {} };
+    let _ = tokio::time::timeout(RAW_LINGER, drain).await;
+}

@@ -1,0 +1,529 @@
+//! The routes served on the plain and TLS listeners, and scripted replies.
+
+use std::convert::Infallible;
+use std::str::FromStr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{self, Stream, StreamExt};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited, StreamBody};
+use hyper::body::{Body as _, Frame, Incoming};
+
+use super::{lock, State};
+
+/// The error type of response bodies.
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every response the server sends.
+pub(super) type ResBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Largest request body `/echo` reads; beyond it the answer is 413.
+const ECHO_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Size of the chunks `/bytes`, `/reset` and `/wrong-length` stream.
+const CHUNK: usize = 64 * 1024;
+
+/// The period of the `/bytes` pattern: byte `i` is `(i % 251) as u8`.
+const PERIOD: usize = 251;
+
+/// Declared length of a `/stall` response.
+const STALL_LENGTH: u64 = 1_000_000;
+
+/// Largest `chunk` accepted by `/drip`.
+const MAX_DRIP_CHUNK: usize = 16 * 1024 * 1024;
+
+/// How long a body that is about to fail or end early waits first, so hyper
+/// flushes what was already written (it drops unflushed bytes on body errors).
+const FLUSH_GRACE: Duration = Duration::from_millis(50);
+
+/// One scripted reply, registered with [`TestServer::script`](super::TestServer::script).
+///
+/// Built with [`Reply::status`] and refined with the other methods:
+///
+/// ```
+/// use std::time::Duration;
+/// use keel_conformance::server::Reply;
+///
+/// let busy = Reply::status(503)
+///     .header("Retry-After", "1")
+///     .body("busy")
+///     .delay(Duration::from_millis(20));
+/// # let _ = busy;
+/// ```
+///
+/// A reply that cannot be sent as written (a status outside `100..=999`, an
+/// invalid header name or value) is answered with 500 and a text body that
+/// says why, instead of panicking.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+    delay: Duration,
+}
+
+impl Reply {
+    /// A reply with this status code, no extra headers, an empty body and no delay.
+    pub fn status(code: u16) -> Reply {
+        Reply {
+            status: code,
+            headers: Vec::new(),
+            body: Bytes::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// Adds a header (repeat the call to send a header several times).
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the body (sent with an exact `Content-Length`).
+    pub fn body(mut self, body: impl Into<Bytes>) -> Reply {
+        self.body = body.into();
+        self
+    }
+
+    /// Waits this long before sending the response head.
+    pub fn delay(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+
+    /// Builds the response, or explains why it cannot be built.
+    fn to_response(&self) -> Result<Response<ResBody>, String> {
+        let status = StatusCode::from_u16(self.status)
+            .map_err(|_| format!("scripted reply has invalid status {}", self.status))?;
+        let mut res = Response::new(full(self.body.clone()));
+        *res.status_mut() = status;
+        for (name, value) in &self.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("scripted reply has invalid header name {name:?}"))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| format!("scripted reply has invalid header value {value:?}"))?;
+            res.headers_mut().append(name, value);
+        }
+        Ok(res)
+    }
+}
+
+/// The scripted replies registered under one name, and how many were served.
+#[derive(Debug)]
+pub(super) struct Script {
+    replies: Vec<Reply>,
+    served: usize,
+}
+
+impl Script {
+    /// A script that has not been requested yet.
+    pub(super) fn new(replies: Vec<Reply>) -> Script {
+        Script { replies, served: 0 }
+    }
+
+    /// The reply for the next request: the n-th reply for the n-th request,
+    /// then the last one again and again.
+    fn next_reply(&mut self) -> Option<Reply> {
+        let last = self.replies.len().checked_sub(1)?;
+        let reply = self.replies[self.served.min(last)].clone();
+        self.served = self.served.saturating_add(1);
+        Some(reply)
+    }
+}
+
+/// An answer that short-circuits a route: a status and a text body.
+struct Reject(StatusCode, String);
+
+impl Reject {
+    fn bad(message: impl Into<String>) -> Reject {
+        Reject(StatusCode::BAD_REQUEST, message.into())
+    }
+}
+
+/// Answers one request. Never fails and never panics: problems become 4xx/5xx.
+pub(super) async fn respond(req: Request<Incoming>, state: &State) -> Response<ResBody> {
+    match route(req, state).await {
+        Ok(res) => res,
+        Err(Reject(status, message)) => text(status, message),
+    }
+}
+
+async fn route(req: Request<Incoming>, state: &State) -> Result<Response<ResBody>, Reject> {
+    let path = req.uri().path().to_owned();
+    let query = Query::parse(req.uri().query());
+
+    if let Some(name) = path.strip_prefix("/script/") {
+        return script(state, &percent_decode(name, false)).await;
+    }
+
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(&path).split('/').collect();
+    match segments.as_slice() {
+        ["status", code] => status(code, &query),
+        ["delay", ms] => delay(ms).await,
+        ["stall"] => stall(&query),
+        ["drip"] => drip(&query),
+        ["bytes", n] => bytes(n),
+        ["reset"] => reset(&query),
+        ["wrong-length"] => wrong_length(&query),
+        ["echo"] => echo(req).await,
+        _ => Err(Reject(
+            StatusCode::NOT_FOUND,
+            format!("no route for {path}"),
+        )),
+    }
+}
+
+/// `/status/{code}?body=..&header=Name:Value`.
+fn status(code: &str, query: &Query) -> Result<Response<ResBody>, Reject> {
+    let code: u16 = parse_segment("status code", code)?;
+    let status = StatusCode::from_u16(code)
+        .ok()
+        .filter(|s| !s.is_informational())
+        .ok_or_else(|| Reject::bad(format!("unsupported status code {code}")))?;
+    let body = query.get("body").unwrap_or_default().to_owned();
+    let mut res = Response::new(full(body));
+    *res.status_mut() = status;
+    for header in query.all("header") {
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| Reject::bad(format!("header parameter {header:?} is not Name:Value")))?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| Reject::bad(format!("invalid header name {name:?}")))?;
+        let value = HeaderValue::from_str(value.trim())
+            .map_err(|_| Reject::bad(format!("invalid header value {value:?}")))?;
+        res.headers_mut().append(name, value);
+    }
+    Ok(res)
+}
+
+/// `/delay/{ms}`.
+async fn delay(ms: &str) -> Result<Response<ResBody>, Reject> {
+    let ms: u64 = parse_segment("delay", ms)?;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(text(StatusCode::OK, "delayed"))
+}
+
+/// `/stall?bytes=N`.
+fn stall(query: &Query) -> Result<Response<ResBody>, Reject> {
+    let n: u64 = query.num("bytes", 0)?;
+    if n > STALL_LENGTH {
+        return Err(Reject::bad(format!("bytes must be at most {STALL_LENGTH}")));
+    }
+    let head = pattern(n).map(Ok);
+    let body = head.chain(stream::pending());
+    Ok(streaming(body, Some(STALL_LENGTH)))
+}
+
+/// `/drip?chunk=N&interval_ms=T&count=K`.
+fn drip(query: &Query) -> Result<Response<ResBody>, Reject> {
+    let chunk: usize = query.num("chunk", 1)?;
+    let interval: u64 = query.num("interval_ms", 100)?;
+    let count: u64 = query.num("count", 10)?;
+    if chunk > MAX_DRIP_CHUNK {
+        return Err(Reject::bad(format!(
+            "chunk must be at most {MAX_DRIP_CHUNK}"
+        )));
+    }
+    let data = Bytes::from(vec![b'x'; chunk]);
+    let interval = Duration::from_millis(interval);
+    let body = stream::unfold(0u64, move |sent| {
+        let data = data.clone();
+        async move {
+            if sent >= count {
+                return None;
+            }
+            if sent > 0 {
+                tokio::time::sleep(interval).await;
+            }
+            Some((Ok(Frame::data(data)), sent + 1))
+        }
+    });
+    Ok(streaming(body, None))
+}
+
+/// `/bytes/{n}`.
+fn bytes(n: &str) -> Result<Response<ResBody>, Reject> {
+    let n: u64 = parse_segment("length", n)?;
+    Ok(streaming(pattern(n).map(Ok), Some(n)))
+}
+
+/// `/reset?after=N`.
+fn reset(query: &Query) -> Result<Response<ResBody>, Reject> {
+    let after: u64 = query.num("after", 0)?;
+    let declared = after
+        .checked_mul(2)
+        .and_then(|d| d.checked_add(1000))
+        .ok_or_else(|| Reject::bad("after is too large"))?;
+    let fail = stream::once(async {
+        tokio::time::sleep(FLUSH_GRACE).await;
+        Err::<Frame<Bytes>, BoxError>("deliberate reset by the conformance server".into())
+    });
+    let body = pattern(after).map(Ok).chain(fail);
+    Ok(streaming(body, Some(declared)))
+}
+
+/// `/wrong-length?declared=D&actual=A`.
+fn wrong_length(query: &Query) -> Result<Response<ResBody>, Reject> {
+    let declared: u64 = query.required("declared")?;
+    let actual: u64 = query.required("actual")?;
+    let end = stream::once(tokio::time::sleep(FLUSH_GRACE))
+        .filter_map(|()| async { None::<Result<Frame<Bytes>, BoxError>> });
+    let body = pattern(actual).map(Ok).chain(end);
+    Ok(streaming(body, Some(declared)))
+}
+
+/// `/echo`.
+async fn echo(req: Request<Incoming>) -> Result<Response<ResBody>, Reject> {
+    let (parts, body) = req.into_parts();
+    let too_large = || {
+        Reject(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds {ECHO_LIMIT} bytes"),
+        )
+    };
+    if body.size_hint().lower() > ECHO_LIMIT as u64 {
+        return Err(too_large());
+    }
+    let body = match Limited::new(body, ECHO_LIMIT).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+        Err(e) => return Err(Reject::bad(format!("failed to read the request body: {e}"))),
+    };
+
+    let mut headers = serde_json::Map::new();
+    for name in parts.headers.keys() {
+        let values = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        headers.insert(name.as_str().to_owned(), serde_json::Value::Array(values));
+    }
+    let json = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+        "body_len": body.len(),
+        "version": format!("{:?}", parts.version),
+    });
+    let mut res = Response::new(full(json.to_string()));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(res)
+}
+
+/// `/script/{name}`.
+async fn script(state: &State, name: &str) -> Result<Response<ResBody>, Reject> {
+    let reply = {
+        let mut scripts = lock(&state.scripts);
+        let script = scripts
+            .get_mut(name)
+            .ok_or_else(|| Reject(StatusCode::NOT_FOUND, format!("no script named {name:?}")))?;
+        script.next_reply().ok_or_else(|| {
+            Reject(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("script {name:?} has no replies"),
+            )
+        })?
+    };
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    reply
+        .to_response()
+        .map_err(|message| Reject(StatusCode::INTERNAL_SERVER_ERROR, message))
+}
+
+/// A complete body with an exact length.
+fn full(data: impl Into<Bytes>) -> ResBody {
+    Full::new(data.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync()
+}
+
+/// A text/plain response.
+fn text(status: StatusCode, message: impl Into<Bytes>) -> Response<ResBody> {
+    let mut res = Response::new(full(message));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+/// A 200 response with a streamed body (no size hint, so hyper uses chunked
+/// encoding on HTTP/1.1 unless `content_length` is given, which is then written
+/// as the `Content-Length` header verbatim, whatever the body really holds).
+fn streaming<S>(body: S, content_length: Option<u64>) -> Response<ResBody>
+where
+    S: Stream<Item = Result<Frame<Bytes>, BoxError>> + Send + 'static,
+{
+    let mut res = Response::new(StreamBody::new(body).boxed_unsync());
+    if let Some(len) = content_length {
+        res.headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    res
+}
+
+/// The first `len` bytes of the infinite pattern `i % 251`, as data frames
+/// of at most 64 KiB, generated lazily without copying.
+fn pattern(len: u64) -> impl Stream<Item = Frame<Bytes>> + Send + 'static {
+    static PATTERN: OnceLock<Bytes> = OnceLock::new();
+    let source = PATTERN
+        .get_or_init(|| {
+            (0..CHUNK + PERIOD)
+                .map(|i| (i % PERIOD) as u8)
+                .collect::<Vec<u8>>()
+                .into()
+        })
+        .clone();
+    stream::iter((0..len).step_by(CHUNK)).map(move |at| {
+        let size = usize::try_from(len - at).map_or(CHUNK, |rest| rest.min(CHUNK));
+        let start = (at % PERIOD as u64) as usize;
+        Frame::data(source.slice(start..start + size))
+    })
+}
+
+/// Parses a path segment, or rejects the request with 400.
+fn parse_segment<T: FromStr>(what: &str, raw: &str) -> Result<T, Reject> {
+    raw.parse()
+        .map_err(|_| Reject::bad(format!("invalid {what} {raw:?}")))
+}
+
+/// Decoded query parameters, in order.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(query: Option<&str>) -> Query {
+        let pairs = query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (percent_decode(key, true), percent_decode(value, true))
+            })
+            .collect();
+        Query(pairs)
+    }
+
+    /// The last value of `key`.
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `key`, in order.
+    fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The number under `key`, `default` when absent, 400 when malformed.
+    fn num<T: FromStr>(&self, key: &str, default: T) -> Result<T, Reject> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(raw) => parse_segment(key, raw),
+        }
+    }
+
+    /// The number under `key`, 400 when absent or malformed.
+    fn required<T: FromStr>(&self, key: &str) -> Result<T, Reject> {
+        let raw = self
+            .get(key)
+            .ok_or_else(|| Reject::bad(format!("missing query parameter {key:?}")))?;
+        parse_segment(key, raw)
+    }
+}
+
+/// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`); malformed
+/// escapes are kept literally and invalid UTF-8 is replaced.
+fn percent_decode(raw: &str, plus_is_space: bool) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
+    let raw = raw.as_bytes();
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'%' => {
+                let decoded = raw
+                    .get(i + 1)
+                    .and_then(|&h| hex(h))
+                    .zip(raw.get(i + 2).and_then(|&l| hex(l)));
+                if let Some((h, l)) = decoded {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            b'+' if plus_is_space => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let q = Query::parse(Some("a=1&b=x%20y+z&header=A:1&header=B:2&bad=%zz&a=3"));
+        assert_eq!(q.get("a"), Some("3"));
+        assert_eq!(q.get("b"), Some("x y z"));
+        assert_eq!(q.all("header").collect::<Vec<_>>(), ["A:1", "B:2"]);
+        assert_eq!(q.get("bad"), Some("%zz"));
+        assert_eq!(q.get("missing"), None);
+        assert!(q.num::<u64>("b", 0).is_err());
+        assert_eq!(q.num::<u64>("missing", 7).ok(), Some(7));
+    }
+
+    #[test]
+    fn script_repeats_the_last_reply() {
+        let mut s = Script::new(vec![Reply::status(503), Reply::status(200)]);
+        let codes: Vec<u16> = (0..4)
+            .filter_map(|_| s.next_reply())
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(codes, [503, 200, 200, 200]);
+        assert!(Script::new(Vec::new()).next_reply().is_none());
+    }
+
+    #[tokio::test]
+    async fn pattern_is_exact_and_chunked() {
+        let frames: Vec<Bytes> = pattern(200_000)
+            .filter_map(|f| async move { f.into_data().ok() })
+            .collect()
+            .await;
+        assert!(frames.iter().all(|f| f.len() <= CHUNK));
+        let all: Vec<u8> = frames.concat();
+        assert_eq!(all.len(), 200_000);
+        assert!(all.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+        assert_eq!(pattern(0).count().await, 0);
+        assert_eq!(pattern(CHUNK as u64).count().await, 1);
+    }
+}

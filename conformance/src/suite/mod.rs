@@ -1,0 +1,297 @@
+//! The shared suite: every case is written once, generic over the backend, and run on a host
+//! runtime against a fresh [`TestServer`].
+//!
+//! A case returns [`Outcome::Pass`], [`Outcome::NotSupported`] when the backend lacks a
+//! capability the case needs (recorded as such in the scorecard, never silently skipped), or a
+//! [`Failure`]. Every case runs under a wall-clock limit ([`CASE_LIMIT`]) on its own thread, so
+//! a hung case is reported as failed instead of hanging the run.
+
+pub mod cases;
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use keel_core::{Backend, Capabilities, Certificate, Client, ClientBuilder, Timer};
+
+use crate::rt::HostRuntime;
+use crate::server::TestServer;
+
+/// The longest a single case may run before it counts as failed.
+pub const CASE_LIMIT: Duration = Duration::from_secs(60);
+
+/// What a case concluded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The backend behaved as keel promises.
+    Pass,
+    /// The backend lacks a capability this case needs.
+    NotSupported(&'static str),
+}
+
+/// Why a case failed.
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl<E: fmt::Display> From<E> for Failure {
+    fn from(err: E) -> Self {
+        Failure(err.to_string())
+    }
+}
+
+/// What a case returns.
+pub type CaseResult = Result<Outcome, Failure>;
+
+/// Fails the case with a formatted message unless `cond` holds.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err($crate::suite::Failure(format!($($msg)+)));
+        }
+    };
+}
+
+/// Everything a case gets: a fresh server and a way to configure clients on the backend.
+pub struct Cx<T> {
+    /// The server this case talks to; no other case shares it.
+    pub server: TestServer,
+    _backend: PhantomData<fn() -> T>,
+}
+
+impl<T: Backend> Cx<T> {
+    fn new(server: TestServer) -> Self {
+        Self {
+            server,
+            _backend: PhantomData,
+        }
+    }
+
+    /// A builder with the server's plain URL as base URL and time limits that keep a
+    /// misbehaving case well inside [`CASE_LIMIT`].
+    pub fn builder(&self) -> ClientBuilder<T> {
+        Client::<T>::builder()
+            .base_url(&self.server.url(""))
+            .deadline(Duration::from_secs(30))
+    }
+
+    /// A client from [`Cx::builder`].
+    pub fn client(&self) -> Result<Client<T>, Failure> {
+        Ok(self.builder().build()?)
+    }
+
+    /// The server's self-signed certificate, as a root to trust.
+    pub fn server_root(&self) -> Certificate {
+        Certificate::from_pem(self.server.ca_cert_pem())
+    }
+
+    /// Waits, without blocking the executor, until the server has `n` connections open; returns
+    /// whether it got there within `limit`. Connections close on the client's runtime, so a
+    /// blocking wait could stop the very task that closes them.
+    pub async fn wait_for_open_connections(
+        &self,
+        timer: &dyn Timer,
+        n: usize,
+        limit: Duration,
+    ) -> bool {
+        let until = timer.now() + limit;
+        loop {
+            if self.server.open_connections() == n {
+                return true;
+            }
+            let now = timer.now();
+            if now >= until {
+                return false;
+            }
+            timer.sleep_until(now + Duration::from_millis(10)).await;
+        }
+    }
+
+    /// What the backend under test supports.
+    pub fn capabilities(&self) -> Capabilities {
+        T::capabilities()
+    }
+}
+
+impl<T> fmt::Debug for Cx<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cx").field("server", &self.server).finish()
+    }
+}
+
+/// A case's future.
+pub type CaseFuture = Pin<Box<dyn Future<Output = CaseResult>>>;
+
+/// One case of the suite, instantiated for backend `T`.
+pub struct Case<T> {
+    /// The case's name, as in the scorecard and the test name.
+    pub name: &'static str,
+    /// Runs the case.
+    pub run: fn(Cx<T>) -> CaseFuture,
+}
+
+impl<T> fmt::Debug for Case<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Case").field("name", &self.name).finish()
+    }
+}
+
+/// Calls `$mac!{ [args] case1 case2 … }` with every case of the suite. The one list of cases.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __for_each_case {
+    ($mac:ident, $($args:tt)*) => {
+        $crate::$mac! { [$($args)*]
+            methods
+            headers
+            query
+            json_round_trip
+            body_10_mib
+            stream_large_body
+            connection_reuse
+            http2_over_tls
+            http2_prior_knowledge
+            connection_refused
+            connect_timeout_tls
+            attempt_timeout
+            read_idle_timeout
+            deadline_mid_body
+            body_over_limit
+            drop_response_mid_body
+            drop_request_future
+            untrusted_certificate
+            invalid_url
+            invalid_header
+            garbage_response
+            truncated_body
+            reset_mid_body
+            status_error
+            decode_error_path
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __registry {
+    ([] $($name:ident)*) => {
+        /// Every case of the suite, for backend `T`, in suite order.
+        pub fn all<T: keel_core::Backend>() -> Vec<Case<T>> {
+            vec![$(Case {
+                name: stringify!($name),
+                run: |cx| Box::pin(cases::$name::<T>(cx)),
+            }),*]
+        }
+    };
+}
+
+__for_each_case!(__registry,);
+
+/// Generates one `#[test]` per suite case for a backend on a host runtime.
+///
+/// ```ignore
+/// // conformance/tests/hyper_tokio.rs
+/// keel_conformance::suite!(keel_hyper::HyperTransport, keel_conformance::rt::Tokio);
+/// ```
+#[macro_export]
+macro_rules! suite {
+    ($backend:ty, $rt:ty) => {
+        $crate::__for_each_case!(__suite_tests, $backend, $rt);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __suite_tests {
+    ([$backend:ty, $rt:ty] $($name:ident)*) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::suite::assert_case::<$backend, $rt>(stringify!($name));
+            }
+        )*
+    };
+}
+
+/// How one case went.
+#[derive(Clone, Debug)]
+pub struct CaseReport {
+    /// The case's name.
+    pub case: &'static str,
+    /// What happened.
+    pub status: Status,
+    /// Wall-clock time, server start included.
+    pub elapsed: Duration,
+}
+
+/// The result of running a case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Passed.
+    Pass,
+    /// Failed, with the reason.
+    Fail(String),
+    /// Not supported by this backend, with the capability.
+    NotSupported(&'static str),
+}
+
+/// Runs one case of backend `T` on host runtime `R`, on its own thread, under [`CASE_LIMIT`].
+pub fn run_case<T: Backend, R: HostRuntime>(case: &Case<T>) -> CaseReport {
+    let started = Instant::now();
+    let run = case.run;
+    let (tx, rx) = mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("case-{}", case.name))
+        .spawn(move || {
+            let status = match TestServer::start() {
+                Err(e) => Status::Fail(format!("test server did not start: {e}")),
+                Ok(server) => match R::block_on(run(Cx::new(server))) {
+                    Ok(Outcome::Pass) => Status::Pass,
+                    Ok(Outcome::NotSupported(what)) => Status::NotSupported(what),
+                    Err(Failure(msg)) => Status::Fail(msg),
+                },
+            };
+            let _ = tx.send(status);
+        });
+    let status = match spawned {
+        Err(e) => Status::Fail(format!("could not spawn the case thread: {e}")),
+        Ok(_) => match rx.recv_timeout(CASE_LIMIT) {
+            Ok(status) => status,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                Status::Fail(format!("did not finish within {CASE_LIMIT:?}"))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Status::Fail("panicked".to_owned()),
+        },
+    };
+    CaseReport {
+        case: case.name,
+        status,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Runs the named case and panics (failing the calling test) unless it passed or is not
+/// supported by the backend.
+pub fn assert_case<T: Backend, R: HostRuntime>(name: &str) {
+    let cases = all::<T>();
+    let case = cases
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no suite case named {name}"));
+    let report = run_case::<T, R>(case);
+    match report.status {
+        Status::Pass => {}
+        Status::NotSupported(what) => {
+            println!("{name}: not supported by {} ({what})", T::NAME);
+        }
+        Status::Fail(msg) => panic!(
+            "{name} failed on {} / {} after {:?}: {msg}",
+            T::NAME,
+            R::NAME,
+            report.elapsed
+        ),
+    }
+}

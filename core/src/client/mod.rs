@@ -1,0 +1,538 @@
+//! The async driver: [`Client`], its builder, requests and responses.
+//!
+//! Runtime-agnostic code over [`Transport`] and [`Timer`]. It never spawns a task and reads the
+//! clock only through the transport's timer.
+//!
+//! # Cancel safety
+//!
+//! Cancelling is dropping. Dropping the future returned by
+//! [`RequestBuilder::send`] at any `await` point drops the transport's attempt, which closes the
+//! connection if the request was half-written or the response half-read; dropping a
+//! [`Response`] or a [`BodyStream`] before the end of the body does the same. A connection goes
+//! back to the pool only after a complete exchange, so the next request never reads the tail of
+//! someone else's response.
+
+mod request;
+mod response;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{HeaderName, HeaderValue, USER_AGENT};
+use http::{HeaderMap, Method};
+use url::Url;
+
+pub use request::RequestBuilder;
+pub use response::{BodyStream, Response};
+
+use crate::body::Body;
+use crate::error::{BoxError, Error, ErrorKind, TimeoutPhase};
+use crate::transport::{Backend, BoxTransport, Certificate, Race, Transport, TransportConfig};
+
+/// The default for [`ClientBuilder::max_body_size`]: 16 MiB.
+pub const DEFAULT_MAX_BODY_SIZE: u64 = 16 * 1024 * 1024;
+
+/// The time limits applied to every request; all are finite by default.
+///
+/// | limit | default | covers |
+/// |---|---|---|
+/// | `connect` | 10 s | DNS, TCP and TLS for a new connection (enforced by the backend) |
+/// | `attempt` | 30 s | from sending until the response head arrives |
+/// | `deadline` | 5 min | the whole call: every attempt and reading the body |
+/// | `read_idle` | 30 s | the longest gap between two body chunks |
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Time to establish a connection.
+    pub connect: Duration,
+    /// Time from sending a request until its response head.
+    pub attempt: Duration,
+    /// Time for the whole call, body included.
+    pub deadline: Duration,
+    /// Longest silence between body chunks.
+    pub read_idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            attempt: Duration::from_secs(30),
+            deadline: Duration::from_secs(300),
+            read_idle: Duration::from_secs(30),
+        }
+    }
+}
+
+/// An HTTP client: a connection pool on one backend, with its settings.
+///
+/// Cheap to clone: clones share the pool and the settings. Create one per API and keep it.
+///
+/// `T` is the backend's [`Transport`]; the `keel` facade names the default one `keel::Client`.
+/// For a backend chosen at run time use `Client<BoxTransport>` (see
+/// [`ClientBuilder::build_boxed`]).
+pub struct Client<T> {
+    shared: Arc<Shared<T>>,
+}
+
+struct Shared<T> {
+    transport: T,
+    config: ClientConfig,
+}
+
+#[derive(Clone, Debug)]
+struct ClientConfig {
+    base_url: Option<Url>,
+    headers: HeaderMap,
+    timeouts: Timeouts,
+    max_body_size: u64,
+}
+
+impl<T: Backend> Client<T> {
+    /// A client with the default settings.
+    pub fn new() -> Result<Self, Error> {
+        Self::builder().build()
+    }
+
+    /// Starts configuring a client on backend `T`.
+    pub fn builder() -> ClientBuilder<T> {
+        ClientBuilder::new()
+    }
+}
+
+impl<T: Transport> Client<T> {
+    /// Starts a request with `method` to `url`.
+    ///
+    /// `url` is either absolute (`https://…`) or a path joined to the base URL. A path is always
+    /// appended to the base URL's path, whether or not either has a slash at the join:
+    /// with base `https://api.example.com/v1`, both `users` and `/users` give
+    /// `https://api.example.com/v1/users`.
+    pub fn request(&self, method: Method, url: &str) -> RequestBuilder<T> {
+        let url = join_url(self.shared.config.base_url.as_ref(), url);
+        RequestBuilder::new(self.clone(), method, url, self.shared.config.timeouts)
+    }
+
+    /// Starts a `GET` request.
+    pub fn get(&self, url: &str) -> RequestBuilder<T> {
+        self.request(Method::GET, url)
+    }
+
+    /// Starts a `POST` request.
+    pub fn post(&self, url: &str) -> RequestBuilder<T> {
+        self.request(Method::POST, url)
+    }
+
+    /// Starts a `PUT` request.
+    pub fn put(&self, url: &str) -> RequestBuilder<T> {
+        self.request(Method::PUT, url)
+    }
+
+    /// Starts a `PATCH` request.
+    pub fn patch(&self, url: &str) -> RequestBuilder<T> {
+        self.request(Method::PATCH, url)
+    }
+
+    /// Starts a `DELETE` request.
+    pub fn delete(&self, url: &str) -> RequestBuilder<T> {
+        self.request(Method::DELETE, url)
+    }
+
+    /// Starts a `HEAD` request.
+    pub fn head(&self, url: &str) -> RequestBuilder<T> {
+        self.request(Method::HEAD, url)
+    }
+
+    /// The base URL relative paths are joined to.
+    pub fn base_url(&self) -> Option<&Url> {
+        self.shared.config.base_url.as_ref()
+    }
+
+    /// The time limits requests start with.
+    pub fn timeouts(&self) -> Timeouts {
+        self.shared.config.timeouts
+    }
+
+    /// The transport, for backend-specific inspection.
+    pub fn transport(&self) -> &T {
+        &self.shared.transport
+    }
+
+    /// Runs one call: sends `request` and waits for the head within the time limits.
+    async fn execute(
+        &self,
+        mut request: http::Request<Body>,
+        url: Url,
+        timeouts: Timeouts,
+    ) -> Result<Response, Error> {
+        let config = &self.shared.config;
+        merge_default_headers(request.headers_mut(), &config.headers);
+        let timer = self.shared.transport.timer();
+        let start = timer.now();
+        let deadline = add_saturating(start, timeouts.deadline);
+        let (head_by, phase) = match start.checked_add(timeouts.attempt) {
+            Some(t) if t < deadline => (t, TimeoutPhase::Attempt),
+            _ => (deadline, TimeoutPhase::Deadline),
+        };
+        let method = request.method().clone();
+        let attempt = Race {
+            fut: self.shared.transport.send(request),
+            timer: &**timer,
+            deadline: head_by,
+            sleep: None,
+        };
+        match attempt.await {
+            Some(Ok(head)) => {
+                tracing::debug!(%method, url = %url, status = head.status().as_u16(), "response head");
+                Ok(Response::new(
+                    head,
+                    url,
+                    timer.clone(),
+                    timeouts.read_idle,
+                    deadline,
+                    config.max_body_size,
+                    method == Method::HEAD,
+                ))
+            }
+            Some(Err(err)) => {
+                tracing::debug!(%method, url = %url, error = %err, "request failed");
+                Err(err.with_url(url))
+            }
+            None => {
+                tracing::debug!(%method, url = %url, ?phase, "request timed out before the head");
+                Err(Error::new(ErrorKind::Timeout(phase)).with_url(url))
+            }
+        }
+    }
+}
+
+impl<T> Clone for Client<T> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Client<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("transport", &self.shared.transport)
+            .field(
+                "base_url",
+                &self.shared.config.base_url.as_ref().map(Url::as_str),
+            )
+            .field("timeouts", &self.shared.config.timeouts)
+            .field("max_body_size", &self.shared.config.max_body_size)
+            .finish()
+    }
+}
+
+/// Configures and builds a [`Client`] on backend `T`.
+///
+/// Settings are checked when [`build`](ClientBuilder::build) is called: an invalid value, or one
+/// the backend can't honour, fails the build with [`ErrorKind::Config`] naming the setting.
+#[must_use]
+pub struct ClientBuilder<T> {
+    config: ClientConfig,
+    transport: TransportConfig,
+    error: Option<Error>,
+    _backend: PhantomData<fn() -> T>,
+}
+
+impl<T: Backend> ClientBuilder<T> {
+    fn new() -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("keel/", env!("CARGO_PKG_VERSION"))),
+        );
+        Self {
+            config: ClientConfig {
+                base_url: None,
+                headers,
+                timeouts: Timeouts::default(),
+                max_body_size: DEFAULT_MAX_BODY_SIZE,
+            },
+            transport: TransportConfig::default(),
+            error: None,
+            _backend: PhantomData,
+        }
+    }
+
+    fn fail(mut self, err: Error) -> Self {
+        self.error.get_or_insert(err);
+        self
+    }
+
+    /// The URL that relative request paths are joined to. Must be `http` or `https`.
+    pub fn base_url(mut self, url: &str) -> Self {
+        match Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {
+                self.config.base_url = Some(u);
+                self
+            }
+            Ok(_) => self.fail(
+                Error::new(ErrorKind::Config)
+                    .with_setting("base_url")
+                    .with_source("the base url must be an absolute http or https url"),
+            ),
+            Err(e) => self.fail(
+                Error::new(ErrorKind::Config)
+                    .with_setting("base_url")
+                    .with_source(e),
+            ),
+        }
+    }
+
+    /// A header sent with every request unless the request sets the same name.
+    pub fn default_header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<BoxError>,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: Into<BoxError>,
+    {
+        let name = match HeaderName::try_from(name) {
+            Ok(n) => n,
+            Err(e) => return self.fail(config_error("default_header", e)),
+        };
+        match HeaderValue::try_from(value) {
+            Ok(v) => {
+                self.config.headers.append(name, v);
+                self
+            }
+            Err(e) => self.fail(config_error("default_header", e)),
+        }
+    }
+
+    /// The `User-Agent` header. Default `keel/<version>`.
+    pub fn user_agent<V>(mut self, value: V) -> Self
+    where
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: Into<BoxError>,
+    {
+        match HeaderValue::try_from(value) {
+            Ok(v) => {
+                self.config.headers.insert(USER_AGENT, v);
+                self
+            }
+            Err(e) => self.fail(config_error("user_agent", e)),
+        }
+    }
+
+    /// All the time limits at once.
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.config.timeouts = timeouts;
+        self
+    }
+
+    /// Time to establish a connection (DNS, TCP and TLS). Default 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeouts.connect = timeout;
+        self
+    }
+
+    /// Time from sending a request until its response head arrives. Default 30 s.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeouts.attempt = timeout;
+        self
+    }
+
+    /// Time for a whole call, reading the body included. Default 5 minutes.
+    pub fn deadline(mut self, timeout: Duration) -> Self {
+        self.config.timeouts.deadline = timeout;
+        self
+    }
+
+    /// Longest silence allowed between two body chunks. Default 30 s.
+    pub fn read_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeouts.read_idle = timeout;
+        self
+    }
+
+    /// The largest body [`Response::bytes`], [`Response::text`] and [`Response::json`] will
+    /// buffer. Default [`DEFAULT_MAX_BODY_SIZE`] (16 MiB). Streams are not limited.
+    pub fn max_body_size(mut self, bytes: u64) -> Self {
+        self.config.max_body_size = bytes;
+        self
+    }
+
+    /// The most idle connections kept per host.
+    pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
+        self.transport.pool_max_idle_per_host = Some(max);
+        self
+    }
+
+    /// How long an idle connection is kept before it is closed.
+    pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.transport.pool_idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Offer HTTP/2 by ALPN on TLS connections. Default true.
+    pub fn http2(mut self, enabled: bool) -> Self {
+        self.transport.http2 = enabled;
+        self
+    }
+
+    /// Speak HTTP/2 on plain-text connections without negotiating it.
+    pub fn http2_prior_knowledge(mut self) -> Self {
+        self.transport.http2_prior_knowledge = true;
+        self
+    }
+
+    /// Trusts `cert` as a root, in addition to the built-in roots.
+    pub fn add_root_certificate(mut self, cert: Certificate) -> Self {
+        self.transport.root_certificates.push(cert);
+        self
+    }
+
+    /// Whether to trust the backend's built-in roots. Default true.
+    pub fn built_in_roots(mut self, enabled: bool) -> Self {
+        self.transport.built_in_roots = enabled;
+        self
+    }
+
+    /// Set `TCP_NODELAY` on new connections. Default true.
+    pub fn tcp_nodelay(mut self, enabled: bool) -> Self {
+        self.transport.tcp_nodelay = enabled;
+        self
+    }
+
+    /// Checks the settings and builds the client.
+    pub fn build(self) -> Result<Client<T>, Error> {
+        let (config, transport) = self.finish()?;
+        let transport = T::from_config(&transport)?;
+        Ok(Client {
+            shared: Arc::new(Shared { transport, config }),
+        })
+    }
+
+    /// Checks the settings and builds a client whose backend type is erased, so clients on
+    /// different backends have the same type.
+    pub fn build_boxed(self) -> Result<Client<BoxTransport>, Error> {
+        let (config, transport) = self.finish()?;
+        let transport = BoxTransport::new(T::from_config(&transport)?);
+        Ok(Client {
+            shared: Arc::new(Shared { transport, config }),
+        })
+    }
+
+    fn finish(mut self) -> Result<(ClientConfig, TransportConfig), Error> {
+        if let Some(err) = self.error {
+            return Err(err);
+        }
+        let t = &self.config.timeouts;
+        for (setting, d) in [
+            ("connect_timeout", t.connect),
+            ("attempt_timeout", t.attempt),
+            ("deadline", t.deadline),
+            ("read_idle_timeout", t.read_idle),
+        ] {
+            if d.is_zero() {
+                return Err(config_error(
+                    setting,
+                    "a time limit must be greater than zero",
+                ));
+            }
+        }
+        self.transport.connect_timeout = t.connect;
+        T::capabilities().check(&self.transport)?;
+        Ok((self.config, self.transport))
+    }
+}
+
+impl<T> fmt::Debug for ClientBuilder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("config", &self.config)
+            .field("transport", &self.transport)
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+fn config_error(setting: &'static str, source: impl Into<BoxError>) -> Error {
+    Error::new(ErrorKind::Config)
+        .with_setting(setting)
+        .with_source(source)
+}
+
+fn add_saturating(t: Instant, d: Duration) -> Instant {
+    // A century is "never" for a request; it keeps the arithmetic in range on every platform.
+    t.checked_add(d)
+        .unwrap_or_else(|| t + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+fn merge_default_headers(headers: &mut HeaderMap, defaults: &HeaderMap) {
+    for name in defaults.keys() {
+        if !headers.contains_key(name) {
+            for value in defaults.get_all(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+    }
+}
+
+/// Joins `target` to `base` as [`Client::request`] documents.
+///
+/// `target` is absolute only when it starts with `scheme://`; anything else, `users:search`
+/// included, is a path under the base URL.
+fn join_url(base: Option<&Url>, target: &str) -> Result<Url, Error> {
+    let invalid = |src: BoxError| Err(Error::new(ErrorKind::InvalidUrl).with_source(src));
+    let url = if has_scheme(target) {
+        match Url::parse(target) {
+            Ok(url) => url,
+            Err(e) => return invalid(e.into()),
+        }
+    } else {
+        let Some(base) = base else {
+            return invalid(
+                format!("`{target}` is a relative url and the client has no base url").into(),
+            );
+        };
+        let mut joined = String::with_capacity(base.as_str().len() + target.len() + 1);
+        joined.push_str(&base[..url::Position::AfterPath]);
+        let rel = target.trim_start_matches('/');
+        if !rel.is_empty() {
+            while joined.ends_with('/') {
+                joined.pop();
+            }
+            joined.push('/');
+            joined.push_str(rel);
+        }
+        match Url::parse(&joined) {
+            Ok(url) => url,
+            Err(e) => return invalid(e.into()),
+        }
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        return invalid(format!("unsupported url scheme `{}`", url.scheme()).into());
+    }
+    if !url.has_host() {
+        return invalid("the url has no host".into());
+    }
+    Ok(url)
+}
+
+/// Whether `target` starts with `scheme://` (RFC 3986 scheme characters).
+fn has_scheme(target: &str) -> bool {
+    let Some(end) = target.find("://") else {
+        return false;
+    };
+    let scheme = &target[..end];
+    scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// Marks an error from before the request reached the wire.
+pub(crate) fn request_error(source: impl Into<BoxError>) -> Error {
+    Error::new(ErrorKind::InvalidRequest).with_source(source)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,348 @@
+use std::fmt;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, StatusCode, Version};
+use http_body::Body as _;
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use super::DEFAULT_MAX_BODY_SIZE;
+use crate::body::ResponseBody;
+use crate::error::{Error, ErrorKind, Stage, TimeoutPhase};
+use crate::transport::{Sleep, Timer};
+
+/// A response whose head has arrived; the body is read on demand.
+///
+/// Every way of reading the body applies the read-idle timeout between chunks and the call's
+/// deadline. [`bytes`](Response::bytes), [`text`](Response::text) and [`json`](Response::json)
+/// also refuse bodies over the client's size limit; [`chunk`](Response::chunk) and
+/// [`bytes_stream`](Response::bytes_stream) hold one chunk at a time, whatever the size.
+///
+/// Dropping a response before its body is read to the end closes its connection.
+pub struct Response {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    url: Url,
+    max_body_size: u64,
+    /// The response to a `HEAD`: its `Content-Length` describes a body that isn't sent.
+    head_request: bool,
+    body: BodyReader,
+}
+
+impl Response {
+    /// The most body bytes [`error_for_status`](Response::error_for_status) keeps on the error.
+    pub const SNIPPET_LIMIT: usize = 4096;
+
+    pub(super) fn new(
+        head: http::Response<ResponseBody>,
+        url: Url,
+        timer: Arc<dyn Timer>,
+        read_idle: Duration,
+        deadline: Instant,
+        max_body_size: u64,
+        head_request: bool,
+    ) -> Self {
+        let (parts, body) = head.into_parts();
+        let now = timer.now();
+        Self {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            url,
+            max_body_size,
+            head_request,
+            body: BodyReader {
+                body,
+                timer,
+                read_idle,
+                deadline,
+                last_activity: now,
+                delivered: false,
+                sleep: None,
+                done: false,
+            },
+        }
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The HTTP version the response came over.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The response headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The URL of the request this responds to.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The `Content-Length` the server declared, if any.
+    pub fn content_length(&self) -> Option<u64> {
+        self.headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse().ok())
+    }
+
+    /// Turns a 4xx or 5xx response into an [`ErrorKind::Status`] error that keeps the headers
+    /// and up to [`SNIPPET_LIMIT`](Response::SNIPPET_LIMIT) bytes of the body; passes other
+    /// responses through untouched.
+    pub async fn error_for_status(mut self) -> Result<Self, Error> {
+        if !(self.status.is_client_error() || self.status.is_server_error()) {
+            return Ok(self);
+        }
+        let mut snippet = BytesMut::new();
+        // A failure while reading the snippet must not hide the status: keep what arrived.
+        while snippet.len() < Self::SNIPPET_LIMIT {
+            match self.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = Self::SNIPPET_LIMIT - snippet.len();
+                    snippet.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let headers = std::mem::take(&mut self.headers);
+        Err(Error::status(self.status, headers, snippet.freeze()).with_url(self.url))
+    }
+
+    /// The next chunk of the body, or `None` at its end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
+        poll_fn(|cx| self.body.poll_chunk(cx, &self.url)).await
+    }
+
+    /// The whole body, refused with [`ErrorKind::BodyTooLarge`] if it is larger than the
+    /// client's `max_body_size` (checked against `Content-Length` before reading, and while
+    /// reading).
+    pub async fn bytes(mut self) -> Result<Bytes, Error> {
+        let limit = self.max_body_size;
+        let too_large = |url: &Url| {
+            Error::new(ErrorKind::BodyTooLarge { limit })
+                .with_stage(Stage::Body)
+                .with_url(url.clone())
+        };
+        let declared = if self.head_request {
+            None
+        } else {
+            self.content_length()
+        };
+        if declared.is_some_and(|len| len > limit) {
+            return Err(too_large(&self.url));
+        }
+        let Some(first) = self.chunk().await? else {
+            return Ok(Bytes::new());
+        };
+        if first.len() as u64 > limit {
+            return Err(too_large(&self.url));
+        }
+        let Some(second) = self.chunk().await? else {
+            return Ok(first);
+        };
+        let capacity = declared
+            .unwrap_or(0)
+            .max((first.len() + second.len()) as u64);
+        // `Content-Length` is only the server's word: never reserve more than the default limit
+        // up front (a huge declared length under a raised limit must not abort the process).
+        let capacity = capacity.min(limit).min(DEFAULT_MAX_BODY_SIZE);
+        let mut buf = BytesMut::with_capacity(capacity as usize);
+        buf.extend_from_slice(&first);
+        let mut next = Some(second);
+        while let Some(chunk) = next {
+            if (buf.len() + chunk.len()) as u64 > limit {
+                return Err(too_large(&self.url));
+            }
+            buf.extend_from_slice(&chunk);
+            next = self.chunk().await?;
+        }
+        Ok(buf.freeze())
+    }
+
+    /// The body as text, decoded with the charset named in `Content-Type` (UTF-8 when none is
+    /// named or the name is unknown; a byte-order mark wins over both). Malformed sequences
+    /// become U+FFFD, as a browser shows them.
+    pub async fn text(self) -> Result<String, Error> {
+        let encoding = self
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<mime::Mime>().ok())
+            .and_then(|m| {
+                m.get_param(mime::CHARSET)
+                    .and_then(|c| encoding_rs::Encoding::for_label(c.as_str().as_bytes()))
+            })
+            .unwrap_or(encoding_rs::UTF_8);
+        let bytes = self.bytes().await?;
+        let (text, _, _) = encoding.decode(&bytes);
+        Ok(text.into_owned())
+    }
+
+    /// The body decoded from JSON. On failure the error's [`Error::json_path`] says where in the
+    /// document decoding stopped.
+    pub async fn json<T: DeserializeOwned>(self) -> Result<T, Error> {
+        let url = self.url.clone();
+        let bytes = self.bytes().await?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            Error::decode(path, e.into_inner()).with_url(url)
+        })
+    }
+
+    /// The body as a stream of chunks, holding one at a time.
+    pub fn bytes_stream(self) -> BodyStream {
+        BodyStream {
+            url: self.url,
+            body: self.body,
+        }
+    }
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("url", &self.url.as_str())
+            .field("status", &self.status)
+            .field("version", &self.version)
+            .field("headers", &self.headers)
+            .finish()
+    }
+}
+
+/// The body of a [`Response`] as a [`Stream`] of chunks, with the read-idle timeout and the
+/// deadline applied. Dropping it before its end closes the connection.
+pub struct BodyStream {
+    url: Url,
+    body: BodyReader,
+}
+
+impl Stream for BodyStream {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        this.body.poll_chunk(cx, &this.url).map(Result::transpose)
+    }
+}
+
+impl fmt::Debug for BodyStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BodyStream")
+            .field("url", &self.url.as_str())
+            .field("done", &self.body.done)
+            .finish()
+    }
+}
+
+/// Reads a body chunk by chunk under the read-idle timeout and the deadline.
+///
+/// Silence is measured from the moment the reader asked for the next chunk (the start of the
+/// call, or the caller coming back after a chunk), so a slow consumer is never mistaken for a
+/// slow server.
+///
+/// One sleep is armed at a time. A chunk only moves the start of the silence; when the sleep
+/// fires early because chunks kept arriving, it is re-armed for the new idle limit. That keeps
+/// the per-chunk cost to one clock read instead of one timer reset.
+struct BodyReader {
+    body: ResponseBody,
+    timer: Arc<dyn Timer>,
+    read_idle: Duration,
+    deadline: Instant,
+    last_activity: Instant,
+    delivered: bool,
+    sleep: Option<Sleep>,
+    done: bool,
+}
+
+impl BodyReader {
+    fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        url: &Url,
+    ) -> Poll<Result<Option<Bytes>, Error>> {
+        if self.done {
+            return Poll::Ready(Ok(None));
+        }
+        if self.delivered {
+            // The idle clock restarts when the caller comes back for more, so time the caller
+            // spends on a chunk never counts as the server's silence.
+            self.delivered = false;
+            self.last_activity = self.timer.now();
+        }
+        loop {
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        if !data.is_empty() {
+                            self.delivered = true;
+                            return Poll::Ready(Ok(Some(data)));
+                        }
+                    }
+                    continue;
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    self.finish();
+                    let err = if err.stage().is_some() {
+                        err
+                    } else {
+                        err.with_stage(Stage::Body)
+                    };
+                    return Poll::Ready(Err(err.with_url(url.clone())));
+                }
+                Poll::Ready(None) => {
+                    self.finish();
+                    return Poll::Ready(Ok(None));
+                }
+                Poll::Pending => {}
+            }
+            // The body is waiting on the network: make sure a sleep will wake us at the limit.
+            let idle_limit = self
+                .last_activity
+                .checked_add(self.read_idle)
+                .unwrap_or(self.deadline);
+            let due = idle_limit.min(self.deadline);
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| self.timer.sleep_until(due));
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = self.timer.now();
+            if now >= due {
+                let phase = if now >= self.deadline {
+                    TimeoutPhase::Deadline
+                } else {
+                    TimeoutPhase::ReadIdle
+                };
+                self.finish();
+                return Poll::Ready(Err(Error::new(ErrorKind::Timeout(phase))
+                    .with_stage(Stage::Body)
+                    .with_url(url.clone())));
+            }
+            // Data arrived since the sleep was armed: arm it for the new limit and poll again.
+            self.sleep = Some(self.timer.sleep_until(due));
+        }
+    }
+
+    /// Drops the body (closing its connection if it wasn't read to the end) and the sleep.
+    fn finish(&mut self) {
+        self.done = true;
+        self.sleep = None;
+        self.body = ResponseBody::empty();
+    }
+}

@@ -1,0 +1,1580 @@
+//! Unit tests of the async driver over a scripted in-memory transport and a virtual clock.
+//!
+//! `MockTransport` records every request and answers from a script of `Reply`s. Replies and body
+//! chunks can be held back until a point in virtual time. `VirtualTimer` tells virtual time, and
+//! `MockState::run` drives a future to completion: it polls only when the future was woken, and
+//! when nothing woke it, jumps the clock to the earliest pending sleep (as quinn's test `Pair`
+//! jumps to the next timeout). It never sleeps for real, and it panics instead of hanging when a
+//! future is stuck with nothing scheduled to wake it or takes too many steps.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::{HeaderMap, Method, StatusCode};
+use http_body::Frame;
+
+use super::{Client, Response, Timeouts};
+use crate::body::{Body, ResponseBody};
+use crate::error::{Error, ErrorKind, Stage, TimeoutPhase};
+use crate::transport::{
+    Backend, BoxTransport, Capabilities, Sleep, Timer, Transport, TransportConfig,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Virtual clock
+// ---------------------------------------------------------------------------------------------
+
+/// Virtual time: an origin plus an offset that only the test driver moves forward.
+#[derive(Debug)]
+struct Clock {
+    origin: Instant,
+    state: Mutex<ClockState>,
+}
+
+#[derive(Debug, Default)]
+struct ClockState {
+    offset: Duration,
+    next_id: u64,
+    /// Pending sleeps: id → (due offset, waker of the last poll).
+    waiters: BTreeMap<u64, (Duration, Waker)>,
+}
+
+impl Clock {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            origin: Instant::now(),
+            state: Mutex::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ClockState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.lock().offset
+    }
+
+    /// A future that is ready once virtual time reaches `at` (an offset from the origin).
+    fn sleep_at(self: &Arc<Self>, at: Duration) -> VirtualSleep {
+        let mut state = self.lock();
+        state.next_id += 1;
+        VirtualSleep {
+            clock: self.clone(),
+            id: state.next_id,
+            at,
+        }
+    }
+
+    /// Moves time to the earliest pending sleep and wakes every sleep due by then.
+    /// Returns false when no sleep is pending.
+    fn advance_to_next_sleep(&self) -> bool {
+        let woken: Vec<Waker> = {
+            let mut state = self.lock();
+            let Some(next) = state.waiters.values().map(|(at, _)| *at).min() else {
+                return false;
+            };
+            state.offset = state.offset.max(next);
+            let now = state.offset;
+            let due: Vec<u64> = state
+                .waiters
+                .iter()
+                .filter(|(_, (at, _))| *at <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            due.iter()
+                .filter_map(|id| state.waiters.remove(id))
+                .map(|(_, w)| w)
+                .collect()
+        };
+        woken.into_iter().for_each(Waker::wake);
+        true
+    }
+}
+
+struct VirtualSleep {
+    clock: Arc<Clock>,
+    id: u64,
+    at: Duration,
+}
+
+impl Future for VirtualSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.clock.lock();
+        if state.offset >= self.at {
+            state.waiters.remove(&self.id);
+            Poll::Ready(())
+        } else {
+            state.waiters.insert(self.id, (self.at, cx.waker().clone()));
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for VirtualSleep {
+    fn drop(&mut self) {
+        self.clock.lock().waiters.remove(&self.id);
+    }
+}
+
+/// The `Timer` the mock transport hands to the client.
+#[derive(Debug)]
+struct VirtualTimer(Arc<Clock>);
+
+impl Timer for VirtualTimer {
+    fn sleep_until(&self, deadline: Instant) -> Sleep {
+        let at = deadline.saturating_duration_since(self.0.origin);
+        Box::pin(self.0.sleep_at(at))
+    }
+
+    fn now(&self) -> Instant {
+        self.0.origin + self.0.elapsed()
+    }
+}
+
+/// Records that a future was woken.
+struct Flag(AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+const MAX_STEPS: usize = 10_000;
+
+// ---------------------------------------------------------------------------------------------
+// Scripted transport
+// ---------------------------------------------------------------------------------------------
+
+/// One step of a scripted response body.
+#[derive(Debug)]
+enum Step {
+    /// A chunk, delivered once virtual time reaches `at`.
+    Data { at: Duration, bytes: Bytes },
+    /// An error, delivered once virtual time reaches `at`.
+    Fail { at: Duration, err: Error },
+    /// Nothing, ever.
+    Stall,
+}
+
+/// A scripted answer to one request.
+#[derive(Debug)]
+struct Reply {
+    /// When the head (or the error) arrives; `None`: never.
+    head_at: Option<Duration>,
+    outcome: Result<Head, Error>,
+}
+
+#[derive(Debug)]
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    steps: Vec<Step>,
+}
+
+impl Reply {
+    fn status(status: u16) -> Self {
+        Self {
+            head_at: Some(Duration::ZERO),
+            outcome: Ok(Head {
+                status: StatusCode::from_u16(status).unwrap(),
+                headers: HeaderMap::new(),
+                steps: Vec::new(),
+            }),
+        }
+    }
+
+    fn never() -> Self {
+        Self {
+            head_at: None,
+            outcome: Ok(Reply::status(200).outcome.unwrap()),
+        }
+    }
+
+    fn fail(err: Error) -> Self {
+        Self {
+            head_at: Some(Duration::ZERO),
+            outcome: Err(err),
+        }
+    }
+
+    fn head_at(mut self, at: Duration) -> Self {
+        self.head_at = Some(at);
+        self
+    }
+
+    fn head(&mut self) -> &mut Head {
+        self.outcome.as_mut().expect("a reply with a head")
+    }
+
+    fn header(mut self, name: &'static str, value: &'static str) -> Self {
+        self.head()
+            .headers
+            .append(name, HeaderValue::from_static(value));
+        self
+    }
+
+    /// A chunk available at once.
+    fn chunk(self, bytes: impl Into<Bytes>) -> Self {
+        self.chunk_at(Duration::ZERO, bytes)
+    }
+
+    fn chunk_at(mut self, at: Duration, bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        self.head().steps.push(Step::Data { at, bytes });
+        self
+    }
+
+    fn fail_at(mut self, at: Duration, err: Error) -> Self {
+        self.head().steps.push(Step::Fail { at, err });
+        self
+    }
+
+    fn stall(mut self) -> Self {
+        self.head().steps.push(Step::Stall);
+        self
+    }
+}
+
+/// What the transport saw of one request.
+#[derive(Debug)]
+struct Recorded {
+    method: Method,
+    uri: String,
+    headers: HeaderMap,
+    /// The body, when it was buffered.
+    body: Option<Bytes>,
+}
+
+struct MockState {
+    clock: Arc<Clock>,
+    timer: Arc<dyn Timer>,
+    config: TransportConfig,
+    script: Mutex<VecDeque<Reply>>,
+    log: Mutex<Vec<Recorded>>,
+    /// How many times any response body was polled.
+    body_polls: Arc<AtomicUsize>,
+}
+
+impl fmt::Debug for MockState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockState")
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MockState {
+    fn push(&self, reply: Reply) {
+        self.script.lock().unwrap().push_back(reply);
+    }
+
+    fn requests(&self) -> std::sync::MutexGuard<'_, Vec<Recorded>> {
+        self.log.lock().unwrap()
+    }
+
+    fn request_count(&self) -> usize {
+        self.requests().len()
+    }
+
+    /// The one request the transport received, checked to be the only one.
+    fn only<R>(&self, f: impl FnOnce(&Recorded) -> R) -> R {
+        let log = self.requests();
+        assert_eq!(log.len(), 1, "expected exactly one request, got {log:?}");
+        f(&log[0])
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.clock.elapsed()
+    }
+
+    fn body_polls(&self) -> usize {
+        self.body_polls.load(Ordering::SeqCst)
+    }
+
+    /// Drives `fut` to completion in virtual time; panics instead of hanging.
+    fn run<F: Future>(&self, fut: F) -> F::Output {
+        let flag = Arc::new(Flag(AtomicBool::new(true)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut fut = pin!(fut);
+        for _ in 0..MAX_STEPS {
+            if flag.0.swap(false, Ordering::SeqCst) {
+                if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+                    return out;
+                }
+            } else {
+                assert!(
+                    self.clock.advance_to_next_sleep(),
+                    "stuck at {:?}: the future is pending and nothing will wake it",
+                    self.elapsed()
+                );
+            }
+        }
+        panic!("the future did not finish within {MAX_STEPS} steps");
+    }
+}
+
+thread_local! {
+    /// The state of the last transport built on this thread (each test runs on its own thread),
+    /// for clients whose transport is type-erased.
+    static LAST_BUILT: RefCell<Option<Arc<MockState>>> = const { RefCell::new(None) };
+}
+
+fn last_built() -> Arc<MockState> {
+    LAST_BUILT
+        .with(|l| l.borrow().clone())
+        .expect("a mock transport was built")
+}
+
+/// A transport answering from a script. With `FULL = false` it supports no optional setting.
+#[derive(Debug)]
+struct MockTransport<const FULL: bool = true> {
+    state: Arc<MockState>,
+}
+
+type BareTransport = MockTransport<false>;
+
+impl<const FULL: bool> Transport for MockTransport<FULL> {
+    fn send(
+        &self,
+        request: http::Request<Body>,
+    ) -> crate::BoxFuture<Result<http::Response<ResponseBody>, Error>> {
+        let (parts, body) = request.into_parts();
+        self.state.log.lock().unwrap().push(Recorded {
+            method: parts.method,
+            uri: parts.uri.to_string(),
+            headers: parts.headers,
+            body: body.as_bytes(),
+        });
+        let reply = self
+            .state
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| Reply::status(200));
+        let clock = self.state.clock.clone();
+        let polls = self.state.body_polls.clone();
+        Box::pin(async move {
+            match reply.head_at {
+                Some(at) => clock.sleep_at(at).await,
+                None => std::future::pending().await,
+            }
+            let head = reply.outcome?;
+            let body = MockBody {
+                steps: head.steps.into(),
+                gate: None,
+                clock,
+                polls,
+            };
+            let mut response = http::Response::new(ResponseBody::new(body));
+            *response.status_mut() = head.status;
+            *response.headers_mut() = head.headers;
+            Ok(response)
+        })
+    }
+
+    fn timer(&self) -> &Arc<dyn Timer> {
+        &self.state.timer
+    }
+}
+
+impl<const FULL: bool> Backend for MockTransport<FULL> {
+    const NAME: &'static str = "mock";
+
+    fn capabilities() -> Capabilities {
+        if FULL {
+            Capabilities {
+                http2: true,
+                http2_prior_knowledge: true,
+                pool_max_idle_per_host: true,
+                pool_idle_timeout: true,
+                root_certificates: true,
+                disable_built_in_roots: true,
+            }
+        } else {
+            Capabilities::none()
+        }
+    }
+
+    fn from_config(config: &TransportConfig) -> Result<Self, Error> {
+        let clock = Clock::new();
+        let state = Arc::new(MockState {
+            timer: Arc::new(VirtualTimer(clock.clone())),
+            clock,
+            config: config.clone(),
+            script: Mutex::default(),
+            log: Mutex::default(),
+            body_polls: Arc::default(),
+        });
+        LAST_BUILT.with(|l| *l.borrow_mut() = Some(state.clone()));
+        Ok(Self { state })
+    }
+}
+
+struct MockBody {
+    steps: VecDeque<Step>,
+    gate: Option<VirtualSleep>,
+    clock: Arc<Clock>,
+    polls: Arc<AtomicUsize>,
+}
+
+impl http_body::Body for MockBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = self.get_mut();
+        this.polls.fetch_add(1, Ordering::SeqCst);
+        let at = match this.steps.front() {
+            None => return Poll::Ready(None),
+            Some(Step::Stall) => return Poll::Pending,
+            Some(Step::Data { at, .. } | Step::Fail { at, .. }) => *at,
+        };
+        let clock = &this.clock;
+        let gate = this.gate.get_or_insert_with(|| clock.sleep_at(at));
+        if Pin::new(gate).poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        this.gate = None;
+        match this.steps.pop_front() {
+            Some(Step::Data { bytes, .. }) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+            Some(Step::Fail { err, .. }) => Poll::Ready(Some(Err(err))),
+            _ => unreachable!("checked above"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+fn client_with(base: &str) -> Client<MockTransport> {
+    Client::<MockTransport>::builder()
+        .base_url(base)
+        .build()
+        .unwrap()
+}
+
+fn client() -> Client<MockTransport> {
+    client_with("http://h/v1")
+}
+
+fn mock(client: &Client<MockTransport>) -> &MockState {
+    &client.transport().state
+}
+
+/// The URL a request to `target` would go to, as a string, or the error kind.
+fn joined(client: &Client<MockTransport>, target: &str) -> Result<String, ErrorKind> {
+    client
+        .get(target)
+        .url()
+        .map(|u| u.as_str().to_owned())
+        .map_err(Error::kind)
+}
+
+fn values(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Vec<&str> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect()
+}
+
+/// Sends a GET to `path` answered by `reply`, and reads the body as `bytes()`.
+fn get_bytes(client: &Client<MockTransport>, reply: Reply) -> Result<Bytes, Error> {
+    let m = mock(client);
+    m.push(reply);
+    m.run(async { client.get("x").send().await?.bytes().await })
+}
+
+fn config_setting<T: fmt::Debug>(result: Result<Client<T>, Error>) -> Option<&'static str> {
+    let err = result.expect_err("the build must fail");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err:?}");
+    err.setting()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The harness itself
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn harness_virtual_sleep_wakes_at_its_deadline_and_never_early() {
+    let c = client();
+    let m = mock(&c);
+    let timer = c.transport().timer().clone();
+    let start = timer.now();
+    m.run(timer.sleep_until(start + secs(7)));
+    assert_eq!(m.elapsed(), secs(7));
+    assert_eq!(timer.now() - start, secs(7));
+    // A sleep for a time already passed is ready at once and does not move the clock.
+    m.run(timer.sleep_until(start + secs(1)));
+    assert_eq!(m.elapsed(), secs(7));
+}
+
+#[test]
+#[should_panic(expected = "nothing will wake it")]
+fn harness_reports_a_stuck_future_instead_of_hanging() {
+    let c = client();
+    mock(&c).run(std::future::pending::<()>());
+}
+
+// ---------------------------------------------------------------------------------------------
+// URLs
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn relative_paths_are_appended_to_the_base_path_with_or_without_slashes() {
+    for base in ["http://h/v1", "http://h/v1/"] {
+        let c = client_with(base);
+        assert_eq!(
+            joined(&c, "users").as_deref(),
+            Ok("http://h/v1/users"),
+            "base {base}"
+        );
+        assert_eq!(
+            joined(&c, "/users").as_deref(),
+            Ok("http://h/v1/users"),
+            "base {base}"
+        );
+        assert_eq!(
+            joined(&c, "users?x=1").as_deref(),
+            Ok("http://h/v1/users?x=1"),
+            "base {base}"
+        );
+        assert_eq!(
+            joined(&c, "/users/42/posts").as_deref(),
+            Ok("http://h/v1/users/42/posts"),
+            "base {base}"
+        );
+    }
+    // A base without a path joins at the root.
+    let c = client_with("https://api.example.com");
+    assert_eq!(
+        joined(&c, "/users").as_deref(),
+        Ok("https://api.example.com/users")
+    );
+}
+
+#[test]
+fn the_joined_url_is_what_the_transport_receives() {
+    let c = client_with("http://h/v1/");
+    let m = mock(&c);
+    let resp = m.run(c.delete("/users?x=1").send()).unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.url().as_str(), "http://h/v1/users?x=1");
+    m.only(|r| {
+        assert_eq!(r.method, Method::DELETE);
+        assert_eq!(r.uri, "http://h/v1/users?x=1");
+    });
+}
+
+#[test]
+fn an_absolute_url_overrides_the_base() {
+    let c = client();
+    assert_eq!(
+        joined(&c, "https://other.example/x?y=1").as_deref(),
+        Ok("https://other.example/x?y=1")
+    );
+    let m = mock(&c);
+    m.run(c.get("https://other.example/x").send()).unwrap();
+    m.only(|r| assert_eq!(r.uri, "https://other.example/x"));
+}
+
+#[test]
+fn a_relative_url_without_a_base_is_invalid_and_never_sent() {
+    let c = Client::<MockTransport>::builder().build().unwrap();
+    assert_eq!(joined(&c, "users"), Err(ErrorKind::InvalidUrl));
+    let m = mock(&c);
+    let err = m.run(c.get("/users").send()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidUrl);
+    assert_eq!(m.request_count(), 0);
+}
+
+#[test]
+fn a_url_with_another_scheme_is_invalid() {
+    let c = client();
+    assert_eq!(joined(&c, "ftp://x/"), Err(ErrorKind::InvalidUrl));
+    let m = mock(&c);
+    let err = m.run(c.get("ftp://x/").send()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidUrl);
+    assert_eq!(m.request_count(), 0);
+}
+
+#[test]
+fn a_bad_base_url_fails_the_build_naming_base_url() {
+    for bad in [
+        "not a url",
+        "ftp://h/files",
+        "mailto:someone@example.com",
+        "/v1",
+    ] {
+        let result = Client::<MockTransport>::builder().base_url(bad).build();
+        assert_eq!(config_setting(result), Some("base_url"), "base {bad}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Headers
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn the_default_user_agent_is_keel_and_the_version() {
+    let c = client();
+    let m = mock(&c);
+    m.run(c.get("x").send()).unwrap();
+    let expected = format!("keel/{}", env!("CARGO_PKG_VERSION"));
+    m.only(|r| assert_eq!(values(&r.headers, USER_AGENT), [expected.as_str()]));
+}
+
+#[test]
+fn a_request_header_replaces_the_default_of_the_same_name() {
+    let c = Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .user_agent("my-sdk/2")
+        .default_header("x-tenant", "a")
+        .default_header("x-kept", "k")
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    m.run(
+        c.get("x")
+            .header(USER_AGENT, "override/1")
+            .header("X-Tenant", "b")
+            .send(),
+    )
+    .unwrap();
+    m.run(c.get("y").send()).unwrap();
+    let log = m.requests();
+    assert_eq!(values(&log[0].headers, USER_AGENT), ["override/1"]);
+    assert_eq!(values(&log[0].headers, "x-tenant"), ["b"]);
+    assert_eq!(values(&log[0].headers, "x-kept"), ["k"]);
+    // The next request gets the defaults again.
+    assert_eq!(values(&log[1].headers, USER_AGENT), ["my-sdk/2"]);
+    assert_eq!(values(&log[1].headers, "x-tenant"), ["a"]);
+}
+
+#[test]
+fn every_value_of_a_multi_valued_default_header_is_sent() {
+    let c = Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .default_header("accept", "application/json")
+        .default_header("accept", "text/plain")
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    m.run(c.get("x").send()).unwrap();
+    m.run(c.get("x").header("accept", "text/csv").send())
+        .unwrap();
+    let log = m.requests();
+    assert_eq!(
+        values(&log[0].headers, "accept"),
+        ["application/json", "text/plain"]
+    );
+    assert_eq!(values(&log[1].headers, "accept"), ["text/csv"]);
+}
+
+#[test]
+fn headers_adds_every_value_of_a_header_map() {
+    let c = client();
+    let m = mock(&c);
+    let mut extra = HeaderMap::new();
+    extra.append("x-tag", HeaderValue::from_static("a"));
+    extra.append("x-tag", HeaderValue::from_static("b"));
+    extra.insert("x-one", HeaderValue::from_static("1"));
+    m.run(c.get("x").headers(extra).send()).unwrap();
+    m.only(|r| {
+        assert_eq!(values(&r.headers, "x-tag"), ["a", "b"]);
+        assert_eq!(values(&r.headers, "x-one"), ["1"]);
+    });
+}
+
+#[test]
+fn an_invalid_header_is_returned_by_send_without_sending() {
+    let c = client();
+    let m = mock(&c);
+    let err = m
+        .run(c.get("x").header("x-bad", "line\nbreak").send())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    assert_eq!(err.url().map(|u| u.as_str()), Some("http://h/v1/x"));
+    let err = m
+        .run(c.get("x").header("bad name", "v").send())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    assert_eq!(m.request_count(), 0);
+}
+
+#[test]
+fn an_invalid_default_header_fails_the_build() {
+    let result = Client::<MockTransport>::builder()
+        .default_header("x-bad", "a\r\nb")
+        .build();
+    assert_eq!(config_setting(result), Some("default_header"));
+    let result = Client::<MockTransport>::builder()
+        .user_agent("bad\nua")
+        .build();
+    assert_eq!(config_setting(result), Some("user_agent"));
+}
+
+#[test]
+fn bearer_auth_sets_a_sensitive_authorization_header() {
+    let c = Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .default_header(AUTHORIZATION, "Basic ZGVmYXVsdA==")
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    // The last token set wins; it replaces the client's default too.
+    let request = c.get("x").bearer_auth("expired").bearer_auth("s3cr3t");
+    assert!(
+        !format!("{request:?}").contains("s3cr3t"),
+        "the token leaked into Debug: {request:?}"
+    );
+    m.run(request.send()).unwrap();
+    m.only(|r| {
+        let auth: Vec<&HeaderValue> = r.headers.get_all(AUTHORIZATION).iter().collect();
+        assert_eq!(auth, [&HeaderValue::from_static("Bearer s3cr3t")]);
+        assert!(auth[0].is_sensitive());
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Query and bodies
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn query_appends_to_an_existing_query() {
+    let c = client();
+    let m = mock(&c);
+    m.run(
+        c.get("users?x=1")
+            .query(&[("y", "2"), ("z", "a b&c")])
+            .send(),
+    )
+    .unwrap();
+    m.run(
+        c.get("users")
+            .query(&[("page", 3)])
+            .query(&[("per_page", 50)])
+            .send(),
+    )
+    .unwrap();
+    let log = m.requests();
+    assert_eq!(log[0].uri, "http://h/v1/users?x=1&y=2&z=a+b%26c");
+    assert_eq!(log[1].uri, "http://h/v1/users?page=3&per_page=50");
+}
+
+#[derive(serde::Serialize)]
+struct NewUser<'a> {
+    name: &'a str,
+    admin: bool,
+}
+
+#[test]
+fn json_sets_the_content_type_and_the_body() {
+    let c = client();
+    let m = mock(&c);
+    m.run(
+        c.post("users")
+            .json(&NewUser {
+                name: "Zoë",
+                admin: false,
+            })
+            .send(),
+    )
+    .unwrap();
+    m.only(|r| {
+        assert_eq!(r.method, Method::POST);
+        assert_eq!(values(&r.headers, CONTENT_TYPE), ["application/json"]);
+        assert_eq!(
+            r.body.as_deref(),
+            Some("{\"name\":\"Zoë\",\"admin\":false}".as_bytes())
+        );
+    });
+}
+
+#[test]
+fn json_keeps_a_content_type_the_request_already_set() {
+    let c = client();
+    let m = mock(&c);
+    m.run(
+        c.post("users")
+            .header(CONTENT_TYPE, "application/merge-patch+json")
+            .json(&NewUser {
+                name: "a",
+                admin: true,
+            })
+            .send(),
+    )
+    .unwrap();
+    m.only(|r| {
+        assert_eq!(
+            values(&r.headers, CONTENT_TYPE),
+            ["application/merge-patch+json"]
+        );
+    });
+}
+
+#[test]
+fn form_sets_the_content_type_and_the_body() {
+    let c = client();
+    let m = mock(&c);
+    m.run(
+        c.post("login")
+            .form(&[("user", "a b"), ("pw", "x&y=z")])
+            .send(),
+    )
+    .unwrap();
+    m.only(|r| {
+        assert_eq!(
+            values(&r.headers, CONTENT_TYPE),
+            ["application/x-www-form-urlencoded"]
+        );
+        assert_eq!(r.body.as_deref(), Some(b"user=a+b&pw=x%26y%3Dz".as_slice()));
+    });
+}
+
+#[test]
+fn a_body_that_fails_to_serialize_is_returned_by_send() {
+    let c = client();
+    let m = mock(&c);
+    let mut map = std::collections::HashMap::new();
+    map.insert((1, 2), "tuple keys are not json");
+    let err = m.run(c.post("x").json(&map).send()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    assert_eq!(m.request_count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn bytes_refuses_a_declared_length_over_the_limit_without_reading() {
+    let c = Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .max_body_size(10)
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    let err = get_bytes(
+        &c,
+        Reply::status(200)
+            .header("content-length", "11")
+            .chunk(vec![b'a'; 11]),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BodyTooLarge { limit: 10 });
+    assert_eq!(err.stage(), Some(Stage::Body));
+    assert_eq!(err.url().map(|u| u.as_str()), Some("http://h/x"));
+    assert_eq!(m.body_polls(), 0, "the body must not be read");
+}
+
+#[test]
+fn bytes_refuses_an_undeclared_body_over_the_limit() {
+    let c = Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .max_body_size(10)
+        .build()
+        .unwrap();
+    // Several chunks that together pass the limit; the rest of the body is never waited for.
+    let err = get_bytes(
+        &c,
+        Reply::status(200).chunk("123456").chunk("789012").stall(),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BodyTooLarge { limit: 10 });
+    assert_eq!(err.stage(), Some(Stage::Body));
+    // One chunk over the limit.
+    let err = get_bytes(&c, Reply::status(200).chunk(vec![0u8; 11])).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BodyTooLarge { limit: 10 });
+    // A server declaring less than it sends is caught too.
+    let err = get_bytes(
+        &c,
+        Reply::status(200)
+            .header("content-length", "4")
+            .chunk("1234")
+            .chunk("5678901"),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BodyTooLarge { limit: 10 });
+    // Exactly the limit is fine, in one chunk or several.
+    assert_eq!(
+        get_bytes(
+            &c,
+            Reply::status(200).chunk("12345").chunk("").chunk("67890")
+        )
+        .unwrap(),
+        "1234567890"
+    );
+    assert_eq!(
+        get_bytes(
+            &c,
+            Reply::status(200)
+                .header("content-length", "10")
+                .chunk("1234567890")
+        )
+        .unwrap(),
+        "1234567890"
+    );
+    assert_eq!(get_bytes(&c, Reply::status(204)).unwrap(), "");
+}
+
+#[test]
+fn bytes_survives_a_huge_declared_length_under_a_raised_limit() {
+    // With the limit raised to "unlimited", a server declaring an absurd Content-Length must not
+    // make the client reserve that much memory up front (it panicked with "capacity overflow").
+    let c = Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .max_body_size(u64::MAX)
+        .build()
+        .unwrap();
+    let reply = Reply::status(200)
+        .header("content-length", "18446744073709551615")
+        .chunk("a")
+        .chunk("b");
+    assert_eq!(get_bytes(&c, reply).unwrap(), "ab");
+}
+
+#[test]
+fn a_fragment_is_never_sent() {
+    let c = client();
+    let m = mock(&c);
+    m.run(c.get("x?q=1#section").send()).unwrap();
+    m.only(|r| assert_eq!(r.uri, "http://h/v1/x?q=1"));
+}
+
+#[test]
+fn text_decodes_the_declared_charset_and_defaults_to_utf8() {
+    let c = client();
+    let m = mock(&c);
+    m.push(
+        Reply::status(200)
+            .header("content-type", "text/plain; charset=iso-8859-1")
+            .chunk(&b"caf\xe9"[..]),
+    );
+    m.push(Reply::status(200).chunk("café"));
+    m.push(
+        Reply::status(200)
+            .header("content-type", "application/json")
+            .chunk("\"ça\""),
+    );
+    for expected in ["café", "café", "\"ça\""] {
+        let text = m
+            .run(async { c.get("x").send().await?.text().await })
+            .unwrap();
+        assert_eq!(text, expected);
+    }
+}
+
+#[derive(Debug, serde::Deserialize, PartialEq)]
+struct Item {
+    id: u32,
+}
+
+#[derive(Debug, serde::Deserialize, PartialEq)]
+struct Items {
+    items: Vec<Item>,
+}
+
+#[test]
+fn json_failure_says_where_in_the_document() {
+    let c = client();
+    let m = mock(&c);
+    m.push(
+        Reply::status(200)
+            .chunk(r#"{"items":[{"id":1},"#)
+            .chunk(r#"{"id":2}]}"#),
+    );
+    let ok: Items = m
+        .run(async { c.get("x").send().await?.json().await })
+        .unwrap();
+    assert_eq!(ok.items, [Item { id: 1 }, Item { id: 2 }]);
+
+    m.push(Reply::status(200).chunk(r#"{"items":[{"id":1},{"id":"two"}]}"#));
+    let err = m
+        .run(async { c.get("x").send().await?.json::<Items>().await })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Decode);
+    assert_eq!(err.json_path(), Some("items[1].id"));
+    assert_eq!(err.url().map(|u| u.as_str()), Some("http://h/v1/x"));
+    assert!(std::error::Error::source(&err).is_some());
+}
+
+#[test]
+fn error_for_status_keeps_the_headers_and_a_capped_snippet() {
+    let c = client();
+    let m = mock(&c);
+    let body: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    m.push(
+        Reply::status(503)
+            .header("retry-after", "7")
+            .chunk(body[..3000].to_vec())
+            .chunk(body[3000..].to_vec())
+            .stall(),
+    );
+    let err = m
+        .run(async { c.get("x").send().await?.error_for_status().await })
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Status(StatusCode::SERVICE_UNAVAILABLE)
+    );
+    assert_eq!(err.status_code(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    assert_eq!(
+        values(err.response_headers().unwrap(), "retry-after"),
+        ["7"]
+    );
+    let snippet = err.body_snippet().unwrap();
+    assert_eq!(snippet.len(), Response::SNIPPET_LIMIT);
+    assert_eq!(&snippet[..], &body[..Response::SNIPPET_LIMIT]);
+    assert_eq!(err.url().map(|u| u.as_str()), Some("http://h/v1/x"));
+    // It stopped reading once it had the snippet instead of waiting on the stalled rest.
+    assert_eq!(m.elapsed(), Duration::ZERO);
+}
+
+#[test]
+fn error_for_status_keeps_the_status_when_reading_the_snippet_fails() {
+    let c = client();
+    let m = mock(&c);
+    m.push(
+        Reply::status(404)
+            .chunk("not ")
+            .fail_at(Duration::ZERO, Error::new(ErrorKind::Body)),
+    );
+    let err = m
+        .run(async { c.get("x").send().await?.error_for_status().await })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Status(StatusCode::NOT_FOUND));
+    assert_eq!(err.body_snippet().map(|b| &b[..]), Some(&b"not "[..]));
+}
+
+#[test]
+fn error_for_status_passes_other_responses_through() {
+    let c = client();
+    let m = mock(&c);
+    for status in [200, 201, 204, 304] {
+        m.push(Reply::status(status).header("etag", "\"v1\"").chunk("kept"));
+        let body = m
+            .run(async {
+                let resp = c.get("x").send().await?.error_for_status().await?;
+                assert_eq!(resp.status().as_u16(), status);
+                assert_eq!(values(resp.headers(), "etag"), ["\"v1\""]);
+                resp.bytes().await
+            })
+            .unwrap();
+        assert_eq!(body, "kept", "status {status}");
+    }
+}
+
+#[test]
+fn chunks_and_streams_deliver_the_body_in_order() {
+    let c = client();
+    let m = mock(&c);
+    m.push(Reply::status(200).chunk("a").chunk("").chunk("bc"));
+    let chunks = m
+        .run(async {
+            let mut resp = c.get("x").send().await?;
+            let mut chunks = Vec::new();
+            while let Some(chunk) = resp.chunk().await? {
+                chunks.push(chunk);
+            }
+            // Reading past the end keeps returning the end.
+            assert_eq!(resp.chunk().await?, None);
+            Ok::<_, Error>(chunks)
+        })
+        .unwrap();
+    assert_eq!(chunks, ["a", "bc"]);
+
+    m.push(Reply::status(200).chunk("x").chunk("yz"));
+    let streamed: Vec<Bytes> = m
+        .run(async {
+            use futures_util::TryStreamExt;
+            c.get("x").send().await?.bytes_stream().try_collect().await
+        })
+        .unwrap();
+    assert_eq!(streamed, ["x", "yz"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timeouts
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn the_attempt_timeout_fires_when_no_head_arrives() {
+    let c = Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .attempt_timeout(secs(2))
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    m.push(Reply::never());
+    let err = m.run(c.get("slow").send()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Attempt));
+    assert!(err.is_retryable());
+    assert_eq!(err.url().map(|u| u.as_str()), Some("http://h/slow"));
+    assert_eq!(m.elapsed(), secs(2));
+}
+
+#[test]
+fn a_head_within_the_attempt_timeout_is_not_cut_off() {
+    let c = Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .attempt_timeout(secs(2))
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    m.push(Reply::status(200).head_at(millis(1999)).chunk("ok"));
+    let body = m
+        .run(async { c.get("x").send().await?.bytes().await })
+        .unwrap();
+    assert_eq!(body, "ok");
+    m.push(Reply::status(200).head_at(millis(2001) + m.elapsed()));
+    let err = m.run(c.get("x").send()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Attempt));
+}
+
+#[test]
+fn a_request_can_shorten_the_attempt_timeout() {
+    let c = client();
+    let m = mock(&c);
+    m.push(Reply::never());
+    let err = m
+        .run(c.get("x").attempt_timeout(millis(300)).send())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Attempt));
+    assert_eq!(m.elapsed(), millis(300));
+}
+
+#[test]
+fn a_deadline_shorter_than_the_attempt_timeout_fires_as_deadline() {
+    let c = Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .attempt_timeout(secs(10))
+        .deadline(secs(3))
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    m.push(Reply::never());
+    let err = m.run(c.get("x").send()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Deadline));
+    assert!(!err.is_retryable());
+    assert_eq!(err.url().map(|u| u.as_str()), Some("http://h/x"));
+    assert_eq!(m.elapsed(), secs(3));
+}
+
+#[test]
+fn read_idle_fires_when_the_body_goes_silent() {
+    let c = Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .read_idle_timeout(secs(3))
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    m.push(
+        Reply::status(200)
+            .head_at(secs(1))
+            .chunk_at(secs(2), "first")
+            .chunk_at(secs(60), "too late"),
+    );
+    let (first, err) = m
+        .run(async {
+            let mut resp = c.get("x").send().await?;
+            let first = resp.chunk().await?;
+            Ok::<_, Error>((first, resp.chunk().await.unwrap_err()))
+        })
+        .unwrap();
+    assert_eq!(first.as_deref(), Some(&b"first"[..]));
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::ReadIdle));
+    assert_eq!(err.stage(), Some(Stage::Body));
+    assert_eq!(err.url().map(|u| u.as_str()), Some("http://h/x"));
+    // Measured from the last chunk, not from the head.
+    assert_eq!(m.elapsed(), secs(5));
+}
+
+#[test]
+fn read_idle_fires_before_the_first_chunk_too() {
+    let c = Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .read_idle_timeout(secs(3))
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    let err = get_bytes(&c, Reply::status(200).head_at(secs(1)).stall()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::ReadIdle));
+    assert_eq!(err.stage(), Some(Stage::Body));
+    assert_eq!(m.elapsed(), secs(4));
+}
+
+#[test]
+fn read_idle_does_not_fire_while_chunks_keep_arriving() {
+    let c = Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .read_idle_timeout(secs(3))
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    // A chunk every 2 s for 20 s: far longer than the idle limit in total, never idle for 3 s.
+    let reply = (1..=10).fold(Reply::status(200), |r, i| {
+        r.chunk_at(secs(2 * i), i.to_string())
+    });
+    let body = get_bytes(&c, reply).unwrap();
+    assert_eq!(body, "12345678910");
+    assert_eq!(m.elapsed(), secs(20));
+}
+
+#[test]
+fn read_idle_just_under_and_just_over_the_limit() {
+    let c = Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .read_idle_timeout(secs(3))
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    let body = get_bytes(
+        &c,
+        Reply::status(200)
+            .chunk_at(millis(2999), "a")
+            .chunk_at(millis(5998), "b"),
+    )
+    .unwrap();
+    assert_eq!(body, "ab");
+    let start = m.elapsed();
+    let err = get_bytes(
+        &c,
+        Reply::status(200)
+            .chunk_at(start + millis(1000), "a")
+            .chunk_at(start + millis(4001), "b"),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::ReadIdle));
+    assert_eq!(m.elapsed(), start + secs(4));
+}
+
+#[test]
+fn the_deadline_fires_mid_body() {
+    let c = Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .read_idle_timeout(secs(3))
+        .deadline(secs(5))
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    let reply = (1..=10).fold(Reply::status(200).head_at(millis(500)), |r, i| {
+        r.chunk_at(secs(i) - millis(100), "c")
+    });
+    m.push(reply);
+    let (received, err) = m
+        .run(async {
+            let mut resp = c.get("x").send().await?;
+            let mut received = 0;
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(_)) => received += 1,
+                    Ok(None) => panic!("the body ended before the deadline"),
+                    Err(err) => return Ok::<_, Error>((received, err)),
+                }
+            }
+        })
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Deadline));
+    assert_eq!(err.stage(), Some(Stage::Body));
+    assert_eq!(err.url().map(|u| u.as_str()), Some("http://h/x"));
+    assert_eq!(m.elapsed(), secs(5));
+    // Every chunk before the deadline arrived (0.9 s … 4.9 s), none after.
+    assert_eq!(received, 5);
+}
+
+#[test]
+fn a_request_can_shorten_the_deadline_and_read_idle() {
+    let c = client();
+    let m = mock(&c);
+    m.push(Reply::status(200).chunk_at(secs(1), "a").stall());
+    let err = m
+        .run(async {
+            c.get("x")
+                .read_idle_timeout(secs(2))
+                .send()
+                .await?
+                .bytes()
+                .await
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::ReadIdle));
+    assert_eq!(m.elapsed(), secs(3));
+
+    let start = m.elapsed();
+    m.push(Reply::never());
+    let err = m.run(c.get("x").deadline(secs(1)).send()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Deadline));
+    assert_eq!(m.elapsed(), start + secs(1));
+}
+
+#[test]
+fn zero_time_limits_fail_the_build_naming_the_setting() {
+    let b = || Client::<MockTransport>::builder();
+    assert_eq!(
+        config_setting(b().connect_timeout(Duration::ZERO).build()),
+        Some("connect_timeout")
+    );
+    assert_eq!(
+        config_setting(b().attempt_timeout(Duration::ZERO).build()),
+        Some("attempt_timeout")
+    );
+    assert_eq!(
+        config_setting(b().deadline(Duration::ZERO).build()),
+        Some("deadline")
+    );
+    assert_eq!(
+        config_setting(b().read_idle_timeout(Duration::ZERO).build()),
+        Some("read_idle_timeout")
+    );
+    let zero_idle = Timeouts {
+        read_idle: Duration::ZERO,
+        ..Timeouts::default()
+    };
+    assert_eq!(
+        config_setting(b().timeouts(zero_idle).build()),
+        Some("read_idle_timeout")
+    );
+}
+
+#[test]
+fn a_zero_time_limit_on_a_request_is_refused_by_send() {
+    let c = client();
+    let m = mock(&c);
+    let err = m
+        .run(c.get("x").attempt_timeout(Duration::ZERO).send())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    assert_eq!(m.request_count(), 0);
+}
+
+#[test]
+fn the_connect_timeout_reaches_the_transport() {
+    let c = Client::<MockTransport>::builder()
+        .connect_timeout(millis(1500))
+        .build()
+        .unwrap();
+    assert_eq!(mock(&c).config.connect_timeout, millis(1500));
+    assert_eq!(c.timeouts().connect, millis(1500));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Capabilities
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn settings_the_backend_lacks_fail_the_build_naming_the_setting() {
+    assert_eq!(
+        config_setting(
+            Client::<BareTransport>::builder()
+                .http2_prior_knowledge()
+                .build()
+        ),
+        Some("http2_prior_knowledge")
+    );
+    assert_eq!(
+        config_setting(
+            Client::<BareTransport>::builder()
+                .pool_max_idle_per_host(4)
+                .build()
+        ),
+        Some("pool_max_idle_per_host")
+    );
+    assert_eq!(
+        config_setting(
+            Client::<BareTransport>::builder()
+                .pool_max_idle_per_host(4)
+                .build_boxed()
+        ),
+        Some("pool_max_idle_per_host")
+    );
+    // The same settings on a backend that has them build, and reach it.
+    let c = Client::<MockTransport>::builder()
+        .http2_prior_knowledge()
+        .pool_max_idle_per_host(4)
+        .build()
+        .unwrap();
+    assert!(mock(&c).config.http2_prior_knowledge);
+    assert_eq!(mock(&c).config.pool_max_idle_per_host, Some(4));
+    // And the bare backend builds without them.
+    Client::<BareTransport>::builder().build().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transport errors and the boxed client
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn transport_errors_come_back_with_the_url() {
+    let c = client();
+    let m = mock(&c);
+    m.push(Reply::fail(
+        Error::new(ErrorKind::Connect)
+            .with_stage(Stage::Connect)
+            .with_source(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+    ));
+    let err = m.run(c.get("users").send()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect);
+    assert_eq!(err.stage(), Some(Stage::Connect));
+    assert!(err.is_unsent());
+    assert_eq!(err.url().map(|u| u.as_str()), Some("http://h/v1/users"));
+    assert!(crate::find_io_in_chain(&err).is_some());
+}
+
+#[test]
+fn body_errors_come_back_with_the_url_and_the_body_stage() {
+    let c = client();
+    let m = mock(&c);
+    m.push(
+        Reply::status(200)
+            .chunk("partial")
+            .fail_at(secs(1), Error::new(ErrorKind::Body)),
+    );
+    let err = m
+        .run(async { c.get("download").send().await?.bytes().await })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Body);
+    assert_eq!(err.stage(), Some(Stage::Body));
+    assert_eq!(err.url().map(|u| u.as_str()), Some("http://h/v1/download"));
+    // A stage the backend set is kept.
+    m.push(Reply::status(200).fail_at(
+        Duration::ZERO,
+        Error::new(ErrorKind::Protocol).with_stage(Stage::AwaitHead),
+    ));
+    let err = m
+        .run(async { c.get("x").send().await?.bytes().await })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Protocol);
+    assert_eq!(err.stage(), Some(Stage::AwaitHead));
+}
+
+#[test]
+fn build_boxed_gives_a_working_client() {
+    let c: Client<BoxTransport> = Client::<MockTransport>::builder()
+        .base_url("http://h/api")
+        .attempt_timeout(secs(4))
+        .build_boxed()
+        .unwrap();
+    assert_eq!(c.transport().backend_name(), "mock");
+    assert_eq!(c.base_url().map(|u| u.as_str()), Some("http://h/api"));
+    let m = last_built();
+    m.push(Reply::status(201).chunk("{\"id\":7}"));
+    let item: Item = m
+        .run(async { c.post("items").json(&[1, 2]).send().await?.json().await })
+        .unwrap();
+    assert_eq!(item, Item { id: 7 });
+    m.only(|r| {
+        assert_eq!(r.method, Method::POST);
+        assert_eq!(r.uri, "http://h/api/items");
+        assert_eq!(r.body.as_deref(), Some(&b"[1,2]"[..]));
+        assert!(r.headers.contains_key(USER_AGENT));
+    });
+    // The boxed client runs on the backend's timer.
+    m.push(Reply::never());
+    let err = m.run(c.get("x").send()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Attempt));
+    assert_eq!(m.elapsed(), secs(4));
+}
+
+#[test]
+fn a_streaming_request_body_reaches_the_transport() {
+    let c = client();
+    let m = mock(&c);
+    let chunks = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from("a"))]);
+    m.run(c.put("upload").body(Body::from_stream(chunks)).send())
+        .unwrap();
+    m.only(|r| {
+        assert_eq!(r.method, Method::PUT);
+        assert_eq!(r.body, None, "a stream is passed through, not buffered");
+    });
+}
+
+#[test]
+fn a_path_with_a_colon_is_a_path_not_a_scheme() {
+    let c = client_with("http://h/v1");
+    assert_eq!(
+        joined(&c, "users:search").as_deref(),
+        Ok("http://h/v1/users:search")
+    );
+    assert_eq!(
+        joined(&c, "items/a:b?q=1").as_deref(),
+        Ok("http://h/v1/items/a:b?q=1")
+    );
+    assert_eq!(joined(&c, "ftp://x/"), Err(ErrorKind::InvalidUrl));
+}
+
+#[test]
+fn a_head_response_is_not_refused_for_the_length_it_declares() {
+    let c = Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .max_body_size(10)
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    m.push(Reply::status(200).header("content-length", "5000"));
+    let body = m.run(async { c.head("x").send().await?.bytes().await });
+    assert_eq!(body.unwrap(), Bytes::new());
+    m.push(Reply::status(200).header("content-length", "5000"));
+    let err = m.run(async { c.get("x").send().await?.bytes().await });
+    assert_eq!(
+        err.unwrap_err().kind(),
+        ErrorKind::BodyTooLarge { limit: 10 }
+    );
+}
+
+#[test]
+fn a_slow_consumer_is_not_mistaken_for_a_silent_server() {
+    let c = Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .read_idle_timeout(secs(3))
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    // A chunk every 6 s; the caller spends 5 s on each, so the server is silent for only 1 s
+    // after the caller asks for more, though 6 s pass between chunks.
+    m.push(
+        Reply::status(200)
+            .chunk("a")
+            .chunk_at(secs(6), "b")
+            .chunk_at(secs(12), "c"),
+    );
+    let timer = c.transport().timer().clone();
+    let got = m.run(async {
+        let mut resp = c.get("x").send().await?;
+        let mut got = String::new();
+        while let Some(chunk) = resp.chunk().await? {
+            got.push_str(std::str::from_utf8(&chunk).unwrap());
+            timer.sleep_until(timer.now() + secs(5)).await;
+        }
+        Ok::<_, Error>(got)
+    });
+    assert_eq!(got.unwrap(), "abc");
+    assert_eq!(m.elapsed(), secs(17));
+}

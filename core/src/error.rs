@@ -1,0 +1,515 @@
+//! keel's one error type.
+//!
+//! Every failure a [`Client`](crate::Client) can report is an [`Error`]: a matchable
+//! [`ErrorKind`], the [`Stage`] of the attempt it happened in (when it happened on the wire), whether
+//! the request is known not to have reached the server, and the underlying cause as
+//! [`source()`](std::error::Error::source).
+//!
+//! `Display` prints only this layer of the error, never its causes: walk
+//! [`source()`](std::error::Error::source) (or use an error reporter such as `anyhow`'s `{:#}`)
+//! to see the whole chain. This is the convention of `hyper` and `std::io::Error`, and it keeps
+//! the same text from being printed twice.
+//!
+//! # Finding a keel error inside another error
+//!
+//! A keel `Error` converted into [`std::io::Error`] keeps itself as the inner error, so code that
+//! walks a source chain and downcasts (`err.downcast_ref::<keel_core::Error>()`) finds it with its
+//! kind, stage and [`Error::is_unsent`] intact.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+/// A boxed error from a backend or a decoder, used as an [`Error`]'s source.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// The error type of every keel operation.
+///
+/// One pointer wide, and cheap to clone (the cause is shared). Match on [`Error::kind`]; ask [`Error::stage`] where an attempt failed and
+/// [`Error::is_unsent`] whether the server can have seen the request.
+///
+/// `Display` prints only this level of the error; the cause is available through
+/// [`source()`](std::error::Error::source).
+///
+/// # Example
+///
+/// ```
+/// use keel_core::{Error, ErrorKind, TimeoutPhase};
+///
+/// fn describe(err: &Error) -> &'static str {
+///     match err.kind() {
+///         ErrorKind::Timeout(TimeoutPhase::Connect) => "could not connect in time",
+///         ErrorKind::Timeout(_) => "the server was too slow",
+///         ErrorKind::Status(s) if s.is_server_error() => "the server failed",
+///         ErrorKind::Status(_) => "the request was refused",
+///         _ if err.is_retryable() => "a transient failure",
+///         _ => "a permanent failure",
+///     }
+/// }
+///
+/// let err = Error::new(ErrorKind::Timeout(TimeoutPhase::ReadIdle));
+/// assert_eq!(describe(&err), "the server was too slow");
+/// assert!(err.is_retryable());
+/// ```
+#[derive(Clone)]
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
+    kind: ErrorKind,
+    stage: Option<Stage>,
+    unsent: bool,
+    url: Option<url::Url>,
+    status: Option<StatusDetails>,
+    json_path: Option<String>,
+    setting: Option<&'static str>,
+    source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
+}
+
+#[derive(Clone)]
+struct StatusDetails {
+    headers: HeaderMap,
+    snippet: Bytes,
+}
+
+/// What went wrong, as a value to match on.
+///
+/// New kinds will be added (circuit open, rate limited, too many redirects…), so a `match`
+/// needs a wildcard arm.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// A time limit ran out; the phase says which one.
+    Timeout(TimeoutPhase),
+    /// No connection could be made: DNS failed, the port refused or the network is unreachable.
+    Connect,
+    /// The TLS handshake failed, for example on an untrusted certificate.
+    Tls,
+    /// The server answered with an error status (returned by
+    /// [`Response::error_for_status`](crate::Response::error_for_status)); the headers and the
+    /// start of the body are kept on the error.
+    Status(StatusCode),
+    /// The connection failed while the request or the response was in flight (closed early,
+    /// reset, truncated body).
+    Body,
+    /// The server broke the HTTP protocol (a malformed head, a body that contradicts its
+    /// framing).
+    Protocol,
+    /// The body could not be decoded as the requested type; see [`Error::json_path`].
+    Decode,
+    /// The response body is larger than the configured limit, in bytes.
+    BodyTooLarge {
+        /// The limit that was exceeded.
+        limit: u64,
+    },
+    /// The URL could not be parsed, joined to the base URL, or has a scheme keel can't use.
+    InvalidUrl,
+    /// The request could not be built: an invalid header name or value, a body that failed to
+    /// serialize.
+    InvalidRequest,
+    /// The client could not be built: a setting is invalid or the backend can't honour it;
+    /// see [`Error::setting`].
+    Config,
+}
+
+/// Which time limit ran out.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimeoutPhase {
+    /// Establishing the connection (DNS, TCP and TLS) took longer than the connect timeout.
+    Connect,
+    /// No response head arrived within the per-attempt timeout.
+    Attempt,
+    /// The overall deadline for the whole call, body included, passed.
+    Deadline,
+    /// No body bytes arrived for longer than the read-idle timeout.
+    ReadIdle,
+}
+
+/// Where in an attempt a failure happened.
+///
+/// Retry decisions depend on it: a failure before the request was written cannot have had an
+/// effect on the server.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Resolving the host name.
+    Dns,
+    /// Opening the TCP connection.
+    Connect,
+    /// The TLS handshake.
+    Tls,
+    /// Writing the request, before it was fully written.
+    SendRequest,
+    /// Waiting for the response head, after the request was written.
+    AwaitHead,
+    /// Reading the response body.
+    Body,
+}
+
+impl Error {
+    /// Creates an error of the given kind with no cause.
+    pub fn new(kind: ErrorKind) -> Self {
+        Self {
+            inner: Box::new(Inner {
+                kind,
+                stage: None,
+                unsent: false,
+                url: None,
+                status: None,
+                json_path: None,
+                setting: None,
+                source: None,
+            }),
+        }
+    }
+
+    /// Attaches the cause, returned by [`source()`](std::error::Error::source).
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.inner.source = Some(Arc::from(source.into()));
+        self
+    }
+
+    /// Records the stage of the attempt the error happened in.
+    ///
+    /// Failures in [`Stage::Dns`], [`Stage::Connect`] and [`Stage::Tls`] also mark the request
+    /// as unsent: no byte of it can have reached the server.
+    #[must_use]
+    pub fn with_stage(mut self, stage: Stage) -> Self {
+        self.inner.stage = Some(stage);
+        if matches!(stage, Stage::Dns | Stage::Connect | Stage::Tls) {
+            self.inner.unsent = true;
+        }
+        self
+    }
+
+    /// Marks the request as known not to have reached the server, for example a reused
+    /// keep-alive connection that the server had already closed before the request was written.
+    #[must_use]
+    pub fn with_unsent(mut self) -> Self {
+        self.inner.unsent = true;
+        self
+    }
+
+    /// Records the URL of the request that failed.
+    #[must_use]
+    pub fn with_url(mut self, url: url::Url) -> Self {
+        self.inner.url = Some(url);
+        self
+    }
+
+    /// Names the client setting that is invalid or unsupported (for [`ErrorKind::Config`]).
+    #[must_use]
+    pub fn with_setting(mut self, setting: &'static str) -> Self {
+        self.inner.setting = Some(setting);
+        self
+    }
+
+    pub(crate) fn status(status: StatusCode, headers: HeaderMap, snippet: Bytes) -> Self {
+        let mut err = Self::new(ErrorKind::Status(status));
+        err.inner.status = Some(StatusDetails { headers, snippet });
+        err
+    }
+
+    pub(crate) fn decode(path: String, source: impl Into<BoxError>) -> Self {
+        let mut err = Self::new(ErrorKind::Decode).with_source(source);
+        err.inner.json_path = Some(path);
+        err
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// Where in the attempt the failure happened, when it happened on the wire.
+    pub fn stage(&self) -> Option<Stage> {
+        self.inner.stage
+    }
+
+    /// True when the request is known not to have reached the server: the connection was never
+    /// established, or a reused connection was found closed before the request was written.
+    ///
+    /// Such a request is safe to send again whatever its method.
+    pub fn is_unsent(&self) -> bool {
+        self.inner.unsent
+    }
+
+    /// The URL of the request, when the error belongs to one.
+    pub fn url(&self) -> Option<&url::Url> {
+        self.inner.url.as_ref()
+    }
+
+    /// The status code, for [`ErrorKind::Status`].
+    pub fn status_code(&self) -> Option<StatusCode> {
+        match self.inner.kind {
+            ErrorKind::Status(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The response headers, for [`ErrorKind::Status`].
+    pub fn response_headers(&self) -> Option<&HeaderMap> {
+        self.inner.status.as_ref().map(|s| &s.headers)
+    }
+
+    /// The first bytes of the response body (at most
+    /// [`Response::SNIPPET_LIMIT`](crate::Response::SNIPPET_LIMIT)), for [`ErrorKind::Status`].
+    pub fn body_snippet(&self) -> Option<&Bytes> {
+        self.inner.status.as_ref().map(|s| &s.snippet)
+    }
+
+    /// Where in the document decoding failed, for [`ErrorKind::Decode`], as a path such as
+    /// `items[3].id` (`.` when the document itself is malformed).
+    pub fn json_path(&self) -> Option<&str> {
+        self.inner.json_path.as_deref()
+    }
+
+    /// The name of the builder setting at fault, for [`ErrorKind::Config`].
+    pub fn setting(&self) -> Option<&'static str> {
+        self.inner.setting
+    }
+
+    /// Whether sending the same request again may succeed.
+    ///
+    /// True for connect failures, timeouts other than the overall deadline, failures of the
+    /// connection mid-flight, statuses 408, 429, 500, 502, 503 and 504, and any failure that
+    /// provably did not reach the server. Whether a retry is *safe* also depends on the method;
+    /// this only says whether it is worth trying.
+    pub fn is_retryable(&self) -> bool {
+        match self.inner.kind {
+            ErrorKind::Timeout(TimeoutPhase::Deadline) => false,
+            ErrorKind::Timeout(_) | ErrorKind::Connect | ErrorKind::Body => true,
+            ErrorKind::Status(s) => matches!(s.as_u16(), 408 | 429 | 500 | 502 | 503 | 504),
+            // A protocol failure on a connection the request never reached (a stale keep-alive
+            // connection answering garbage) says nothing about the next attempt.
+            ErrorKind::Protocol => self.inner.unsent,
+            ErrorKind::Tls
+            | ErrorKind::Decode
+            | ErrorKind::BodyTooLarge { .. }
+            | ErrorKind::InvalidUrl
+            | ErrorKind::InvalidRequest
+            | ErrorKind::Config => false,
+        }
+    }
+
+    /// True for [`ErrorKind::Timeout`] of any phase.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.inner.kind, ErrorKind::Timeout(_))
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("keel::Error");
+        d.field("kind", &self.inner.kind);
+        if let Some(stage) = self.inner.stage {
+            d.field("stage", &stage);
+        }
+        if self.inner.unsent {
+            d.field("unsent", &true);
+        }
+        if let Some(url) = &self.inner.url {
+            d.field("url", &url.as_str());
+        }
+        if let Some(path) = &self.inner.json_path {
+            d.field("json_path", path);
+        }
+        if let Some(setting) = self.inner.setting {
+            d.field("setting", &setting);
+        }
+        if let Some(source) = &self.inner.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.inner.kind {
+            ErrorKind::Timeout(TimeoutPhase::Connect) => f.write_str("connect timed out")?,
+            ErrorKind::Timeout(TimeoutPhase::Attempt) => {
+                f.write_str("timed out waiting for the response head")?
+            }
+            ErrorKind::Timeout(TimeoutPhase::Deadline) => f.write_str("request deadline passed")?,
+            ErrorKind::Timeout(TimeoutPhase::ReadIdle) => {
+                f.write_str("timed out waiting for body data")?
+            }
+            ErrorKind::Connect => f.write_str("connection failed")?,
+            ErrorKind::Tls => f.write_str("tls handshake failed")?,
+            ErrorKind::Status(s) => write!(f, "server returned {s}")?,
+            ErrorKind::Body => f.write_str("connection failed mid-request")?,
+            ErrorKind::Protocol => f.write_str("invalid http from the server")?,
+            ErrorKind::Decode => match &self.inner.json_path {
+                Some(path) => write!(f, "could not decode the body at `{path}`")?,
+                None => f.write_str("could not decode the body")?,
+            },
+            ErrorKind::BodyTooLarge { limit } => {
+                write!(f, "response body is larger than the limit of {limit} bytes")?
+            }
+            ErrorKind::InvalidUrl => f.write_str("invalid url")?,
+            ErrorKind::InvalidRequest => f.write_str("invalid request")?,
+            ErrorKind::Config => match self.inner.setting {
+                Some(setting) => write!(f, "invalid client setting `{setting}`")?,
+                None => f.write_str("invalid client configuration")?,
+            },
+        }
+        if let Some(stage) = self.inner.stage {
+            let at = match stage {
+                Stage::Dns => "resolving the host",
+                Stage::Connect => "connecting",
+                Stage::Tls => "the tls handshake",
+                Stage::SendRequest => "sending the request",
+                Stage::AwaitHead => "waiting for the response head",
+                Stage::Body => "reading the body",
+            };
+            write!(f, " (during {at})")?;
+        }
+        if let Some(url) = &self.inner.url {
+            write!(f, " for {url}")?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.inner.source.as_ref().map(|e| &**e as _)
+    }
+}
+
+impl From<Error> for io::Error {
+    /// Keeps the keel error as the inner error, so it can be downcast back.
+    fn from(err: Error) -> Self {
+        let kind = match err.kind() {
+            ErrorKind::Timeout(_) => io::ErrorKind::TimedOut,
+            ErrorKind::Connect => io::ErrorKind::ConnectionRefused,
+            ErrorKind::Body => io::ErrorKind::ConnectionAborted,
+            ErrorKind::Protocol | ErrorKind::Decode | ErrorKind::Tls => io::ErrorKind::InvalidData,
+            ErrorKind::InvalidUrl | ErrorKind::InvalidRequest | ErrorKind::Config => {
+                io::ErrorKind::InvalidInput
+            }
+            ErrorKind::BodyTooLarge { .. } => io::ErrorKind::FileTooLarge,
+            ErrorKind::Status(_) => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, err)
+    }
+}
+
+/// Looks for an [`Error`] in `err` or its source chain.
+///
+/// Useful for backends and callers that receive errors wrapped by other libraries. It also looks
+/// inside [`io::Error`]s, whose `source()` skips the error they wrap.
+pub fn find_in_chain<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a Error> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(found) = e.downcast_ref::<Error>() {
+            return Some(found);
+        }
+        if let Some(inner) = e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            if let Some(found) = inner.downcast_ref::<Error>() {
+                return Some(found);
+            }
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// Looks for an [`io::Error`] in `err` or its source chain.
+pub fn find_io_in_chain<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a io::Error> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(found) = e.downcast_ref::<io::Error>() {
+            return Some(found);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_is_one_pointer_wide() {
+        assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
+    }
+
+    #[test]
+    fn connect_stages_mark_unsent() {
+        for stage in [Stage::Dns, Stage::Connect, Stage::Tls] {
+            assert!(Error::new(ErrorKind::Connect).with_stage(stage).is_unsent());
+        }
+        for stage in [Stage::SendRequest, Stage::AwaitHead, Stage::Body] {
+            assert!(!Error::new(ErrorKind::Body).with_stage(stage).is_unsent());
+        }
+    }
+
+    #[test]
+    fn retryable_statuses() {
+        let retryable: Vec<u16> = (100..600)
+            .filter(|&c| {
+                let s = StatusCode::from_u16(c).unwrap();
+                Error::status(s, HeaderMap::new(), Bytes::new()).is_retryable()
+            })
+            .collect();
+        assert_eq!(retryable, [408, 429, 500, 502, 503, 504]);
+    }
+
+    #[test]
+    fn deadline_is_final_other_timeouts_are_not() {
+        assert!(!Error::new(ErrorKind::Timeout(TimeoutPhase::Deadline)).is_retryable());
+        for phase in [
+            TimeoutPhase::Connect,
+            TimeoutPhase::Attempt,
+            TimeoutPhase::ReadIdle,
+        ] {
+            assert!(Error::new(ErrorKind::Timeout(phase)).is_retryable());
+        }
+    }
+
+    #[test]
+    fn display_prints_one_layer_and_source_chains() {
+        let io = io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
+        let err = Error::new(ErrorKind::Connect)
+            .with_stage(Stage::Connect)
+            .with_source(io);
+        assert_eq!(err.to_string(), "connection failed (during connecting)");
+        assert_eq!(err.source().unwrap().to_string(), "refused");
+        assert!(find_io_in_chain(&err).is_some());
+    }
+
+    #[test]
+    fn survives_a_trip_through_io_error() {
+        let err = Error::new(ErrorKind::Body)
+            .with_stage(Stage::SendRequest)
+            .with_unsent();
+        let io: io::Error = err.into();
+        assert_eq!(io.kind(), io::ErrorKind::ConnectionAborted);
+        let wrapped: BoxError = Box::new(io);
+        let found = find_in_chain(&*wrapped).expect("keel error in chain");
+        assert_eq!(found.stage(), Some(Stage::SendRequest));
+        assert!(found.is_unsent());
+        assert!(found.is_retryable());
+    }
+
+    #[test]
+    fn config_error_names_the_setting() {
+        let err = Error::new(ErrorKind::Config).with_setting("http2_prior_knowledge");
+        assert_eq!(
+            err.to_string(),
+            "invalid client setting `http2_prior_knowledge`"
+        );
+        assert_eq!(err.setting(), Some("http2_prior_knowledge"));
+    }
+}

@@ -1,0 +1,84 @@
+//! keel-core: the runtime-agnostic heart of keel.
+//!
+//! It holds the [`Transport`] and [`Timer`] traits that backends implement, the async driver
+//! ([`Client`], [`RequestBuilder`], [`Response`]) that runs over them, and keel's one error type,
+//! [`Error`]. Backends (`keel-hyper`, …) only move bytes; everything that decides what to do —
+//! time limits, body limits, and later retries, redirects and the other policies — lives here, so
+//! every backend behaves the same.
+//!
+//! It is **not** an HTTP implementation: it opens no sockets, spawns no tasks and names no
+//! runtime. Most users depend on the `keel` facade, which picks a backend by feature flag.
+//!
+//! # Example
+//!
+//! The driver is tested without a network through a transport that answers from memory:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use keel_core::{
+//!     Backend, Body, BoxFuture, Capabilities, Client, Error, ResponseBody, Sleep, Timer,
+//!     Transport, TransportConfig,
+//! };
+//!
+//! struct Canned(Arc<dyn Timer>);
+//! #[derive(Debug)]
+//! struct NeverSleeps;
+//!
+//! impl Timer for NeverSleeps {
+//!     fn sleep_until(&self, _: std::time::Instant) -> Sleep {
+//!         Box::pin(std::future::pending())
+//!     }
+//! }
+//!
+//! impl Transport for Canned {
+//!     fn send(&self, req: http::Request<Body>) -> BoxFuture<Result<http::Response<ResponseBody>, Error>> {
+//!         let reply = format!("{{\"path\":\"{}\"}}", req.uri().path());
+//!         Box::pin(async move { Ok(http::Response::new(ResponseBody::full(reply))) })
+//!     }
+//!     fn timer(&self) -> &Arc<dyn Timer> {
+//!         &self.0
+//!     }
+//! }
+//!
+//! impl Backend for Canned {
+//!     const NAME: &'static str = "canned";
+//!     fn capabilities() -> Capabilities {
+//!         Capabilities::none()
+//!     }
+//!     fn from_config(_: &TransportConfig) -> Result<Self, Error> {
+//!         Ok(Canned(Arc::new(NeverSleeps)))
+//!     }
+//! }
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Echo {
+//!     path: String,
+//! }
+//!
+//! # futures_executor::block_on(async {
+//! let client = Client::<Canned>::builder()
+//!     .base_url("https://api.example.com/v1")
+//!     .build()?;
+//! let echo: Echo = client.get("users").send().await?.json().await?;
+//! assert_eq!(echo.path, "/v1/users");
+//! # Ok::<(), Error>(())
+//! # }).unwrap();
+//! ```
+
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod body;
+mod client;
+mod error;
+mod transport;
+
+pub use body::{Body, ResponseBody};
+pub use client::{
+    BodyStream, Client, ClientBuilder, RequestBuilder, Response, Timeouts, DEFAULT_MAX_BODY_SIZE,
+};
+pub use error::{find_in_chain, find_io_in_chain, BoxError, Error, ErrorKind, Stage, TimeoutPhase};
+pub use transport::{
+    Backend, BoxFuture, BoxTransport, Capabilities, Certificate, CertificateEncoding, Sleep, Timer,
+    Transport, TransportConfig,
+};

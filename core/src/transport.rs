@@ -1,0 +1,371 @@
+//! The two traits a backend implements: [`Transport`] moves one request over a connection pool,
+//! [`Timer`] tells the time and sleeps on the backend's runtime.
+//!
+//! A backend does nothing else. Redirects, retries, content decoding and every timeout other
+//! than the connect timeout belong to the core, so that every backend behaves the same.
+//!
+//! [`Transport`]'s documentation gives the order of calls and the rules for dropping.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+
+use crate::body::{Body, ResponseBody};
+use crate::error::{Error, ErrorKind};
+
+/// A boxed, sendable future, as returned by [`Transport::send`].
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A boxed future that resolves at a deadline, as returned by [`Timer::sleep_until`].
+pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + Sync + 'static>>;
+
+/// The runtime's clock and sleep.
+///
+/// The driver reads the clock through this trait only, so tests can substitute a virtual clock.
+///
+/// # Example
+///
+/// A complete timer that needs no runtime at all, for illustration: it parks a thread per sleep.
+/// The backends' timers (`keel_hyper::TokioTimer`, …) use their runtime's timer wheel instead.
+///
+/// ```
+/// use std::future::Future;
+/// use std::pin::Pin;
+/// use std::sync::{Arc, Mutex};
+/// use std::task::{Context, Poll, Waker};
+/// use std::time::{Duration, Instant};
+/// use keel_core::{Sleep, Timer};
+///
+/// #[derive(Debug, Default, Clone)]
+/// struct ThreadTimer;
+///
+/// struct ThreadSleep {
+///     deadline: Instant,
+///     waker: Option<Arc<Mutex<Option<Waker>>>>,
+/// }
+///
+/// impl Future for ThreadSleep {
+///     type Output = ();
+///     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+///         if Instant::now() >= self.deadline {
+///             return Poll::Ready(());
+///         }
+///         let deadline = self.deadline;
+///         let slot = self.waker.get_or_insert_with(|| {
+///             let slot: Arc<Mutex<Option<Waker>>> = Arc::default();
+///             let shared = slot.clone();
+///             std::thread::spawn(move || {
+///                 std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+///                 if let Some(w) = shared.lock().unwrap().take() { w.wake() }
+///             });
+///             slot
+///         });
+///         *slot.lock().unwrap() = Some(cx.waker().clone());
+///         Poll::Pending
+///     }
+/// }
+///
+/// impl Timer for ThreadTimer {
+///     fn sleep_until(&self, deadline: Instant) -> Sleep {
+///         Box::pin(ThreadSleep { deadline, waker: None })
+///     }
+/// }
+///
+/// let timer = ThreadTimer;
+/// let start = timer.now();
+/// futures_executor::block_on(timer.sleep_until(start + Duration::from_millis(20)));
+/// assert!(start.elapsed() >= Duration::from_millis(20));
+/// ```
+pub trait Timer: Send + Sync + 'static {
+    /// Returns a future that resolves at `deadline` (at once if it has passed).
+    fn sleep_until(&self, deadline: Instant) -> Sleep;
+
+    /// The current monotonic time. Tests override this to simulate time.
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// The current wall-clock time, for decisions that need a date (an HTTP-date in
+    /// `Retry-After`). Tests override this too.
+    fn now_system(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// One attempt of one request, through the backend's connection pool.
+///
+/// The trait is object safe: [`BoxTransport`] puts any transport behind an `Arc<dyn Transport>`
+/// so a backend can be chosen at run time, while `Client<T>` dispatches statically.
+///
+/// # The order of calls
+///
+/// For each attempt the [`Client`](crate::Client) driver:
+///
+/// 1. builds an [`http::Request<Body>`] with an absolute `http` or `https` URI, all headers
+///    set (the backend adds `Host` and framing headers only), and a [`Body`];
+/// 2. calls [`Transport::send`] once and polls the returned future until it yields the response
+///    head or an error, or until the driver's own timer fires, in which case it drops the future;
+/// 3. reads the [`ResponseBody`] frame by frame, and drops it either at its end or early.
+///
+/// Dropping the send future or the body at any point must release the connection: a connection
+/// with a request half-written or a response half-read is closed, never returned to the pool.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `request` and resolves to the response head and a streaming body.
+    ///
+    /// Errors carry the [`Stage`](crate::Stage) the attempt failed in and, when known, mark the
+    /// request as [unsent](Error::is_unsent).
+    fn send(
+        &self,
+        request: http::Request<Body>,
+    ) -> BoxFuture<Result<http::Response<ResponseBody>, Error>>;
+
+    /// The timer of the runtime this transport runs on.
+    ///
+    /// Every transport is constructed with its timer, so a client can't be built without one.
+    fn timer(&self) -> &Arc<dyn Timer>;
+}
+
+/// A [`Transport`] that can be built from the backend-independent [`TransportConfig`].
+///
+/// Each backend crate implements it for its transport type; `Client::<T>::builder()` uses it.
+pub trait Backend: Transport + Sized {
+    /// A short name for reports, such as `"hyper"`.
+    const NAME: &'static str;
+
+    /// What the backend can do. Settings outside it are refused when the client is built.
+    fn capabilities() -> Capabilities;
+
+    /// Builds the transport. `config` has already been checked against
+    /// [`Backend::capabilities`].
+    fn from_config(config: &TransportConfig) -> Result<Self, Error>;
+}
+
+/// A transport behind an `Arc<dyn Transport>`, for choosing a backend at run time.
+///
+/// Build one with [`ClientBuilder::build_boxed`](crate::ClientBuilder::build_boxed), which
+/// returns a `Client<BoxTransport>` whatever the backend, so the choice can come from
+/// configuration:
+///
+/// ```ignore
+/// let client: Client<BoxTransport> = match backend_name {
+///     "hyper" => Client::<keel_hyper::HyperTransport>::builder().build_boxed()?,
+///     "isahc" => Client::<keel_isahc::IsahcTransport>::builder().build_boxed()?,
+///     other => return Err(format!("unknown backend {other}").into()),
+/// };
+/// ```
+#[derive(Clone)]
+pub struct BoxTransport {
+    inner: Arc<dyn Transport>,
+    name: &'static str,
+}
+
+impl BoxTransport {
+    /// Erases the type of `transport`.
+    pub fn new<T: Backend>(transport: T) -> Self {
+        Self {
+            inner: Arc::new(transport),
+            name: T::NAME,
+        }
+    }
+
+    /// The name of the backend behind it.
+    pub fn backend_name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl fmt::Debug for BoxTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoxTransport")
+            .field("backend", &self.name)
+            .finish()
+    }
+}
+
+impl Transport for BoxTransport {
+    fn send(
+        &self,
+        request: http::Request<Body>,
+    ) -> BoxFuture<Result<http::Response<ResponseBody>, Error>> {
+        self.inner.send(request)
+    }
+
+    fn timer(&self) -> &Arc<dyn Timer> {
+        self.inner.timer()
+    }
+}
+
+/// What a backend supports. A setting it does not support fails the client build with
+/// [`ErrorKind::Config`] naming the setting, never a silent no-op.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// HTTP/2 negotiated by ALPN over TLS.
+    pub http2: bool,
+    /// HTTP/2 without TLS, assumed from the first byte ("prior knowledge").
+    pub http2_prior_knowledge: bool,
+    /// Honours [`TransportConfig::pool_max_idle_per_host`].
+    pub pool_max_idle_per_host: bool,
+    /// Honours [`TransportConfig::pool_idle_timeout`].
+    pub pool_idle_timeout: bool,
+    /// Trusts extra root certificates ([`TransportConfig::root_certificates`]).
+    pub root_certificates: bool,
+    /// Can turn off its built-in roots ([`TransportConfig::built_in_roots`] = false).
+    pub disable_built_in_roots: bool,
+}
+
+impl Capabilities {
+    /// Nothing optional supported; backends switch on what they have.
+    pub const fn none() -> Self {
+        Self {
+            http2: false,
+            http2_prior_knowledge: false,
+            pool_max_idle_per_host: false,
+            pool_idle_timeout: false,
+            root_certificates: false,
+            disable_built_in_roots: false,
+        }
+    }
+
+    /// Refuses the first setting in `config` this backend can't honour.
+    pub fn check(&self, config: &TransportConfig) -> Result<(), Error> {
+        let unsupported = |setting| Err(Error::new(ErrorKind::Config).with_setting(setting));
+        if config.http2_prior_knowledge && !self.http2_prior_knowledge {
+            return unsupported("http2_prior_knowledge");
+        }
+        if config.pool_max_idle_per_host.is_some() && !self.pool_max_idle_per_host {
+            return unsupported("pool_max_idle_per_host");
+        }
+        if config.pool_idle_timeout.is_some() && !self.pool_idle_timeout {
+            return unsupported("pool_idle_timeout");
+        }
+        if !config.root_certificates.is_empty() && !self.root_certificates {
+            return unsupported("root_certificates");
+        }
+        if !config.built_in_roots && !self.disable_built_in_roots {
+            return unsupported("built_in_roots");
+        }
+        if config.connect_timeout.is_zero() {
+            return Err(Error::new(ErrorKind::Config)
+                .with_setting("connect_timeout")
+                .with_source("the connect timeout must be greater than zero"));
+        }
+        Ok(())
+    }
+}
+
+/// The backend-independent settings a transport is built from.
+///
+/// Set through [`ClientBuilder`](crate::ClientBuilder); `None` means "the backend's default".
+#[non_exhaustive]
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// Time allowed to resolve, connect and finish the TLS handshake. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Set `TCP_NODELAY` on new connections. Default true.
+    pub tcp_nodelay: bool,
+    /// Idle connections kept per host.
+    pub pool_max_idle_per_host: Option<usize>,
+    /// How long an idle connection is kept.
+    pub pool_idle_timeout: Option<Duration>,
+    /// Offer HTTP/2 by ALPN on TLS connections. Default true.
+    pub http2: bool,
+    /// Speak HTTP/2 on plain-text connections without negotiation. Default false.
+    pub http2_prior_knowledge: bool,
+    /// Extra trusted root certificates.
+    pub root_certificates: Vec<Certificate>,
+    /// Trust the backend's built-in roots (webpki roots or the system's). Default true.
+    pub built_in_roots: bool,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            tcp_nodelay: true,
+            pool_max_idle_per_host: None,
+            pool_idle_timeout: None,
+            http2: true,
+            http2_prior_knowledge: false,
+            root_certificates: Vec::new(),
+            built_in_roots: true,
+        }
+    }
+}
+
+/// A trusted root certificate, in DER or PEM form. Backends parse it when the client is built;
+/// one that doesn't parse fails the build with [`ErrorKind::Config`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Certificate {
+    encoding: CertificateEncoding,
+    bytes: Bytes,
+}
+
+/// How a [`Certificate`]'s bytes are encoded.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertificateEncoding {
+    /// Binary DER, one certificate.
+    Der,
+    /// PEM text, one or more `CERTIFICATE` blocks.
+    Pem,
+}
+
+impl Certificate {
+    /// A certificate in binary DER form.
+    pub fn from_der(der: impl Into<Bytes>) -> Self {
+        Self {
+            encoding: CertificateEncoding::Der,
+            bytes: der.into(),
+        }
+    }
+
+    /// One or more certificates in PEM form.
+    pub fn from_pem(pem: impl Into<Bytes>) -> Self {
+        Self {
+            encoding: CertificateEncoding::Pem,
+            bytes: pem.into(),
+        }
+    }
+
+    /// How the bytes are encoded.
+    pub fn encoding(&self) -> CertificateEncoding {
+        self.encoding
+    }
+
+    /// The encoded bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// A future that resolves when either `fut` does or `deadline` passes, whichever is first.
+///
+/// The sleep is only created once `fut` has returned `Pending`, so an attempt that completes at
+/// once never touches the timer.
+pub(crate) struct Race<'t, F> {
+    pub(crate) fut: F,
+    pub(crate) timer: &'t dyn Timer,
+    pub(crate) deadline: Instant,
+    pub(crate) sleep: Option<Sleep>,
+}
+
+impl<F: Future + Unpin> Future for Race<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Poll::Ready(out) = Pin::new(&mut self.fut).poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        let this = &mut *self;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| this.timer.sleep_until(this.deadline));
+        sleep.as_mut().poll(cx).map(|()| None)
+    }
+}

@@ -1,0 +1,85 @@
+//! keel: production REST API clients, written once, run on any async runtime.
+//!
+//! keel is for authors of SDKs and services that call HTTP APIs. It gives one client with
+//! pooled connections, time limits on every phase, bounded bodies and typed errors that carry
+//! where an attempt failed, on a backend chosen by feature flag:
+//!
+//! | feature | backend | runtime |
+//! |---|---|---|
+//! | `hyper` (default) | [`keel_hyper`]: hyper 1.x, hyper-util's pool, rustls, HTTP/1.1 + HTTP/2 | tokio |
+//!
+//! Everything that decides what to do lives in the sans-IO core ([`keel_core`]), so every
+//! backend behaves the same; the conformance suite (`keel-conformance`) proves it against a
+//! fault-injecting loopback server.
+//!
+//! [`Client`] is the client on the default backend. To pick a backend at run time, build a
+//! `keel::core::Client<BoxTransport>` with
+//! [`ClientBuilder::build_boxed`](keel_core::ClientBuilder::build_boxed).
+//!
+//! # Example
+//!
+//! ```
+//! # let server = keel_conformance::server::TestServer::start().unwrap();
+//! # let base_url = server.url("");
+//! #[derive(serde::Deserialize)]
+//! struct Echo {
+//!     method: String,
+//!     query: Option<String>,
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let client = keel::Client::builder()
+//!     .base_url(&base_url)
+//!     .read_idle_timeout(std::time::Duration::from_secs(10))
+//!     .build()?;
+//!
+//! let echo: Echo = client
+//!     .get("/echo")
+//!     .query(&[("page", "2")])
+//!     .send()
+//!     .await?
+//!     .error_for_status()
+//!     .await?
+//!     .json()
+//!     .await?;
+//! assert_eq!(echo.method, "GET");
+//! assert_eq!(echo.query.as_deref(), Some("page=2"));
+//! # Ok::<(), keel::Error>(())
+//! # }).unwrap();
+//! ```
+
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub use keel_core as core;
+pub use keel_core::{
+    Body, BodyStream, BoxTransport, Capabilities, Certificate, Error, ErrorKind, Response, Stage,
+    TimeoutPhase, Timeouts,
+};
+
+#[cfg(feature = "hyper")]
+pub use keel_hyper;
+
+/// The backend the enabled features select.
+#[cfg(feature = "hyper")]
+pub type DefaultTransport = keel_hyper::HyperTransport;
+
+/// A client on the default backend ([`DefaultTransport`]).
+#[cfg(feature = "hyper")]
+pub type Client = keel_core::Client<DefaultTransport>;
+
+/// Builds a [`Client`].
+#[cfg(feature = "hyper")]
+pub type ClientBuilder = keel_core::ClientBuilder<DefaultTransport>;
+
+/// A request being built on a [`Client`].
+#[cfg(feature = "hyper")]
+pub type RequestBuilder = keel_core::RequestBuilder<DefaultTransport>;
+
+#[cfg(not(feature = "hyper"))]
+pub use keel_core::{Client, ClientBuilder, RequestBuilder};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
