@@ -12,10 +12,7 @@ use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
-use keel_core::{
-    Certificate, CertificateEncoding, Error, ErrorKind, Stage, TimeoutPhase, TransportConfig,
-};
-use rustls::pki_types::pem::PemObject as _;
+use keel_core::{Error, ErrorKind, Origin, Stage, TimeoutPhase, TransportConfig};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
@@ -38,8 +35,10 @@ impl Connector {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         }
         for cert in &config.root_certificates {
-            for der in parse_certificate(cert)? {
-                roots.add(der).map_err(|e| root_error(e.into()))?;
+            for der in cert.to_der()? {
+                roots
+                    .add(CertificateDer::from(der))
+                    .map_err(|e| root_error(e.into()))?;
             }
         }
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -69,19 +68,8 @@ impl Connector {
         let deadline = Instant::now() + self.connect_timeout;
         let timed_out =
             |stage| Error::new(ErrorKind::Timeout(TimeoutPhase::Connect)).with_stage(stage);
-        let https = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => {
-                return Err(Error::new(ErrorKind::InvalidUrl)
-                    .with_source(format!("unsupported scheme in `{uri}`")))
-            }
-        };
-        let host = uri
-            .host()
-            .ok_or_else(|| Error::new(ErrorKind::InvalidUrl).with_source("the url has no host"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let origin = Origin::from_uri(&uri)?;
+        let (https, host, port) = (origin.is_https(), origin.host(), origin.port());
 
         let addrs: Vec<SocketAddr> =
             match timeout_at(deadline, tokio::net::lookup_host((host, port))).await {
@@ -154,22 +142,6 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         Box::pin(self.clone().connect(uri))
-    }
-}
-
-fn parse_certificate(cert: &Certificate) -> Result<Vec<CertificateDer<'static>>, Error> {
-    match cert.encoding() {
-        CertificateEncoding::Der => Ok(vec![CertificateDer::from(cert.as_bytes().to_vec())]),
-        CertificateEncoding::Pem => {
-            let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| root_error(e.into()))?;
-            if certs.is_empty() {
-                return Err(root_error("no CERTIFICATE block in the PEM text".into()));
-            }
-            Ok(certs)
-        }
-        _ => Err(root_error("unknown certificate encoding".into())),
     }
 }
 

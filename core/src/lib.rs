@@ -79,6 +79,6 @@ pub use client::{
 };
 pub use error::{find_in_chain, find_io_in_chain, BoxError, Error, ErrorKind, Stage, TimeoutPhase};
 pub use transport::{
-    Backend, BoxFuture, BoxTransport, Capabilities, Certificate, CertificateEncoding, Sleep, Timer,
-    Transport, TransportConfig,
+    Backend, BoxFuture, BoxTransport, Capabilities, Certificate, CertificateEncoding, Origin,
+    Sleep, Timer, Transport, TransportConfig,
 };

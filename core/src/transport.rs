@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 
 use crate::body::{Body, ResponseBody};
-use crate::error::{Error, ErrorKind};
+use crate::error::{BoxError, Error, ErrorKind};
 
 /// A boxed, sendable future, as returned by [`Transport::send`].
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -342,6 +342,37 @@ impl Certificate {
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
+
+    /// The certificates in binary DER form: one for DER, every `CERTIFICATE` block for PEM.
+    ///
+    /// Text that holds no certificate, or a block that doesn't decode, is
+    /// [`ErrorKind::Config`] naming `root_certificates`.
+    pub fn to_der(&self) -> Result<Vec<Vec<u8>>, Error> {
+        use rustls_pki_types::pem::PemObject as _;
+        use rustls_pki_types::CertificateDer;
+
+        let invalid = |why: BoxError| {
+            Error::new(ErrorKind::Config)
+                .with_setting("root_certificates")
+                .with_source(why)
+        };
+        match self.encoding {
+            CertificateEncoding::Der if self.bytes.is_empty() => {
+                Err(invalid("an empty DER certificate".into()))
+            }
+            CertificateEncoding::Der => Ok(vec![self.bytes.to_vec()]),
+            CertificateEncoding::Pem => {
+                let certs = CertificateDer::pem_slice_iter(&self.bytes)
+                    .map(|c| c.map(|c| c.to_vec()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| invalid(e.into()))?;
+                if certs.is_empty() {
+                    return Err(invalid("no CERTIFICATE block in the PEM text".into()));
+                }
+                Ok(certs)
+            }
+        }
+    }
 }
 
 /// A future that resolves when either `fut` does or `deadline` passes, whichever is first.
@@ -367,5 +398,126 @@ impl<F: Future + Unpin> Future for Race<'_, F> {
             .sleep
             .get_or_insert_with(|| this.timer.sleep_until(this.deadline));
         sleep.as_mut().poll(cx).map(|()| None)
+    }
+}
+
+/// The scheme, host and port a request goes to: the key of a connection pool and what a
+/// connector needs to open a connection. Default ports are filled in; IPv6 brackets are removed.
+///
+/// ```
+/// use keel_core::Origin;
+///
+/// let uri: http::Uri = "https://[::1]/x".parse().unwrap();
+/// let origin = Origin::from_uri(&uri).unwrap();
+/// assert_eq!((origin.host(), origin.port(), origin.is_https()), ("::1", 443, true));
+/// assert_eq!(origin.to_string(), "https://[::1]:443");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    https: bool,
+    host: Box<str>,
+    port: u16,
+}
+
+impl Origin {
+    /// The origin of an absolute `http` or `https` URI; anything else is
+    /// [`ErrorKind::InvalidUrl`].
+    pub fn from_uri(uri: &http::Uri) -> Result<Self, Error> {
+        let invalid = |why: String| Error::new(ErrorKind::InvalidUrl).with_source(why);
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(invalid(format!("`{uri}` is not an http or https url"))),
+        };
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| invalid(format!("`{uri}` has no host")))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        Ok(Self {
+            https,
+            host: host.to_ascii_lowercase().into_boxed_str(),
+            port,
+        })
+    }
+
+    /// True for `https`.
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// The host name or IP address, without brackets, lowercased.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port, with the scheme's default filled in.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificates_decode_or_name_the_setting() {
+        assert_eq!(
+            Certificate::from_der(vec![1, 2, 3]).to_der().unwrap(),
+            [vec![1, 2, 3]]
+        );
+        let pem = "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n\
+                   -----BEGIN CERTIFICATE-----\nBAU=\n-----END CERTIFICATE-----\n";
+        assert_eq!(
+            Certificate::from_pem(pem).to_der().unwrap(),
+            [vec![1, 2, 3], vec![4, 5]]
+        );
+        for bad in [
+            Certificate::from_pem("no pem here"),
+            Certificate::from_pem("-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n"),
+            Certificate::from_der(Vec::new()),
+        ] {
+            let err = bad.to_der().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert_eq!(err.setting(), Some("root_certificates"));
+        }
+    }
+
+    #[test]
+    fn origins_fill_default_ports_and_refuse_other_schemes() {
+        let o = |s: &str| Origin::from_uri(&s.parse().unwrap());
+        assert_eq!(
+            o("http://Example.COM/a").unwrap().to_string(),
+            "http://example.com:80"
+        );
+        assert_eq!(o("https://h:8443").unwrap().port(), 8443);
+        assert_eq!(o("ftp://h/").unwrap_err().kind(), ErrorKind::InvalidUrl);
+        assert_eq!(o("/relative").unwrap_err().kind(), ErrorKind::InvalidUrl);
+    }
+
+    #[test]
+    fn capabilities_refuse_what_the_backend_lacks() {
+        let mut config = TransportConfig::default();
+        assert!(Capabilities::none().check(&config).is_ok());
+        config.pool_idle_timeout = Some(Duration::from_secs(1));
+        let err = Capabilities::none().check(&config).unwrap_err();
+        assert_eq!(err.setting(), Some("pool_idle_timeout"));
+        config.pool_idle_timeout = None;
+        config.built_in_roots = false;
+        let err = Capabilities::none().check(&config).unwrap_err();
+        assert_eq!(err.setting(), Some("built_in_roots"));
     }
 }
