@@ -24,6 +24,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
+use crate::machine::retry::GiveUpReason;
+
 /// A boxed error from a backend or a decoder, used as an [`Error`]'s source.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
@@ -65,10 +67,12 @@ struct Inner {
     kind: ErrorKind,
     stage: Option<Stage>,
     unsent: bool,
-    url: Option<url::Url>,
+    url: Option<http::Uri>,
     status: Option<StatusDetails>,
     json_path: Option<String>,
     setting: Option<&'static str>,
+    attempts: u32,
+    gave_up: Option<GiveUpReason>,
     source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
 }
 
@@ -165,6 +169,8 @@ impl Error {
                 status: None,
                 json_path: None,
                 setting: None,
+                attempts: 0,
+                gave_up: None,
                 source: None,
             }),
         }
@@ -200,7 +206,7 @@ impl Error {
 
     /// Records the URL of the request that failed.
     #[must_use]
-    pub fn with_url(mut self, url: url::Url) -> Self {
+    pub fn with_url(mut self, url: http::Uri) -> Self {
         self.inner.url = Some(url);
         self
     }
@@ -209,6 +215,14 @@ impl Error {
     #[must_use]
     pub fn with_setting(mut self, setting: &'static str) -> Self {
         self.inner.setting = Some(setting);
+        self
+    }
+
+    /// Records how many attempts the call made and, if it stopped while the outcome was still
+    /// worth retrying, why.
+    pub(crate) fn with_attempts(mut self, attempts: u32, gave_up: Option<GiveUpReason>) -> Self {
+        self.inner.attempts = attempts;
+        self.inner.gave_up = gave_up;
         self
     }
 
@@ -243,7 +257,7 @@ impl Error {
     }
 
     /// The URL of the request, when the error belongs to one.
-    pub fn url(&self) -> Option<&url::Url> {
+    pub fn url(&self) -> Option<&http::Uri> {
         self.inner.url.as_ref()
     }
 
@@ -270,6 +284,19 @@ impl Error {
     /// `items[3].id` (`.` when the document itself is malformed).
     pub fn json_path(&self) -> Option<&str> {
         self.inner.json_path.as_deref()
+    }
+
+    /// How many attempts the call made before this error was returned (0 when the error did
+    /// not come from sending a request, such as a build error).
+    pub fn attempts(&self) -> u32 {
+        self.inner.attempts
+    }
+
+    /// Why the call stopped retrying although this error was worth retrying: the attempts or
+    /// the deadline ran out, the method is not idempotent, the body can't be replayed, … `None`
+    /// when the error is not worth retrying at all, or retrying was never considered.
+    pub fn gave_up(&self) -> Option<&GiveUpReason> {
+        self.inner.gave_up.as_ref()
     }
 
     /// The name of the builder setting at fault, for [`ErrorKind::Config`].
@@ -317,13 +344,19 @@ impl fmt::Debug for Error {
             d.field("unsent", &true);
         }
         if let Some(url) = &self.inner.url {
-            d.field("url", &url.as_str());
+            d.field("url", &format_args!("{url}"));
         }
         if let Some(path) = &self.inner.json_path {
             d.field("json_path", path);
         }
         if let Some(setting) = self.inner.setting {
             d.field("setting", &setting);
+        }
+        if self.inner.attempts > 1 {
+            d.field("attempts", &self.inner.attempts);
+        }
+        if let Some(reason) = &self.inner.gave_up {
+            d.field("gave_up", reason);
         }
         if let Some(source) = &self.inner.source {
             d.field("source", source);
@@ -375,6 +408,14 @@ impl fmt::Display for Error {
         }
         if let Some(url) = &self.inner.url {
             write!(f, " for {url}")?;
+        }
+        if self.inner.attempts > 1 {
+            write!(f, " after {} attempts", self.inner.attempts)?;
+        }
+        match &self.inner.gave_up {
+            // "gave up after N attempts" repeats what was just said.
+            Some(GiveUpReason::AttemptsExhausted { .. }) | None => {}
+            Some(reason) => write!(f, "; not retried: {reason}")?,
         }
         Ok(())
     }

@@ -71,14 +71,17 @@
 mod body;
 mod client;
 mod error;
+pub mod machine;
 mod transport;
 
 pub use body::{Body, ResponseBody};
 pub use client::{
-    BodyStream, Client, ClientBuilder, RequestBuilder, Response, Timeouts, DEFAULT_MAX_BODY_SIZE,
+    BodyStream, Client, ClientBuilder, Pending, RequestBuilder, Response, RetryEvent, RetryHook,
+    Timeouts, DEFAULT_MAX_BODY_SIZE,
 };
 pub use error::{find_in_chain, find_io_in_chain, BoxError, Error, ErrorKind, Stage, TimeoutPhase};
+pub use machine::retry::{Jitter, RetryBudget, RetryPolicy};
 pub use transport::{
-    Backend, BoxFuture, BoxTransport, Capabilities, Certificate, CertificateEncoding, Origin,
-    Sleep, Timer, Transport, TransportConfig,
+    Backend, BoxFuture, BoxTransport, CallDeadline, Capabilities, Certificate, CertificateEncoding,
+    Origin, Sleep, Timer, Transport, TransportConfig,
 };

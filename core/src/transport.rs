@@ -10,7 +10,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -94,6 +93,12 @@ pub trait Timer: Send + Sync + 'static {
     /// `Retry-After`). Tests override this too.
     fn now_system(&self) -> SystemTime {
         SystemTime::now()
+    }
+}
+
+impl fmt::Debug for dyn Timer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("dyn Timer")
     }
 }
 
@@ -217,6 +222,12 @@ pub struct Capabilities {
     pub root_certificates: bool,
     /// Can turn off its built-in roots ([`TransportConfig::built_in_roots`] = false).
     pub disable_built_in_roots: bool,
+    /// Can leave `TCP_NODELAY` off ([`TransportConfig::tcp_nodelay`] = false).
+    pub disable_tcp_nodelay: bool,
+    /// A dropped send future or response body releases its connection at once. Without it the
+    /// backend frees the connection only at the server's next byte (or at the call's
+    /// [`CallDeadline`]), which the conformance suite reports as "not supported".
+    pub cancel_in_flight: bool,
 }
 
 impl Capabilities {
@@ -229,6 +240,8 @@ impl Capabilities {
             pool_idle_timeout: false,
             root_certificates: false,
             disable_built_in_roots: false,
+            disable_tcp_nodelay: false,
+            cancel_in_flight: false,
         }
     }
 
@@ -250,6 +263,9 @@ impl Capabilities {
         if !config.built_in_roots && !self.disable_built_in_roots {
             return unsupported("built_in_roots");
         }
+        if !config.tcp_nodelay && !self.disable_tcp_nodelay {
+            return unsupported("tcp_nodelay");
+        }
         if config.connect_timeout.is_zero() {
             return Err(Error::new(ErrorKind::Config)
                 .with_setting("connect_timeout")
@@ -258,6 +274,14 @@ impl Capabilities {
         Ok(())
     }
 }
+
+/// The instant by which the whole call must be over, put in every request's extensions by the
+/// driver.
+///
+/// The driver enforces it itself; a backend may use it to bound work it can't cancel promptly
+/// (a transfer that outlives its dropped future), so nothing outlives the call by much.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallDeadline(pub Instant);
 
 /// The backend-independent settings a transport is built from.
 ///
@@ -372,32 +396,6 @@ impl Certificate {
                 Ok(certs)
             }
         }
-    }
-}
-
-/// A future that resolves when either `fut` does or `deadline` passes, whichever is first.
-///
-/// The sleep is only created once `fut` has returned `Pending`, so an attempt that completes at
-/// once never touches the timer.
-pub(crate) struct Race<'t, F> {
-    pub(crate) fut: F,
-    pub(crate) timer: &'t dyn Timer,
-    pub(crate) deadline: Instant,
-    pub(crate) sleep: Option<Sleep>,
-}
-
-impl<F: Future + Unpin> Future for Race<'_, F> {
-    type Output = Option<F::Output>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Poll::Ready(out) = Pin::new(&mut self.fut).poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        let this = &mut *self;
-        let sleep = this
-            .sleep
-            .get_or_insert_with(|| this.timer.sleep_until(this.deadline));
-        sleep.as_mut().poll(cx).map(|()| None)
     }
 }
 

@@ -12,24 +12,31 @@
 //! back to the pool only after a complete exchange, so the next request never reads the tail of
 //! someone else's response.
 
+mod pending;
 mod request;
 mod response;
+mod url;
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue, USER_AGENT};
+use http::Uri;
 use http::{HeaderMap, Method};
-use url::Url;
 
+pub use pending::Pending;
 pub use request::RequestBuilder;
 pub use response::{BodyStream, Response};
 
-use crate::body::Body;
-use crate::error::{BoxError, Error, ErrorKind, TimeoutPhase};
-use crate::transport::{Backend, BoxTransport, Certificate, Race, Transport, TransportConfig};
+use crate::body::{Body, ResponseBody};
+use crate::error::{BoxError, Error, ErrorKind};
+use crate::machine::retry::{Pacing, RetryBudget, RetryPolicy, RetryReason};
+use crate::transport::{
+    Backend, BoxFuture, BoxTransport, Certificate, Timer, Transport, TransportConfig,
+};
 
 /// The default for [`ClientBuilder::max_body_size`]: 16 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: u64 = 16 * 1024 * 1024;
@@ -80,14 +87,118 @@ pub struct Client<T> {
 struct Shared<T> {
     transport: T,
     config: ClientConfig,
+    /// One retry budget for every call on the client.
+    budget: Option<Mutex<RetryBudget>>,
+    /// Seeds for the calls' jitter: `seed_base` mixed with a call counter.
+    seed_base: u64,
+    calls: AtomicU64,
 }
 
-#[derive(Clone, Debug)]
-struct ClientConfig {
-    base_url: Option<Url>,
+#[derive(Clone)]
+pub(crate) struct ClientConfig {
+    base_url: Option<url::BaseUrl>,
     headers: HeaderMap,
     timeouts: Timeouts,
     max_body_size: u64,
+    retry: RetryPolicy,
+    budget: Option<RetryBudget>,
+    seed: Option<u64>,
+    on_retry: Option<RetryHook>,
+}
+
+/// A function called before every retry; see [`ClientBuilder::on_retry`].
+pub type RetryHook = Arc<dyn Fn(&RetryEvent) + Send + Sync>;
+
+/// What [`ClientBuilder::on_retry`] hooks receive before the driver sleeps for a retry.
+#[non_exhaustive]
+#[derive(Clone, Debug)]
+pub struct RetryEvent {
+    /// The number of the attempt about to be made (2 for the first retry).
+    pub attempt: u32,
+    /// Why the previous attempt is retried.
+    pub reason: RetryReason,
+    /// How long the driver waits before sending again.
+    pub delay: Duration,
+    /// Where the delay comes from: the backoff or the server's `Retry-After`.
+    pub pacing: Pacing,
+    /// The request's method.
+    pub method: Method,
+    /// The request's URL.
+    pub url: Uri,
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field(
+                "base_url",
+                &self.base_url.as_ref().map(url::BaseUrl::as_uri),
+            )
+            .field("headers", &self.headers)
+            .field("timeouts", &self.timeouts)
+            .field("max_body_size", &self.max_body_size)
+            .field("retry", &self.retry)
+            .field("budget", &self.budget)
+            .field("on_retry", &self.on_retry.is_some())
+            .finish()
+    }
+}
+
+/// What a call in flight needs from its client, with the backend type erased, so that
+/// [`Pending`] and [`Response`] are not generic.
+pub(crate) trait Dispatch: Send + Sync + 'static {
+    fn send(
+        &self,
+        request: http::Request<Body>,
+    ) -> BoxFuture<Result<http::Response<ResponseBody>, Error>>;
+    fn timer(&self) -> &Arc<dyn Timer>;
+    fn config(&self) -> &ClientConfig;
+    fn budget(&self) -> Option<&Mutex<RetryBudget>>;
+}
+
+impl<T: Transport> Dispatch for Shared<T> {
+    fn send(
+        &self,
+        request: http::Request<Body>,
+    ) -> BoxFuture<Result<http::Response<ResponseBody>, Error>> {
+        self.transport.send(request)
+    }
+
+    fn timer(&self) -> &Arc<dyn Timer> {
+        self.transport.timer()
+    }
+
+    fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    fn budget(&self) -> Option<&Mutex<RetryBudget>> {
+        self.budget.as_ref()
+    }
+}
+
+impl<T> Shared<T> {
+    fn new(transport: T, config: ClientConfig) -> Self {
+        let seed_base = config.seed.unwrap_or_else(|| {
+            use std::hash::{BuildHasher as _, Hasher as _};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        });
+        Self {
+            transport,
+            budget: config.budget.clone().map(Mutex::new),
+            config,
+            seed_base,
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    /// A different jitter seed for every call.
+    fn next_seed(&self) -> u64 {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        self.seed_base ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
 }
 
 impl<T: Backend> Client<T> {
@@ -110,7 +221,7 @@ impl<T: Transport> Client<T> {
     /// with base `https://api.example.com/v1`, both `users` and `/users` give
     /// `https://api.example.com/v1/users`.
     pub fn request(&self, method: Method, url: &str) -> RequestBuilder<T> {
-        let url = join_url(self.shared.config.base_url.as_ref(), url);
+        let url = url::join(self.shared.config.base_url.as_ref(), url);
         RequestBuilder::new(self.clone(), method, url, self.shared.config.timeouts)
     }
 
@@ -145,8 +256,12 @@ impl<T: Transport> Client<T> {
     }
 
     /// The base URL relative paths are joined to.
-    pub fn base_url(&self) -> Option<&Url> {
-        self.shared.config.base_url.as_ref()
+    pub fn base_url(&self) -> Option<&Uri> {
+        self.shared
+            .config
+            .base_url
+            .as_ref()
+            .map(url::BaseUrl::as_uri)
     }
 
     /// The time limits requests start with.
@@ -157,53 +272,6 @@ impl<T: Transport> Client<T> {
     /// The transport, for backend-specific inspection.
     pub fn transport(&self) -> &T {
         &self.shared.transport
-    }
-
-    /// Runs one call: sends `request` and waits for the head within the time limits.
-    async fn execute(
-        &self,
-        mut request: http::Request<Body>,
-        url: Url,
-        timeouts: Timeouts,
-    ) -> Result<Response, Error> {
-        let config = &self.shared.config;
-        merge_default_headers(request.headers_mut(), &config.headers);
-        let timer = self.shared.transport.timer();
-        let start = timer.now();
-        let deadline = add_saturating(start, timeouts.deadline);
-        let (head_by, phase) = match start.checked_add(timeouts.attempt) {
-            Some(t) if t < deadline => (t, TimeoutPhase::Attempt),
-            _ => (deadline, TimeoutPhase::Deadline),
-        };
-        let method = request.method().clone();
-        let attempt = Race {
-            fut: self.shared.transport.send(request),
-            timer: &**timer,
-            deadline: head_by,
-            sleep: None,
-        };
-        match attempt.await {
-            Some(Ok(head)) => {
-                tracing::debug!(%method, url = %url, status = head.status().as_u16(), "response head");
-                Ok(Response::new(
-                    head,
-                    url,
-                    timer.clone(),
-                    timeouts.read_idle,
-                    deadline,
-                    config.max_body_size,
-                    method == Method::HEAD,
-                ))
-            }
-            Some(Err(err)) => {
-                tracing::debug!(%method, url = %url, error = %err, "request failed");
-                Err(err.with_url(url))
-            }
-            None => {
-                tracing::debug!(%method, url = %url, ?phase, "request timed out before the head");
-                Err(Error::new(ErrorKind::Timeout(phase)).with_url(url))
-            }
-        }
     }
 }
 
@@ -221,7 +289,12 @@ impl<T: fmt::Debug> fmt::Debug for Client<T> {
             .field("transport", &self.shared.transport)
             .field(
                 "base_url",
-                &self.shared.config.base_url.as_ref().map(Url::as_str),
+                &self
+                    .shared
+                    .config
+                    .base_url
+                    .as_ref()
+                    .map(url::BaseUrl::as_uri),
             )
             .field("timeouts", &self.shared.config.timeouts)
             .field("max_body_size", &self.shared.config.max_body_size)
@@ -254,6 +327,10 @@ impl<T: Backend> ClientBuilder<T> {
                 headers,
                 timeouts: Timeouts::default(),
                 max_body_size: DEFAULT_MAX_BODY_SIZE,
+                retry: RetryPolicy::default(),
+                budget: Some(RetryBudget::default()),
+                seed: None,
+                on_retry: None,
             },
             transport: TransportConfig::default(),
             error: None,
@@ -268,21 +345,12 @@ impl<T: Backend> ClientBuilder<T> {
 
     /// The URL that relative request paths are joined to. Must be `http` or `https`.
     pub fn base_url(mut self, url: &str) -> Self {
-        match Url::parse(url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {
-                self.config.base_url = Some(u);
+        match url::BaseUrl::parse(url) {
+            Ok(base) => {
+                self.config.base_url = Some(base);
                 self
             }
-            Ok(_) => self.fail(
-                Error::new(ErrorKind::Config)
-                    .with_setting("base_url")
-                    .with_source("the base url must be an absolute http or https url"),
-            ),
-            Err(e) => self.fail(
-                Error::new(ErrorKind::Config)
-                    .with_setting("base_url")
-                    .with_source(e),
-            ),
+            Err(e) => self.fail(config_error("base_url", e)),
         }
     }
 
@@ -359,6 +427,38 @@ impl<T: Backend> ClientBuilder<T> {
         self
     }
 
+    /// The retry policy for every request: which outcomes are retried, how often, with which
+    /// backoff. Default [`RetryPolicy::default`]: up to 3 attempts of idempotent requests on
+    /// connect failures, timeouts, 408, 429, 500, 502, 503 and 504, with full-jitter backoff
+    /// from 100 ms and `Retry-After` honoured up to 60 s. [`RetryPolicy::disabled`] turns
+    /// retries off.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.config.retry = policy;
+        self
+    }
+
+    /// The budget shared by every call on the client that caps how much load retries may add
+    /// (default [`RetryBudget::default`]: 20% on top of first attempts, at least 10 retries a
+    /// second), or `None` for no cap beyond the policy's attempt limit.
+    pub fn retry_budget(mut self, budget: Option<RetryBudget>) -> Self {
+        self.config.budget = budget;
+        self
+    }
+
+    /// Calls `hook` before every retry, with the attempt number, the reason and the delay.
+    /// Each retry is also a `tracing` event at debug level.
+    pub fn on_retry(mut self, hook: impl Fn(&RetryEvent) + Send + Sync + 'static) -> Self {
+        self.config.on_retry = Some(Arc::new(hook));
+        self
+    }
+
+    /// Seeds the retry jitter, for reproducible schedules in tests. By default each client
+    /// draws a random seed.
+    pub fn retry_seed(mut self, seed: u64) -> Self {
+        self.config.seed = Some(seed);
+        self
+    }
+
     /// The most idle connections kept per host.
     pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
         self.transport.pool_max_idle_per_host = Some(max);
@@ -406,7 +506,7 @@ impl<T: Backend> ClientBuilder<T> {
         let (config, transport) = self.finish()?;
         let transport = T::from_config(&transport)?;
         Ok(Client {
-            shared: Arc::new(Shared { transport, config }),
+            shared: Arc::new(Shared::new(transport, config)),
         })
     }
 
@@ -416,7 +516,7 @@ impl<T: Backend> ClientBuilder<T> {
         let (config, transport) = self.finish()?;
         let transport = BoxTransport::new(T::from_config(&transport)?);
         Ok(Client {
-            shared: Arc::new(Shared { transport, config }),
+            shared: Arc::new(Shared::new(transport, config)),
         })
     }
 
@@ -467,6 +567,13 @@ fn add_saturating(t: Instant, d: Duration) -> Instant {
 }
 
 fn merge_default_headers(headers: &mut HeaderMap, defaults: &HeaderMap) {
+    if headers.is_empty() {
+        // The common case: nothing to compare against.
+        for (name, value) in defaults {
+            headers.append(name.clone(), value.clone());
+        }
+        return;
+    }
     for name in defaults.keys() {
         if !headers.contains_key(name) {
             for value in defaults.get_all(name) {
@@ -474,59 +581,6 @@ fn merge_default_headers(headers: &mut HeaderMap, defaults: &HeaderMap) {
             }
         }
     }
-}
-
-/// Joins `target` to `base` as [`Client::request`] documents.
-///
-/// `target` is absolute only when it starts with `scheme://`; anything else, `users:search`
-/// included, is a path under the base URL.
-fn join_url(base: Option<&Url>, target: &str) -> Result<Url, Error> {
-    let invalid = |src: BoxError| Err(Error::new(ErrorKind::InvalidUrl).with_source(src));
-    let url = if has_scheme(target) {
-        match Url::parse(target) {
-            Ok(url) => url,
-            Err(e) => return invalid(e.into()),
-        }
-    } else {
-        let Some(base) = base else {
-            return invalid(
-                format!("`{target}` is a relative url and the client has no base url").into(),
-            );
-        };
-        let mut joined = String::with_capacity(base.as_str().len() + target.len() + 1);
-        joined.push_str(&base[..url::Position::AfterPath]);
-        let rel = target.trim_start_matches('/');
-        if !rel.is_empty() {
-            while joined.ends_with('/') {
-                joined.pop();
-            }
-            joined.push('/');
-            joined.push_str(rel);
-        }
-        match Url::parse(&joined) {
-            Ok(url) => url,
-            Err(e) => return invalid(e.into()),
-        }
-    };
-    if !matches!(url.scheme(), "http" | "https") {
-        return invalid(format!("unsupported url scheme `{}`", url.scheme()).into());
-    }
-    if !url.has_host() {
-        return invalid("the url has no host".into());
-    }
-    Ok(url)
-}
-
-/// Whether `target` starts with `scheme://` (RFC 3986 scheme characters).
-fn has_scheme(target: &str) -> bool {
-    let Some(end) = target.find("://") else {
-        return false;
-    };
-    let scheme = &target[..end];
-    scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 /// Marks an error from before the request reached the wire.

@@ -1,14 +1,16 @@
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::Uri;
 use http::{HeaderMap, Method};
 use serde::Serialize;
-use url::Url;
 
-use super::{request_error, Client, Response, Timeouts};
+use super::pending::{BodyFn, Parts};
+use super::{request_error, url, Client, Dispatch, Pending, Timeouts};
 use crate::body::Body;
-use crate::error::{BoxError, Error, ErrorKind};
+use crate::error::{BoxError, Error};
 use crate::transport::Transport;
 
 /// A request being built; [`send`](RequestBuilder::send) it.
@@ -19,9 +21,11 @@ use crate::transport::Transport;
 pub struct RequestBuilder<T> {
     client: Client<T>,
     method: Method,
-    url: Result<Url, Error>,
+    url: Result<Uri, Error>,
     headers: HeaderMap,
-    body: Body,
+    body: Option<Body>,
+    rebuild: Option<BodyFn>,
+    idempotent: Option<bool>,
     timeouts: Timeouts,
     error: Option<Error>,
 }
@@ -30,7 +34,7 @@ impl<T: Transport> RequestBuilder<T> {
     pub(super) fn new(
         client: Client<T>,
         method: Method,
-        url: Result<Url, Error>,
+        url: Result<Uri, Error>,
         timeouts: Timeouts,
     ) -> Self {
         Self {
@@ -38,7 +42,9 @@ impl<T: Transport> RequestBuilder<T> {
             method,
             url,
             headers: HeaderMap::new(),
-            body: Body::empty(),
+            body: None,
+            rebuild: None,
+            idempotent: None,
             timeouts,
             error: None,
         }
@@ -109,14 +115,8 @@ impl<T: Transport> RequestBuilder<T> {
             Ok(s) => s,
             Err(e) => return self.fail(request_error(e)),
         };
-        if let Ok(url) = &mut self.url {
-            if !encoded.is_empty() {
-                let merged = match url.query() {
-                    Some(q) if !q.is_empty() => format!("{q}&{encoded}"),
-                    _ => encoded,
-                };
-                url.set_query(Some(&merged));
-            }
+        if let Ok(uri) = &self.url {
+            self.url = url::append_query(uri, &encoded);
         }
         self
     }
@@ -128,7 +128,7 @@ impl<T: Transport> RequestBuilder<T> {
                 self.headers
                     .entry(CONTENT_TYPE)
                     .or_insert(HeaderValue::from_static("application/json"));
-                self.body = bytes.into();
+                self.body = Some(bytes.into());
                 self
             }
             Err(e) => self.fail(request_error(e)),
@@ -144,7 +144,7 @@ impl<T: Transport> RequestBuilder<T> {
                     .or_insert(HeaderValue::from_static(
                         "application/x-www-form-urlencoded",
                     ));
-                self.body = s.into();
+                self.body = Some(s.into());
                 self
             }
             Err(e) => self.fail(request_error(e)),
@@ -152,8 +152,41 @@ impl<T: Transport> RequestBuilder<T> {
     }
 
     /// Sends `body` as it is: bytes, a string, or a [`Body::from_stream`].
+    ///
+    /// A buffered body is sent again as it is when the request is retried. A stream can be sent
+    /// once: a failure after it was sent is returned without a retry (the error's
+    /// [`gave_up`](Error::gave_up) says so), unless the body is given with
+    /// [`body_with`](Self::body_with) instead.
     pub fn body(mut self, body: impl Into<Body>) -> Self {
-        self.body = body.into();
+        self.body = Some(body.into());
+        self.rebuild = None;
+        self
+    }
+
+    /// Sends the body `make` returns, calling it again for every attempt, so a streaming body
+    /// can be retried.
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Transport>(client: keel_core::Client<T>) {
+    /// use keel_core::Body;
+    /// let upload = client.put("/objects/1").body_with(|| {
+    ///     let chunks = vec![Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"part"))];
+    ///     Body::from_stream(futures_util::stream::iter(chunks))
+    /// });
+    /// # let _ = upload; }
+    /// ```
+    pub fn body_with(mut self, make: impl Fn() -> Body + Send + Sync + 'static) -> Self {
+        self.rebuild = Some(Arc::new(make));
+        self.body = None;
+        self
+    }
+
+    /// Declares whether the request may be sent more than once, overriding the method and the
+    /// idempotency-key header. `true` lets a `POST` be retried; `false` stops a `GET` from
+    /// being retried once it may have reached the server. A failure that provably never
+    /// reached the server is retried either way.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = Some(idempotent);
         self
     }
 
@@ -176,47 +209,56 @@ impl<T: Transport> RequestBuilder<T> {
     }
 
     /// The URL the request will go to, or why it can't go anywhere.
-    pub fn url(&self) -> Result<&Url, &Error> {
+    pub fn url(&self) -> Result<&Uri, &Error> {
         self.url.as_ref()
     }
 
-    /// Sends the request and waits for the response head.
+    /// Sends the request; the returned future resolves to the response once its head arrives.
     ///
-    /// A status of 4xx or 5xx is not an error here; see [`Response::error_for_status`].
-    pub async fn send(self) -> Result<Response, Error> {
+    /// A status of 4xx or 5xx is not an error here; see [`Response::error_for_status`](crate::Response::error_for_status).
+    pub fn send(self) -> Pending {
         let Self {
             client,
             method,
             url,
             headers,
             body,
+            rebuild,
+            idempotent,
             timeouts,
             error,
         } = self;
         if let Some(err) = error {
-            return Err(match url {
+            return Pending::failed(match url {
                 Ok(url) => err.with_url(url),
                 Err(_) => err,
             });
         }
-        let url = url?;
+        let url = match url {
+            Ok(url) => url,
+            Err(err) => return Pending::failed(err),
+        };
         if timeouts.attempt.is_zero() || timeouts.deadline.is_zero() || timeouts.read_idle.is_zero()
         {
-            return Err(request_error("a time limit must be greater than zero").with_url(url));
+            return Pending::failed(
+                request_error("a time limit must be greater than zero").with_url(url),
+            );
         }
-        let uri = match http::Uri::try_from(url.as_str()) {
-            Ok(uri) => uri,
-            Err(e) => {
-                return Err(Error::new(ErrorKind::InvalidUrl)
-                    .with_source(e)
-                    .with_url(url))
-            }
-        };
-        let mut request = http::Request::new(body);
-        *request.method_mut() = method;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
-        client.execute(request, url, timeouts).await
+        let seed = client.shared.next_seed();
+        let shared: Arc<dyn Dispatch> = client.shared;
+        Pending::start(
+            shared,
+            seed,
+            Parts {
+                method,
+                url,
+                headers,
+                body,
+                rebuild,
+                idempotent,
+                timeouts,
+            },
+        )
     }
 }
 
@@ -224,7 +266,7 @@ impl<T> fmt::Debug for RequestBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestBuilder")
             .field("method", &self.method)
-            .field("url", &self.url.as_ref().map(Url::as_str))
+            .field("url", &self.url.as_ref().ok())
             .field("headers", &self.headers)
             .field("body", &self.body)
             .finish()

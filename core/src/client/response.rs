@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use http::header::CONTENT_TYPE;
+use http::Uri;
 use http::{HeaderMap, StatusCode, Version};
 use http_body::Body as _;
 use serde::de::DeserializeOwned;
-use url::Url;
 
+use super::pending::Call;
 use super::DEFAULT_MAX_BODY_SIZE;
 use crate::body::ResponseBody;
 use crate::error::{Error, ErrorKind, Stage, TimeoutPhase};
@@ -30,11 +31,21 @@ pub struct Response {
     status: StatusCode,
     version: Version,
     headers: HeaderMap,
-    url: Url,
+    url: Uri,
     max_body_size: u64,
     /// The response to a `HEAD`: its `Content-Length` describes a body that isn't sent.
     head_request: bool,
+    /// The call, for retrying it when the body fails mid-way in a buffered read.
+    resume: Option<Box<Call>>,
     body: BodyReader,
+}
+
+/// The limits a response's body is read under.
+pub(super) struct Limits {
+    pub(super) read_idle: Duration,
+    pub(super) deadline: Instant,
+    pub(super) max_body_size: u64,
+    pub(super) head_request: bool,
 }
 
 impl Response {
@@ -43,12 +54,10 @@ impl Response {
 
     pub(super) fn new(
         head: http::Response<ResponseBody>,
-        url: Url,
+        url: Uri,
         timer: Arc<dyn Timer>,
-        read_idle: Duration,
-        deadline: Instant,
-        max_body_size: u64,
-        head_request: bool,
+        limits: Limits,
+        resume: Option<Box<Call>>,
     ) -> Self {
         let (parts, body) = head.into_parts();
         let now = timer.now();
@@ -57,13 +66,14 @@ impl Response {
             version: parts.version,
             headers: parts.headers,
             url,
-            max_body_size,
-            head_request,
+            max_body_size: limits.max_body_size,
+            head_request: limits.head_request,
+            resume,
             body: BodyReader {
                 body,
                 timer,
-                read_idle,
-                deadline,
+                read_idle: limits.read_idle,
+                deadline: limits.deadline,
                 last_activity: now,
                 delivered: false,
                 sleep: None,
@@ -88,7 +98,7 @@ impl Response {
     }
 
     /// The URL of the request this responds to.
-    pub fn url(&self) -> &Url {
+    pub fn url(&self) -> &Uri {
         &self.url
     }
 
@@ -130,17 +140,53 @@ impl Response {
     /// The whole body, refused with [`ErrorKind::BodyTooLarge`] if it is larger than the
     /// client's `max_body_size` (checked against `Content-Length` before reading, and while
     /// reading).
-    pub async fn bytes(mut self) -> Result<Bytes, Error> {
+    ///
+    /// If the connection fails mid-body and the call's retry policy allows it (an idempotent
+    /// request, attempts and deadline left), the request is sent again and the new body read
+    /// from the start, so a buffered read never returns half a body. The streaming readers
+    /// ([`chunk`](Response::chunk), [`bytes_stream`](Response::bytes_stream)) never retry:
+    /// the caller has already seen the first part.
+    pub async fn bytes(self) -> Result<Bytes, Error> {
+        let mut resp = self;
+        loop {
+            let err = match resp.read_to_end().await {
+                Ok(bytes) => return Ok(bytes),
+                Err(err) => err,
+            };
+            let Some(call) = resp.resume.take() else {
+                return Err(err);
+            };
+            let status = resp.status;
+            drop(resp);
+            resp = call.retry_body_failure(err)?.await?;
+            if resp.status != status {
+                // The retry was answered differently (say a 503 after a 200): that answer is
+                // the outcome, not a body to hand back as if it were the first one's.
+                let headers = std::mem::take(&mut resp.headers);
+                return Err(
+                    Error::status(resp.status, headers, Bytes::new()).with_url(resp.url.clone())
+                );
+            }
+        }
+    }
+
+    async fn read_to_end(&mut self) -> Result<Bytes, Error> {
         let limit = self.max_body_size;
-        let too_large = |url: &Url| {
+        let too_large = |url: &Uri| {
             Error::new(ErrorKind::BodyTooLarge { limit })
                 .with_stage(Stage::Body)
                 .with_url(url.clone())
         };
+        // The backend's size hint is exact when the length is declared (and zero after a HEAD);
+        // the header is the fallback for backends that give no hint.
         let declared = if self.head_request {
             None
         } else {
-            self.content_length()
+            self.body
+                .body
+                .size_hint()
+                .exact()
+                .or_else(|| self.content_length())
         };
         if declared.is_some_and(|len| len > limit) {
             return Err(too_large(&self.url));
@@ -216,7 +262,7 @@ impl Response {
 impl fmt::Debug for Response {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Response")
-            .field("url", &self.url.as_str())
+            .field("url", &self.url)
             .field("status", &self.status)
             .field("version", &self.version)
             .field("headers", &self.headers)
@@ -227,7 +273,7 @@ impl fmt::Debug for Response {
 /// The body of a [`Response`] as a [`Stream`] of chunks, with the read-idle timeout and the
 /// deadline applied. Dropping it before its end closes the connection.
 pub struct BodyStream {
-    url: Url,
+    url: Uri,
     body: BodyReader,
 }
 
@@ -243,7 +289,7 @@ impl Stream for BodyStream {
 impl fmt::Debug for BodyStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BodyStream")
-            .field("url", &self.url.as_str())
+            .field("url", &self.url)
             .field("done", &self.body.done)
             .finish()
     }
@@ -273,7 +319,7 @@ impl BodyReader {
     fn poll_chunk(
         &mut self,
         cx: &mut Context<'_>,
-        url: &Url,
+        url: &Uri,
     ) -> Poll<Result<Option<Bytes>, Error>> {
         if self.done {
             return Poll::Ready(Ok(None));

@@ -404,6 +404,8 @@ impl<const FULL: bool> Backend for MockTransport<FULL> {
                 pool_idle_timeout: true,
                 root_certificates: true,
                 disable_built_in_roots: true,
+                disable_tcp_nodelay: true,
+                cancel_in_flight: true,
             }
         } else {
             Capabilities::none()
@@ -473,11 +475,13 @@ fn millis(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
 
+/// A builder for tests of one attempt's behaviour: retries off, so the script is read once.
+fn single_attempt() -> crate::ClientBuilder<MockTransport> {
+    Client::<MockTransport>::builder().retry_policy(crate::RetryPolicy::disabled())
+}
+
 fn client_with(base: &str) -> Client<MockTransport> {
-    Client::<MockTransport>::builder()
-        .base_url(base)
-        .build()
-        .unwrap()
+    single_attempt().base_url(base).build().unwrap()
 }
 
 fn client() -> Client<MockTransport> {
@@ -493,7 +497,7 @@ fn joined(client: &Client<MockTransport>, target: &str) -> Result<String, ErrorK
     client
         .get(target)
         .url()
-        .map(|u| u.as_str().to_owned())
+        .map(|u| u.to_string())
         .map_err(Error::kind)
 }
 
@@ -586,7 +590,7 @@ fn the_joined_url_is_what_the_transport_receives() {
     let m = mock(&c);
     let resp = m.run(c.delete("/users?x=1").send()).unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(resp.url().as_str(), "http://h/v1/users?x=1");
+    assert_eq!(resp.url().to_string(), "http://h/v1/users?x=1");
     m.only(|r| {
         assert_eq!(r.method, Method::DELETE);
         assert_eq!(r.uri, "http://h/v1/users?x=1");
@@ -607,7 +611,7 @@ fn an_absolute_url_overrides_the_base() {
 
 #[test]
 fn a_relative_url_without_a_base_is_invalid_and_never_sent() {
-    let c = Client::<MockTransport>::builder().build().unwrap();
+    let c = single_attempt().build().unwrap();
     assert_eq!(joined(&c, "users"), Err(ErrorKind::InvalidUrl));
     let m = mock(&c);
     let err = m.run(c.get("/users").send()).unwrap_err();
@@ -633,7 +637,7 @@ fn a_bad_base_url_fails_the_build_naming_base_url() {
         "mailto:someone@example.com",
         "/v1",
     ] {
-        let result = Client::<MockTransport>::builder().base_url(bad).build();
+        let result = single_attempt().base_url(bad).build();
         assert_eq!(config_setting(result), Some("base_url"), "base {bad}");
     }
 }
@@ -653,7 +657,7 @@ fn the_default_user_agent_is_keel_and_the_version() {
 
 #[test]
 fn a_request_header_replaces_the_default_of_the_same_name() {
-    let c = Client::<MockTransport>::builder()
+    let c = single_attempt()
         .base_url("http://h")
         .user_agent("my-sdk/2")
         .default_header("x-tenant", "a")
@@ -680,7 +684,7 @@ fn a_request_header_replaces_the_default_of_the_same_name() {
 
 #[test]
 fn every_value_of_a_multi_valued_default_header_is_sent() {
-    let c = Client::<MockTransport>::builder()
+    let c = single_attempt()
         .base_url("http://h")
         .default_header("accept", "application/json")
         .default_header("accept", "text/plain")
@@ -721,7 +725,10 @@ fn an_invalid_header_is_returned_by_send_without_sending() {
         .run(c.get("x").header("x-bad", "line\nbreak").send())
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidRequest);
-    assert_eq!(err.url().map(|u| u.as_str()), Some("http://h/v1/x"));
+    assert_eq!(
+        err.url().map(|u| u.to_string()).as_deref(),
+        Some("http://h/v1/x")
+    );
     let err = m
         .run(c.get("x").header("bad name", "v").send())
         .unwrap_err();
@@ -731,19 +738,15 @@ fn an_invalid_header_is_returned_by_send_without_sending() {
 
 #[test]
 fn an_invalid_default_header_fails_the_build() {
-    let result = Client::<MockTransport>::builder()
-        .default_header("x-bad", "a\r\nb")
-        .build();
+    let result = single_attempt().default_header("x-bad", "a\r\nb").build();
     assert_eq!(config_setting(result), Some("default_header"));
-    let result = Client::<MockTransport>::builder()
-        .user_agent("bad\nua")
-        .build();
+    let result = single_attempt().user_agent("bad\nua").build();
     assert_eq!(config_setting(result), Some("user_agent"));
 }
 
 #[test]
 fn bearer_auth_sets_a_sensitive_authorization_header() {
-    let c = Client::<MockTransport>::builder()
+    let c = single_attempt()
         .base_url("http://h")
         .default_header(AUTHORIZATION, "Basic ZGVmYXVsdA==")
         .build()
@@ -876,7 +879,7 @@ fn a_body_that_fails_to_serialize_is_returned_by_send() {
 
 #[test]
 fn bytes_refuses_a_declared_length_over_the_limit_without_reading() {
-    let c = Client::<MockTransport>::builder()
+    let c = single_attempt()
         .base_url("http://h")
         .max_body_size(10)
         .build()
@@ -891,13 +894,16 @@ fn bytes_refuses_a_declared_length_over_the_limit_without_reading() {
     .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BodyTooLarge { limit: 10 });
     assert_eq!(err.stage(), Some(Stage::Body));
-    assert_eq!(err.url().map(|u| u.as_str()), Some("http://h/x"));
+    assert_eq!(
+        err.url().map(|u| u.to_string()).as_deref(),
+        Some("http://h/x")
+    );
     assert_eq!(m.body_polls(), 0, "the body must not be read");
 }
 
 #[test]
 fn bytes_refuses_an_undeclared_body_over_the_limit() {
-    let c = Client::<MockTransport>::builder()
+    let c = single_attempt()
         .base_url("http://h")
         .max_body_size(10)
         .build()
@@ -949,7 +955,7 @@ fn bytes_refuses_an_undeclared_body_over_the_limit() {
 fn bytes_survives_a_huge_declared_length_under_a_raised_limit() {
     // With the limit raised to "unlimited", a server declaring an absurd Content-Length must not
     // make the client reserve that much memory up front (it panicked with "capacity overflow").
-    let c = Client::<MockTransport>::builder()
+    let c = single_attempt()
         .base_url("http://h")
         .max_body_size(u64::MAX)
         .build()
@@ -1022,7 +1028,10 @@ fn json_failure_says_where_in_the_document() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Decode);
     assert_eq!(err.json_path(), Some("items[1].id"));
-    assert_eq!(err.url().map(|u| u.as_str()), Some("http://h/v1/x"));
+    assert_eq!(
+        err.url().map(|u| u.to_string()).as_deref(),
+        Some("http://h/v1/x")
+    );
     assert!(std::error::Error::source(&err).is_some());
 }
 
@@ -1053,7 +1062,10 @@ fn error_for_status_keeps_the_headers_and_a_capped_snippet() {
     let snippet = err.body_snippet().unwrap();
     assert_eq!(snippet.len(), Response::SNIPPET_LIMIT);
     assert_eq!(&snippet[..], &body[..Response::SNIPPET_LIMIT]);
-    assert_eq!(err.url().map(|u| u.as_str()), Some("http://h/v1/x"));
+    assert_eq!(
+        err.url().map(|u| u.to_string()).as_deref(),
+        Some("http://h/v1/x")
+    );
     // It stopped reading once it had the snippet instead of waiting on the stalled rest.
     assert_eq!(m.elapsed(), Duration::ZERO);
 }
@@ -1127,7 +1139,7 @@ fn chunks_and_streams_deliver_the_body_in_order() {
 
 #[test]
 fn the_attempt_timeout_fires_when_no_head_arrives() {
-    let c = Client::<MockTransport>::builder()
+    let c = single_attempt()
         .base_url("http://h")
         .attempt_timeout(secs(2))
         .build()
@@ -1137,13 +1149,16 @@ fn the_attempt_timeout_fires_when_no_head_arrives() {
     let err = m.run(c.get("slow").send()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Attempt));
     assert!(err.is_retryable());
-    assert_eq!(err.url().map(|u| u.as_str()), Some("http://h/slow"));
+    assert_eq!(
+        err.url().map(|u| u.to_string()).as_deref(),
+        Some("http://h/slow")
+    );
     assert_eq!(m.elapsed(), secs(2));
 }
 
 #[test]
 fn a_head_within_the_attempt_timeout_is_not_cut_off() {
-    let c = Client::<MockTransport>::builder()
+    let c = single_attempt()
         .base_url("http://h")
         .attempt_timeout(secs(2))
         .build()
@@ -1173,7 +1188,7 @@ fn a_request_can_shorten_the_attempt_timeout() {
 
 #[test]
 fn a_deadline_shorter_than_the_attempt_timeout_fires_as_deadline() {
-    let c = Client::<MockTransport>::builder()
+    let c = single_attempt()
         .base_url("http://h")
         .attempt_timeout(secs(10))
         .deadline(secs(3))
@@ -1184,13 +1199,16 @@ fn a_deadline_shorter_than_the_attempt_timeout_fires_as_deadline() {
     let err = m.run(c.get("x").send()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Deadline));
     assert!(!err.is_retryable());
-    assert_eq!(err.url().map(|u| u.as_str()), Some("http://h/x"));
+    assert_eq!(
+        err.url().map(|u| u.to_string()).as_deref(),
+        Some("http://h/x")
+    );
     assert_eq!(m.elapsed(), secs(3));
 }
 
 #[test]
 fn read_idle_fires_when_the_body_goes_silent() {
-    let c = Client::<MockTransport>::builder()
+    let c = single_attempt()
         .base_url("http://h")
         .read_idle_timeout(secs(3))
         .build()
@@ -1212,14 +1230,17 @@ fn read_idle_fires_when_the_body_goes_silent() {
     assert_eq!(first.as_deref(), Some(&b"first"[..]));
     assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::ReadIdle));
     assert_eq!(err.stage(), Some(Stage::Body));
-    assert_eq!(err.url().map(|u| u.as_str()), Some("http://h/x"));
+    assert_eq!(
+        err.url().map(|u| u.to_string()).as_deref(),
+        Some("http://h/x")
+    );
     // Measured from the last chunk, not from the head.
     assert_eq!(m.elapsed(), secs(5));
 }
 
 #[test]
 fn read_idle_fires_before_the_first_chunk_too() {
-    let c = Client::<MockTransport>::builder()
+    let c = single_attempt()
         .base_url("http://h")
         .read_idle_timeout(secs(3))
         .build()
@@ -1233,7 +1254,7 @@ fn read_idle_fires_before_the_first_chunk_too() {
 
 #[test]
 fn read_idle_does_not_fire_while_chunks_keep_arriving() {
-    let c = Client::<MockTransport>::builder()
+    let c = single_attempt()
         .base_url("http://h")
         .read_idle_timeout(secs(3))
         .build()
@@ -1250,7 +1271,7 @@ fn read_idle_does_not_fire_while_chunks_keep_arriving() {
 
 #[test]
 fn read_idle_just_under_and_just_over_the_limit() {
-    let c = Client::<MockTransport>::builder()
+    let c = single_attempt()
         .base_url("http://h")
         .read_idle_timeout(secs(3))
         .build()
@@ -1278,7 +1299,7 @@ fn read_idle_just_under_and_just_over_the_limit() {
 
 #[test]
 fn the_deadline_fires_mid_body() {
-    let c = Client::<MockTransport>::builder()
+    let c = single_attempt()
         .base_url("http://h")
         .read_idle_timeout(secs(3))
         .deadline(secs(5))
@@ -1304,7 +1325,10 @@ fn the_deadline_fires_mid_body() {
         .unwrap();
     assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Deadline));
     assert_eq!(err.stage(), Some(Stage::Body));
-    assert_eq!(err.url().map(|u| u.as_str()), Some("http://h/x"));
+    assert_eq!(
+        err.url().map(|u| u.to_string()).as_deref(),
+        Some("http://h/x")
+    );
     assert_eq!(m.elapsed(), secs(5));
     // Every chunk before the deadline arrived (0.9 s … 4.9 s), none after.
     assert_eq!(received, 5);
@@ -1337,7 +1361,7 @@ fn a_request_can_shorten_the_deadline_and_read_idle() {
 
 #[test]
 fn zero_time_limits_fail_the_build_naming_the_setting() {
-    let b = || Client::<MockTransport>::builder();
+    let b = || single_attempt();
     assert_eq!(
         config_setting(b().connect_timeout(Duration::ZERO).build()),
         Some("connect_timeout")
@@ -1377,7 +1401,7 @@ fn a_zero_time_limit_on_a_request_is_refused_by_send() {
 
 #[test]
 fn the_connect_timeout_reaches_the_transport() {
-    let c = Client::<MockTransport>::builder()
+    let c = single_attempt()
         .connect_timeout(millis(1500))
         .build()
         .unwrap();
@@ -1416,7 +1440,7 @@ fn settings_the_backend_lacks_fail_the_build_naming_the_setting() {
         Some("pool_max_idle_per_host")
     );
     // The same settings on a backend that has them build, and reach it.
-    let c = Client::<MockTransport>::builder()
+    let c = single_attempt()
         .http2_prior_knowledge()
         .pool_max_idle_per_host(4)
         .build()
@@ -1444,7 +1468,10 @@ fn transport_errors_come_back_with_the_url() {
     assert_eq!(err.kind(), ErrorKind::Connect);
     assert_eq!(err.stage(), Some(Stage::Connect));
     assert!(err.is_unsent());
-    assert_eq!(err.url().map(|u| u.as_str()), Some("http://h/v1/users"));
+    assert_eq!(
+        err.url().map(|u| u.to_string()).as_deref(),
+        Some("http://h/v1/users")
+    );
     assert!(crate::find_io_in_chain(&err).is_some());
 }
 
@@ -1462,7 +1489,10 @@ fn body_errors_come_back_with_the_url_and_the_body_stage() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Body);
     assert_eq!(err.stage(), Some(Stage::Body));
-    assert_eq!(err.url().map(|u| u.as_str()), Some("http://h/v1/download"));
+    assert_eq!(
+        err.url().map(|u| u.to_string()).as_deref(),
+        Some("http://h/v1/download")
+    );
     // A stage the backend set is kept.
     m.push(Reply::status(200).fail_at(
         Duration::ZERO,
@@ -1477,13 +1507,16 @@ fn body_errors_come_back_with_the_url_and_the_body_stage() {
 
 #[test]
 fn build_boxed_gives_a_working_client() {
-    let c: Client<BoxTransport> = Client::<MockTransport>::builder()
+    let c: Client<BoxTransport> = single_attempt()
         .base_url("http://h/api")
         .attempt_timeout(secs(4))
         .build_boxed()
         .unwrap();
     assert_eq!(c.transport().backend_name(), "mock");
-    assert_eq!(c.base_url().map(|u| u.as_str()), Some("http://h/api"));
+    assert_eq!(
+        c.base_url().map(|u| u.to_string()).as_deref(),
+        Some("http://h/api")
+    );
     let m = last_built();
     m.push(Reply::status(201).chunk("{\"id\":7}"));
     let item: Item = m
@@ -1532,7 +1565,7 @@ fn a_path_with_a_colon_is_a_path_not_a_scheme() {
 
 #[test]
 fn a_head_response_is_not_refused_for_the_length_it_declares() {
-    let c = Client::<MockTransport>::builder()
+    let c = single_attempt()
         .base_url("http://h")
         .max_body_size(10)
         .build()
@@ -1551,7 +1584,7 @@ fn a_head_response_is_not_refused_for_the_length_it_declares() {
 
 #[test]
 fn a_slow_consumer_is_not_mistaken_for_a_silent_server() {
-    let c = Client::<MockTransport>::builder()
+    let c = single_attempt()
         .base_url("http://h")
         .read_idle_timeout(secs(3))
         .build()
@@ -1577,4 +1610,329 @@ fn a_slow_consumer_is_not_mistaken_for_a_silent_server() {
     });
     assert_eq!(got.unwrap(), "abc");
     assert_eq!(m.elapsed(), secs(17));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retries through the driver
+// ---------------------------------------------------------------------------------------------
+
+/// A client that retries with a fixed, jitter-free schedule: 100 ms, 200 ms, 400 ms, … (the
+/// base delay and jitter of `policy` are replaced).
+fn retrying(policy: crate::machine::retry::RetryPolicyBuilder) -> Client<MockTransport> {
+    Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .retry_policy(
+            policy
+                .base_delay(millis(100))
+                .jitter(crate::Jitter::None)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+fn policy() -> crate::machine::retry::RetryPolicyBuilder {
+    crate::RetryPolicy::builder()
+}
+
+fn connect_refused() -> Error {
+    Error::new(ErrorKind::Connect).with_stage(crate::Stage::Connect)
+}
+
+#[test]
+fn two_503s_then_200_succeed_on_the_third_attempt_after_the_backoffs() {
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let c = Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .retry_policy(
+            policy()
+                .base_delay(millis(100))
+                .jitter(crate::Jitter::None)
+                .build()
+                .unwrap(),
+        )
+        .on_retry(move |e| seen.lock().unwrap().push((e.attempt, e.reason, e.delay)))
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    m.push(Reply::status(503));
+    m.push(Reply::status(503));
+    m.push(Reply::status(200).chunk("ok"));
+    let body = m
+        .run(async { c.get("x").send().await?.bytes().await })
+        .unwrap();
+    assert_eq!(body, "ok");
+    assert_eq!(m.request_count(), 3);
+    assert_eq!(m.elapsed(), millis(300));
+    let status = crate::machine::retry::RetryReason::Status(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        *events.lock().unwrap(),
+        [(2, status, millis(100)), (3, status, millis(200))]
+    );
+}
+
+#[test]
+fn retry_after_replaces_the_backoff_exactly() {
+    let c = retrying(policy());
+    let m = mock(&c);
+    m.push(Reply::status(429).header("retry-after", "1"));
+    m.push(Reply::status(200));
+    let resp = m.run(c.get("x").send()).unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(m.elapsed(), secs(1));
+}
+
+#[test]
+fn when_retries_run_out_the_last_response_is_returned_as_it_is() {
+    let c = retrying(policy().max_attempts(2));
+    let m = mock(&c);
+    m.push(Reply::status(503));
+    m.push(Reply::status(502).chunk("bad gateway"));
+    let resp = m.run(c.get("x").send()).unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(m.request_count(), 2);
+}
+
+#[test]
+fn post_is_not_retried_unless_it_opts_in_or_carries_an_idempotency_key() {
+    let c = retrying(policy());
+    let m = mock(&c);
+    m.push(Reply::status(503));
+    let resp = m.run(c.post("x").body("order").send()).unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(m.request_count(), 1);
+
+    m.push(Reply::status(503));
+    m.push(Reply::status(201));
+    let resp = m
+        .run(c.post("x").body("order").idempotent(true).send())
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(m.request_count(), 3);
+
+    m.push(Reply::status(503));
+    m.push(Reply::status(201));
+    let resp = m
+        .run(
+            c.post("x")
+                .header("idempotency-key", "k1")
+                .body("order")
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(m.request_count(), 5);
+    // Every attempt carried the whole body.
+    assert!(m
+        .requests()
+        .iter()
+        .all(|r| r.body.as_deref() == Some(&b"order"[..])));
+}
+
+#[test]
+fn a_failure_that_never_reached_the_server_is_retried_for_any_method() {
+    let c = retrying(policy());
+    let m = mock(&c);
+    m.push(Reply::fail(connect_refused()));
+    m.push(Reply::status(201));
+    let resp = m.run(c.post("x").body("order").send()).unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(m.request_count(), 2);
+}
+
+#[test]
+fn the_final_error_counts_the_attempts_and_keeps_the_last_cause() {
+    let c = retrying(policy().max_attempts(3));
+    let m = mock(&c);
+    for _ in 0..3 {
+        m.push(Reply::fail(connect_refused().with_source("refused")));
+    }
+    let err = m.run(c.get("x").send()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect);
+    assert_eq!(err.attempts(), 3);
+    assert_eq!(
+        err.gave_up(),
+        Some(&crate::machine::retry::GiveUpReason::AttemptsExhausted { attempts: 3 })
+    );
+    assert_eq!(
+        std::error::Error::source(&err).unwrap().to_string(),
+        "refused"
+    );
+    assert!(err.to_string().contains("after 3 attempts"), "{err}");
+    assert_eq!(m.request_count(), 3);
+}
+
+#[test]
+fn the_deadline_stops_a_long_retry_chain() {
+    let c = Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .deadline(millis(1000))
+        .retry_policy(
+            policy()
+                .max_attempts(20)
+                .base_delay(millis(100))
+                .multiplier(2.0)
+                .jitter(crate::Jitter::None)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    for _ in 0..20 {
+        m.push(Reply::fail(connect_refused()));
+    }
+    let err = m.run(c.get("x").send()).unwrap_err();
+    // 100 + 200 + 400 ms of backoff fit in 1 s; the next 800 ms would end past it.
+    assert_eq!(m.request_count(), 4);
+    assert_eq!(m.elapsed(), millis(700));
+    assert!(
+        matches!(
+            err.gave_up(),
+            Some(crate::machine::retry::GiveUpReason::DeadlineExceeded { .. })
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_stream_body_is_not_retried_but_a_rebuildable_one_is() {
+    let c = retrying(policy());
+    let m = mock(&c);
+    m.push(Reply::fail(
+        Error::new(ErrorKind::Body).with_stage(crate::Stage::AwaitHead),
+    ));
+    let stream = || {
+        Body::from_stream(futures_util::stream::iter([Ok::<_, std::io::Error>(
+            Bytes::from_static(b"part"),
+        )]))
+    };
+    let err = m.run(c.put("x").body(stream()).send()).unwrap_err();
+    assert_eq!(
+        err.gave_up(),
+        Some(&crate::machine::retry::GiveUpReason::BodyNotReplayable)
+    );
+    assert_eq!(m.request_count(), 1);
+
+    let built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = built.clone();
+    m.push(Reply::fail(
+        Error::new(ErrorKind::Body).with_stage(crate::Stage::AwaitHead),
+    ));
+    m.push(Reply::status(200));
+    let resp = m
+        .run(
+            c.put("x")
+                .body_with(move || {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    stream()
+                })
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(built.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_body_that_fails_mid_way_is_fetched_again_by_buffered_reads() {
+    let c = retrying(policy());
+    let m = mock(&c);
+    m.push(
+        Reply::status(200)
+            .chunk("first half ")
+            .fail_at(Duration::ZERO, Error::new(ErrorKind::Body)),
+    );
+    m.push(Reply::status(200).chunk("whole ").chunk("body"));
+    let body = m
+        .run(async { c.get("x").send().await?.bytes().await })
+        .unwrap();
+    assert_eq!(body, "whole body");
+    assert_eq!(m.request_count(), 2);
+}
+
+#[test]
+fn a_stream_reader_sees_the_mid_body_failure_instead_of_a_silent_retry() {
+    let c = retrying(policy());
+    let m = mock(&c);
+    m.push(
+        Reply::status(200)
+            .chunk("first half")
+            .fail_at(Duration::ZERO, Error::new(ErrorKind::Body)),
+    );
+    let err = m
+        .run(async {
+            let mut resp = c.get("x").send().await?;
+            while resp.chunk().await?.is_some() {}
+            Ok::<_, Error>(())
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Body);
+    assert_eq!(m.request_count(), 1);
+}
+
+#[test]
+fn dropping_the_call_while_it_waits_to_retry_stops_the_retries() {
+    let c = Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .retry_policy(
+            policy()
+                .base_delay(secs(10))
+                .jitter(crate::Jitter::None)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    m.push(Reply::status(503));
+    m.push(Reply::status(200));
+    let timer = c.transport().timer().clone();
+    let outcome = m.run(async {
+        let send = c.get("x").send();
+        let give_up = timer.sleep_until(timer.now() + secs(1));
+        match futures_util::future::select(send, give_up).await {
+            futures_util::future::Either::Left(_) => "answered",
+            futures_util::future::Either::Right(_) => "dropped",
+        }
+    });
+    assert_eq!(outcome, "dropped");
+    // Let the backoff's deadline pass: nothing is sent any more.
+    m.run(timer.sleep_until(timer.now() + secs(30)));
+    assert_eq!(m.request_count(), 1);
+}
+
+#[test]
+fn the_budget_caps_retries_across_calls() {
+    let c = Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .retry_policy(
+            policy()
+                .max_attempts(2)
+                .base_delay(millis(1))
+                .jitter(crate::Jitter::None)
+                .build()
+                .unwrap(),
+        )
+        .retry_budget(Some(
+            crate::RetryBudget::new(secs(10), 1, 0.0).expect("a valid budget"),
+        ))
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    for _ in 0..40 {
+        m.push(Reply::status(503));
+    }
+    let mut gave_up = 0;
+    for _ in 0..20 {
+        if m.run(c.get("x").send()).unwrap().status() == StatusCode::SERVICE_UNAVAILABLE {
+            gave_up += 1;
+        }
+    }
+    assert_eq!(gave_up, 20);
+    // 20 calls, and only the reserve (1 per second over a 10 s window) of retries.
+    let retries = m.request_count() - 20;
+    assert!(retries <= 10, "{retries} retries went through the budget");
 }
