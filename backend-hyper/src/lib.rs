@@ -124,6 +124,8 @@ impl Backend for HyperTransport {
         caps.pool_idle_timeout = true;
         caps.root_certificates = true;
         caps.disable_built_in_roots = true;
+        caps.disable_tcp_nodelay = true;
+        caps.cancel_in_flight = true;
         caps
     }
 

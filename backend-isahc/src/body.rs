@@ -1,0 +1,500 @@
+//! Requests and responses across the isahc boundary: keel's [`Body`] as an isahc `AsyncBody`,
+//! isahc's response body (a futures `AsyncRead`) as an [`http_body::Body`] of `Bytes` frames.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_io::AsyncRead;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::{HeaderValue, Method, StatusCode};
+use http_body::{Frame, SizeHint};
+use isahc::config::Configurable as _;
+use isahc::AsyncBody;
+use keel_core::{Body, CallDeadline, Error, ErrorKind, ResponseBody, Stage};
+
+use crate::errors;
+
+/// The largest frame a response body yields.
+pub(crate) const MAX_FRAME: usize = 64 * 1024;
+
+/// Below this much free room the read buffer is renewed (its memory is reused once the frames
+/// cut from it have been dropped).
+const MIN_READ: usize = 16 * 1024;
+
+/// Turns keel's request into isahc's, refusing what libcurl can't send.
+pub(crate) fn to_isahc_request(
+    request: http::Request<Body>,
+) -> Result<http::Request<AsyncBody>, Error> {
+    let (mut parts, body) = request.into_parts();
+    for (name, value) in &parts.headers {
+        if value.to_str().is_err() {
+            // isahc hands libcurl each header as a `&str` (and panics if it isn't one).
+            return Err(Error::new(ErrorKind::InvalidRequest).with_source(format!(
+                "the value of header `{name}` has bytes outside visible ASCII, \
+                 which keel-isahc can't send"
+            )));
+        }
+    }
+    let body = match body.as_bytes() {
+        Some(bytes) if bytes.is_empty() => {
+            if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+                // A zero-length buffer, not "no body": libcurl then sends `Content-Length: 0`.
+                AsyncBody::from(Vec::new())
+            } else {
+                AsyncBody::empty()
+            }
+        }
+        Some(bytes) => AsyncBody::from(Vec::from(bytes)),
+        None => AsyncBody::from_reader(BodyReader::new(body)),
+    };
+    if !body.is_empty() && parts.method == Method::HEAD {
+        // libcurl would wait for a body the server never sends after a HEAD.
+        return Err(Error::new(ErrorKind::InvalidRequest)
+            .with_source("keel-isahc can't send a HEAD request with a body"));
+    }
+    if !body.is_empty() && parts.method == Method::POST && !parts.headers.contains_key(CONTENT_TYPE)
+    {
+        // libcurl would add `application/x-www-form-urlencoded`; this is what no header means.
+        parts.headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+    }
+    // isahc notices a dropped future only at libcurl's next callback: bound every transfer by
+    // the call's deadline (plus a little slack, so keel's own timeout always fires first) so an
+    // abandoned one can't hold its connection past it.
+    let timeout = parts
+        .extensions
+        .get::<CallDeadline>()
+        .map(|CallDeadline(at)| at.saturating_duration_since(Instant::now()) + DEADLINE_SLACK);
+    let mut builder = http::Request::builder()
+        .method(parts.method)
+        .uri(parts.uri)
+        .version(parts.version);
+    if let Some(headers) = builder.headers_mut() {
+        *headers = parts.headers;
+    }
+    if let Some(timeout) = timeout {
+        builder = builder.timeout(timeout);
+    }
+    builder
+        .body(body)
+        .map_err(|e| Error::new(ErrorKind::InvalidRequest).with_source(e))
+}
+
+/// How long after the call's deadline libcurl gives up on a transfer keel has abandoned.
+const DEADLINE_SLACK: Duration = Duration::from_secs(1);
+
+/// Turns isahc's response into keel's.
+pub(crate) fn to_keel_response(
+    response: http::Response<AsyncBody>,
+) -> http::Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    let length = declared_length(&parts);
+    // isahc's extensions (addresses, metrics, the request body it kept) mean nothing to keel,
+    // and one of them panics when cloned.
+    parts.extensions = http::Extensions::new();
+    http::Response::from_parts(parts, ResponseBody::new(IsahcBody::new(body, length)))
+}
+
+/// The body length the head promises, when it is unambiguous.
+fn declared_length(parts: &http::response::Parts) -> Option<u64> {
+    if parts.status.is_informational()
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED
+        || parts.headers.contains_key(TRANSFER_ENCODING)
+    {
+        return None;
+    }
+    let mut values = parts.headers.get_all(CONTENT_LENGTH).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    value.to_str().ok()?.trim().parse().ok()
+}
+
+/// keel's request body as the `AsyncRead` isahc pulls from libcurl's read callback.
+///
+/// A stream error is returned as an [`io::Error`] carrying a keel [`Error`] of kind
+/// [`ErrorKind::InvalidRequest`], which [`errors::from_send_error`] finds again.
+pub(crate) struct BodyReader {
+    /// isahc wants a `Sync` reader; the mutex is never locked, only borrowed through `&mut`.
+    body: Mutex<Body>,
+    chunk: Bytes,
+    done: bool,
+}
+
+impl BodyReader {
+    pub(crate) fn new(body: Body) -> Self {
+        Self {
+            body: Mutex::new(body),
+            chunk: Bytes::new(),
+            done: false,
+        }
+    }
+}
+
+impl AsyncRead for BodyReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        while this.chunk.is_empty() {
+            if this.done || buf.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            let body = this.body.get_mut().unwrap_or_else(PoisonError::into_inner);
+            match http_body::Body::poll_frame(Pin::new(body), cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => this.done = true,
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        this.chunk = data;
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.done = true;
+                    let err = Error::new(ErrorKind::InvalidRequest)
+                        .with_stage(Stage::SendRequest)
+                        .with_source(e);
+                    return Poll::Ready(Err(io::Error::other(err)));
+                }
+            }
+        }
+        let n = buf.len().min(this.chunk.len());
+        buf[..n].copy_from_slice(&this.chunk.split_to(n));
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// isahc's response body as an [`http_body::Body`] of `Bytes` frames, errors as keel [`Error`]s
+/// with [`Stage::Body`].
+///
+/// Reads into one buffer and cuts frames from it, so a frame holds whatever arrived by the time
+/// it is polled, up to [`MAX_FRAME`]. Dropping it drops isahc's body, which makes libcurl abort
+/// the transfer (see the crate docs on connection reuse).
+pub(crate) struct IsahcBody<R = AsyncBody> {
+    reader: R,
+    buf: BytesMut,
+    /// Bytes still expected, when the head declared a length.
+    remaining: Option<u64>,
+    /// An error met after some data, reported on the next poll.
+    error: Option<Error>,
+    done: bool,
+}
+
+impl<R> IsahcBody<R> {
+    pub(crate) fn new(reader: R, length: Option<u64>) -> Self {
+        Self {
+            reader,
+            buf: BytesMut::new(),
+            remaining: length,
+            error: None,
+            done: false,
+        }
+    }
+
+    fn cut_frame(&mut self) -> Bytes {
+        let frame = self.buf.split().freeze();
+        if let Some(remaining) = &mut self.remaining {
+            *remaining = remaining.saturating_sub(frame.len() as u64);
+        }
+        frame
+    }
+}
+
+impl<R: AsyncRead + Unpin> http_body::Body for IsahcBody<R> {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        if let Some(err) = this.error.take() {
+            return Poll::Ready(Some(Err(err)));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        while this.buf.len() < MAX_FRAME {
+            if this.buf.capacity() - this.buf.len() < MIN_READ {
+                this.buf.reserve(MAX_FRAME);
+            }
+            let start = this.buf.len();
+            let room = (this.buf.capacity() - start).min(MAX_FRAME - start);
+            this.buf.resize(start + room, 0);
+            let read = Pin::new(&mut this.reader).poll_read(cx, &mut this.buf[start..]);
+            let got = match &read {
+                Poll::Ready(Ok(n)) => *n,
+                _ => 0,
+            };
+            this.buf.truncate(start + got);
+            match read {
+                Poll::Ready(Ok(0)) => {
+                    this.done = true;
+                    break;
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => break,
+                Poll::Ready(Err(e)) => {
+                    this.done = true;
+                    let err = errors::from_body_error(e);
+                    if this.buf.is_empty() {
+                        return Poll::Ready(Some(Err(err)));
+                    }
+                    this.error = Some(err);
+                    break;
+                }
+            }
+        }
+        if !this.buf.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(this.cut_frame()))));
+        }
+        if this.done {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Only isahc's end of body says libcurl is done with the connection; ending earlier (at
+        // the declared length) could let the next request find the connection still busy.
+        self.done && self.error.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining {
+            _ if self.is_end_stream() => SizeHint::with_exact(0),
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use futures_executor::block_on;
+    use futures_util::{stream, AsyncReadExt as _};
+    use http_body::Body as _;
+
+    use super::*;
+
+    /// A reader that returns scripted results, `Pending` (after waking) for `None`.
+    struct Script(VecDeque<Option<io::Result<Vec<u8>>>>);
+
+    impl AsyncRead for Script {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            match self.0.pop_front() {
+                None => Poll::Ready(Ok(0)),
+                Some(None) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                Some(Some(Err(e))) => Poll::Ready(Err(e)),
+                Some(Some(Ok(mut bytes))) => {
+                    let n = bytes.len().min(buf.len());
+                    buf[..n].copy_from_slice(&bytes[..n]);
+                    if n < bytes.len() {
+                        self.0.push_front(Some(Ok(bytes.split_off(n))));
+                    }
+                    Poll::Ready(Ok(n))
+                }
+            }
+        }
+    }
+
+    fn frames<R: AsyncRead + Unpin>(mut body: IsahcBody<R>) -> Vec<Result<Bytes, Error>> {
+        let mut out = Vec::new();
+        block_on(std::future::poll_fn(|cx| loop {
+            match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Ready(Some(f)) => out.push(f.map(|f| f.into_data().unwrap())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }));
+        out
+    }
+
+    #[test]
+    fn coalesces_what_is_ready_into_one_frame_up_to_the_limit() {
+        let script = Script(VecDeque::from([
+            Some(Ok(vec![1; 10])),
+            Some(Ok(vec![2; 20])),
+            None,
+            Some(Ok(vec![3; MAX_FRAME + 5])),
+        ]));
+        let got: Vec<usize> = frames(IsahcBody::new(script, None))
+            .into_iter()
+            .map(|f| f.unwrap().len())
+            .collect();
+        assert_eq!(got, [30, MAX_FRAME, 5]);
+    }
+
+    #[test]
+    fn delivers_data_before_the_error_that_follows_it() {
+        let script = || {
+            let reset = io::Error::new(io::ErrorKind::ConnectionReset, "reset");
+            Script(VecDeque::from([Some(Ok(vec![7; 100])), Some(Err(reset))]))
+        };
+        let got = frames(IsahcBody::new(script(), Some(1000)));
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].as_ref().unwrap().len(), 100);
+        let err = got[1].as_ref().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Body);
+        assert_eq!(err.stage(), Some(Stage::Body));
+        // The hint counts down; a pending error is not the end.
+        let mut body = IsahcBody::new(script(), Some(1000));
+        assert_eq!(body.size_hint().exact(), Some(1000));
+        let first = block_on(std::future::poll_fn(|cx| {
+            Pin::new(&mut body).poll_frame(cx)
+        }));
+        assert_eq!(first.unwrap().unwrap().into_data().unwrap().len(), 100);
+        assert_eq!(body.size_hint().exact(), Some(900));
+        assert!(!body.is_end_stream());
+    }
+
+    #[test]
+    fn ends_at_the_readers_end_only() {
+        let mut body = IsahcBody::new(Script(VecDeque::from([Some(Ok(vec![1; 4]))])), Some(4));
+        let first = block_on(std::future::poll_fn(|cx| {
+            Pin::new(&mut body).poll_frame(cx)
+        }));
+        assert_eq!(first.unwrap().unwrap().into_data().unwrap().len(), 4);
+        assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
+        let end = block_on(std::future::poll_fn(|cx| {
+            Pin::new(&mut body).poll_frame(cx)
+        }));
+        assert!(end.is_none());
+    }
+
+    #[test]
+    fn reuses_its_buffer_once_frames_are_dropped() {
+        let chunks = (0..64).map(|_| Some(Ok(vec![5; 4096]))).collect();
+        let mut body = IsahcBody::new(Script(chunks), None);
+        let mut total = 0;
+        while let Some(frame) = block_on(std::future::poll_fn(|cx| {
+            Pin::new(&mut body).poll_frame(cx)
+        })) {
+            total += frame.unwrap().into_data().unwrap().len();
+        }
+        assert_eq!(total, 64 * 4096);
+        assert!(body.buf.capacity() <= 2 * MAX_FRAME);
+    }
+
+    #[test]
+    fn request_streams_are_read_through() {
+        let body = Body::from_stream(stream::iter([
+            Ok::<_, io::Error>(Bytes::from_static(b"hello ")),
+            Ok(Bytes::new()),
+            Ok(Bytes::from_static(b"world")),
+        ]));
+        let mut out = String::new();
+        block_on(BodyReader::new(body).read_to_string(&mut out)).unwrap();
+        assert_eq!(out, "hello world");
+    }
+
+    #[test]
+    fn a_request_stream_error_is_an_invalid_request() {
+        let body = Body::from_stream(stream::iter([
+            Ok(Bytes::from_static(b"part")),
+            Err(io::Error::other("disk on fire")),
+        ]));
+        let mut out = Vec::new();
+        let err = block_on(BodyReader::new(body).read_to_end(&mut out)).unwrap_err();
+        assert_eq!(out, b"part");
+        let keel = keel_core::find_in_chain(&err).expect("a keel error inside");
+        assert_eq!(keel.kind(), ErrorKind::InvalidRequest);
+        assert_eq!(keel.stage(), Some(Stage::SendRequest));
+    }
+
+    #[test]
+    fn requests_are_framed_as_libcurl_needs() {
+        let req = |method: Method, body: Body| {
+            http::Request::builder()
+                .method(method)
+                .uri("http://127.0.0.1/")
+                .body(body)
+                .unwrap()
+        };
+        let post = to_isahc_request(req(Method::POST, Body::empty())).unwrap();
+        assert_eq!(post.body().len(), Some(0));
+        assert!(
+            !post.body().is_empty(),
+            "an empty POST must send Content-Length: 0"
+        );
+        let get = to_isahc_request(req(Method::GET, Body::empty())).unwrap();
+        assert!(get.body().is_empty());
+        let post = to_isahc_request(req(Method::POST, Body::from("x"))).unwrap();
+        assert_eq!(post.headers()[CONTENT_TYPE], "application/octet-stream");
+        let mut typed = req(Method::POST, Body::from("{}"));
+        typed
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let typed = to_isahc_request(typed).unwrap();
+        assert_eq!(typed.headers()[CONTENT_TYPE], "application/json");
+        let streamed = Body::from_stream(stream::iter([Ok::<_, io::Error>(Bytes::new())]));
+        assert_eq!(
+            to_isahc_request(req(Method::PUT, streamed))
+                .unwrap()
+                .body()
+                .len(),
+            None
+        );
+        let err = to_isahc_request(req(Method::HEAD, Body::from("x"))).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    }
+
+    #[test]
+    fn header_values_libcurl_cannot_take_are_refused_not_a_panic() {
+        let mut req = http::Request::new(Body::empty());
+        req.headers_mut()
+            .insert("x-latin1", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        let err = to_isahc_request(req).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    }
+
+    #[test]
+    fn declared_lengths_are_trusted_only_when_unambiguous() {
+        let parts = |status: u16, headers: &[(&str, &str)]| {
+            let mut b = http::Response::builder().status(status);
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        assert_eq!(
+            declared_length(&parts(200, &[("content-length", "12")])),
+            Some(12)
+        );
+        assert_eq!(
+            declared_length(&parts(304, &[("content-length", "12")])),
+            None
+        );
+        assert_eq!(declared_length(&parts(204, &[])), None);
+        let both = [("content-length", "12"), ("transfer-encoding", "chunked")];
+        assert_eq!(declared_length(&parts(200, &both)), None);
+        let twice = [("content-length", "12"), ("content-length", "12")];
+        assert_eq!(declared_length(&parts(200, &twice)), None);
+        assert_eq!(
+            declared_length(&parts(200, &[("content-length", "x")])),
+            None
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! Opening connections: DNS, TCP, TLS with ALPN, all under one connect timeout.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs as _};
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_io::{Async, Timer};
+use futures_io::{AsyncRead, AsyncWrite};
+use futures_rustls::client::TlsStream;
+use futures_rustls::TlsConnector;
+use keel_core::{Error, ErrorKind, Origin, Stage, TimeoutPhase, TransportConfig};
+use rustls::pki_types::{CertificateDer, ServerName};
+
+use crate::io::HyperIo;
+
+/// Opens plain or TLS connections.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    tls: TlsConnector,
+    connect_timeout: Duration,
+    nodelay: bool,
+    /// Speak HTTP/2 without negotiation on plain connections.
+    #[cfg_attr(not(feature = "http2"), allow(dead_code))]
+    prior_knowledge: bool,
+}
+
+/// A connected stream, and whether it speaks HTTP/2.
+pub(crate) struct Connected {
+    pub(crate) io: HyperIo<Stream>,
+    #[cfg_attr(not(feature = "http2"), allow(dead_code))]
+    pub(crate) h2: bool,
+}
+
+impl Connector {
+    pub(crate) fn new(config: &TransportConfig) -> Result<Self, Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        if config.built_in_roots {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        for cert in &config.root_certificates {
+            for der in cert.to_der()? {
+                roots.add(CertificateDer::from(der)).map_err(|e| {
+                    Error::new(ErrorKind::Config)
+                        .with_setting("root_certificates")
+                        .with_source(e)
+                })?;
+            }
+        }
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| {
+                Error::new(ErrorKind::Config)
+                    .with_setting("tls")
+                    .with_source(e)
+            })?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let http2 = cfg!(feature = "http2") && config.http2;
+        let prior_knowledge = cfg!(feature = "http2") && config.http2_prior_knowledge;
+        tls.alpn_protocols = if prior_knowledge {
+            vec![b"h2".to_vec()]
+        } else if http2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        Ok(Self {
+            tls: TlsConnector::from(Arc::new(tls)),
+            connect_timeout: config.connect_timeout,
+            nodelay: config.tcp_nodelay,
+            prior_knowledge,
+        })
+    }
+
+    /// Resolves, connects and (for https) completes the TLS handshake, within the connect
+    /// timeout. Errors carry the stage they happened in.
+    pub(crate) async fn connect(&self, origin: &Origin) -> Result<Connected, Error> {
+        let deadline = Instant::now() + self.connect_timeout;
+        let timed_out =
+            |stage| Error::new(ErrorKind::Timeout(TimeoutPhase::Connect)).with_stage(stage);
+        let (host, port) = (origin.host(), origin.port());
+
+        let addrs = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => match timeout_at(deadline, resolve(host, port)).await {
+                None => return Err(timed_out(Stage::Dns)),
+                Some(Err(e)) => {
+                    return Err(Error::new(ErrorKind::Connect)
+                        .with_stage(Stage::Dns)
+                        .with_source(e))
+                }
+                Some(Ok(addrs)) => addrs,
+            },
+        };
+        let mut last_err = None;
+        let mut tcp = None;
+        for addr in addrs {
+            match timeout_at(deadline, Async::<TcpStream>::connect(addr)).await {
+                None => return Err(timed_out(Stage::Connect)),
+                Some(Ok(stream)) => {
+                    tcp = Some(stream);
+                    break;
+                }
+                Some(Err(e)) => last_err = Some(e),
+            }
+        }
+        let Some(tcp) = tcp else {
+            let err = Error::new(ErrorKind::Connect).with_stage(Stage::Connect);
+            return Err(match last_err {
+                Some(e) => err.with_source(e),
+                None => err.with_source(format!("`{host}` resolved to no address")),
+            });
+        };
+        if self.nodelay {
+            // Failing to set an option on a live socket is not a reason to give it up.
+            let _ = tcp.get_ref().set_nodelay(true);
+        }
+        if !origin.is_https() {
+            return Ok(Connected {
+                io: HyperIo::new(Stream::Plain(tcp)),
+                h2: self.prior_knowledge,
+            });
+        }
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| Error::new(ErrorKind::InvalidUrl).with_source(e))?;
+        match timeout_at(deadline, self.tls.connect(name, tcp)).await {
+            None => Err(timed_out(Stage::Tls)),
+            Some(Err(e)) => Err(Error::new(ErrorKind::Tls)
+                .with_stage(Stage::Tls)
+                .with_source(e)),
+            Some(Ok(tls)) => {
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                Ok(Connected {
+                    io: HyperIo::new(Stream::Tls(Box::new(tls))),
+                    h2,
+                })
+            }
+        }
+    }
+}
+
+/// Resolves `host` on `blocking`'s thread pool: the system resolver blocks, the executor must
+/// not.
+async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    let host = host.to_owned();
+    blocking::unblock(move || {
+        (host.as_str(), port)
+            .to_socket_addrs()
+            .map(Iterator::collect)
+    })
+    .await
+}
+
+/// Runs `fut` until `deadline`; `None` if the deadline came first.
+pub(crate) async fn timeout_at<F: Future>(deadline: Instant, fut: F) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    let mut timer: Option<Timer> = None;
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        let timer = timer.get_or_insert_with(|| Timer::at(deadline));
+        Pin::new(timer).poll(cx).map(|_| None)
+    })
+    .await
+}
+
+/// A plain or TLS connection.
+pub(crate) enum Stream {
+    Plain(Async<TcpStream>),
+    Tls(Box<TlsStream<Async<TcpStream>>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Tls(s) => Pin::new(s).poll_close(cx),
+        }
+    }
+}

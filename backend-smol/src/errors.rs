@@ -1,0 +1,48 @@
+//! hyper errors turned into keel's error kinds and stages, as keel-hyper maps them.
+
+use keel_core::{Error, ErrorKind, Stage};
+
+/// Maps a failure before the response head arrived. `unsent` says that hyper gave the request
+/// back without writing any of it.
+pub(crate) fn from_send_error(err: hyper::Error, unsent: bool) -> Error {
+    let (kind, stage) = if err.is_user() || err.is_body_write_aborted() {
+        // The caller's request body stream failed: our side, not the server's.
+        (ErrorKind::InvalidRequest, Stage::SendRequest)
+    } else if err.is_parse() || err.is_parse_status() {
+        (ErrorKind::Protocol, Stage::AwaitHead)
+    } else if unsent {
+        (ErrorKind::Body, Stage::SendRequest)
+    } else {
+        (ErrorKind::Body, Stage::AwaitHead)
+    };
+    #[cfg(feature = "http2")]
+    let unsent = unsent || h2_reason(&err) == Some(h2::Reason::REFUSED_STREAM);
+    let mapped = Error::new(kind).with_stage(stage).with_source(err);
+    if unsent {
+        mapped.with_unsent()
+    } else {
+        mapped
+    }
+}
+
+/// Maps a failure while streaming a response body.
+pub(crate) fn from_body_error(err: hyper::Error) -> Error {
+    let kind = if err.is_parse() {
+        ErrorKind::Protocol
+    } else {
+        ErrorKind::Body
+    };
+    Error::new(kind).with_stage(Stage::Body).with_source(err)
+}
+
+#[cfg(feature = "http2")]
+fn h2_reason(err: &hyper::Error) -> Option<h2::Reason> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.reason();
+        }
+        cur = e.source();
+    }
+    None
+}

@@ -1,0 +1,104 @@
+//! HTTP/2 connections (feature `http2`), shared by every request to their origin.
+//!
+//! Unlike HTTP/1.1, an HTTP/2 connection serves many tasks at once, and hyper spawns a task per
+//! streaming request body through its `Executor`. So its `Connection` future can't be driven by
+//! any one caller: it runs on keel-smol's driver thread ([`Driver`]), an `async-executor`
+//! started on first use, which needs no runtime from the caller.
+
+use std::future::Future;
+use std::sync::OnceLock;
+
+use http::{Request, Response};
+use http_body_util::BodyExt as _;
+use hyper::client::conn::http2;
+use keel_core::{Body, Error, ErrorKind, ResponseBody};
+
+use crate::connect::Stream;
+use crate::errors::{from_body_error, from_send_error};
+use crate::io::HyperIo;
+use crate::pool::PoolConn;
+use crate::SendError;
+
+/// A handle on a shared HTTP/2 connection; clones send on the same connection.
+#[derive(Clone)]
+pub(crate) struct H2Conn {
+    sender: http2::SendRequest<Body>,
+}
+
+impl H2Conn {
+    /// Runs the HTTP/2 preface on a connected stream and starts driving the connection.
+    pub(crate) async fn handshake(io: HyperIo<Stream>) -> Result<Self, Error> {
+        let driver = Driver::get()?;
+        let (sender, conn) = http2::Builder::new(driver)
+            .handshake(io)
+            .await
+            .map_err(|e| from_send_error(e, true))?;
+        driver.spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, "http/2 connection ended with an error");
+            }
+        });
+        Ok(Self { sender })
+    }
+}
+
+impl PoolConn for H2Conn {
+    fn is_open(&mut self) -> bool {
+        !self.sender.is_closed()
+    }
+}
+
+/// Sends `req` (absolute-form, as HTTP/2 wants it) as a new stream on the connection.
+pub(crate) async fn send(
+    mut conn: H2Conn,
+    req: Request<Body>,
+) -> Result<Response<ResponseBody>, SendError> {
+    match conn.sender.try_send_request(req).await {
+        Ok(response) => Ok(response.map(|body| ResponseBody::new(body.map_err(from_body_error)))),
+        Err(mut err) => match err.take_message() {
+            Some(req) => Err(SendError::Unsent(
+                Box::new(req),
+                from_send_error(err.into_error(), true),
+            )),
+            None => Err(SendError::Failed(from_send_error(err.into_error(), false))),
+        },
+    }
+}
+
+/// The executor that drives HTTP/2 connections: one `async-executor` on one thread of its own
+/// (`keel-smol-h2`), started on first use and shared by every transport in the process.
+#[derive(Clone, Copy, Debug)]
+struct Driver(&'static async_executor::Executor<'static>);
+
+static EXECUTOR: async_executor::Executor<'static> = async_executor::Executor::new();
+static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
+
+impl Driver {
+    fn get() -> Result<Self, Error> {
+        let started = STARTED.get_or_init(|| {
+            std::thread::Builder::new()
+                .name("keel-smol-h2".to_owned())
+                .spawn(|| async_io::block_on(EXECUTOR.run(std::future::pending::<()>())))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        match started {
+            Ok(()) => Ok(Self(&EXECUTOR)),
+            Err(why) => Err(Error::new(ErrorKind::Config)
+                .with_setting("runtime")
+                .with_source(format!(
+                    "keel-smol could not start its HTTP/2 driver thread: {why}"
+                ))),
+        }
+    }
+
+    fn spawn<F: Future<Output = ()> + Send + 'static>(self, fut: F) {
+        self.0.spawn(fut).detach();
+    }
+}
+
+impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for Driver {
+    fn execute(&self, fut: F) {
+        self.spawn(fut);
+    }
+}

@@ -1,0 +1,302 @@
+//! keel-smol: keel's backend for any async runtime, on hyper and async-io.
+//!
+//! [`SmolTransport`] sends requests over hyper 1.x *client connections* (not hyper-util's
+//! pooled client, which needs tokio) on sockets from [async-io], the reactor behind smol and
+//! async-std: DNS on [blocking]'s thread pool, TCP with `TCP_NODELAY`, TLS through
+//! futures-rustls (rustls with the `ring` provider; webpki roots by default, extra roots
+//! configurable), the whole connect bounded by the connect timeout. It keeps its own
+//! connection pool. [`AsyncIoTimer`] is its timer.
+//!
+//! It is **not** a client on its own: redirects, retries, decoding and the other time limits
+//! are keel-core's. Use it as `keel_core::Client<SmolTransport>`.
+//!
+//! # When to pick it
+//!
+//! When your code runs on smol or async-std, or must not assume any runtime: async-io drives
+//! its own reactor thread when no async-io executor is polling it, so the transport works from
+//! any executor — smol, async-std, tokio, or `futures::executor::block_on` — with no runtime
+//! context to enter. On tokio, keel-hyper is the more natural choice: it uses tokio's reactor
+//! and hyper-util's pool directly.
+//!
+//! # Who drives the connections
+//!
+//! HTTP/1.1 connections are driven by the task that uses them, and nothing is spawned: the send
+//! future polls hyper's connection future while it waits for the head, and the response body
+//! polls it while the body is read. Each connection therefore does its I/O on the caller's
+//! task, on the caller's runtime; cancelling is dropping, and dropping the request future or a
+//! half-read body closes the connection. A pooled, idle connection is polled once when it is
+//! checked out, which is when a close by the server is noticed.
+//!
+//! HTTP/2 (feature `http2`) can't work that way: one connection serves many tasks, and hyper
+//! spawns a task per request body. Those connections run on a single `async-executor` thread
+//! that keel-smol starts on first use (`keel-smol-h2`), independent of the caller's runtime.
+//!
+//! # The pool
+//!
+//! Connections are pooled per [`Origin`]. An HTTP/1.1 connection is checked
+//! out exclusively and goes back to the pool only when its response body reached its end
+//! cleanly and hyper is ready for the next request on it; a connection whose request or body
+//! was dropped early, or failed, is closed. Concurrent requests to an origin with no idle
+//! connection each open their own. HTTP/2 connections are shared by every request to their
+//! origin. `pool_max_idle_per_host` (default: no limit) and `pool_idle_timeout` (default 90 s)
+//! are honoured; idle connections are expired lazily, when the pool is next used.
+//!
+//! When a pooled connection turns out to have been closed by the server before any of the
+//! request was written, the request goes out again on another connection: it provably never
+//! left, so that is safe for every method (keel-hyper does the same).
+//!
+//! # HTTP/2 and tokio
+//!
+//! HTTP/2 is behind the `http2` feature, off by default: the `h2` crate is written against
+//! tokio's I/O traits and tokio-util's codec, so enabling it puts those crates (not a tokio
+//! runtime) into the dependency tree. hyper itself depends on tokio's `sync` module whatever
+//! its features, so tokio's name is in the tree either way; no tokio runtime, reactor or timer
+//! is ever used. Without the feature, [`Backend::capabilities`] reports no HTTP/2 and a client
+//! asking for HTTP/2 prior knowledge is refused when it is built.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), keel_core::Error> {
+//! use keel_core::Client;
+//! use keel_smol::SmolTransport;
+//!
+//! let client = Client::<SmolTransport>::builder()
+//!     .base_url("https://api.example.com")
+//!     .pool_max_idle_per_host(8)
+//!     .build()?;
+//! let status = client.get("/health").send().await?.status();
+//! # let _ = status; Ok(()) }
+//! ```
+//!
+//! [async-io]: https://docs.rs/async-io
+//! [blocking]: https://docs.rs/blocking
+
+#![forbid(unsafe_code)]
+
+mod connect;
+mod errors;
+mod http1;
+#[cfg(feature = "http2")]
+mod http2;
+mod io;
+mod pool;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use keel_core::{
+    Backend, Body, BoxFuture, Capabilities, Error, Origin, ResponseBody, Sleep, Timer, Transport,
+    TransportConfig,
+};
+
+use crate::connect::Connector;
+use crate::http1::H1Conn;
+use crate::pool::{Pool, PoolConfig};
+
+/// How often a request whose pooled connection turned out closed before it was written goes
+/// out again, on another connection.
+const STALE_RETRIES: usize = 3;
+
+/// keel's transport on hyper client connections over async-io, with its own pool.
+///
+/// Cheap to clone: clones share the pool.
+#[derive(Clone)]
+pub struct SmolTransport {
+    inner: Arc<Inner>,
+    timer: Arc<dyn Timer>,
+}
+
+struct Inner {
+    connector: Connector,
+    h1: Pool<Origin, H1Conn>,
+    #[cfg(feature = "http2")]
+    h2: Pool<Origin, http2::H2Conn>,
+}
+
+/// Why one try on one connection failed.
+pub(crate) enum SendError {
+    /// Nothing of the request was written; it is given back to be sent elsewhere.
+    Unsent(Box<http::Request<Body>>, Error),
+    /// The request may have reached the server.
+    Failed(Error),
+}
+
+impl SmolTransport {
+    /// Builds the transport from `config` (normally done by
+    /// `keel_core::Client::<SmolTransport>::builder().build()`).
+    pub fn new(config: &TransportConfig) -> Result<Self, Error> {
+        Self::capabilities().check(config)?;
+        let defaults = PoolConfig::default();
+        let pool = PoolConfig {
+            max_idle_per_key: config
+                .pool_max_idle_per_host
+                .unwrap_or(defaults.max_idle_per_key),
+            idle_timeout: config.pool_idle_timeout.or(defaults.idle_timeout),
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                connector: Connector::new(config)?,
+                h1: Pool::new(pool),
+                #[cfg(feature = "http2")]
+                h2: Pool::new(pool),
+            }),
+            timer: Arc::new(AsyncIoTimer),
+        })
+    }
+}
+
+impl Inner {
+    async fn send(
+        &self,
+        mut req: http::Request<Body>,
+    ) -> Result<http::Response<ResponseBody>, Error> {
+        let origin = Origin::from_uri(req.uri())?;
+        let mut stale = 0;
+        loop {
+            let result = match self.checkout(&origin) {
+                Some(conn) => conn.send(req).await,
+                None => self.connect(&origin).await?.send(req).await,
+            };
+            match result {
+                Ok(response) => return Ok(response),
+                Err(SendError::Unsent(back, err)) => {
+                    // Only a reused connection can have been closed under us; a fresh one
+                    // failing says something about the server.
+                    if stale >= STALE_RETRIES {
+                        return Err(err);
+                    }
+                    tracing::debug!(%origin, error = %err, "pooled connection was closed; sending again");
+                    stale += 1;
+                    req = *back;
+                }
+                Err(SendError::Failed(err)) => return Err(err),
+            }
+        }
+    }
+
+    /// A pooled connection to `origin`: a shared HTTP/2 one first, then an idle HTTP/1.1 one.
+    fn checkout(&self, origin: &Origin) -> Option<Conn> {
+        let now = Instant::now();
+        #[cfg(feature = "http2")]
+        if let Some(conn) = self.h2.checkout_shared(origin, now) {
+            return Some(Conn::H2(conn));
+        }
+        self.h1.checkout(origin, now).map(Conn::H1)
+    }
+
+    async fn connect(&self, origin: &Origin) -> Result<FreshConn, Error> {
+        let connected = self.connector.connect(origin).await?;
+        #[cfg(feature = "http2")]
+        if connected.h2 {
+            let conn = http2::H2Conn::handshake(connected.io).await?;
+            self.h2.share(origin.clone(), conn.clone(), Instant::now());
+            return Ok(FreshConn(Conn::H2(conn)));
+        }
+        let conn = H1Conn::handshake(connected.io).await?;
+        Ok(FreshConn(Conn::H1(self.h1.guard(origin.clone(), conn))))
+    }
+}
+
+/// A connection to send one request on.
+enum Conn {
+    H1(pool::Pooled<Origin, H1Conn>),
+    #[cfg(feature = "http2")]
+    H2(http2::H2Conn),
+}
+
+impl Conn {
+    async fn send(
+        self,
+        req: http::Request<Body>,
+    ) -> Result<http::Response<ResponseBody>, SendError> {
+        match self {
+            Conn::H1(conn) => http1::send(conn, req).await,
+            #[cfg(feature = "http2")]
+            Conn::H2(conn) => http2::send(conn, req).await,
+        }
+    }
+}
+
+/// A connection just opened: an unsent failure on it is not a stale connection.
+struct FreshConn(Conn);
+
+impl FreshConn {
+    async fn send(
+        self,
+        req: http::Request<Body>,
+    ) -> Result<http::Response<ResponseBody>, SendError> {
+        match self.0.send(req).await {
+            // Keep the request unsent-marked for the caller, but stop the stale-connection
+            // loop: it only retries errors from reused connections.
+            Err(SendError::Unsent(_, err)) => Err(SendError::Failed(err)),
+            other => other,
+        }
+    }
+}
+
+impl fmt::Debug for SmolTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmolTransport").finish_non_exhaustive()
+    }
+}
+
+impl Transport for SmolTransport {
+    fn send(
+        &self,
+        request: http::Request<Body>,
+    ) -> BoxFuture<Result<http::Response<ResponseBody>, Error>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.send(request).await })
+    }
+
+    fn timer(&self) -> &Arc<dyn Timer> {
+        &self.timer
+    }
+}
+
+impl Backend for SmolTransport {
+    const NAME: &'static str = "smol";
+
+    fn capabilities() -> Capabilities {
+        let mut caps = Capabilities::none();
+        caps.http2 = cfg!(feature = "http2");
+        caps.http2_prior_knowledge = cfg!(feature = "http2");
+        caps.pool_max_idle_per_host = true;
+        caps.pool_idle_timeout = true;
+        caps.root_certificates = true;
+        caps.disable_built_in_roots = true;
+        caps
+    }
+
+    fn from_config(config: &TransportConfig) -> Result<Self, Error> {
+        Self::new(config)
+    }
+}
+
+/// keel's [`Timer`] on async-io's timers.
+///
+/// Works from any executor: async-io runs its reactor on a thread of its own when no
+/// async-io-aware executor is driving it.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AsyncIoTimer;
+
+impl Timer for AsyncIoTimer {
+    fn sleep_until(&self, deadline: Instant) -> Sleep {
+        Box::pin(AsyncIoSleep(async_io::Timer::at(deadline)))
+    }
+}
+
+/// An [`async_io::Timer`] as a future of `()`.
+struct AsyncIoSleep(async_io::Timer);
+
+impl Future for AsyncIoSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(drop)
+    }
+}
