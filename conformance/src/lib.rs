@@ -41,6 +41,18 @@ pub fn matrix() -> Vec<Pair> {
     vec![
         #[cfg(feature = "hyper")]
         Pair::of::<keel_hyper::HyperTransport, rt::Tokio>(),
+        #[cfg(feature = "isahc")]
+        Pair::of::<keel_isahc::IsahcTransport, rt::Tokio>(),
+        #[cfg(feature = "isahc")]
+        Pair::of::<keel_isahc::IsahcTransport, rt::Smol>(),
+        #[cfg(feature = "isahc")]
+        Pair::of::<keel_isahc::IsahcTransport, rt::AsyncStd>(),
+        #[cfg(feature = "smol")]
+        Pair::of::<keel_smol::SmolTransport, rt::Smol>(),
+        #[cfg(feature = "smol")]
+        Pair::of::<keel_smol::SmolTransport, rt::AsyncStd>(),
+        #[cfg(feature = "smol")]
+        Pair::of::<keel_smol::SmolTransport, rt::Tokio>(),
     ]
 }
 

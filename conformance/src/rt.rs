@@ -29,3 +29,28 @@ impl HostRuntime for Tokio {
             .block_on(fut)
     }
 }
+
+/// smol's executor (`smol::block_on`, driving async-io's reactor).
+#[derive(Debug, Clone, Copy)]
+pub struct Smol;
+
+impl HostRuntime for Smol {
+    const NAME: &'static str = "smol";
+
+    fn block_on<F: Future>(fut: F) -> F::Output {
+        smol::block_on(fut)
+    }
+}
+
+/// async-std's executor. async-std is deprecated upstream in favour of smol, but applications
+/// still run on it, so keel is tested inside it.
+#[derive(Debug, Clone, Copy)]
+pub struct AsyncStd;
+
+impl HostRuntime for AsyncStd {
+    const NAME: &'static str = "async-std";
+
+    fn block_on<F: Future>(fut: F) -> F::Output {
+        async_std::task::block_on(fut)
+    }
+}

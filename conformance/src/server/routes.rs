@@ -64,6 +64,7 @@ pub struct Reply {
     headers: Vec<(String, String)>,
     body: Bytes,
     delay: Duration,
+    reset_after: Option<usize>,
 }
 
 impl Reply {
@@ -74,7 +75,15 @@ impl Reply {
             headers: Vec::new(),
             body: Bytes::new(),
             delay: Duration::ZERO,
+            reset_after: None,
         }
+    }
+
+    /// Sends only the first `n` bytes of the body, under the whole body's `Content-Length`,
+    /// then aborts the connection (HTTP/1.1) or resets the stream (HTTP/2): a failure mid-body.
+    pub fn reset_after(mut self, n: usize) -> Reply {
+        self.reset_after = Some(n);
+        self
     }
 
     /// Adds a header (repeat the call to send a header several times).
@@ -99,7 +108,18 @@ impl Reply {
     fn to_response(&self) -> Result<Response<ResBody>, String> {
         let status = StatusCode::from_u16(self.status)
             .map_err(|_| format!("scripted reply has invalid status {}", self.status))?;
-        let mut res = Response::new(full(self.body.clone()));
+        let mut res = match self.reset_after {
+            None => Response::new(full(self.body.clone())),
+            Some(n) => {
+                let sent = self.body.slice(..n.min(self.body.len()));
+                let fail = stream::once(async {
+                    tokio::time::sleep(FLUSH_GRACE).await;
+                    Err::<Frame<Bytes>, BoxError>("scripted reset by the conformance server".into())
+                });
+                let body = stream::once(async move { Ok(Frame::data(sent)) }).chain(fail);
+                streaming(body, Some(self.body.len() as u64))
+            }
+        };
         *res.status_mut() = status;
         for (name, value) in &self.headers {
             let name = HeaderName::from_bytes(name.as_bytes())

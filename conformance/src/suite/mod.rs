@@ -7,6 +7,7 @@
 //! a hung case is reported as failed instead of hanging the run.
 
 pub mod cases;
+pub mod retries;
 
 use std::fmt;
 use std::future::Future;
@@ -170,6 +171,12 @@ macro_rules! __for_each_case {
             reset_mid_body
             status_error
             decode_error_path
+            retry_503_twice_then_200
+            retry_after_429
+            post_retried_only_with_idempotency_key
+            deadline_stops_retries
+            reset_mid_body_is_retried
+            final_error_counts_attempts
         }
     };
 }
