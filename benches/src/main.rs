@@ -1,0 +1,337 @@
+//! keel-benches: load scenarios against a loopback server, each client natively and through
+//! keel, and reqwest as the peer, side by side in one run.
+//!
+//! ```text
+//! cargo run --release -p keel-benches -- [--quick] [--reps N] [--scenarios S1,S2,S3,S4]
+//!                                        [--clients a,b,…] [--callgrind]
+//! ```
+//!
+//! The orchestrator starts the server as a child process pinned to CPU 0, then runs every
+//! (scenario, client) pair as its own child process pinned to CPU 1, in an order that rotates
+//! between repetitions, and reports medians and spreads. See BENCHMARKS.md.
+
+mod clients;
+mod report;
+mod scenario;
+mod server;
+mod sys;
+
+use std::io::{BufRead as _, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use crate::report::{Run, Summary};
+use crate::scenario::{Sample, Scenario};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match args.first().map(String::as_str) {
+        Some("__server") => child_server(&args[1..]),
+        Some("__client") => child_client(&args[1..]),
+        _ => orchestrate(&args),
+    };
+    std::process::exit(code);
+}
+
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+fn child_server(args: &[String]) -> i32 {
+    sys::raise_fd_limit();
+    if let Some(cpu) = flag(args, "--cpu").and_then(|c| c.parse().ok()) {
+        sys::pin_to(cpu);
+    }
+    match server::run(([127, 0, 0, 1], 0).into()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("server: {e}");
+            1
+        }
+    }
+}
+
+fn child_client(args: &[String]) -> i32 {
+    sys::raise_fd_limit();
+    if let Some(cpu) = flag(args, "--cpu").and_then(|c| c.parse().ok()) {
+        sys::pin_to(cpu);
+    }
+    let (Some(client), Some(scenario), Some(port)) = (
+        flag(args, "--client"),
+        flag(args, "--scenario").and_then(|s| serde_json::from_str::<Scenario>(s).ok()),
+        flag(args, "--port").and_then(|p| p.parse().ok()),
+    ) else {
+        eprintln!("usage: __client --client NAME --scenario JSON --port PORT [--cpu N]");
+        return 2;
+    };
+    match clients::run(client, scenario, port) {
+        Ok(sample) => {
+            println!(
+                "{}",
+                serde_json::to_string(&sample).expect("a sample serializes")
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("{client}: {e}");
+            1
+        }
+    }
+}
+
+struct Options {
+    quick: bool,
+    reps: usize,
+    scenarios: Vec<Scenario>,
+    clients: Vec<String>,
+    callgrind: bool,
+}
+
+fn options(args: &[String]) -> Options {
+    let quick = args.iter().any(|a| a == "--quick");
+    let reps = flag(args, "--reps")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(if quick { 2 } else { 3 });
+    let (millis, bursts, stream) = if quick {
+        (700, 3, 256 << 20)
+    } else {
+        (4000, 20, 1 << 30)
+    };
+    let all = [
+        Scenario::S1 {
+            bursts,
+            concurrent: 1000,
+        },
+        Scenario::S2 {
+            workers: 20,
+            millis,
+        },
+        Scenario::S3 { bytes: stream },
+        Scenario::S4 {
+            workers: 20,
+            millis,
+        },
+    ];
+    let scenarios = match flag(args, "--scenarios") {
+        Some(list) => all
+            .into_iter()
+            .filter(|s| list.split(',').any(|n| n.eq_ignore_ascii_case(s.name())))
+            .collect(),
+        None => all.to_vec(),
+    };
+    let clients = match flag(args, "--clients") {
+        Some(list) => list.split(',').map(str::to_owned).collect(),
+        None => clients::ALL.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    Options {
+        quick,
+        reps,
+        scenarios,
+        clients,
+        callgrind: args.iter().any(|a| a == "--callgrind"),
+    }
+}
+
+struct ServerProcess(Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(exe: &PathBuf, pin: bool) -> Result<(ServerProcess, u16), String> {
+    let mut cmd = Command::new(exe);
+    cmd.arg("__server")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if pin {
+        cmd.args(["--cpu", "0"]);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("spawning the server: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no server stdout")?;
+    let server = ServerProcess(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the server's port: {e}"))?;
+    let port = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("unexpected server output {line:?}"))?;
+    Ok((server, port))
+}
+
+fn run_child(
+    exe: &PathBuf,
+    client: &str,
+    scenario: Scenario,
+    port: u16,
+    pin: bool,
+    wrapper: &[String],
+) -> Result<Sample, String> {
+    let scenario_json = serde_json::to_string(&scenario).map_err(|e| e.to_string())?;
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    cmd.args([
+        "__client",
+        "--client",
+        client,
+        "--scenario",
+        &scenario_json,
+        "--port",
+        &port.to_string(),
+    ]);
+    if pin {
+        cmd.args(["--cpu", "1"]);
+    }
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "{client} {} exited with {}",
+            scenario.name(),
+            out.status
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line).map_err(|e| format!("{client}: bad sample {line:?}: {e}"))
+}
+
+fn orchestrate(args: &[String]) -> i32 {
+    let opts = options(args);
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("cannot find my own executable: {e}");
+            return 1;
+        }
+    };
+    let pin = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+    let (server, port) = match start_server(&exe, pin) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let mut runs = Vec::new();
+    for rep in 0..opts.reps {
+        for scenario in &opts.scenarios {
+            // Rotate the order every repetition so no client always runs first or last.
+            let mut order = opts.clients.clone();
+            let shift = rep % order.len().max(1);
+            order.rotate_left(shift);
+            for client in &order {
+                eprint!("rep {} {} {client:<14} ", rep + 1, scenario.name());
+                match run_child(&exe, client, *scenario, port, pin, &[]) {
+                    Ok(sample) => {
+                        eprintln!(
+                            "{:>9.0} req/s {:>7.1} cpu-us/req p99 {} us{}",
+                            sample.requests as f64 / sample.secs,
+                            sample.cpu_us / sample.requests.max(1) as f64,
+                            sample.latency_us[2],
+                            if sample.errors > 0 {
+                                format!(" ({} errors)", sample.errors)
+                            } else {
+                                String::new()
+                            }
+                        );
+                        runs.push(Run {
+                            client: client.clone(),
+                            scenario: scenario.name(),
+                            sample,
+                        });
+                    }
+                    Err(e) => eprintln!("failed: {e}"),
+                }
+            }
+        }
+    }
+    let mut instructions = Vec::new();
+    if opts.callgrind {
+        instructions = callgrind(&exe, &opts.clients, port, pin);
+    }
+    let wrk = report::run_wrk(port, if opts.quick { 1 } else { 4 });
+    drop(server);
+    let summary = Summary::new(runs, instructions, wrk, opts.quick, opts.reps);
+    let md = summary.to_markdown();
+    print!("{md}");
+    let dir = report_dir();
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("bench.md"), &md))
+        .and_then(|()| std::fs::write(dir.join("bench-throughput.svg"), summary.throughput_svg()))
+        .and_then(|()| std::fs::write(dir.join("bench-latency.svg"), summary.latency_svg()));
+    match written {
+        Ok(()) => eprintln!(
+            "wrote {}/bench.md, bench-throughput.svg, bench-latency.svg",
+            dir.display()
+        ),
+        Err(e) => eprintln!("could not write the report: {e}"),
+    }
+    0
+}
+
+/// Instructions per request for each client, from callgrind: two fixed-size runs, so the
+/// start-up cost cancels out.
+fn callgrind(exe: &PathBuf, clients: &[String], port: u16, pin: bool) -> Vec<(String, f64)> {
+    let (small, large) = (1000u64, 3000u64);
+    let mut out = Vec::new();
+    for client in clients {
+        let mut totals = Vec::new();
+        for requests in [small, large] {
+            let file = std::env::temp_dir().join(format!("keel-callgrind-{client}-{requests}.out"));
+            let wrapper = vec![
+                "valgrind".to_owned(),
+                "--tool=callgrind".to_owned(),
+                "-q".to_owned(),
+                format!("--callgrind-out-file={}", file.display()),
+            ];
+            let scenario = Scenario::Fixed {
+                workers: 20,
+                requests,
+            };
+            match run_child(exe, client, scenario, port, pin, &wrapper) {
+                Ok(_) => totals.push(report::callgrind_total(&file)),
+                Err(e) => {
+                    eprintln!("callgrind {client}: {e}");
+                    totals.push(None);
+                }
+            }
+            let _ = std::fs::remove_file(&file);
+        }
+        if let [Some(a), Some(b)] = totals[..] {
+            let per = (b as f64 - a as f64) / (large - small) as f64;
+            eprintln!("callgrind {client:<14} {per:>10.0} instructions/request");
+            out.push((client.clone(), per));
+        }
+    }
+    out
+}
+
+fn report_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        })
+        .join("keel-report")
+}
