@@ -4,9 +4,14 @@
 //! pooled connections, time limits on every phase, bounded bodies and typed errors that carry
 //! where an attempt failed, on a backend chosen by feature flag:
 //!
-//! | feature | backend | runtime |
-//! |---|---|---|
-//! | `hyper` (default) | [`keel_hyper`]: hyper 1.x, hyper-util's pool, rustls, HTTP/1.1 + HTTP/2 | tokio |
+//! | feature | backend | runtime | pick it when |
+//! |---|---|---|---|
+//! | `hyper` (default) | `keel_hyper`: hyper 1.x, hyper-util's pool, rustls, HTTP/1.1 + HTTP/2 | tokio (either flavour) | your application runs on tokio: the fastest and most complete backend |
+//! | `smol` | `keel_smol`: hyper over async-io / async-net, keel's own pool, rustls | smol, async-std, or any executor (no tokio in the tree) | you must not pull in tokio, or you run on smol or async-std |
+//! | `isahc` | `keel_isahc`: libcurl (built from source), HTTP/2 by nghttp2 | any executor (curl runs on its own thread) | you want curl's protocol stack, or a runtime nothing else supports |
+//!
+//! With several features on, [`DefaultTransport`] is hyper, else smol, else isahc; the others
+//! are still usable as `keel::core::Client<keel_smol::SmolTransport>` and so on.
 //!
 //! Everything that decides what to do lives in the sans-IO core ([`keel_core`]), so every
 //! backend behaves the same; the conformance suite (`keel-conformance`) proves it against a
@@ -53,30 +58,40 @@
 
 pub use keel_core as core;
 pub use keel_core::{
-    Body, BodyStream, BoxTransport, Capabilities, Certificate, Error, ErrorKind, Response, Stage,
-    TimeoutPhase, Timeouts,
+    Body, BodyStream, BoxTransport, Capabilities, Certificate, Error, ErrorKind, Jitter, Pending,
+    Response, RetryBudget, RetryEvent, RetryPolicy, Stage, TimeoutPhase, Timeouts,
 };
 
 #[cfg(feature = "hyper")]
 pub use keel_hyper;
+#[cfg(feature = "isahc")]
+pub use keel_isahc;
+#[cfg(feature = "smol")]
+pub use keel_smol;
 
-/// The backend the enabled features select.
+/// The backend the enabled features select: hyper if enabled, else smol, else isahc.
 #[cfg(feature = "hyper")]
 pub type DefaultTransport = keel_hyper::HyperTransport;
+/// The backend the enabled features select: hyper if enabled, else smol, else isahc.
+#[cfg(all(feature = "smol", not(feature = "hyper")))]
+pub type DefaultTransport = keel_smol::SmolTransport;
+/// The backend the enabled features select: hyper if enabled, else smol, else isahc.
+#[cfg(all(feature = "isahc", not(any(feature = "hyper", feature = "smol"))))]
+pub type DefaultTransport = keel_isahc::IsahcTransport;
 
 /// A client on the default backend ([`DefaultTransport`]).
-#[cfg(feature = "hyper")]
+#[cfg(any(feature = "hyper", feature = "smol", feature = "isahc"))]
 pub type Client = keel_core::Client<DefaultTransport>;
 
 /// Builds a [`Client`].
-#[cfg(feature = "hyper")]
+#[cfg(any(feature = "hyper", feature = "smol", feature = "isahc"))]
 pub type ClientBuilder = keel_core::ClientBuilder<DefaultTransport>;
 
 /// A request being built on a [`Client`].
-#[cfg(feature = "hyper")]
+#[cfg(any(feature = "hyper", feature = "smol", feature = "isahc"))]
 pub type RequestBuilder = keel_core::RequestBuilder<DefaultTransport>;
 
-#[cfg(not(feature = "hyper"))]
+#[cfg(not(any(feature = "hyper", feature = "smol", feature = "isahc")))]
 pub use keel_core::{Client, ClientBuilder, RequestBuilder};
 
 /// The README's examples, compiled and run as doctests.
