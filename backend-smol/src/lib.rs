@@ -268,6 +268,10 @@ impl Backend for SmolTransport {
         caps.pool_idle_timeout = true;
         caps.root_certificates = true;
         caps.disable_built_in_roots = true;
+        caps.disable_tcp_nodelay = true;
+        // An HTTP/1.1 connection is driven by whoever holds it, so dropping the send future or
+        // the body drops (and closes) the connection; an HTTP/2 stream is reset.
+        caps.cancel_in_flight = true;
         caps
     }
 

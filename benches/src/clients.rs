@@ -9,12 +9,22 @@ use http_body_util::{BodyExt as _, Empty};
 use crate::scenario::{self, Fetch, Sample, Scenario};
 
 /// Every client name the benchmark knows, in report order.
-pub(crate) const ALL: &[&str] = &["hyper-native", "keel-hyper", "reqwest"];
+pub(crate) const ALL: &[&str] = &[
+    "hyper-native",
+    "keel-hyper",
+    "reqwest",
+    "isahc-native",
+    "keel-isahc",
+    "smol-native",
+    "keel-smol",
+];
 
 /// For a keel client, the native client it wraps.
 pub(crate) fn native_of(client: &str) -> Option<&'static str> {
     match client {
         "keel-hyper" => Some("hyper-native"),
+        "keel-isahc" => Some("isahc-native"),
+        "keel-smol" => Some("smol-native"),
         _ => None,
     }
 }
@@ -44,7 +54,166 @@ pub(crate) fn run(client: &str, scenario: Scenario, port: u16) -> Result<Sample,
             Ok(scenario::run(&Reqwest { client: c, base }, scenario).await)
         })
         .and_then(|r| r),
+        "isahc-native" => {
+            let client = isahc::HttpClient::new().map_err(|e| e.to_string())?;
+            Ok(smol::block_on(scenario::run(
+                &IsahcNative { client, base },
+                scenario,
+            )))
+        }
+        "keel-isahc" => smol::block_on(async {
+            let c = keel_core::Client::<keel_isahc::IsahcTransport>::builder()
+                .base_url(&base)
+                .build()
+                .map_err(|e| e.to_string())?;
+            Ok(scenario::run(&Keel(c), scenario).await)
+        }),
+        "smol-native" => {
+            let ex = std::rc::Rc::new(smol::LocalExecutor::new());
+            let client = SmolNative {
+                ex: ex.clone(),
+                addr: ([127, 0, 0, 1], port).into(),
+                host: http::HeaderValue::from_str(&format!("127.0.0.1:{port}"))
+                    .map_err(|e| e.to_string())?,
+                idle: std::cell::RefCell::new(Vec::new()),
+            };
+            Ok(smol::block_on(
+                ex.run(async { scenario::run(&client, scenario).await }),
+            ))
+        }
+        "keel-smol" => smol::block_on(async {
+            let c = keel_core::Client::<keel_smol::SmolTransport>::builder()
+                .base_url(&base)
+                .build()
+                .map_err(|e| e.to_string())?;
+            Ok(scenario::run(&Keel(c), scenario).await)
+        }),
         other => Err(format!("unknown client {other}")),
+    }
+}
+
+/// isahc used as its documentation shows: one `HttpClient`, default settings.
+struct IsahcNative {
+    client: isahc::HttpClient,
+    base: String,
+}
+
+impl Fetch for IsahcNative {
+    async fn fetch_bytes(&self, path: &str) -> Result<u64, String> {
+        use futures_lite::AsyncReadExt as _;
+        let mut resp = self
+            .client
+            .get_async(format!("{}{path}", self.base))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        resp.body_mut()
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(buf.len() as u64)
+    }
+
+    async fn fetch_stream(&self, path: &str) -> Result<u64, String> {
+        use futures_lite::AsyncReadExt as _;
+        let mut resp = self
+            .client
+            .get_async(format!("{}{path}", self.base))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut n = 0;
+        loop {
+            match resp
+                .body_mut()
+                .read(&mut buf)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                0 => return Ok(n),
+                k => n += k as u64,
+            }
+        }
+    }
+}
+
+/// hyper's HTTP/1.1 client connections over smol's TCP (through the `smol-hyper` adapter),
+/// with the minimal pool a user would write: idle senders in a Vec, connection tasks on a
+/// local executor.
+struct SmolNative {
+    ex: std::rc::Rc<smol::LocalExecutor<'static>>,
+    addr: std::net::SocketAddr,
+    host: http::HeaderValue,
+    idle: std::cell::RefCell<Vec<hyper::client::conn::http1::SendRequest<Empty<Bytes>>>>,
+}
+
+impl SmolNative {
+    async fn sender(
+        &self,
+    ) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, String> {
+        loop {
+            let pooled = self.idle.borrow_mut().pop();
+            match pooled {
+                Some(s) if !s.is_closed() => return Ok(s),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        let stream = smol::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(smol_hyper::rt::FuturesIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        self.ex
+            .spawn(async move {
+                let _ = conn.await;
+            })
+            .detach();
+        Ok(sender)
+    }
+
+    async fn get(
+        &self,
+        path: &str,
+    ) -> Result<
+        (
+            hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+            hyper::body::Incoming,
+        ),
+        String,
+    > {
+        let mut sender = self.sender().await?;
+        sender.ready().await.map_err(|e| e.to_string())?;
+        let req = http::Request::get(path)
+            .header(http::header::HOST, self.host.clone())
+            .body(Empty::new())
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        Ok((sender, resp.into_body()))
+    }
+}
+
+impl Fetch for SmolNative {
+    async fn fetch_bytes(&self, path: &str) -> Result<u64, String> {
+        let (sender, body) = self.get(path).await?;
+        let body = body.collect().await.map_err(|e| e.to_string())?;
+        self.idle.borrow_mut().push(sender);
+        Ok(body.to_bytes().len() as u64)
+    }
+
+    async fn fetch_stream(&self, path: &str) -> Result<u64, String> {
+        let (sender, mut body) = self.get(path).await?;
+        let mut n = 0;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() {
+                n += data.len() as u64;
+            }
+        }
+        self.idle.borrow_mut().push(sender);
+        Ok(n)
     }
 }
 
