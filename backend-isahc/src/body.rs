@@ -182,7 +182,10 @@ impl AsyncRead for BodyReader {
 /// the transfer (see the crate docs on connection reuse).
 pub(crate) struct IsahcBody<R = AsyncBody> {
     reader: R,
+    /// `buf[..filled]` is data not yet handed out; `buf[filled..]` is zeroed room to read into,
+    /// kept across frames so each byte of the buffer is zeroed once, not once per poll.
     buf: BytesMut,
+    filled: usize,
     /// Bytes still expected, when the head declared a length.
     remaining: Option<u64>,
     /// An error met after some data, reported on the next poll.
@@ -195,6 +198,7 @@ impl<R> IsahcBody<R> {
         Self {
             reader,
             buf: BytesMut::new(),
+            filled: 0,
             remaining: length,
             error: None,
             done: false,
@@ -202,11 +206,27 @@ impl<R> IsahcBody<R> {
     }
 
     fn cut_frame(&mut self) -> Bytes {
-        let frame = self.buf.split().freeze();
+        let frame = self.buf.split_to(self.filled).freeze();
+        self.filled = 0;
         if let Some(remaining) = &mut self.remaining {
             *remaining = remaining.saturating_sub(frame.len() as u64);
         }
         frame
+    }
+
+    /// Makes sure there is zeroed room to read into: as much as the declared length still
+    /// needs (at least one byte, to see the end), else `MIN_READ`, growing towards `MAX_FRAME`
+    /// while reads keep filling it.
+    fn make_room(&mut self) {
+        if self.buf.len() > self.filled {
+            return;
+        }
+        let want = match self.remaining {
+            Some(left) => (left.saturating_sub(self.filled as u64) as usize).clamp(1, MAX_FRAME),
+            None => MIN_READ.max(self.filled.min(MAX_FRAME)),
+        };
+        let want = want.min(MAX_FRAME - self.filled).max(1);
+        self.buf.resize(self.filled + want, 0);
     }
 }
 
@@ -225,30 +245,21 @@ impl<R: AsyncRead + Unpin> http_body::Body for IsahcBody<R> {
         if this.done {
             return Poll::Ready(None);
         }
-        while this.buf.len() < MAX_FRAME {
-            if this.buf.capacity() - this.buf.len() < MIN_READ {
-                this.buf.reserve(MAX_FRAME);
-            }
-            let start = this.buf.len();
-            let room = (this.buf.capacity() - start).min(MAX_FRAME - start);
-            this.buf.resize(start + room, 0);
+        while this.filled < MAX_FRAME {
+            this.make_room();
+            let start = this.filled;
             let read = Pin::new(&mut this.reader).poll_read(cx, &mut this.buf[start..]);
-            let got = match &read {
-                Poll::Ready(Ok(n)) => *n,
-                _ => 0,
-            };
-            this.buf.truncate(start + got);
             match read {
                 Poll::Ready(Ok(0)) => {
                     this.done = true;
                     break;
                 }
-                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Ok(n)) => this.filled += n,
                 Poll::Pending => break,
                 Poll::Ready(Err(e)) => {
                     this.done = true;
                     let err = errors::from_body_error(e);
-                    if this.buf.is_empty() {
+                    if this.filled == 0 {
                         return Poll::Ready(Some(Err(err)));
                     }
                     this.error = Some(err);
@@ -256,7 +267,7 @@ impl<R: AsyncRead + Unpin> http_body::Body for IsahcBody<R> {
                 }
             }
         }
-        if !this.buf.is_empty() {
+        if this.filled > 0 {
             return Poll::Ready(Some(Ok(Frame::data(this.cut_frame()))));
         }
         if this.done {
@@ -382,6 +393,24 @@ mod tests {
             Pin::new(&mut body).poll_frame(cx)
         }));
         assert!(end.is_none());
+    }
+
+    #[test]
+    fn a_small_declared_body_gets_a_small_buffer() {
+        // 1000 responses in flight must not hold 64 KiB each (S1 in the benches).
+        let mut body = IsahcBody::new(
+            Script(VecDeque::from([Some(Ok(vec![9; 1000]))])),
+            Some(1000),
+        );
+        let frame = block_on(std::future::poll_fn(|cx| {
+            Pin::new(&mut body).poll_frame(cx)
+        }));
+        assert_eq!(frame.unwrap().unwrap().into_data().unwrap().len(), 1000);
+        assert!(
+            body.buf.capacity() < 1024,
+            "kept {} bytes",
+            body.buf.capacity()
+        );
     }
 
     #[test]

@@ -268,6 +268,7 @@ impl Backend for IsahcTransport {
         // isahc notices a dropped future or body only at libcurl's next callback, which comes
         // with the server's next byte; each transfer is bounded by the call's deadline instead.
         caps.cancel_in_flight = false;
+        caps.uses_call_deadline = true;
         caps
     }
 

@@ -228,6 +228,8 @@ pub struct Capabilities {
     /// backend frees the connection only at the server's next byte (or at the call's
     /// [`CallDeadline`]), which the conformance suite reports as "not supported".
     pub cancel_in_flight: bool,
+    /// The backend reads the [`CallDeadline`] the driver can put in each request's extensions.
+    pub uses_call_deadline: bool,
 }
 
 impl Capabilities {
@@ -242,6 +244,7 @@ impl Capabilities {
             disable_built_in_roots: false,
             disable_tcp_nodelay: false,
             cancel_in_flight: false,
+            uses_call_deadline: false,
         }
     }
 

@@ -104,6 +104,9 @@ pub(crate) struct ClientConfig {
     budget: Option<RetryBudget>,
     seed: Option<u64>,
     on_retry: Option<RetryHook>,
+    /// The backend reads [`CallDeadline`](crate::CallDeadline) (inserting it costs an
+    /// allocation per request, so only then).
+    call_deadline: bool,
 }
 
 /// A function called before every retry; see [`ClientBuilder::on_retry`].
@@ -331,6 +334,7 @@ impl<T: Backend> ClientBuilder<T> {
                 budget: Some(RetryBudget::default()),
                 seed: None,
                 on_retry: None,
+                call_deadline: T::capabilities().uses_call_deadline,
             },
             transport: TransportConfig::default(),
             error: None,

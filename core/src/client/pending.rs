@@ -40,11 +40,11 @@ pub struct Pending {
     state: State,
 }
 
-// The large variant is the common one: boxing it would cost an allocation per request.
-#[allow(clippy::large_enum_variant)]
 enum State {
     Failed(Option<Error>),
-    Running(Call),
+    /// Boxed once: the call is moved around with the future (and into the response, for body
+    /// retries) as one pointer instead of a few hundred bytes.
+    Running(Box<Call>),
 }
 
 /// A call: what it sends, its limits and retry state, and the attempt in progress.
@@ -110,7 +110,7 @@ impl Pending {
                     .deposit(start);
             }
         }
-        let mut call = Call {
+        let mut call = Box::new(Call {
             shared,
             method: parts.method,
             url: parts.url,
@@ -123,7 +123,7 @@ impl Pending {
             deadline,
             retry,
             phase: Phase::Idle,
-        };
+        });
         call.send_attempt(start);
         Self {
             state: State::Running(call),
@@ -175,8 +175,14 @@ impl Future for Pending {
 impl Call {
     /// Builds the next attempt's request and hands it to the transport.
     fn send_attempt(&mut self, now: Instant) {
-        let mut headers = self.headers.clone();
-        merge_default_headers(&mut headers, &self.shared.config().headers);
+        // Without retries there is no next attempt to keep the headers for.
+        let mut headers = if self.retry.is_some() {
+            self.headers.clone()
+        } else {
+            std::mem::take(&mut self.headers)
+        };
+        let config = self.shared.config();
+        merge_default_headers(&mut headers, &config.headers);
         let body = match (&self.rebuild, &self.body) {
             (Some(rebuild), _) => rebuild(),
             (None, Some(body)) => match body.try_clone() {
@@ -192,7 +198,9 @@ impl Call {
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.url.clone();
         *request.headers_mut() = headers;
-        request.extensions_mut().insert(CallDeadline(self.deadline));
+        if config.call_deadline {
+            request.extensions_mut().insert(CallDeadline(self.deadline));
+        }
         let (head_by, timeout) = match now.checked_add(self.timeouts.attempt) {
             Some(t) if t < self.deadline => (t, TimeoutPhase::Attempt),
             _ => (self.deadline, TimeoutPhase::Deadline),
@@ -330,7 +338,7 @@ impl Call {
 
     /// Hands the head to the caller; the call rides along when a failure while reading the body
     /// could still be retried.
-    fn into_response(self, head: http::Response<ResponseBody>) -> Response {
+    fn into_response(self: Box<Self>, head: http::Response<ResponseBody>) -> Response {
         let limits = Limits {
             read_idle: self.timeouts.read_idle,
             deadline: self.deadline,
@@ -339,7 +347,7 @@ impl Call {
         };
         let timer = self.shared.timer().clone();
         let url = self.url.clone();
-        let resume = self.retry.is_some().then(|| Box::new(self));
+        let resume = self.retry.is_some().then_some(self);
         Response::new(head, url, timer, limits, resume)
     }
 
@@ -348,7 +356,7 @@ impl Call {
     pub(crate) fn retry_body_failure(mut self: Box<Self>, err: Error) -> Result<Pending, Error> {
         match self.consult(Outcome::Error(&err)) {
             Verdict::Retry => Ok(Pending {
-                state: State::Running(*self),
+                state: State::Running(self),
             }),
             Verdict::Stop(gave_up) => Err(err.with_attempts(self.attempts(), gave_up)),
         }

@@ -406,6 +406,7 @@ impl<const FULL: bool> Backend for MockTransport<FULL> {
                 disable_built_in_roots: true,
                 disable_tcp_nodelay: true,
                 cancel_in_flight: true,
+                uses_call_deadline: true,
             }
         } else {
             Capabilities::none()
