@@ -13,7 +13,7 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use keel_core::{Error, ErrorKind, Origin, Stage, TimeoutPhase, TransportConfig};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tokio_rustls::client::TlsStream;
@@ -29,34 +29,7 @@ pub(crate) struct Connector {
 
 impl Connector {
     pub(crate) fn new(config: &TransportConfig) -> Result<Self, Error> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        if config.built_in_roots {
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        }
-        for cert in &config.root_certificates {
-            for der in cert.to_der()? {
-                roots
-                    .add(CertificateDer::from(der))
-                    .map_err(|e| root_error(e.into()))?;
-            }
-        }
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| {
-                Error::new(ErrorKind::Config)
-                    .with_setting("tls")
-                    .with_source(e)
-            })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = if config.http2_prior_knowledge {
-            vec![b"h2".to_vec()]
-        } else if config.http2 {
-            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-        } else {
-            vec![b"http/1.1".to_vec()]
-        };
+        let tls = keel_core::tls::rustls_client_config(config, true)?;
         Ok(Self {
             tls: TlsConnector::from(Arc::new(tls)),
             connect_timeout: config.connect_timeout,
@@ -143,12 +116,6 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         Box::pin(self.clone().connect(uri))
     }
-}
-
-fn root_error(source: keel_core::BoxError) -> Error {
-    Error::new(ErrorKind::Config)
-        .with_setting("root_certificates")
-        .with_source(source)
 }
 
 /// A connection as hyper sees it.

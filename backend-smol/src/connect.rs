@@ -13,7 +13,7 @@ use futures_io::{AsyncRead, AsyncWrite};
 use futures_rustls::client::TlsStream;
 use futures_rustls::TlsConnector;
 use keel_core::{Error, ErrorKind, Origin, Stage, TimeoutPhase, TransportConfig};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 
 use crate::io::HyperIo;
 
@@ -37,38 +37,9 @@ pub(crate) struct Connected {
 
 impl Connector {
     pub(crate) fn new(config: &TransportConfig) -> Result<Self, Error> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        if config.built_in_roots {
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        }
-        for cert in &config.root_certificates {
-            for der in cert.to_der()? {
-                roots.add(CertificateDer::from(der)).map_err(|e| {
-                    Error::new(ErrorKind::Config)
-                        .with_setting("root_certificates")
-                        .with_source(e)
-                })?;
-            }
-        }
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| {
-                Error::new(ErrorKind::Config)
-                    .with_setting("tls")
-                    .with_source(e)
-            })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let http2 = cfg!(feature = "http2") && config.http2;
-        let prior_knowledge = cfg!(feature = "http2") && config.http2_prior_knowledge;
-        tls.alpn_protocols = if prior_knowledge {
-            vec![b"h2".to_vec()]
-        } else if http2 {
-            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-        } else {
-            vec![b"http/1.1".to_vec()]
-        };
+        let http2 = cfg!(feature = "http2");
+        let tls = keel_core::tls::rustls_client_config(config, http2)?;
+        let prior_knowledge = http2 && config.http2_prior_knowledge;
         Ok(Self {
             tls: TlsConnector::from(Arc::new(tls)),
             connect_timeout: config.connect_timeout,

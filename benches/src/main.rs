@@ -95,10 +95,10 @@ fn options(args: &[String]) -> Options {
     let reps = flag(args, "--reps")
         .and_then(|r| r.parse().ok())
         .unwrap_or(if quick { 2 } else { 3 });
-    let (millis, bursts, stream) = if quick {
-        (700, 3, 256 << 20)
+    let (millis, bursts, stream, streams) = if quick {
+        (700, 3, 256 << 20, 2)
     } else {
-        (4000, 20, 1 << 30)
+        (4000, 20, 1 << 30, 5)
     };
     let all = [
         Scenario::S1 {
@@ -109,7 +109,10 @@ fn options(args: &[String]) -> Options {
             workers: 20,
             millis,
         },
-        Scenario::S3 { bytes: stream },
+        Scenario::S3 {
+            bytes: stream,
+            count: streams,
+        },
         Scenario::S4 {
             workers: 20,
             millis,

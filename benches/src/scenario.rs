@@ -25,8 +25,8 @@ pub(crate) enum Scenario {
     S1 { bursts: u32, concurrent: u32 },
     /// `workers` sequential workers on `/json` for `secs` seconds.
     S2 { workers: u32, millis: u64 },
-    /// One streamed body of `bytes` bytes.
-    S3 { bytes: u64 },
+    /// `count` streamed bodies of `bytes` bytes, one after another.
+    S3 { bytes: u64, count: u32 },
     /// `workers` sequential workers on a 50 ms endpoint for `secs` seconds.
     S4 { workers: u32, millis: u64 },
     /// Exactly `requests` requests by `workers` workers (for instruction counts).
@@ -118,9 +118,11 @@ pub(crate) async fn run<F: Fetch>(client: &F, scenario: Scenario) -> Sample {
                 tally.record(&mut hist, r, lat);
             }
         }
-        Scenario::S3 { bytes } => {
-            let (r, lat) = timed(client.fetch_stream(&format!("/stream/{bytes}"))).await;
-            tally.record(&mut hist, r, lat);
+        Scenario::S3 { bytes, count } => {
+            for _ in 0..count {
+                let (r, lat) = timed(client.fetch_stream(&format!("/stream/{bytes}"))).await;
+                tally.record(&mut hist, r, lat);
+            }
         }
         Scenario::Fixed { workers, requests } => {
             let per = requests / u64::from(workers.max(1));

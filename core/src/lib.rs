@@ -74,6 +74,9 @@ mod error;
 pub mod machine;
 mod transport;
 
+#[cfg(feature = "rustls")]
+pub mod tls;
+
 pub use body::{Body, ResponseBody};
 pub use client::{
     BodyStream, Client, ClientBuilder, Pending, RequestBuilder, Response, RetryEvent, RetryHook,
