@@ -74,6 +74,9 @@ mod error;
 pub mod machine;
 mod transport;
 
+#[cfg(test)]
+mod tests;
+
 #[cfg(feature = "rustls")]
 pub mod tls;
 

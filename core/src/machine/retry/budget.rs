@@ -188,10 +188,7 @@ mod tests {
     use proptest::prelude::*;
     use proptest::test_runner::RngSeed;
 
-    /// The one clock read of a test; every other instant is an offset from it.
-    fn epoch() -> Instant {
-        Instant::now()
-    }
+    use crate::tests::epoch;
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)

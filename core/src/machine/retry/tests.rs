@@ -2,7 +2,7 @@
 //! property tests of its invariants. Time is virtual: one `Instant` read per test, plus offsets.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::RETRY_AFTER;
@@ -13,10 +13,7 @@ use proptest::test_runner::RngSeed;
 use super::*;
 use crate::error::{Error, ErrorKind, Stage, TimeoutPhase};
 
-/// The one clock read of a test; every other instant is an offset from it.
-fn epoch() -> Instant {
-    Instant::now()
-}
+use crate::tests::epoch;
 
 /// The wall clock the tests pretend it is: 2000-01-01T00:00:00Z.
 const WALL: u64 = 946_684_800;
