@@ -28,6 +28,7 @@ const MIN_READ: usize = 16 * 1024;
 /// Turns keel's request into isahc's, refusing what libcurl can't send.
 pub(crate) fn to_isahc_request(
     request: http::Request<Body>,
+    tls: &isahc::tls::TlsConfig,
 ) -> Result<http::Request<AsyncBody>, Error> {
     let (mut parts, body) = request.into_parts();
     for (name, value) in &parts.headers {
@@ -71,6 +72,7 @@ pub(crate) fn to_isahc_request(
         .extensions
         .get::<CallDeadline>()
         .map(|CallDeadline(at)| at.saturating_duration_since(Instant::now()) + DEADLINE_SLACK);
+    let https = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
     let mut builder = http::Request::builder()
         .method(parts.method)
         .uri(parts.uri)
@@ -80,6 +82,9 @@ pub(crate) fn to_isahc_request(
     }
     if let Some(timeout) = timeout {
         builder = builder.timeout(timeout);
+    }
+    if https {
+        builder = builder.tls_config(tls.clone());
     }
     builder
         .body(body)
@@ -294,6 +299,13 @@ impl<R: AsyncRead + Unpin> http_body::Body for IsahcBody<R> {
 
 #[cfg(test)]
 mod tests {
+    /// The request conversion with a default TLS configuration (these requests are plain).
+    fn to_isahc_request_for_test(
+        request: http::Request<Body>,
+    ) -> Result<http::Request<AsyncBody>, Error> {
+        super::to_isahc_request(request, &isahc::tls::TlsConfig::default())
+    }
+
     use std::collections::VecDeque;
 
     use futures_executor::block_on;
@@ -462,31 +474,31 @@ mod tests {
                 .body(body)
                 .unwrap()
         };
-        let post = to_isahc_request(req(Method::POST, Body::empty())).unwrap();
+        let post = to_isahc_request_for_test(req(Method::POST, Body::empty())).unwrap();
         assert_eq!(post.body().len(), Some(0));
         assert!(
             !post.body().is_empty(),
             "an empty POST must send Content-Length: 0"
         );
-        let get = to_isahc_request(req(Method::GET, Body::empty())).unwrap();
+        let get = to_isahc_request_for_test(req(Method::GET, Body::empty())).unwrap();
         assert!(get.body().is_empty());
-        let post = to_isahc_request(req(Method::POST, Body::from("x"))).unwrap();
+        let post = to_isahc_request_for_test(req(Method::POST, Body::from("x"))).unwrap();
         assert_eq!(post.headers()[CONTENT_TYPE], "application/octet-stream");
         let mut typed = req(Method::POST, Body::from("{}"));
         typed
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let typed = to_isahc_request(typed).unwrap();
+        let typed = to_isahc_request_for_test(typed).unwrap();
         assert_eq!(typed.headers()[CONTENT_TYPE], "application/json");
         let streamed = Body::from_stream(stream::iter([Ok::<_, io::Error>(Bytes::new())]));
         assert_eq!(
-            to_isahc_request(req(Method::PUT, streamed))
+            to_isahc_request_for_test(req(Method::PUT, streamed))
                 .unwrap()
                 .body()
                 .len(),
             None
         );
-        let err = to_isahc_request(req(Method::HEAD, Body::from("x"))).unwrap_err();
+        let err = to_isahc_request_for_test(req(Method::HEAD, Body::from("x"))).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidRequest);
     }
 
@@ -495,7 +507,7 @@ mod tests {
         let mut req = http::Request::new(Body::empty());
         req.headers_mut()
             .insert("x-latin1", HeaderValue::from_bytes(b"caf\xe9").unwrap());
-        let err = to_isahc_request(req).unwrap_err();
+        let err = to_isahc_request_for_test(req).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidRequest);
     }
 
