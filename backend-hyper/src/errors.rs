@@ -2,7 +2,7 @@
 
 use std::error::Error as StdError;
 
-use keel_core::{find_in_chain, Error, ErrorKind, Stage};
+use keel_core::{find_in_chain, find_source, Error, ErrorKind, Stage};
 
 /// Maps a failure of hyper-util's `Client::request`: the response head never arrived.
 pub(crate) fn from_client_error(err: hyper_util::client::legacy::Error) -> Error {
@@ -18,7 +18,7 @@ pub(crate) fn from_client_error(err: hyper_util::client::legacy::Error) -> Error
     // hyper-util's only way of saying "this request was never written" is its `Canceled`
     // kind, which it reports for a connection that closed before the request went out.
     let unsent = err.to_string() == "client error (Canceled)";
-    let hyper_err = source_of::<hyper::Error>(&err);
+    let hyper_err = find_source::<hyper::Error>(&err);
     let (kind, stage) = match hyper_err {
         Some(h) if h.is_user() || h.is_body_write_aborted() => {
             // The caller's request body stream failed: our side, not the server's.
@@ -47,17 +47,6 @@ pub(crate) fn from_body_error(err: hyper::Error) -> Error {
     Error::new(kind).with_stage(Stage::Body).with_source(err)
 }
 
-fn source_of<'a, E: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a E> {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(found) = e.downcast_ref::<E>() {
-            return Some(found);
-        }
-        cur = e.source();
-    }
-    None
-}
-
 fn h2_reason(err: &(dyn StdError + 'static)) -> Option<h2::Reason> {
-    source_of::<h2::Error>(err).and_then(h2::Error::reason)
+    find_source::<h2::Error>(err).and_then(h2::Error::reason)
 }

@@ -3,7 +3,6 @@
 //! isahc keeps libcurl's error as the source of its own, so the mapping reads the `CURLcode`,
 //! which is more precise than isahc's kinds. The isahc error stays the source of the keel error.
 
-use std::error::Error as StdError;
 use std::io;
 
 use keel_core::{find_in_chain, Error, ErrorKind, Stage, TimeoutPhase};
@@ -14,7 +13,7 @@ pub(crate) fn from_send_error(err: &isahc::Error) -> Error {
     if let Some(found) = find_in_chain(err) {
         return found.clone();
     }
-    let (kind, stage) = match source_of::<curl::Error>(err) {
+    let (kind, stage) = match keel_core::find_source::<curl::Error>(err) {
         Some(curl) => head_failure(curl),
         None => isahc_failure(err.kind()),
     };
@@ -30,7 +29,7 @@ pub(crate) fn from_send_error(err: &isahc::Error) -> Error {
 /// A reply that isn't HTTP is a protocol error; everything else (a truncated body, a reset, an
 /// HTTP/2 stream or framing error) is the connection failing mid-body, as keel-hyper reports it.
 pub(crate) fn from_body_error(err: io::Error) -> Error {
-    let kind = match source_of::<curl::Error>(&err) {
+    let kind = match keel_core::find_source::<curl::Error>(&err) {
         Some(curl)
             if curl.code() == WEIRD_SERVER_REPLY
                 || curl.is_unsupported_protocol()
@@ -128,26 +127,10 @@ fn isahc_failure(kind: &isahc::error::ErrorKind) -> (ErrorKind, Option<Stage>) {
 /// kept the old one).
 const WEIRD_SERVER_REPLY: curl_sys::CURLcode = curl_sys::CURLE_FTP_WEIRD_SERVER_REPLY;
 
-/// The first `E` in `err`'s source chain, looking inside `io::Error`s too (whose `source()`
-/// skips the error they wrap).
-fn source_of<'a, E: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a E> {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(found) = e.downcast_ref::<E>() {
-            return Some(found);
-        }
-        if let Some(inner) = e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
-            if let Some(found) = source_of::<E>(inner) {
-                return Some(found);
-            }
-        }
-        cur = e.source();
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
+    use std::error::Error as _;
+
     use super::*;
 
     use curl_sys::{
@@ -213,7 +196,7 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Body);
         assert_eq!(err.stage(), Some(Stage::Body));
         let source = err.source().expect("a source");
-        assert!(source_of::<curl::Error>(source).is_some());
+        assert!(keel_core::find_source::<curl::Error>(source).is_some());
 
         let weird = isahc::Error::from(io::Error::other(curl::Error::new(WEIRD_SERVER_REPLY)));
         let err = from_body_error(io::Error::other(weird));

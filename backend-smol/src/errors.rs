@@ -37,12 +37,5 @@ pub(crate) fn from_body_error(err: hyper::Error) -> Error {
 
 #[cfg(feature = "http2")]
 fn h2_reason(err: &hyper::Error) -> Option<h2::Reason> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            return h2.reason();
-        }
-        cur = e.source();
-    }
-    None
+    keel_core::find_source::<h2::Error>(err).and_then(h2::Error::reason)
 }

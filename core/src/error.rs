@@ -445,18 +445,27 @@ impl From<Error> for io::Error {
     }
 }
 
-/// Looks for an [`Error`] in `err` or its source chain.
+/// Looks for an error of type `E` in `err` or its source chain.
 ///
-/// Useful for backends and callers that receive errors wrapped by other libraries. It also looks
-/// inside [`io::Error`]s, whose `source()` skips the error they wrap.
-pub fn find_in_chain<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a Error> {
+/// It also looks inside [`io::Error`]s, whose `source()` skips the error they wrap. Backends
+/// use it to find their library's error (an `h2::Error`, a `curl::Error`) under wrappers;
+/// callers to find a keel [`Error`] inside errors of other libraries.
+///
+/// ```
+/// use keel_core::{find_source, Error, ErrorKind};
+///
+/// let wrapped = std::io::Error::other(Error::new(ErrorKind::Connect));
+/// let found = find_source::<Error>(&wrapped).expect("the keel error is inside");
+/// assert_eq!(found.kind(), ErrorKind::Connect);
+/// ```
+pub fn find_source<'a, E: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a E> {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if let Some(found) = e.downcast_ref::<Error>() {
+        if let Some(found) = e.downcast_ref::<E>() {
             return Some(found);
         }
         if let Some(inner) = e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
-            if let Some(found) = inner.downcast_ref::<Error>() {
+            if let Some(found) = find_source::<E>(inner) {
                 return Some(found);
             }
         }
@@ -465,16 +474,15 @@ pub fn find_in_chain<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a Error>
     None
 }
 
-/// Looks for an [`io::Error`] in `err` or its source chain.
+/// Looks for a keel [`Error`] in `err` or its source chain: [`find_source`] for [`Error`].
+pub fn find_in_chain<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a Error> {
+    find_source::<Error>(err)
+}
+
+/// Looks for an [`io::Error`] in `err` or its source chain: [`find_source`] for
+/// [`io::Error`].
 pub fn find_io_in_chain<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a io::Error> {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(found) = e.downcast_ref::<io::Error>() {
-            return Some(found);
-        }
-        cur = e.source();
-    }
-    None
+    find_source::<io::Error>(err)
 }
 
 #[cfg(test)]

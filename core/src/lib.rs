@@ -85,7 +85,9 @@ pub use client::{
     BodyStream, Client, ClientBuilder, Pending, RequestBuilder, Response, RetryEvent, RetryHook,
     Timeouts, DEFAULT_MAX_BODY_SIZE,
 };
-pub use error::{find_in_chain, find_io_in_chain, BoxError, Error, ErrorKind, Stage, TimeoutPhase};
+pub use error::{
+    find_in_chain, find_io_in_chain, find_source, BoxError, Error, ErrorKind, Stage, TimeoutPhase,
+};
 pub use machine::retry::{Jitter, RetryBudget, RetryPolicy};
 pub use transport::{
     Backend, BoxFuture, BoxTransport, CallDeadline, Capabilities, Certificate, CertificateEncoding,
