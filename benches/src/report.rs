@@ -163,6 +163,13 @@ impl Summary {
         }
     }
 
+    fn cells_of(&self, scenario: &str) -> Vec<&Cell> {
+        self.cells
+            .iter()
+            .filter(|c| c.scenario == scenario)
+            .collect()
+    }
+
     fn cell(&self, scenario: &str, client: &str) -> Option<&Cell> {
         self.cells
             .iter()
@@ -182,11 +189,7 @@ impl Summary {
             cpu_model(),
         );
         for (scenario, what) in SCENARIOS {
-            let cells: Vec<&Cell> = self
-                .cells
-                .iter()
-                .filter(|c| c.scenario == scenario)
-                .collect();
+            let cells = self.cells_of(scenario);
             if cells.is_empty() {
                 continue;
             }
@@ -397,29 +400,20 @@ impl Summary {
         let mut y = 30.0;
         let mut body = String::new();
         for (scenario, what) in SCENARIOS {
-            let cells: Vec<&Cell> = self
-                .cells
-                .iter()
-                .filter(|c| c.scenario == scenario)
-                .collect();
+            let cells = self.cells_of(scenario);
             if cells.is_empty() {
                 continue;
             }
-            let (unit, value): (&str, &dyn Fn(&Stat) -> f64) = if scenario == "S3" {
-                ("GB/s", &|s: &Stat| s.median / 1e9)
+            // S3 is measured in bytes and shown in GB/s; the others in requests per second.
+            let (unit, scale, decimals) = if scenario == "S3" {
+                ("GB/s", 1e9, 2)
             } else {
-                ("req/s", &|s: &Stat| s.median)
+                ("req/s", 1.0, 0)
             };
             let stat = |c: &Cell| if scenario == "S3" { c.bps } else { c.rps };
             let scale_max = cells
                 .iter()
-                .map(|c| {
-                    if scenario == "S3" {
-                        stat(c).max / 1e9
-                    } else {
-                        stat(c).max
-                    }
-                })
+                .map(|c| stat(c).max / scale)
                 .fold(0.0, f64::max)
                 .max(1e-9);
             let _ = write!(
@@ -430,9 +424,8 @@ impl Summary {
             y += 10.0;
             for c in cells {
                 let s = stat(c);
-                let k = if scenario == "S3" { 1e9 } else { 1.0 };
-                let w = value(&s) / scale_max * bar_w;
-                let (lo, hi) = (s.min / k / scale_max * bar_w, s.max / k / scale_max * bar_w);
+                let x = |v: f64| v / scale / scale_max * bar_w;
+                let (w, lo, hi) = (x(s.median), x(s.min), x(s.max));
                 let color = if c.client.starts_with("keel-") {
                     "#2a6fdb"
                 } else if c.client == "reqwest" {
@@ -442,18 +435,14 @@ impl Summary {
                 };
                 let _ = write!(
                     body,
-                    r#"<text x="10" y="{ty}">{name}</text><rect x="{label_w}" y="{y}" width="{w:.1}" height="16" fill="{color}"/><line x1="{x1:.1}" x2="{x2:.1}" y1="{my}" y2="{my}" stroke="black"/><text x="{tx:.1}" y="{ty}">{v}</text>"#,
+                    r#"<text x="10" y="{ty}">{name}</text><rect x="{label_w}" y="{y}" width="{w:.1}" height="16" fill="{color}"/><line x1="{x1:.1}" x2="{x2:.1}" y1="{my}" y2="{my}" stroke="black"/><text x="{tx:.1}" y="{ty}">{v:.decimals$}</text>"#,
                     ty = y + 13.0,
                     name = escape(&c.client),
                     x1 = label_w + lo,
                     x2 = label_w + hi,
                     my = y + 8.0,
                     tx = label_w + w.max(hi) + 6.0,
-                    v = if scenario == "S3" {
-                        format!("{:.2}", value(&s))
-                    } else {
-                        format!("{:.0}", value(&s))
-                    },
+                    v = s.median / scale,
                 );
                 y += row;
             }
@@ -464,11 +453,8 @@ impl Summary {
 
     /// S2 latency percentile spectrum per client (log scale).
     pub(crate) fn latency_svg(&self) -> String {
-        let cells: Vec<&Cell> = self
-            .cells
-            .iter()
-            .filter(|c| c.scenario == "S2" && !c.cdf.is_empty())
-            .collect();
+        let mut cells = self.cells_of("S2");
+        cells.retain(|c| !c.cdf.is_empty());
         let (left, top, w, h) = (70.0, 40.0, 560.0, 300.0);
         let mut body = String::from(
             r#"<text x="10" y="20" font-weight="bold">S2 latency by percentile (µs, log scale)</text>"#,

@@ -1620,17 +1620,18 @@ fn a_slow_consumer_is_not_mistaken_for_a_silent_server() {
 /// A client that retries with a fixed, jitter-free schedule: 100 ms, 200 ms, 400 ms, … (the
 /// base delay and jitter of `policy` are replaced).
 fn retrying(policy: crate::machine::retry::RetryPolicyBuilder) -> Client<MockTransport> {
-    Client::<MockTransport>::builder()
-        .base_url("http://h")
-        .retry_policy(
-            policy
-                .base_delay(millis(100))
-                .jitter(crate::Jitter::None)
-                .build()
-                .unwrap(),
-        )
+    retrying_builder(policy.base_delay(millis(100)))
         .build()
         .unwrap()
+}
+
+/// A builder whose retries follow `policy` without jitter, for tests that set more.
+fn retrying_builder(
+    policy: crate::machine::retry::RetryPolicyBuilder,
+) -> crate::ClientBuilder<MockTransport> {
+    Client::<MockTransport>::builder()
+        .base_url("http://h")
+        .retry_policy(policy.jitter(crate::Jitter::None).build().unwrap())
 }
 
 fn policy() -> crate::machine::retry::RetryPolicyBuilder {
@@ -1645,15 +1646,7 @@ fn connect_refused() -> Error {
 fn two_503s_then_200_succeed_on_the_third_attempt_after_the_backoffs() {
     let events = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = events.clone();
-    let c = Client::<MockTransport>::builder()
-        .base_url("http://h")
-        .retry_policy(
-            policy()
-                .base_delay(millis(100))
-                .jitter(crate::Jitter::None)
-                .build()
-                .unwrap(),
-        )
+    let c = retrying_builder(policy().base_delay(millis(100)))
         .on_retry(move |e| seen.lock().unwrap().push((e.attempt, e.reason, e.delay)))
         .build()
         .unwrap();
@@ -1767,20 +1760,15 @@ fn the_final_error_counts_the_attempts_and_keeps_the_last_cause() {
 
 #[test]
 fn the_deadline_stops_a_long_retry_chain() {
-    let c = Client::<MockTransport>::builder()
-        .base_url("http://h")
-        .deadline(millis(1000))
-        .retry_policy(
-            policy()
-                .max_attempts(20)
-                .base_delay(millis(100))
-                .multiplier(2.0)
-                .jitter(crate::Jitter::None)
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
+    let c = retrying_builder(
+        policy()
+            .max_attempts(20)
+            .base_delay(millis(100))
+            .multiplier(2.0),
+    )
+    .deadline(millis(1000))
+    .build()
+    .unwrap();
     let m = mock(&c);
     for _ in 0..20 {
         m.push(Reply::fail(connect_refused()));
@@ -1876,15 +1864,7 @@ fn a_stream_reader_sees_the_mid_body_failure_instead_of_a_silent_retry() {
 
 #[test]
 fn dropping_the_call_while_it_waits_to_retry_stops_the_retries() {
-    let c = Client::<MockTransport>::builder()
-        .base_url("http://h")
-        .retry_policy(
-            policy()
-                .base_delay(secs(10))
-                .jitter(crate::Jitter::None)
-                .build()
-                .unwrap(),
-        )
+    let c = retrying_builder(policy().base_delay(secs(10)))
         .build()
         .unwrap();
     let m = mock(&c);
@@ -1907,16 +1887,7 @@ fn dropping_the_call_while_it_waits_to_retry_stops_the_retries() {
 
 #[test]
 fn the_budget_caps_retries_across_calls() {
-    let c = Client::<MockTransport>::builder()
-        .base_url("http://h")
-        .retry_policy(
-            policy()
-                .max_attempts(2)
-                .base_delay(millis(1))
-                .jitter(crate::Jitter::None)
-                .build()
-                .unwrap(),
-        )
+    let c = retrying_builder(policy().max_attempts(2).base_delay(millis(1)))
         .retry_budget(Some(
             crate::RetryBudget::new(secs(10), 1, 0.0).expect("a valid budget"),
         ))
