@@ -7,7 +7,7 @@
 //! | feature | backend | runtime | pick it when |
 //! |---|---|---|---|
 //! | `hyper` (default) | `keel_hyper`: hyper 1.x, hyper-util's pool, rustls, HTTP/1.1 + HTTP/2 | tokio (either flavour) | your application runs on tokio: the fastest and most complete backend |
-//! | `smol` | `keel_smol`: hyper over async-io / async-net, keel's own pool, rustls | smol, async-std, or any executor (no tokio in the tree) | you must not pull in tokio, or you run on smol or async-std |
+//! | `smol` | `keel_smol`: HTTP/1.1 through ureq-proto over async-io, keel's own pool, rustls; HTTP/2 with `smol-http2` | smol, async-std, or any executor (no tokio crate in the tree; `smol-http2` adds tokio's sync and I/O-trait modules, never a runtime) | you must not pull in tokio, or you run on smol or async-std |
 //! | `isahc` | `keel_isahc`: libcurl (built from source), HTTP/2 by nghttp2 | any executor (curl runs on its own thread) | you want curl's protocol stack, or a runtime nothing else supports |
 //!
 //! With several features on, [`DefaultTransport`] is hyper, else smol, else isahc; the others

@@ -15,8 +15,6 @@ use futures_rustls::TlsConnector;
 use keel_core::{Error, ErrorKind, Origin, Stage, TimeoutPhase, TransportConfig};
 use rustls::pki_types::ServerName;
 
-use crate::io::HyperIo;
-
 /// Opens plain or TLS connections.
 #[derive(Clone)]
 pub(crate) struct Connector {
@@ -30,7 +28,7 @@ pub(crate) struct Connector {
 
 /// A connected stream, and whether it speaks HTTP/2.
 pub(crate) struct Connected {
-    pub(crate) io: HyperIo<Stream>,
+    pub(crate) io: Stream,
     #[cfg_attr(not(feature = "http2"), allow(dead_code))]
     pub(crate) h2: bool,
 }
@@ -93,7 +91,7 @@ impl Connector {
         }
         if !origin.is_https() {
             return Ok(Connected {
-                io: HyperIo::new(Stream::Plain(tcp)),
+                io: Stream::Plain(tcp),
                 h2: self.prior_knowledge,
             });
         }
@@ -107,7 +105,7 @@ impl Connector {
             Some(Ok(tls)) => {
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                 Ok(Connected {
-                    io: HyperIo::new(Stream::Tls(Box::new(tls))),
+                    io: Stream::Tls(Box::new(tls)),
                     h2,
                 })
             }

@@ -1,79 +1,163 @@
-//! HTTP/1.1 connections, driven by the task that uses them.
+//! HTTP/1.1 connections: ureq-proto's sans-IO protocol over an async-io stream, driven by the
+//! task that uses them.
 //!
-//! hyper splits a client connection into a `SendRequest` handle and a `Connection` future that
-//! does the reading and writing. keel-smol spawns nothing for HTTP/1.1: an [`H1Conn`] keeps both
-//! halves together, and whoever holds it polls the `Connection` alongside its own work — the
-//! send future while it waits for the head, the [`H1Body`] while the body is read. So a
-//! connection only makes progress on the caller's task, on whatever runtime that is, and
-//! dropping the request future or the body drops the connection, which closes it.
+//! [ureq-proto] (the protocol core of ureq 3) turns a request into bytes, and bytes into a
+//! response head and a de-chunked body; it never touches a socket. This module moves those
+//! bytes: the send future writes the request and reads the head, the [`H1Body`] reads the body.
+//! Nothing is spawned, so a connection only makes progress on the caller's task, on whatever
+//! runtime that is; dropping the request future or a half-read body drops the connection,
+//! which closes it.
 //!
-//! An idle connection in the pool is not polled at all; [`PoolConn::is_open`] polls it once
-//! before it is reused, which is when a close by the server is noticed.
+//! An idle connection in the pool is not polled at all; [`PoolConn::is_open`] reads once,
+//! without waiting, before it is reused, which is when a close by the server (or bytes nobody
+//! asked for) is noticed.
+//!
+//! [ureq-proto]: https://docs.rs/ureq-proto
 
-use std::future::{poll_fn, Future as _};
-use std::pin::{pin, Pin};
-use std::task::{Context, Poll, Waker};
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Instant;
 
-use bytes::Bytes;
-use http::header::HOST;
-use http::uri::{PathAndQuery, Uri};
-use http::{HeaderValue, Request, Response};
+use bytes::{Bytes, BytesMut};
+use futures_io::{AsyncRead as _, AsyncWrite as _};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::{Body as _, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use keel_core::{Body, Error, ErrorKind, Origin, ResponseBody, Stage};
+use ureq_proto::client::state::{RecvBody, RecvResponse, SendBody};
+use ureq_proto::client::{
+    Await100Result, Call, RecvBodyResult, RecvResponseResult, SendRequestResult,
+};
+use ureq_proto::BodyMode;
 
 use crate::connect::Stream;
-use crate::errors::{from_body_error, from_send_error};
-use crate::io::HyperIo;
 use crate::pool::{PoolConn, Pooled};
-use crate::SendError;
 
-/// An HTTP/1.1 connection: hyper's request handle and the connection future it needs driven.
+/// The read buffer a connection starts with. Reads that fill it grow it, up to [`MAX_READ`],
+/// so a connection streaming a large body reads in large steps and an idle one stays small.
+const READ_BUF: usize = 8 * 1024;
+/// The most one read asks of the socket.
+const MAX_READ: usize = 64 * 1024;
+/// The largest response head accepted (hyper's default limit is in the same range).
+const MAX_HEAD: usize = 64 * 1024;
+/// The write buffer a connection starts with; it grows to fit the request head.
+const WRITE_BUF: usize = 2 * 1024;
+/// Body chunks smaller than this are copied behind the head (one write for both); larger ones
+/// go to the socket as they are.
+const DIRECT_WRITE: usize = 8 * 1024;
+/// The write buffer grows to fit small bodies and chunks up to this size.
+const MAX_WRITE: usize = 16 * 1024;
+
+/// An HTTP/1.1 connection: the stream and its two buffers, both kept across requests.
 pub(crate) struct H1Conn {
-    sender: http1::SendRequest<Body>,
-    /// Boxed: hyper's connection state is several hundred bytes, and an `H1Conn` moves in and
-    /// out of the pool.
-    conn: Box<http1::Connection<HyperIo<Stream>, Body>>,
-    /// The connection future has finished: the connection is closed.
-    closed: bool,
+    io: Stream,
+    /// Bytes read and not consumed yet are `read[start..end]`. Zero-filled once, when it is
+    /// allocated or grown, never per read.
+    read: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The last read filled all the room it had: the next one gets a larger buffer.
+    read_filled: bool,
+    /// Where ureq-proto writes the head and framed body chunks.
+    write: Vec<u8>,
 }
 
 impl H1Conn {
-    /// Starts HTTP/1.1 on a connected stream. No bytes are exchanged yet.
-    pub(crate) async fn handshake(io: HyperIo<Stream>) -> Result<Self, Error> {
-        let (sender, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|e| from_send_error(e, true))?;
-        Ok(Self {
-            sender,
-            conn: Box::new(conn),
-            closed: false,
-        })
+    /// An HTTP/1.1 connection on a connected stream. No bytes are exchanged yet.
+    pub(crate) fn new(io: Stream) -> Self {
+        Self {
+            io,
+            read: vec![0; READ_BUF],
+            start: 0,
+            end: 0,
+            read_filled: false,
+            write: vec![0; WRITE_BUF],
+        }
     }
 
-    /// Lets hyper read and write what it can; true once the connection is closed.
-    fn poll_drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.closed {
-            if let Poll::Ready(result) = Pin::new(&mut *self.conn).poll(cx) {
-                self.closed = true;
-                if let Err(err) = result {
-                    tracing::debug!(error = %err, "http/1.1 connection ended with an error");
-                }
+    fn buffered(&self) -> &[u8] {
+        &self.read[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads more bytes from the stream behind the buffered ones, keeping at most `limit`
+    /// buffered. `Ok(0)` is the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, limit: usize) -> Poll<io::Result<usize>> {
+        if self.read_filled && self.start == self.end && self.read.len() < MAX_READ {
+            let grown = (self.read.len() * 2).min(MAX_READ);
+            self.read.resize(grown, 0);
+        }
+        if self.end == self.read.len() {
+            if self.start > 0 {
+                self.read.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.read.len() < limit {
+                let grown = (self.read.len() * 2).min(limit);
+                self.read.resize(grown, 0);
+            } else {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("more than {limit} bytes without a message boundary"),
+                )));
             }
         }
-        self.closed
+        let room = self.read.len() - self.end;
+        let n = ready!(Pin::new(&mut self.io).poll_read(cx, &mut self.read[self.end..]))?;
+        // A reader that claims more than it was given is broken; don't let it panic us.
+        let n = n.min(room);
+        self.end += n;
+        self.read_filled = n == room;
+        Poll::Ready(Ok(n))
+    }
+
+    /// Writes all of `data`; `written` turns true once the stream accepted a byte.
+    async fn write_all(&mut self, mut data: &[u8], written: &mut bool) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = poll_fn(|cx| Pin::new(&mut self.io).poll_write(cx, data)).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            *written = true;
+            data = &data[n.min(data.len())..];
+        }
+        Ok(())
+    }
+
+    /// Writes the first `len` bytes of the write buffer.
+    async fn write_buffered(&mut self, len: usize, written: &mut bool) -> io::Result<()> {
+        let mut out = std::mem::take(&mut self.write);
+        let result = self.write_all(&out[..len], written).await;
+        std::mem::swap(&mut self.write, &mut out);
+        result
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        poll_fn(|cx| Pin::new(&mut self.io).poll_flush(cx)).await
     }
 }
 
 impl PoolConn for H1Conn {
     fn is_open(&mut self) -> bool {
-        // Nobody waits on this poll: it only lets hyper notice a close (or stray bytes) that
-        // arrived while the connection was idle. The next real poll registers a real waker.
+        if self.start != self.end {
+            // Bytes after the end of the last response: the connection is out of step.
+            return false;
+        }
+        // Nobody waits on this poll: a read that doesn't block means the server closed the
+        // connection, broke it, or sent something unasked; all three rule it out.
         let mut cx = Context::from_waker(Waker::noop());
-        !self.poll_drive(&mut cx) && self.sender.is_ready()
+        Pin::new(&mut self.io)
+            .poll_read(&mut cx, &mut self.read)
+            .is_pending()
     }
 }
 
@@ -81,122 +165,287 @@ impl PoolConn for H1Conn {
 /// connection until the end of the body.
 pub(crate) async fn send(
     mut pooled: Pooled<Origin, H1Conn>,
-    mut req: Request<Body>,
-) -> Result<Response<ResponseBody>, SendError> {
-    let rewritten = to_origin_form(&mut req);
-    let ready = poll_fn(|cx| {
-        let conn = pooled.conn_mut();
-        let closed = conn.poll_drive(cx);
-        match conn.sender.poll_ready(cx) {
-            Poll::Pending if closed => Poll::Ready(Err(None)),
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(result) => Poll::Ready(result.map_err(Some)),
+    req: Request<Body>,
+) -> Result<Response<ResponseBody>, Error> {
+    let (parts, mut body) = req.into_parts();
+    let mut call = prepare(parts, &body)?.proceed();
+    let conn = pooled.conn_mut();
+
+    // The head goes into the write buffer, grown until it fits.
+    let mut len = 0;
+    while !call.can_proceed() {
+        match call.write(&mut conn.write[len..]) {
+            Ok(n) if n > 0 => len += n,
+            Ok(_) | Err(ureq_proto::Error::OutputOverflow) => {
+                let grown = conn.write.len() * 2;
+                conn.write.resize(grown, 0);
+            }
+            Err(e) => return Err(invalid_request(e)),
         }
-    })
-    .await;
-    if let Err(err) = ready {
-        let err = match err {
-            Some(err) => from_send_error(err, true),
-            None => Error::new(ErrorKind::Body)
-                .with_stage(Stage::SendRequest)
-                .with_unsent()
-                .with_source("the connection closed before the request was sent"),
-        };
-        return Err(SendError::Unsent(Box::new(restore(req, rewritten)), err));
     }
-
-    let mut response = pin!(pooled.conn_mut().sender.try_send_request(req));
-    let result = poll_fn(|cx| {
-        pooled.conn_mut().poll_drive(cx);
-        response.as_mut().poll(cx)
-    })
-    .await;
-    match result {
-        Ok(response) => Ok(response.map(|body| ResponseBody::new(H1Body::new(body, pooled)))),
-        Err(mut err) => match err.take_message() {
-            Some(req) => Err(SendError::Unsent(
-                Box::new(restore(req, rewritten)),
-                from_send_error(err.into_error(), true),
-            )),
-            None => Err(SendError::Failed(from_send_error(err.into_error(), false))),
+    let mut written = false;
+    let next = call.proceed().map_err(invalid_request)?;
+    let mut call = match next {
+        Some(SendRequestResult::SendBody(call)) => {
+            send_body(conn, call, len, &mut body, &mut written).await?
+        }
+        // `Expect: 100-continue` set by the caller: the body goes out without waiting.
+        Some(SendRequestResult::Await100(call)) => match call.proceed().map_err(invalid_request)? {
+            Await100Result::SendBody(call) => {
+                send_body(conn, call, len, &mut body, &mut written).await?
+            }
+            Await100Result::RecvResponse(call) => {
+                send_head(conn, len, &mut written).await?;
+                call
+            }
         },
-    }
+        Some(SendRequestResult::RecvResponse(call)) => {
+            send_head(conn, len, &mut written).await?;
+            call
+        }
+        None => {
+            return Err(invalid_request(
+                "the request head was written but the protocol can't proceed",
+            ))
+        }
+    };
+    let head = read_head(conn, &mut call).await?;
+    let body = match call.proceed() {
+        Some(RecvResponseResult::RecvBody(call)) => {
+            let close_delimited = call.body_mode() == BodyMode::CloseDelimited;
+            let remaining = match call.body_mode() {
+                BodyMode::LengthDelimited(n) => Some(n),
+                _ => None,
+            };
+            ResponseBody::new(H1Body {
+                state: Some((pooled, call)),
+                close_delimited,
+                remaining,
+            })
+        }
+        Some(RecvResponseResult::Cleanup(call)) => {
+            finish(pooled, !call.must_close_connection());
+            ResponseBody::empty()
+        }
+        Some(RecvResponseResult::Redirect(call)) => {
+            finish(pooled, !call.must_close_connection());
+            ResponseBody::empty()
+        }
+        None => {
+            return Err(Error::new(ErrorKind::Protocol)
+                .with_stage(Stage::AwaitHead)
+                .with_source("a response head without a body framing"))
+        }
+    };
+    Ok(head.map(|()| body))
 }
 
-/// What [`to_origin_form`] changed, to undo it.
-struct Rewritten {
-    absolute: Uri,
-    added_host: bool,
-}
-
-/// Rewrites an absolute-form request for the wire: origin-form target and a `Host` header
-/// (unless the caller set one).
-fn to_origin_form(req: &mut Request<Body>) -> Rewritten {
-    let absolute = req.uri().clone();
-    let mut added_host = false;
-    if !req.headers().contains_key(HOST) {
-        let authority = absolute.authority().map_or("", |a| a.as_str());
-        // Userinfo never goes into `Host`.
-        let host = authority.rsplit('@').next().unwrap_or_default();
-        if let Ok(value) = HeaderValue::from_str(host) {
-            if !host.is_empty() {
-                req.headers_mut().insert(HOST, value);
-                added_host = true;
+/// The request as ureq-proto wants it: origin-form target from an absolute URI without
+/// userinfo, HTTP/1.1, and a `Content-Length` when the body's size is known.
+fn prepare(
+    mut parts: http::request::Parts,
+    body: &Body,
+) -> Result<Call<ureq_proto::client::state::Prepare>, Error> {
+    parts.version = Version::HTTP_11;
+    strip_userinfo(&mut parts.uri);
+    let framed =
+        parts.headers.contains_key(CONTENT_LENGTH) || parts.headers.contains_key(TRANSFER_ENCODING);
+    let exact = body.size_hint().exact();
+    let sends_body = exact != Some(0);
+    if !framed {
+        if let Some(n) = exact {
+            // An empty POST/PUT/PATCH still says so; other methods say nothing about no body.
+            let wants_body = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+            if n > 0 || wants_body {
+                parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
             }
         }
     }
-    let mut parts = http::uri::Parts::default();
-    parts.path_and_query = Some(
-        absolute
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
-    if let Ok(origin_form) = Uri::from_parts(parts) {
-        *req.uri_mut() = origin_form;
+    let mut call = Call::new(Request::from_parts(parts, ())).map_err(invalid_request)?;
+    call.allow_non_standard_methods(true);
+    if sends_body {
+        call.force_send_body();
     }
-    Rewritten {
-        absolute,
-        added_host,
+    Ok(call)
+}
+
+/// keel hands transports absolute URIs; credentials in them never go on the wire from here
+/// (ureq-proto would turn them into an `Authorization` header).
+fn strip_userinfo(uri: &mut Uri) {
+    let Some(authority) = uri.authority() else {
+        return;
+    };
+    let Some((_, host)) = authority.as_str().rsplit_once('@') else {
+        return;
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.authority = host.parse().ok();
+    if let Ok(stripped) = Uri::from_parts(parts) {
+        *uri = stripped;
     }
 }
 
-/// Undoes [`to_origin_form`] on a request hyper gave back unsent, so that it can be sent on
-/// any connection again.
-fn restore(mut req: Request<Body>, rewritten: Rewritten) -> Request<Body> {
-    *req.uri_mut() = rewritten.absolute;
-    if rewritten.added_host {
-        req.headers_mut().remove(HOST);
+/// Writes a head that has no body after it.
+async fn send_head(conn: &mut H1Conn, len: usize, written: &mut bool) -> Result<(), Error> {
+    conn.write_buffered(len, written)
+        .await
+        .map_err(|e| write_error(e, *written))?;
+    conn.flush().await.map_err(|e| write_error(e, true))
+}
+
+/// Writes the head (`len` bytes in the write buffer) and the body behind it.
+async fn send_body(
+    conn: &mut H1Conn,
+    mut call: Call<SendBody>,
+    mut len: usize,
+    body: &mut Body,
+    written: &mut bool,
+) -> Result<Call<RecvResponse>, Error> {
+    loop {
+        let frame = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
+        let data = match frame {
+            None => break,
+            Some(Err(e)) => {
+                return Err(Error::new(ErrorKind::InvalidRequest)
+                    .with_stage(Stage::SendRequest)
+                    .with_source(e))
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                // Trailers: HTTP/1.1 clients don't send them.
+                Err(_) => continue,
+            },
+        };
+        if !call.is_chunked() && data.len() >= DIRECT_WRITE {
+            call.consume_direct_write(data.len())
+                .map_err(invalid_request)?;
+            conn.write_buffered(len, written)
+                .await
+                .map_err(|e| write_error(e, *written))?;
+            len = 0;
+            conn.write_all(&data, written)
+                .await
+                .map_err(|e| write_error(e, *written))?;
+            continue;
+        }
+        // Room for the chunk behind what is buffered (a small body leaves with its head), up to
+        // a bound: larger chunked bodies go out in pieces of that size.
+        let wanted = (len + data.len() + 32).next_power_of_two().min(MAX_WRITE);
+        if wanted > conn.write.len() {
+            conn.write.resize(wanted, 0);
+        }
+        let mut input = &data[..];
+        while !input.is_empty() {
+            let (used, n) = call
+                .write(input, &mut conn.write[len..])
+                .map_err(invalid_request)?;
+            len += n;
+            input = &input[used..];
+            if used == 0 && len == 0 {
+                // Not even one framed chunk fits in the empty buffer.
+                let grown = conn.write.len() * 2;
+                conn.write.resize(grown, 0);
+            } else if used == 0 || conn.write.len() - len < 64 {
+                // The buffer is full: send it and start over.
+                conn.write_buffered(len, written)
+                    .await
+                    .map_err(|e| write_error(e, *written))?;
+                len = 0;
+            }
+        }
     }
-    req
+    if call.is_chunked() {
+        if conn.write.len() - len < 8 {
+            conn.write_buffered(len, written)
+                .await
+                .map_err(|e| write_error(e, *written))?;
+            len = 0;
+        }
+        let (_, n) = call
+            .write(&[], &mut conn.write[len..])
+            .map_err(invalid_request)?;
+        len += n;
+    }
+    conn.write_buffered(len, written)
+        .await
+        .map_err(|e| write_error(e, *written))?;
+    conn.flush().await.map_err(|e| write_error(e, true))?;
+    call.proceed().ok_or_else(|| {
+        Error::new(ErrorKind::InvalidRequest)
+            .with_stage(Stage::SendRequest)
+            .with_source("the request body ended before its Content-Length")
+    })
+}
+
+/// Reads until a final (non-1xx) response head has arrived.
+async fn read_head(
+    conn: &mut H1Conn,
+    call: &mut Call<RecvResponse>,
+) -> Result<Response<()>, Error> {
+    loop {
+        let (used, head) = call
+            .try_response(conn.buffered(), false)
+            .map_err(|e| protocol(e, Stage::AwaitHead))?;
+        conn.consume(used);
+        if let Some(head) = head {
+            return Ok(head);
+        }
+        if used > 0 {
+            // An informational (1xx) response went by; the real one follows.
+            continue;
+        }
+        if conn.buffered().len() >= MAX_HEAD {
+            return Err(protocol(
+                format!("the response head is larger than {MAX_HEAD} bytes"),
+                Stage::AwaitHead,
+            ));
+        }
+        let n = poll_fn(|cx| conn.poll_fill(cx, MAX_HEAD))
+            .await
+            .map_err(|e| read_error(e, Stage::AwaitHead))?;
+        if n == 0 {
+            return Err(Error::new(ErrorKind::Body)
+                .with_stage(Stage::AwaitHead)
+                .with_source("the connection closed before a response head arrived"));
+        }
+    }
+}
+
+/// The exchange on `pooled` is over: back to the pool if it may carry another one.
+fn finish(mut pooled: Pooled<Origin, H1Conn>, keep_alive: bool) {
+    if keep_alive && pooled.conn_mut().buffered().is_empty() {
+        pooled.release(Instant::now());
+    }
 }
 
 /// A response body that holds its connection: back to the pool at a clean end of the body,
 /// closed when dropped before it.
 struct H1Body {
-    body: Incoming,
-    conn: Option<Pooled<Origin, H1Conn>>,
+    /// `None` once the body ended or failed (the connection was released or closed).
+    state: Option<(Pooled<Origin, H1Conn>, Call<RecvBody>)>,
+    /// The body ends when the server closes the connection.
+    close_delimited: bool,
+    /// Bytes still to come, when the head declared a length.
+    remaining: Option<u64>,
 }
 
 impl H1Body {
-    fn new(body: Incoming, conn: Pooled<Origin, H1Conn>) -> Self {
-        Self {
-            body,
-            conn: Some(conn),
-        }
-    }
-
-    /// The exchange is over: pool the connection if hyper is ready for the next request on
-    /// it, otherwise close it.
-    fn finish(&mut self, cx: &mut Context<'_>) {
-        let Some(mut pooled) = self.conn.take() else {
+    /// The body reached its end: pool the connection if nothing says to close it.
+    fn end(&mut self) {
+        let Some((pooled, call)) = self.state.take() else {
             return;
         };
-        let conn = pooled.conn_mut();
-        // One more turn lets hyper see the end of the exchange and ask for the next request.
-        if !conn.poll_drive(cx) && conn.sender.is_ready() {
-            pooled.release(Instant::now());
-        }
+        let keep_alive = match call.proceed() {
+            Some(RecvBodyResult::Cleanup(call)) => !call.must_close_connection(),
+            Some(RecvBodyResult::Redirect(call)) => !call.must_close_connection(),
+            None => false,
+        };
+        finish(pooled, keep_alive && !self.close_delimited);
+    }
+
+    fn fail(&mut self, err: Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        self.state = None;
+        Poll::Ready(Some(Err(err)))
     }
 }
 
@@ -209,38 +458,123 @@ impl http_body::Body for H1Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = self.get_mut();
-        if let Some(pooled) = this.conn.as_mut() {
-            pooled.conn_mut().poll_drive(cx);
-        }
-        match Pin::new(&mut this.body).poll_frame(cx) {
-            Poll::Ready(None) => {
-                this.finish(cx);
-                Poll::Ready(None)
+        loop {
+            let Some((pooled, call)) = this.state.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if !this.close_delimited && call.can_proceed() {
+                this.end();
+                return Poll::Ready(None);
             }
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
-            Poll::Ready(Some(Err(err))) => {
-                this.conn = None;
-                Poll::Ready(Some(Err(from_body_error(err))))
+            let conn = pooled.conn_mut();
+            let input = conn.buffered();
+            if !input.is_empty() {
+                // Decoded output is never longer than its input.
+                let mut data = BytesMut::zeroed(input.len());
+                match call.read(input, &mut data) {
+                    Ok((used, produced)) => {
+                        conn.consume(used);
+                        if produced > 0 {
+                            data.truncate(produced);
+                            if let Some(left) = this.remaining.as_mut() {
+                                *left = left.saturating_sub(produced as u64);
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(data.freeze()))));
+                        }
+                        if used > 0 {
+                            continue;
+                        }
+                    }
+                    Err(e) => return this.fail(protocol(e, Stage::Body)),
+                }
             }
-            Poll::Pending => Poll::Pending,
+            match ready!(conn.poll_fill(cx, MAX_HEAD)) {
+                Ok(0) if this.close_delimited => {
+                    this.end();
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    return this.fail(
+                        Error::new(ErrorKind::Body)
+                            .with_stage(Stage::Body)
+                            .with_source("the connection closed before the end of the body"),
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => return this.fail(read_error(e, Stage::Body)),
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.state {
+            None => true,
+            Some((_, call)) => !self.close_delimited && call.can_proceed(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match self.remaining {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
     }
 }
 
 impl Drop for H1Body {
     fn drop(&mut self) {
-        // A body that has delivered all its bytes (or never had any) but was not polled to its
-        // end still completed its exchange.
-        if self.conn.is_some() && self.body.is_end_stream() {
-            self.finish(&mut Context::from_waker(Waker::noop()));
+        // A body that delivered all its bytes but was not polled to its end still completed
+        // its exchange; any other body dropped early closes its connection.
+        if self.is_end_stream() {
+            self.end();
         }
+    }
+}
+
+fn invalid_request(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::new(ErrorKind::InvalidRequest)
+        .with_stage(Stage::SendRequest)
+        .with_source(e)
+}
+
+fn protocol(e: impl Into<Box<dyn std::error::Error + Send + Sync>>, stage: Stage) -> Error {
+    Error::new(ErrorKind::Protocol)
+        .with_stage(stage)
+        .with_source(e)
+}
+
+/// A failed write: unsent when the stream accepted none of the request.
+fn write_error(e: io::Error, written: bool) -> Error {
+    let err = Error::new(ErrorKind::Body)
+        .with_stage(Stage::SendRequest)
+        .with_source(e);
+    if written {
+        err
+    } else {
+        err.with_unsent()
+    }
+}
+
+fn read_error(e: io::Error, stage: Stage) -> Error {
+    let kind = if e.kind() == io::ErrorKind::InvalidData {
+        ErrorKind::Protocol
+    } else {
+        ErrorKind::Body
+    };
+    Error::new(kind).with_stage(stage).with_source(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn userinfo_never_reaches_the_uri_sent() {
+        let mut uri: Uri = "http://user:pw@example.test:8080/a?b=c".parse().unwrap();
+        strip_userinfo(&mut uri);
+        assert_eq!(uri, "http://example.test:8080/a?b=c");
+        let mut plain: Uri = "http://example.test/a".parse().unwrap();
+        strip_userinfo(&mut plain);
+        assert_eq!(plain, "http://example.test/a");
     }
 }

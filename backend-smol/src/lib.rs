@@ -1,11 +1,12 @@
-//! keel-smol: keel's backend for any async runtime, on hyper and async-io.
+//! keel-smol: keel's backend for any async runtime, on async-io, with no tokio in its tree.
 //!
-//! [`SmolTransport`] sends requests over hyper 1.x *client connections* (not hyper-util's
-//! pooled client, which needs tokio) on sockets from [async-io], the reactor behind smol and
-//! async-std: DNS on [blocking]'s thread pool, TCP with `TCP_NODELAY`, TLS through
-//! futures-rustls (rustls with the `ring` provider; webpki roots by default, extra roots
-//! configurable), the whole connect bounded by the connect timeout. It keeps its own
-//! connection pool. [`AsyncIoTimer`] is its timer.
+//! [`SmolTransport`] speaks HTTP/1.1 through [ureq-proto], the sans-IO protocol core of ureq 3
+//! (it frames requests and parses responses, and never touches a socket), over sockets from
+//! [async-io], the reactor behind smol and async-std: DNS on [blocking]'s thread pool, TCP with
+//! `TCP_NODELAY`, TLS through futures-rustls (rustls with the `ring` provider; webpki roots by
+//! default, extra roots configurable), the whole connect bounded by the connect timeout. It
+//! keeps its own connection pool. [`AsyncIoTimer`] is its timer. With its default features,
+//! `cargo tree -p keel-smol` lists no tokio crate at all.
 //!
 //! It is **not** a client on its own: redirects, retries, decoding and the other time limits
 //! are keel-core's. Use it as `keel_core::Client<SmolTransport>`.
@@ -21,11 +22,11 @@
 //! # Who drives the connections
 //!
 //! HTTP/1.1 connections are driven by the task that uses them, and nothing is spawned: the send
-//! future polls hyper's connection future while it waits for the head, and the response body
-//! polls it while the body is read. Each connection therefore does its I/O on the caller's
-//! task, on the caller's runtime; cancelling is dropping, and dropping the request future or a
-//! half-read body closes the connection. A pooled, idle connection is polled once when it is
-//! checked out, which is when a close by the server is noticed.
+//! future writes the request and reads the head, and the response body reads the rest. Each
+//! connection therefore does its I/O on the caller's task, on the caller's runtime; cancelling
+//! is dropping, and dropping the request future or a half-read body closes the connection. A
+//! pooled, idle connection is read once, without waiting, when it is checked out, which is
+//! when a close by the server is noticed.
 //!
 //! HTTP/2 (feature `http2`) can't work that way: one connection serves many tasks, and hyper
 //! spawns a task per request body. Those connections run on a single `async-executor` thread
@@ -35,24 +36,24 @@
 //!
 //! Connections are pooled per [`Origin`]. An HTTP/1.1 connection is checked
 //! out exclusively and goes back to the pool only when its response body reached its end
-//! cleanly and hyper is ready for the next request on it; a connection whose request or body
-//! was dropped early, or failed, is closed. Concurrent requests to an origin with no idle
-//! connection each open their own. HTTP/2 connections are shared by every request to their
-//! origin. `pool_max_idle_per_host` (default: no limit) and `pool_idle_timeout` (default 90 s)
-//! are honoured; idle connections are expired lazily, when the pool is next used.
+//! cleanly and neither side asked to close it; a connection whose request or body was dropped
+//! early, or failed, is closed. Concurrent requests to an origin with no idle connection each
+//! open their own. HTTP/2 connections are shared by every request to their origin.
+//! `pool_max_idle_per_host` (default: no limit) and `pool_idle_timeout` (default 90 s) are
+//! honoured; idle connections are expired lazily, when the pool is next used.
 //!
-//! When a pooled connection turns out to have been closed by the server before any of the
-//! request was written, the request goes out again on another connection: it provably never
-//! left, so that is safe for every method (keel-hyper does the same).
+//! A request that failed before the connection accepted any byte of it is marked
+//! [`Error::is_unsent`], so keel's retries may send it again whatever its method.
 //!
 //! # HTTP/2 and tokio
 //!
-//! HTTP/2 is behind the `http2` feature, off by default: the `h2` crate is written against
-//! tokio's I/O traits and tokio-util's codec, so enabling it puts those crates (not a tokio
-//! runtime) into the dependency tree. hyper itself depends on tokio's `sync` module whatever
-//! its features, so tokio's name is in the tree either way; no tokio runtime, reactor or timer
-//! is ever used. Without the feature, [`Backend::capabilities`] reports no HTTP/2 and a client
-//! asking for HTTP/2 prior knowledge is refused when it is built.
+//! HTTP/2 is behind the `http2` feature, off by default. It uses hyper's HTTP/2 client
+//! connections, and hyper depends on tokio's `sync` module whatever its features, while the
+//! `h2` crate is written against tokio's I/O traits and tokio-util's codec. Enabling it puts
+//! those crates (not a tokio runtime: no reactor, scheduler or timer is ever used) into the
+//! dependency tree. Without the feature, [`Backend::capabilities`] reports no HTTP/2, TLS
+//! offers only `http/1.1` by ALPN, and a client asking for HTTP/2 prior knowledge is refused
+//! when it is built.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), keel_core::Error> {
@@ -67,16 +68,19 @@
 //! # let _ = status; Ok(()) }
 //! ```
 //!
+//! [ureq-proto]: https://docs.rs/ureq-proto
 //! [async-io]: https://docs.rs/async-io
 //! [blocking]: https://docs.rs/blocking
 
 #![forbid(unsafe_code)]
 
 mod connect;
+#[cfg(feature = "http2")]
 mod errors;
 mod http1;
 #[cfg(feature = "http2")]
 mod http2;
+#[cfg(feature = "http2")]
 mod io;
 mod pool;
 
@@ -100,7 +104,8 @@ use crate::pool::{Pool, PoolConfig};
 /// out again, on another connection.
 const STALE_RETRIES: usize = 3;
 
-/// keel's transport on hyper client connections over async-io, with its own pool.
+/// keel's transport over async-io: HTTP/1.1 through ureq-proto (and HTTP/2 through hyper with
+/// the `http2` feature), with its own pool.
 ///
 /// Cheap to clone: clones share the pool.
 #[derive(Clone)]
@@ -118,7 +123,9 @@ struct Inner {
 
 /// Why one try on one connection failed.
 pub(crate) enum SendError {
-    /// Nothing of the request was written; it is given back to be sent elsewhere.
+    /// Nothing of the request was written; it is given back to be sent elsewhere. Only hyper's
+    /// HTTP/2 connections give a request back.
+    #[cfg_attr(not(feature = "http2"), allow(dead_code))]
     Unsent(Box<http::Request<Body>>, Error),
     /// The request may have reached the server.
     Failed(Error),
@@ -191,11 +198,11 @@ impl Inner {
         let connected = self.connector.connect(origin).await?;
         #[cfg(feature = "http2")]
         if connected.h2 {
-            let conn = http2::H2Conn::handshake(connected.io).await?;
+            let conn = http2::H2Conn::handshake(io::HyperIo::new(connected.io)).await?;
             self.h2.share(origin.clone(), conn.clone(), Instant::now());
             return Ok(FreshConn(Conn::H2(conn)));
         }
-        let conn = H1Conn::handshake(connected.io).await?;
+        let conn = H1Conn::new(connected.io);
         Ok(FreshConn(Conn::H1(self.h1.guard(origin.clone(), conn))))
     }
 }
@@ -213,7 +220,7 @@ impl Conn {
         req: http::Request<Body>,
     ) -> Result<http::Response<ResponseBody>, SendError> {
         match self {
-            Conn::H1(conn) => http1::send(conn, req).await,
+            Conn::H1(conn) => http1::send(conn, req).await.map_err(SendError::Failed),
             #[cfg(feature = "http2")]
             Conn::H2(conn) => http2::send(conn, req).await,
         }

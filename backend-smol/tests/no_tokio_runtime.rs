@@ -1,11 +1,11 @@
-//! keel-smol must not bring a tokio runtime along.
+//! keel-smol must not bring tokio along.
 //!
-//! hyper 1.x depends on tokio's `sync` feature unconditionally, and `h2` on its `io-util`
-//! feature (I/O traits and tokio-util's codec): channels and traits, no reactor, scheduler or
-//! timer. This test fails if any feature that starts or needs a tokio runtime enters
-//! keel-smol's dependency tree.
+//! With its default features, no tokio crate at all is in keel-smol's dependency tree. With
+//! the `http2` feature, hyper (which depends on tokio's `sync` whatever its features) and `h2`
+//! (tokio's `io-util`: I/O traits and tokio-util's codec) bring tokio in as a library; then no
+//! feature that starts or needs a tokio runtime may come with it.
 
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 const RUNTIME_FEATURES: &[&str] = &[
@@ -19,36 +19,55 @@ const RUNTIME_FEATURES: &[&str] = &[
     "macros",
 ];
 
-#[test]
-fn no_tokio_runtime_feature_in_the_tree() {
+/// `cargo tree` on keel-smol alone, as a dependent crate would resolve it.
+fn tree(extra: &[&str]) -> Output {
     let started = Instant::now();
     let out = Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "--offline",
-            "-p",
-            "keel-smol",
-            "-e",
-            "normal,features",
-            "-i",
-            "tokio",
-            "--prefix",
-            "none",
-        ])
+        .args(["tree", "--offline", "-p", "keel-smol", "--prefix", "none"])
+        .args(extra)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo runs");
     assert!(started.elapsed() < Duration::from_secs(60));
+    out
+}
+
+#[test]
+fn no_tokio_crate_in_the_default_tree() {
+    let out = tree(&["-e", "normal"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        // `-i tokio` fails when tokio is not in the tree at all: nothing to check.
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("did not match any packages"),
-            "cargo tree failed: {err}"
-        );
-        return;
-    }
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("keel-smol ")),
+        "unexpected cargo tree output:\n{text}"
+    );
+    let tokio: Vec<&str> = text.lines().filter(|l| l.starts_with("tokio")).collect();
+    assert!(
+        tokio.is_empty(),
+        "tokio crates in keel-smol's default tree: {tokio:?}"
+    );
+}
+
+#[test]
+fn no_tokio_runtime_feature_with_http2() {
+    let out = tree(&[
+        "--features",
+        "http2",
+        "-e",
+        "normal,features",
+        "-i",
+        "tokio",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let enabled: Vec<&str> = text
         .lines()
         .filter_map(|l| l.trim().strip_prefix("tokio feature \""))
