@@ -170,6 +170,10 @@ pub(crate) async fn send(
     let (parts, mut body) = req.into_parts();
     let mut call = prepare(parts, &body)?.proceed();
     let conn = pooled.conn_mut();
+    if conn.write.len() > MAX_WRITE {
+        // An earlier request had an unusually large head; don't keep its buffer.
+        conn.write = vec![0; WRITE_BUF];
+    }
 
     // The head goes into the write buffer, grown until it fits.
     let mut len = 0;
