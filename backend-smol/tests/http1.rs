@@ -386,3 +386,131 @@ fn a_response_arriving_a_byte_at_a_time_is_read_whole() {
     );
     assert_eq!(server.connections(), 1);
 }
+
+/// A response framed by length, chunks or the close, written by the server in pieces of the
+/// given sizes (cycled), each flushed on its own.
+fn serve_in_pieces(response: Vec<u8>, pieces: Vec<usize>, close: bool) -> (u16, Arc<Mutex<Log>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = Arc::new(Mutex::new(Log::default()));
+    let server_log = log.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            server_log.lock().unwrap().connections += 1;
+            stream.set_nodelay(true).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            if read_request(&mut reader).is_none() {
+                continue;
+            }
+            let mut rest = &response[..];
+            for &n in pieces.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (piece, tail) = rest.split_at(n.min(rest.len()));
+                if stream.write_all(piece).is_err() {
+                    break;
+                }
+                rest = tail;
+                thread::sleep(Duration::from_micros(100));
+            }
+            if close {
+                continue;
+            }
+            while read_request(&mut reader).is_some() {
+                if stream.write_all(OK).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (port, log)
+}
+
+#[test]
+fn a_chunk_header_cut_by_the_end_of_the_read_buffer_is_joined() {
+    // One-byte chunks: every third byte of the body is the start of a size line, so whatever
+    // the read buffer's size, some reads end in the middle of one. Padding the head shifts the
+    // cut through every position of the six-byte chunk.
+    let data: Vec<u8> = (0..30_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    for pad in 0..6 {
+        let mut response = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Pad: {}\r\n\r\n",
+            "p".repeat(pad + 1)
+        )
+        .into_bytes();
+        for b in &data {
+            response.extend_from_slice(b"1\r\n");
+            response.push(*b);
+            response.extend_from_slice(b"\r\n");
+        }
+        response.extend_from_slice(b"0\r\n\r\n");
+        let (port, log) = serve_in_pieces(response, vec![usize::MAX], false);
+        let t = transport();
+        let url = format!("http://127.0.0.1:{port}/");
+        assert_eq!(
+            body(send(&t, get(&url)).unwrap()).unwrap(),
+            data,
+            "pad {pad}"
+        );
+        assert_eq!(body(send(&t, get(&url)).unwrap()).unwrap(), "hello");
+        assert_eq!(log.lock().unwrap().connections, 1);
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 48,
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Whatever the framing and however the bytes are cut on the way, the body arrives whole
+    /// and in order, and a connection whose framing allows it carries the next request.
+    #[test]
+    fn any_framing_in_any_pieces_is_read_whole(
+        data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100_000),
+        framing in 0u8..3,
+        chunk in 1usize..5_000,
+        pieces in proptest::collection::vec(1usize..20_000, 1..12),
+    ) {
+        let mut response = Vec::new();
+        let close = framing == 2;
+        match framing {
+            0 => {
+                response.extend_from_slice(
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", data.len()).as_bytes(),
+                );
+                response.extend_from_slice(&data);
+            }
+            1 => {
+                response.extend_from_slice(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+                for c in data.chunks(chunk) {
+                    response.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                    response.extend_from_slice(c);
+                    response.extend_from_slice(b"\r\n");
+                }
+                response.extend_from_slice(b"0\r\n\r\n");
+            }
+            _ => {
+                response.extend_from_slice(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                response.extend_from_slice(&data);
+            }
+        }
+        let (port, log) = serve_in_pieces(response, pieces, close);
+        let t = transport();
+        let url = format!("http://127.0.0.1:{port}/");
+        let got = body(send(&t, get(&url)).unwrap()).unwrap();
+        proptest::prop_assert_eq!(got.len(), data.len());
+        proptest::prop_assert!(got == data, "the body arrived altered");
+        if !close {
+            let next = body(send(&t, get(&url)).unwrap()).unwrap();
+            proptest::prop_assert_eq!(&next[..], b"hello");
+            proptest::prop_assert_eq!(log.lock().unwrap().connections, 1);
+        }
+    }
+}
