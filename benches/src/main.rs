@@ -217,7 +217,60 @@ fn run_child(
     serde_json::from_str(line).map_err(|e| format!("{client}: bad sample {line:?}: {e}"))
 }
 
+const USAGE: &str = "usage: keel-benches [--quick] [--reps N] [--scenarios S1,S2,S3,S4] \
+[--clients a,b,...] [--callgrind]";
+
+/// Flags the orchestrator knows, and whether each takes a value.
+const FLAGS: &[(&str, bool)] = &[
+    ("--quick", false),
+    ("--reps", true),
+    ("--scenarios", true),
+    ("--clients", true),
+    ("--callgrind", false),
+];
+
+/// Rejects what the orchestrator doesn't understand: a mistyped flag must not start a
+/// half-hour run that ignores it.
+fn check_args(args: &[String]) -> Result<(), String> {
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match FLAGS.iter().find(|(name, _)| name == arg) {
+            Some((_, true)) if rest.next().is_none() => return Err(format!("{arg} needs a value")),
+            Some(_) => {}
+            None if arg == "--help" || arg == "-h" => return Err(String::new()),
+            None => return Err(format!("unknown argument `{arg}`")),
+        }
+    }
+    let clients = flag(args, "--clients").unwrap_or_default();
+    if let Some(unknown) = clients
+        .split(',')
+        .find(|c| !c.is_empty() && !clients::ALL.contains(c))
+    {
+        return Err(format!(
+            "unknown client `{unknown}` (known: {})",
+            clients::ALL.join(",")
+        ));
+    }
+    let scenarios = flag(args, "--scenarios").unwrap_or_default();
+    if let Some(unknown) = scenarios.split(',').find(|s| {
+        !s.is_empty()
+            && !["S1", "S2", "S3", "S4"]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(s))
+    }) {
+        return Err(format!("unknown scenario `{unknown}` (known: S1,S2,S3,S4)"));
+    }
+    Ok(())
+}
+
 fn orchestrate(args: &[String]) -> i32 {
+    if let Err(why) = check_args(args) {
+        if !why.is_empty() {
+            eprintln!("{why}");
+        }
+        eprintln!("{USAGE}");
+        return if why.is_empty() { 0 } else { 2 };
+    }
     let opts = options(args);
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
@@ -337,4 +390,29 @@ fn report_dir() -> PathBuf {
                 .join("target")
         })
         .join("keel-report")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_args;
+
+    fn check(args: &str) -> Result<(), String> {
+        let args: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
+        check_args(&args)
+    }
+
+    #[test]
+    fn known_flags_pass_and_anything_else_stops_the_run() {
+        assert!(check("").is_ok());
+        assert!(
+            check("--quick --reps 2 --scenarios S1,s2 --clients keel-smol --callgrind").is_ok()
+        );
+        assert_eq!(check("--help"), Err(String::new()));
+        assert!(check("--quik").unwrap_err().contains("--quik"));
+        assert!(check("--reps").unwrap_err().contains("needs a value"));
+        assert!(check("--clients keel-smo")
+            .unwrap_err()
+            .contains("keel-smo"));
+        assert!(check("--scenarios S5").unwrap_err().contains("S5"));
+    }
 }
