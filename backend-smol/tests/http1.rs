@@ -167,6 +167,11 @@ fn get(url: &str) -> http::Request<Body> {
     http::Request::get(url).body(Body::empty()).unwrap()
 }
 
+/// A GET that must succeed, and its whole body.
+fn fetch(t: &SmolTransport, url: &str) -> Bytes {
+    body(send(t, get(url)).unwrap()).unwrap()
+}
+
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
 
 #[test]
@@ -187,14 +192,8 @@ fn connection_close_from_the_server_is_honoured() {
     let close: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
     let server = Server::start(vec![(close, Then::KeepOpen), (OK, Then::KeepOpen)]);
     let t = transport();
-    assert_eq!(
-        body(send(&t, get(&server.url("/a"))).unwrap()).unwrap(),
-        "hello"
-    );
-    assert_eq!(
-        body(send(&t, get(&server.url("/b"))).unwrap()).unwrap(),
-        "hello"
-    );
+    assert_eq!(fetch(&t, &server.url("/a")), "hello");
+    assert_eq!(fetch(&t, &server.url("/b")), "hello");
     assert_eq!(server.connections(), 2);
 }
 
@@ -206,10 +205,7 @@ fn an_http10_body_without_length_ends_at_the_close() {
     let resp = send(&t, get(&server.url("/a"))).unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_10);
     assert_eq!(body(resp).unwrap(), "until the end");
-    assert_eq!(
-        body(send(&t, get(&server.url("/b"))).unwrap()).unwrap(),
-        "hello"
-    );
+    assert_eq!(fetch(&t, &server.url("/b")), "hello");
     assert_eq!(server.connections(), 2);
 }
 
@@ -238,16 +234,9 @@ fn no_body_is_read_after_head_204_or_304() {
         .body(Body::empty())
         .unwrap();
     assert!(body(send(&t, head).unwrap()).unwrap().is_empty());
-    assert!(body(send(&t, get(&server.url("/"))).unwrap())
-        .unwrap()
-        .is_empty());
-    assert!(body(send(&t, get(&server.url("/"))).unwrap())
-        .unwrap()
-        .is_empty());
-    assert_eq!(
-        body(send(&t, get(&server.url("/"))).unwrap()).unwrap(),
-        "hello"
-    );
+    assert!(fetch(&t, &server.url("/")).is_empty());
+    assert!(fetch(&t, &server.url("/")).is_empty());
+    assert_eq!(fetch(&t, &server.url("/")), "hello");
     assert_eq!(server.connections(), 1, "every exchange ended cleanly");
 }
 
@@ -256,14 +245,8 @@ fn bytes_after_the_response_rule_the_connection_out() {
     let extra: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\n";
     let server = Server::start(vec![(extra, Then::KeepOpen), (OK, Then::KeepOpen)]);
     let t = transport();
-    assert_eq!(
-        body(send(&t, get(&server.url("/a"))).unwrap()).unwrap(),
-        "hello"
-    );
-    assert_eq!(
-        body(send(&t, get(&server.url("/b"))).unwrap()).unwrap(),
-        "hello"
-    );
+    assert_eq!(fetch(&t, &server.url("/a")), "hello");
+    assert_eq!(fetch(&t, &server.url("/b")), "hello");
     assert_eq!(server.connections(), 2);
 }
 
@@ -380,10 +363,7 @@ fn a_response_arriving_a_byte_at_a_time_is_read_whole() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-a"], "b");
     assert_eq!(body(resp).unwrap(), "abc0123456789abcdef");
-    assert_eq!(
-        body(send(&t, get(&server.url("/b"))).unwrap()).unwrap(),
-        "hello"
-    );
+    assert_eq!(fetch(&t, &server.url("/b")), "hello");
     assert_eq!(server.connections(), 1);
 }
 
@@ -452,12 +432,8 @@ fn a_chunk_header_cut_by_the_end_of_the_read_buffer_is_joined() {
         let (port, log) = serve_in_pieces(response, vec![usize::MAX], false);
         let t = transport();
         let url = format!("http://127.0.0.1:{port}/");
-        assert_eq!(
-            body(send(&t, get(&url)).unwrap()).unwrap(),
-            data,
-            "pad {pad}"
-        );
-        assert_eq!(body(send(&t, get(&url)).unwrap()).unwrap(), "hello");
+        assert_eq!(fetch(&t, &url), data, "pad {pad}");
+        assert_eq!(fetch(&t, &url), "hello");
         assert_eq!(log.lock().unwrap().connections, 1);
     }
 }
@@ -504,11 +480,11 @@ proptest::proptest! {
         let (port, log) = serve_in_pieces(response, pieces, close);
         let t = transport();
         let url = format!("http://127.0.0.1:{port}/");
-        let got = body(send(&t, get(&url)).unwrap()).unwrap();
+        let got = fetch(&t, &url);
         proptest::prop_assert_eq!(got.len(), data.len());
         proptest::prop_assert!(got == data, "the body arrived altered");
         if !close {
-            let next = body(send(&t, get(&url)).unwrap()).unwrap();
+            let next = fetch(&t, &url);
             proptest::prop_assert_eq!(&next[..], b"hello");
             proptest::prop_assert_eq!(log.lock().unwrap().connections, 1);
         }
