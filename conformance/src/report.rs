@@ -76,7 +76,7 @@ impl Scorecard {
             Some(r) => match &r.status {
                 Status::Pass => format!("pass {}", ms(r.elapsed)),
                 Status::Fail(_) => format!("FAIL {}", ms(r.elapsed)),
-                Status::NotSupported(_) => "not supported".to_owned(),
+                Status::NotSupported(what) => format!("not supported ({what})"),
             },
         }
     }
@@ -284,10 +284,11 @@ mod tests {
         );
         let text = card.to_text();
         assert!(text.contains("pass 12 ms"));
-        assert!(text.contains("not supported"));
+        assert!(text.contains("not supported (http2)"));
         assert!(text.contains("- reset on hyper / tokio: kind <Body>"));
         let md = card.to_markdown();
         assert!(md.contains("| methods | pass 12 ms |"));
+        assert!(md.contains("| h2 | not supported (http2) |"));
         let html = card.to_html();
         assert!(html.contains("kind &lt;Body&gt;"));
         assert!(!html.contains("<Body>"));
