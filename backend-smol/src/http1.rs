@@ -121,11 +121,13 @@ impl H1Conn {
     }
 
     /// Writes all of `data`; `written` turns true once the stream accepted a byte.
-    async fn write_all(&mut self, mut data: &[u8], written: &mut bool) -> io::Result<()> {
+    async fn write_all(&mut self, mut data: &[u8], written: &mut bool) -> Result<(), Error> {
         while !data.is_empty() {
-            let n = poll_fn(|cx| Pin::new(&mut self.io).poll_write(cx, data)).await?;
+            let n = poll_fn(|cx| Pin::new(&mut self.io).poll_write(cx, data))
+                .await
+                .map_err(|e| write_error(e, *written))?;
             if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+                return Err(write_error(io::ErrorKind::WriteZero.into(), *written));
             }
             *written = true;
             data = &data[n.min(data.len())..];
@@ -134,15 +136,20 @@ impl H1Conn {
     }
 
     /// Writes the first `len` bytes of the write buffer.
-    async fn write_buffered(&mut self, len: usize, written: &mut bool) -> io::Result<()> {
-        let mut out = std::mem::take(&mut self.write);
+    async fn write_buffered(&mut self, len: usize, written: &mut bool) -> Result<(), Error> {
+        let out = std::mem::take(&mut self.write);
         let result = self.write_all(&out[..len], written).await;
-        std::mem::swap(&mut self.write, &mut out);
+        self.write = out;
         result
     }
 
-    async fn flush(&mut self) -> io::Result<()> {
-        poll_fn(|cx| Pin::new(&mut self.io).poll_flush(cx)).await
+    /// Writes the first `len` bytes of the write buffer and flushes the stream: the request is
+    /// all out.
+    async fn write_last(&mut self, len: usize, written: &mut bool) -> Result<(), Error> {
+        self.write_buffered(len, written).await?;
+        poll_fn(|cx| Pin::new(&mut self.io).poll_flush(cx))
+            .await
+            .map_err(|e| write_error(e, true))
     }
 }
 
@@ -199,12 +206,12 @@ pub(crate) async fn send(
                 send_body(conn, call, len, &mut body, &mut written).await?
             }
             Await100Result::RecvResponse(call) => {
-                send_head(conn, len, &mut written).await?;
+                conn.write_last(len, &mut written).await?;
                 call
             }
         },
         Some(SendRequestResult::RecvResponse(call)) => {
-            send_head(conn, len, &mut written).await?;
+            conn.write_last(len, &mut written).await?;
             call
         }
         None => {
@@ -289,14 +296,6 @@ fn strip_userinfo(uri: &mut Uri) {
     }
 }
 
-/// Writes a head that has no body after it.
-async fn send_head(conn: &mut H1Conn, len: usize, written: &mut bool) -> Result<(), Error> {
-    conn.write_buffered(len, written)
-        .await
-        .map_err(|e| write_error(e, *written))?;
-    conn.flush().await.map_err(|e| write_error(e, true))
-}
-
 /// Writes the head (`len` bytes in the write buffer) and the body behind it.
 async fn send_body(
     conn: &mut H1Conn,
@@ -323,13 +322,9 @@ async fn send_body(
         if !call.is_chunked() && data.len() >= DIRECT_WRITE {
             call.consume_direct_write(data.len())
                 .map_err(invalid_request)?;
-            conn.write_buffered(len, written)
-                .await
-                .map_err(|e| write_error(e, *written))?;
+            conn.write_buffered(len, written).await?;
             len = 0;
-            conn.write_all(&data, written)
-                .await
-                .map_err(|e| write_error(e, *written))?;
+            conn.write_all(&data, written).await?;
             continue;
         }
         // Room for the chunk behind what is buffered (a small body leaves with its head), up to
@@ -351,18 +346,14 @@ async fn send_body(
                 conn.write.resize(grown, 0);
             } else if used == 0 || conn.write.len() - len < 64 {
                 // The buffer is full: send it and start over.
-                conn.write_buffered(len, written)
-                    .await
-                    .map_err(|e| write_error(e, *written))?;
+                conn.write_buffered(len, written).await?;
                 len = 0;
             }
         }
     }
     if call.is_chunked() {
         if conn.write.len() - len < 8 {
-            conn.write_buffered(len, written)
-                .await
-                .map_err(|e| write_error(e, *written))?;
+            conn.write_buffered(len, written).await?;
             len = 0;
         }
         let (_, n) = call
@@ -370,10 +361,7 @@ async fn send_body(
             .map_err(invalid_request)?;
         len += n;
     }
-    conn.write_buffered(len, written)
-        .await
-        .map_err(|e| write_error(e, *written))?;
-    conn.flush().await.map_err(|e| write_error(e, true))?;
+    conn.write_last(len, written).await?;
     call.proceed().ok_or_else(|| {
         Error::new(ErrorKind::InvalidRequest)
             .with_stage(Stage::SendRequest)
