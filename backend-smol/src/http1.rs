@@ -222,18 +222,9 @@ pub(crate) async fn send(
     };
     let head = read_head(conn, &mut call).await?;
     let body = match call.proceed() {
-        Some(RecvResponseResult::RecvBody(call)) => {
-            let close_delimited = call.body_mode() == BodyMode::CloseDelimited;
-            let remaining = match call.body_mode() {
-                BodyMode::LengthDelimited(n) => Some(n),
-                _ => None,
-            };
-            ResponseBody::new(H1Body {
-                state: Some((pooled, call)),
-                close_delimited,
-                remaining,
-            })
-        }
+        Some(RecvResponseResult::RecvBody(call)) => ResponseBody::new(H1Body {
+            state: Some((pooled, call)),
+        }),
         Some(RecvResponseResult::Cleanup(call)) => {
             finish(pooled, !call.must_close_connection());
             ResponseBody::empty()
@@ -415,10 +406,17 @@ fn finish(mut pooled: Pooled<Origin, H1Conn>, keep_alive: bool) {
 struct H1Body {
     /// `None` once the body ended or failed (the connection was released or closed).
     state: Option<(Pooled<Origin, H1Conn>, Call<RecvBody>)>,
-    /// The body ends when the server closes the connection.
-    close_delimited: bool,
-    /// Bytes still to come, when the head declared a length.
-    remaining: Option<u64>,
+}
+
+/// The body ends when the server closes the connection.
+fn close_delimited(call: &Call<RecvBody>) -> bool {
+    call.body_mode() == BodyMode::CloseDelimited
+}
+
+/// Every byte of a body framed by length or chunks has arrived. (ureq-proto lets a
+/// close-delimited body proceed at any time: only the close ends it.)
+fn complete(call: &Call<RecvBody>) -> bool {
+    !close_delimited(call) && call.can_proceed()
 }
 
 impl H1Body {
@@ -427,12 +425,13 @@ impl H1Body {
         let Some((pooled, call)) = self.state.take() else {
             return;
         };
+        // A close-delimited body is among the reasons ureq-proto gives to close.
         let keep_alive = match call.proceed() {
             Some(RecvBodyResult::Cleanup(call)) => !call.must_close_connection(),
             Some(RecvBodyResult::Redirect(call)) => !call.must_close_connection(),
             None => false,
         };
-        finish(pooled, keep_alive && !self.close_delimited);
+        finish(pooled, keep_alive);
     }
 
     fn fail(&mut self, err: Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
@@ -454,10 +453,11 @@ impl http_body::Body for H1Body {
             let Some((pooled, call)) = this.state.as_mut() else {
                 return Poll::Ready(None);
             };
-            if !this.close_delimited && call.can_proceed() {
+            if complete(call) {
                 this.end();
                 return Poll::Ready(None);
             }
+            let close_delimited = close_delimited(call);
             let conn = pooled.conn_mut();
             let input = conn.buffered();
             if !input.is_empty() {
@@ -468,9 +468,6 @@ impl http_body::Body for H1Body {
                         conn.consume(used);
                         if produced > 0 {
                             data.truncate(produced);
-                            if let Some(left) = this.remaining.as_mut() {
-                                *left = left.saturating_sub(produced as u64);
-                            }
                             return Poll::Ready(Some(Ok(Frame::data(data.freeze()))));
                         }
                         if used > 0 {
@@ -481,7 +478,7 @@ impl http_body::Body for H1Body {
                 }
             }
             match ready!(conn.poll_fill(cx, MAX_HEAD)) {
-                Ok(0) if this.close_delimited => {
+                Ok(0) if close_delimited => {
                     this.end();
                     return Poll::Ready(None);
                 }
@@ -501,14 +498,18 @@ impl http_body::Body for H1Body {
     fn is_end_stream(&self) -> bool {
         match &self.state {
             None => true,
-            Some((_, call)) => !self.close_delimited && call.can_proceed(),
+            Some((_, call)) => complete(call),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.remaining {
-            Some(n) => SizeHint::with_exact(n),
-            None => SizeHint::default(),
+        match &self.state {
+            None => SizeHint::with_exact(0),
+            // What ureq-proto still expects of a body framed by length.
+            Some((_, call)) => match call.body_mode() {
+                BodyMode::LengthDelimited(left) => SizeHint::with_exact(left),
+                _ => SizeHint::default(),
+            },
         }
     }
 }
