@@ -101,7 +101,7 @@ fn retry_machine(c: &mut Criterion) {
     use keel_core::{RetryBudget, RetryPolicy};
 
     let policy = RetryPolicy::default();
-    let budget = std::sync::Mutex::new(RetryBudget::default());
+    let mut budget = RetryBudget::default();
     let method = http::Method::GET;
     let headers = http::HeaderMap::new();
     let facts = RequestFacts::new(&method).with_headers(&headers);
@@ -115,7 +115,7 @@ fn retry_machine(c: &mut Criterion) {
                 status: http::StatusCode::OK,
                 headers: &headers,
             };
-            black_box(retry.on_outcome(start, wall, &facts, black_box(outcome), Some(&budget)))
+            black_box(retry.on_outcome(start, wall, &facts, black_box(outcome), Some(&mut budget)))
         })
     });
 

@@ -60,6 +60,16 @@ impl Body {
         }
     }
 
+    /// True for an empty buffered body.
+    pub fn is_empty(&self) -> bool {
+        matches!(self.kind, Kind::Full(None))
+    }
+
+    /// True when the body can be sent again as it is: a buffer (not a stream).
+    pub fn is_replayable(&self) -> bool {
+        matches!(self.kind, Kind::Full(_))
+    }
+
     /// A copy of the body for another attempt, if it is buffered.
     pub fn try_clone(&self) -> Option<Self> {
         self.as_bytes().map(Self::from)

@@ -24,7 +24,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-use crate::machine::retry::GiveUpReason;
+use crate::client::pipeline::CallRecord;
+use crate::machine::outcome::{self, Failure, Outcome};
+pub use crate::machine::outcome::{ErrorKind, Stage, TimeoutPhase};
+use crate::machine::redirect::Hop;
+use crate::machine::retry::{GiveUpReason, InvalidRetryConfig};
 
 /// A boxed error from a backend or a decoder, used as an [`Error`]'s source.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -73,6 +77,7 @@ struct Inner {
     setting: Option<&'static str>,
     attempts: u32,
     gave_up: Option<GiveUpReason>,
+    hops: Vec<Hop>,
     source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
 }
 
@@ -80,81 +85,6 @@ struct Inner {
 struct StatusDetails {
     headers: HeaderMap,
     snippet: Bytes,
-}
-
-/// What went wrong, as a value to match on.
-///
-/// New kinds will be added (circuit open, rate limited, too many redirects…), so a `match`
-/// needs a wildcard arm.
-#[non_exhaustive]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// A time limit ran out; the phase says which one.
-    Timeout(TimeoutPhase),
-    /// No connection could be made: DNS failed, the port refused or the network is unreachable.
-    Connect,
-    /// The TLS handshake failed, for example on an untrusted certificate.
-    Tls,
-    /// The server answered with an error status (returned by
-    /// [`Response::error_for_status`](crate::Response::error_for_status)); the headers and the
-    /// start of the body are kept on the error.
-    Status(StatusCode),
-    /// The connection failed while the request or the response was in flight (closed early,
-    /// reset, truncated body).
-    Body,
-    /// The server broke the HTTP protocol (a malformed head, a body that contradicts its
-    /// framing).
-    Protocol,
-    /// The body could not be decoded as the requested type; see [`Error::json_path`].
-    Decode,
-    /// The response body is larger than the configured limit, in bytes.
-    BodyTooLarge {
-        /// The limit that was exceeded.
-        limit: u64,
-    },
-    /// The URL could not be parsed, joined to the base URL, or has a scheme keel can't use.
-    InvalidUrl,
-    /// The request could not be built: an invalid header name or value, a body that failed to
-    /// serialize.
-    InvalidRequest,
-    /// The client could not be built: a setting is invalid or the backend can't honour it;
-    /// see [`Error::setting`].
-    Config,
-}
-
-/// Which time limit ran out.
-#[non_exhaustive]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TimeoutPhase {
-    /// Establishing the connection (DNS, TCP and TLS) took longer than the connect timeout.
-    Connect,
-    /// No response head arrived within the per-attempt timeout.
-    Attempt,
-    /// The overall deadline for the whole call, body included, passed.
-    Deadline,
-    /// No body bytes arrived for longer than the read-idle timeout.
-    ReadIdle,
-}
-
-/// Where in an attempt a failure happened.
-///
-/// Retry decisions depend on it: a failure before the request was written cannot have had an
-/// effect on the server.
-#[non_exhaustive]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Stage {
-    /// Resolving the host name.
-    Dns,
-    /// Opening the TCP connection.
-    Connect,
-    /// The TLS handshake.
-    Tls,
-    /// Writing the request, before it was fully written.
-    SendRequest,
-    /// Waiting for the response head, after the request was written.
-    AwaitHead,
-    /// Reading the response body.
-    Body,
 }
 
 impl Error {
@@ -171,6 +101,7 @@ impl Error {
                 setting: None,
                 attempts: 0,
                 gave_up: None,
+                hops: Vec::new(),
                 source: None,
             }),
         }
@@ -190,9 +121,7 @@ impl Error {
     #[must_use]
     pub fn with_stage(mut self, stage: Stage) -> Self {
         self.inner.stage = Some(stage);
-        if matches!(stage, Stage::Dns | Stage::Connect | Stage::Tls) {
-            self.inner.unsent = true;
-        }
+        self.inner.unsent |= stage.is_before_request();
         self
     }
 
@@ -218,11 +147,12 @@ impl Error {
         self
     }
 
-    /// Records how many attempts the call made and, if it stopped while the outcome was still
-    /// worth retrying, why.
-    pub(crate) fn with_attempts(mut self, attempts: u32, gave_up: Option<GiveUpReason>) -> Self {
-        self.inner.attempts = attempts;
-        self.inner.gave_up = gave_up;
+    /// Records what the call did: how many attempts it made, why it stopped retrying while
+    /// the outcome was still worth retrying, and the redirects it followed.
+    pub(crate) fn with_record(mut self, record: CallRecord) -> Self {
+        self.inner.attempts = record.attempts;
+        self.inner.gave_up = record.gave_up;
+        self.inner.hops = record.hops;
         self
     }
 
@@ -299,6 +229,12 @@ impl Error {
         self.inner.gave_up.as_ref()
     }
 
+    /// The redirects the call followed before it failed, in order: for a
+    /// [`ErrorKind::Redirect`] refusal, the chain that led to it.
+    pub fn redirects(&self) -> &[Hop] {
+        &self.inner.hops
+    }
+
     /// The name of the builder setting at fault, for [`ErrorKind::Config`].
     pub fn setting(&self) -> Option<&'static str> {
         self.inner.setting
@@ -311,20 +247,13 @@ impl Error {
     /// provably did not reach the server. Whether a retry is *safe* also depends on the method;
     /// this only says whether it is worth trying.
     pub fn is_retryable(&self) -> bool {
-        match self.inner.kind {
-            ErrorKind::Timeout(TimeoutPhase::Deadline) => false,
-            ErrorKind::Timeout(_) | ErrorKind::Connect | ErrorKind::Body => true,
-            ErrorKind::Status(s) => matches!(s.as_u16(), 408 | 429 | 500 | 502 | 503 | 504),
-            // A protocol failure on a connection the request never reached (a stale keep-alive
-            // connection answering garbage) says nothing about the next attempt.
-            ErrorKind::Protocol => self.inner.unsent,
-            ErrorKind::Tls
-            | ErrorKind::Decode
-            | ErrorKind::BodyTooLarge { .. }
-            | ErrorKind::InvalidUrl
-            | ErrorKind::InvalidRequest
-            | ErrorKind::Config => false,
-        }
+        outcome::is_retryable(self.inner.kind, self.inner.unsent)
+    }
+
+    /// The error as the facts a machine decides on: its kind, stage, whether it is unsent,
+    /// and the response headers of a status error.
+    pub fn outcome(&self) -> Outcome<'_> {
+        Outcome::from(self)
     }
 
     /// True for [`ErrorKind::Timeout`] of any phase.
@@ -358,6 +287,9 @@ impl fmt::Debug for Error {
         if let Some(reason) = &self.inner.gave_up {
             d.field("gave_up", reason);
         }
+        if !self.inner.hops.is_empty() {
+            d.field("redirects", &self.inner.hops);
+        }
         if let Some(source) = &self.inner.source {
             d.field("source", source);
         }
@@ -367,33 +299,14 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.inner.kind {
-            ErrorKind::Timeout(TimeoutPhase::Connect) => f.write_str("connect timed out")?,
-            ErrorKind::Timeout(TimeoutPhase::Attempt) => {
-                f.write_str("timed out waiting for the response head")?
+        match (self.inner.kind, &self.inner.json_path, self.inner.setting) {
+            (ErrorKind::Decode, Some(path), _) => {
+                write!(f, "could not decode the body at `{path}`")?
             }
-            ErrorKind::Timeout(TimeoutPhase::Deadline) => f.write_str("request deadline passed")?,
-            ErrorKind::Timeout(TimeoutPhase::ReadIdle) => {
-                f.write_str("timed out waiting for body data")?
+            (ErrorKind::Config, _, Some(setting)) => {
+                write!(f, "invalid client setting `{setting}`")?
             }
-            ErrorKind::Connect => f.write_str("connection failed")?,
-            ErrorKind::Tls => f.write_str("tls handshake failed")?,
-            ErrorKind::Status(s) => write!(f, "server returned {s}")?,
-            ErrorKind::Body => f.write_str("connection failed mid-request")?,
-            ErrorKind::Protocol => f.write_str("invalid http from the server")?,
-            ErrorKind::Decode => match &self.inner.json_path {
-                Some(path) => write!(f, "could not decode the body at `{path}`")?,
-                None => f.write_str("could not decode the body")?,
-            },
-            ErrorKind::BodyTooLarge { limit } => {
-                write!(f, "response body is larger than the limit of {limit} bytes")?
-            }
-            ErrorKind::InvalidUrl => f.write_str("invalid url")?,
-            ErrorKind::InvalidRequest => f.write_str("invalid request")?,
-            ErrorKind::Config => match self.inner.setting {
-                Some(setting) => write!(f, "invalid client setting `{setting}`")?,
-                None => f.write_str("invalid client configuration")?,
-            },
+            (kind, _, _) => write!(f, "{kind}")?,
         }
         if let Some(stage) = self.inner.stage {
             let at = match stage {
@@ -439,9 +352,29 @@ impl From<Error> for io::Error {
                 io::ErrorKind::InvalidInput
             }
             ErrorKind::BodyTooLarge { .. } => io::ErrorKind::FileTooLarge,
+            ErrorKind::Redirect(_) => io::ErrorKind::Other,
             ErrorKind::Status(_) => io::ErrorKind::Other,
         };
         io::Error::new(kind, err)
+    }
+}
+
+impl<'a> From<&'a Error> for Outcome<'a> {
+    fn from(err: &'a Error) -> Self {
+        Outcome::Error(Failure {
+            kind: err.inner.kind,
+            stage: err.inner.stage,
+            unsent: err.inner.unsent,
+            headers: err.response_headers(),
+        })
+    }
+}
+
+impl From<InvalidRetryConfig> for Error {
+    fn from(err: InvalidRetryConfig) -> Self {
+        Error::new(ErrorKind::Config)
+            .with_setting(err.setting())
+            .with_source(err)
     }
 }
 

@@ -81,14 +81,23 @@ mod tests;
 pub mod tls;
 
 pub use body::{Body, ResponseBody};
+pub use client::pipeline;
 pub use client::{
-    BodyStream, Client, ClientBuilder, Pending, RequestBuilder, Response, RetryEvent, RetryHook,
-    Timeouts, DEFAULT_MAX_BODY_SIZE,
+    BodyStream, Client, ClientBuilder, Pending, RedirectEvent, RedirectHook, Request,
+    RequestBuilder, Response, RetryEvent, RetryHook, Timeouts, DEFAULT_MAX_BODY_SIZE,
 };
 pub use error::{
     find_in_chain, find_io_in_chain, find_source, BoxError, Error, ErrorKind, Stage, TimeoutPhase,
 };
-pub use machine::retry::{Jitter, RetryBudget, RetryPolicy};
+pub use machine::credentials::SensitiveHeaders;
+pub use machine::outcome::{Failure, Outcome};
+pub use machine::redirect::{
+    Hop, RedirectAttempt, RedirectDecision, RedirectPolicy, RedirectRefusal,
+};
+pub use machine::retry::{
+    GiveUpReason, InvalidRetryConfig, Jitter, Pacing, RequestFacts, RetryBudget, RetryPolicy,
+    RetryPolicyBuilder, RetryReason,
+};
 pub use transport::{
     Backend, BoxFuture, BoxTransport, CallDeadline, Capabilities, Certificate, CertificateEncoding,
     Origin, Sleep, Timer, Transport, TransportConfig,

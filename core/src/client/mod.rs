@@ -12,27 +12,35 @@
 //! back to the pool only after a complete exchange, so the next request never reads the tail of
 //! someone else's response.
 
+mod layers;
 mod pending;
+pub mod pipeline;
 mod request;
 mod response;
+mod state;
 mod url;
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderName, HeaderValue, USER_AGENT};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, USER_AGENT};
 use http::Uri;
 use http::{HeaderMap, Method};
 
 pub use pending::Pending;
-pub use request::RequestBuilder;
+pub use request::{Request, RequestBuilder};
 pub use response::{BodyStream, Response};
 
+use self::pipeline::{Policy, PolicyFactory};
+use self::request::Redacted;
+use self::state::{OriginState, Store};
 use crate::body::{Body, ResponseBody};
 use crate::error::{BoxError, Error, ErrorKind};
+use crate::machine::credentials::SensitiveHeaders;
+use crate::machine::redirect::{Hop, RedirectPolicy};
 use crate::machine::retry::{Pacing, RetryBudget, RetryPolicy, RetryReason};
 use crate::transport::{
     Backend, BoxFuture, BoxTransport, Certificate, Timer, Transport, TransportConfig,
@@ -87,8 +95,10 @@ pub struct Client<T> {
 struct Shared<T> {
     transport: T,
     config: ClientConfig,
-    /// One retry budget for every call on the client.
-    budget: Option<Mutex<RetryBudget>>,
+    /// What the policies share across calls (retry budgets), per origin.
+    store: Store,
+    /// When the client was built: a placeholder instant for calls not started yet.
+    epoch: Instant,
     /// Seeds for the calls' jitter: `seed_base` mixed with a call counter.
     seed_base: u64,
     calls: AtomicU64,
@@ -97,13 +107,20 @@ struct Shared<T> {
 #[derive(Clone)]
 pub(crate) struct ClientConfig {
     base_url: Option<url::BaseUrl>,
+    /// Default headers sent to every origin.
     headers: HeaderMap,
+    /// Default credentials (sensitive headers), sent only to the base URL's origin.
+    scoped_headers: Option<(Uri, HeaderMap)>,
+    pub(crate) sensitive: SensitiveHeaders,
     timeouts: Timeouts,
     max_body_size: u64,
     retry: RetryPolicy,
+    redirect: RedirectPolicy,
     budget: Option<RetryBudget>,
     seed: Option<u64>,
     on_retry: Option<RetryHook>,
+    on_redirect: Option<RedirectHook>,
+    policies: Vec<PolicyFactory>,
     /// The backend reads [`CallDeadline`](crate::CallDeadline) (inserting it costs an
     /// allocation per request, so only then).
     call_deadline: bool,
@@ -130,6 +147,17 @@ pub struct RetryEvent {
     pub url: Uri,
 }
 
+/// A function called before every redirect is followed; see [`ClientBuilder::on_redirect`].
+pub type RedirectHook = Arc<dyn Fn(&RedirectEvent) + Send + Sync>;
+
+/// What [`ClientBuilder::on_redirect`] hooks receive before a redirect is followed.
+#[non_exhaustive]
+#[derive(Clone, Debug)]
+pub struct RedirectEvent {
+    /// The hop: the status, where from, where to, and the method of the next request.
+    pub hop: Hop,
+}
+
 impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
@@ -137,12 +165,23 @@ impl fmt::Debug for ClientConfig {
                 "base_url",
                 &self.base_url.as_ref().map(url::BaseUrl::as_uri),
             )
-            .field("headers", &self.headers)
+            .field("headers", &Redacted(&self.headers, Some(&self.sensitive)))
+            .field(
+                "scoped_headers",
+                &self
+                    .scoped_headers
+                    .as_ref()
+                    .map(|(_, h)| Redacted(h, Some(&self.sensitive))),
+            )
+            .field("sensitive", &self.sensitive)
             .field("timeouts", &self.timeouts)
             .field("max_body_size", &self.max_body_size)
             .field("retry", &self.retry)
+            .field("redirect", &self.redirect)
             .field("budget", &self.budget)
             .field("on_retry", &self.on_retry.is_some())
+            .field("on_redirect", &self.on_redirect.is_some())
+            .field("policies", &self.policies.len())
             .finish()
     }
 }
@@ -156,7 +195,10 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     ) -> BoxFuture<Result<http::Response<ResponseBody>, Error>>;
     fn timer(&self) -> &Arc<dyn Timer>;
     fn config(&self) -> &ClientConfig;
-    fn budget(&self) -> Option<&Mutex<RetryBudget>>;
+    /// The shared state of `url`'s origin.
+    fn origin(&self, url: &Uri) -> Arc<OriginState>;
+    /// A different jitter seed for every call.
+    fn next_seed(&self) -> u64;
 }
 
 impl<T: Transport> Dispatch for Shared<T> {
@@ -175,8 +217,13 @@ impl<T: Transport> Dispatch for Shared<T> {
         &self.config
     }
 
-    fn budget(&self) -> Option<&Mutex<RetryBudget>> {
-        self.budget.as_ref()
+    fn origin(&self, url: &Uri) -> Arc<OriginState> {
+        self.store.origin(url)
+    }
+
+    fn next_seed(&self) -> u64 {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        self.seed_base ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
 }
 
@@ -188,19 +235,18 @@ impl<T> Shared<T> {
                 .build_hasher()
                 .finish()
         });
+        let store = Store::new(
+            config.base_url.as_ref().map(url::BaseUrl::as_uri),
+            config.budget.clone(),
+        );
         Self {
             transport,
-            budget: config.budget.clone().map(Mutex::new),
+            store,
+            epoch: Instant::now(),
             config,
             seed_base,
             calls: AtomicU64::new(0),
         }
-    }
-
-    /// A different jitter seed for every call.
-    fn next_seed(&self) -> u64 {
-        let n = self.calls.fetch_add(1, Ordering::Relaxed);
-        self.seed_base ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
 }
 
@@ -225,7 +271,45 @@ impl<T: Transport> Client<T> {
     /// `https://api.example.com/v1/users`.
     pub fn request(&self, method: Method, url: &str) -> RequestBuilder<T> {
         let url = url::join(self.shared.config.base_url.as_ref(), url);
-        RequestBuilder::new(self.clone(), method, url, self.shared.config.timeouts)
+        RequestBuilder::new(self.clone(), method, url)
+    }
+
+    /// Sends `request`; the returned future resolves to the response once its head arrives.
+    ///
+    /// A URL without a scheme is a path joined to the base URL, as for
+    /// [`request`](Self::request). Nothing starts until the future is first polled.
+    ///
+    /// ```
+    /// # async fn demo<T: keel_core::Transport>(client: keel_core::Client<T>) -> Result<(), keel_core::Error> {
+    /// let request = client.get("/reports/latest").header("accept", "text/csv").build()?;
+    /// // Keep a copy to send again later (a buffered body is shared, not copied).
+    /// let again = request.try_clone().expect("no one-shot body");
+    /// let first = client.execute(request).await?;
+    /// let second = client.execute(again).await?;
+    /// # let _ = (first, second); Ok(()) }
+    /// ```
+    pub fn execute(&self, mut request: Request) -> Pending {
+        if request.url.scheme().is_none() {
+            let target = request
+                .url
+                .path_and_query()
+                .map_or("", |p| p.as_str())
+                .to_owned();
+            match url::join(self.shared.config.base_url.as_ref(), &target) {
+                Ok(url) => request.url = url,
+                Err(err) => return Pending::failed(err),
+            }
+        } else if let Err(err) = url::check(&request.url) {
+            return Pending::failed(err);
+        }
+        if request.timeouts.any_zero() {
+            return Pending::failed(
+                request_error("a time limit must be greater than zero").with_url(request.url),
+            );
+        }
+        let epoch = self.shared.epoch;
+        let shared: Arc<dyn Dispatch> = self.shared.clone();
+        Pending::new(shared, request, epoch)
     }
 
     /// Starts a `GET` request.
@@ -328,12 +412,17 @@ impl<T: Backend> ClientBuilder<T> {
             config: ClientConfig {
                 base_url: None,
                 headers,
+                scoped_headers: None,
+                sensitive: SensitiveHeaders::default(),
                 timeouts: Timeouts::default(),
                 max_body_size: DEFAULT_MAX_BODY_SIZE,
                 retry: RetryPolicy::default(),
+                redirect: RedirectPolicy::default(),
                 budget: Some(RetryBudget::default()),
                 seed: None,
                 on_retry: None,
+                on_redirect: None,
+                policies: Vec::new(),
                 call_deadline: T::capabilities().uses_call_deadline,
             },
             transport: TransportConfig::default(),
@@ -359,6 +448,25 @@ impl<T: Backend> ClientBuilder<T> {
     }
 
     /// A header sent with every request unless the request sets the same name.
+    ///
+    /// A credential (`Authorization`, `Proxy-Authorization`, `Cookie`, or a name marked with
+    /// [`sensitive_header`](Self::sensitive_header)) is sent only to the base URL's origin,
+    /// never to an absolute URL elsewhere nor across a redirect, and never shows in `Debug`
+    /// output; a client with such a default needs a [`base_url`](Self::base_url).
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// let client = keel_core::Client::<T>::builder()
+    ///     .base_url("https://api.example.com/v1")
+    ///     .default_header("x-api-key", "k-123")
+    ///     .sensitive_header("x-api-key")
+    ///     .bearer_auth("t-456")
+    ///     .build()?;
+    /// // Both go to https://api.example.com only; a request to https://cdn.example.net does
+    /// // not carry them, and neither shows here:
+    /// assert!(!format!("{client:?}").contains("k-123"));
+    /// # Ok(()) }
+    /// ```
     pub fn default_header<K, V>(mut self, name: K, value: V) -> Self
     where
         HeaderName: TryFrom<K>,
@@ -371,12 +479,54 @@ impl<T: Backend> ClientBuilder<T> {
             Err(e) => return self.fail(config_error("default_header", e)),
         };
         match HeaderValue::try_from(value) {
-            Ok(v) => {
+            Ok(mut v) => {
+                if self.config.sensitive.contains(&name) {
+                    v.set_sensitive(true);
+                }
                 self.config.headers.append(name, v);
                 self
             }
             Err(e) => self.fail(config_error("default_header", e)),
         }
+    }
+
+    /// Marks `name` as a credential, like `Authorization`: its values never show in `Debug`
+    /// output, a redirect to another origin drops it, and as a default header it is sent to
+    /// the base URL's origin only.
+    pub fn sensitive_header<K>(mut self, name: K) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<BoxError>,
+    {
+        match HeaderName::try_from(name) {
+            Ok(name) => {
+                self.config.sensitive.insert(name);
+                self.config.sensitive.mark(&mut self.config.headers);
+                self
+            }
+            Err(e) => self.fail(config_error("sensitive_header", e)),
+        }
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request to the base URL's origin (and
+    /// only there).
+    pub fn bearer_auth(mut self, token: &str) -> Self {
+        match bearer(token) {
+            Ok(value) => {
+                self.config.headers.insert(AUTHORIZATION, value);
+                self
+            }
+            Err(e) => self.fail(config_error("bearer_auth", e)),
+        }
+    }
+
+    /// Sends `Authorization: Basic <base64(user:password)>` with every request to the base
+    /// URL's origin (and only there).
+    pub fn basic_auth(mut self, user: &str, password: Option<&str>) -> Self {
+        self.config
+            .headers
+            .insert(AUTHORIZATION, basic(user, password));
+        self
     }
 
     /// The `User-Agent` header. Default `keel/<version>`.
@@ -418,6 +568,15 @@ impl<T: Backend> ClientBuilder<T> {
         self
     }
 
+    /// Time for a whole call (every attempt, redirect and backoff, and reading the body), as
+    /// reqwest's `timeout` means: the same as [`deadline`](Self::deadline). Default 5 minutes.
+    ///
+    /// To bound each attempt instead, see [`attempt_timeout`](Self::attempt_timeout): with
+    /// the default retries, `attempt_timeout(1s)` alone can take about 3 s before it fails.
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.deadline(timeout)
+    }
+
     /// Longest silence allowed between two body chunks. Default 30 s.
     pub fn read_idle_timeout(mut self, timeout: Duration) -> Self {
         self.config.timeouts.read_idle = timeout;
@@ -453,6 +612,31 @@ impl<T: Backend> ClientBuilder<T> {
     /// Each retry is also a `tracing` event at debug level.
     pub fn on_retry(mut self, hook: impl Fn(&RetryEvent) + Send + Sync + 'static) -> Self {
         self.config.on_retry = Some(Arc::new(hook));
+        self
+    }
+
+    /// How redirects are followed. Default [`RedirectPolicy::default`]: up to 10 hops of 301,
+    /// 302, 303, 307 and 308, https → http refused, credentials dropped across origins;
+    /// [`RedirectPolicy::none`] hands every 3xx to the caller.
+    pub fn redirect_policy(mut self, policy: RedirectPolicy) -> Self {
+        self.config.redirect = policy;
+        self
+    }
+
+    /// Calls `hook` before every redirect is followed, with the hop. Each hop is also a
+    /// `tracing` event at debug level (target `keel::redirect`).
+    pub fn on_redirect(mut self, hook: impl Fn(&RedirectEvent) + Send + Sync + 'static) -> Self {
+        self.config.on_redirect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Adds a policy to every call's pipeline, outside the built-in ones (see
+    /// [`pipeline`](crate::pipeline)): `make` builds a fresh one for each call. Policies added
+    /// first are outermost.
+    pub fn policy<P: Policy>(mut self, make: impl Fn() -> P + Send + Sync + 'static) -> Self {
+        self.config
+            .policies
+            .push(Arc::new(move || Box::new(make()) as Box<dyn Policy>));
         self
     }
 
@@ -544,7 +728,39 @@ impl<T: Backend> ClientBuilder<T> {
         }
         self.transport.connect_timeout = t.connect;
         T::capabilities().check(&self.transport)?;
+        self.scope_credentials()?;
         Ok((self.config, self.transport))
+    }
+
+    /// Moves the default headers that are credentials to the base URL's origin.
+    fn scope_credentials(&mut self) -> Result<(), Error> {
+        let config = &mut self.config;
+        let names: Vec<HeaderName> = config
+            .headers
+            .keys()
+            .filter(|name| config.sensitive.contains(name))
+            .cloned()
+            .collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let Some(base) = &config.base_url else {
+            return Err(config_error(
+                "default_header",
+                "a credential header (Authorization, Cookie, bearer_auth, …) is scoped to the \
+                 base URL's origin, and the client has no base_url",
+            ));
+        };
+        let mut scoped = HeaderMap::new();
+        for name in names {
+            for mut value in config.headers.get_all(&name).iter().cloned() {
+                value.set_sensitive(true);
+                scoped.append(name.clone(), value);
+            }
+            config.headers.remove(&name);
+        }
+        config.scoped_headers = Some((base.as_uri().clone(), scoped));
+        Ok(())
     }
 }
 
@@ -562,6 +778,27 @@ fn config_error(setting: &'static str, source: impl Into<BoxError>) -> Error {
     Error::new(ErrorKind::Config)
         .with_setting(setting)
         .with_source(source)
+}
+
+/// `Bearer <token>`, marked sensitive.
+fn bearer(token: &str) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let mut value = HeaderValue::try_from(format!("Bearer {token}"))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// `Basic <base64(user:password)>`, marked sensitive.
+fn basic(user: &str, password: Option<&str>) -> HeaderValue {
+    use base64::Engine as _;
+    let credentials = match password {
+        Some(password) => format!("{user}:{password}"),
+        None => format!("{user}:"),
+    };
+    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+    let mut value = HeaderValue::try_from(format!("Basic {encoded}"))
+        .expect("base64 is always a valid header value");
+    value.set_sensitive(true);
+    value
 }
 
 fn add_saturating(t: Instant, d: Duration) -> Instant {

@@ -1,12 +1,21 @@
-//! The future of a call in flight: attempts, the retry machine's decisions, and the sleeps
-//! between them, until a response head is handed to the caller.
+//! The future of a call: the one driver loop that runs the pipeline (see
+//! [`pipeline`](super::pipeline)) until a response head is handed to the caller.
 //!
 //! ```text
-//!   send() ──► Sending(attempt n) ──head or error──► Retry::on_outcome
-//!                  ▲                                   │ Finish / GiveUp ──► Ready(response or error)
-//!                  │                                   │ RetryAt(at)
-//!                  └──────── Backoff(sleep until at) ◄─┘
+//!   first poll ──► start: clock read, deadline, the call's policy stack
+//!        │
+//!        ▼
+//!   Admit(layer i) ── before_attempt ──► WaitUntil(t): Waiting ─► Admit(i)
+//!        │  all Proceed / Hold                Fail(e): Done(Err)
+//!        ▼
+//!   Sending(attempt) ──head or error──► on_outcome, innermost first
+//!        ▲                                    │ Deliver / all Proceed ──► Done(response or error)
+//!        │                                    │ Fail(e) ──► Done(Err)
+//!        └──── Admit(0) ◄── Backoff(until at) ◄┘ Reissue { at }
 //! ```
+//!
+//! The loop only carries out actions; it never decides. It knows nothing of retries or
+//! redirects, so a new policy needs no change here.
 
 use std::fmt;
 use std::future::Future;
@@ -15,23 +24,25 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use http::{HeaderMap, Method, Uri};
+use http::Method;
 
+use super::layers::Stack;
+use super::pipeline::{Action, CallRecord, Guard, PolicyContext};
+use super::request::Request;
 use super::response::Limits;
-use super::{merge_default_headers, Dispatch, Response, RetryEvent, Timeouts};
+use super::state::OriginState;
+use super::{merge_default_headers, Dispatch, Response, Timeouts};
 use crate::body::{Body, ResponseBody};
 use crate::error::{Error, ErrorKind, TimeoutPhase};
-use crate::machine::retry::{Outcome, RequestFacts, Retry, RetryAction};
+use crate::machine::credentials::same_origin;
+use crate::machine::outcome::Outcome;
 use crate::transport::{BoxFuture, CallDeadline, Sleep};
 
-/// Rebuilds a request body for another attempt; see
-/// [`RequestBuilder::body_with`](crate::RequestBuilder::body_with).
-pub(crate) type BodyFn = Arc<dyn Fn() -> Body + Send + Sync>;
-
-/// The future returned by [`RequestBuilder::send`](crate::RequestBuilder::send): resolves to the
-/// [`Response`] once a head has arrived that the retry policy accepts (or gives up on), or to
-/// the error that ended the call.
+/// The future returned by [`RequestBuilder::send`](crate::RequestBuilder::send) and
+/// [`Client::execute`](crate::Client::execute): resolves to the [`Response`] once a head has
+/// arrived that the policies deliver, or to the error that ended the call.
 ///
+/// Nothing happens until it is first polled: the deadline and every time limit start then.
 /// It is a named type so it can be stored and is `Send`. Dropping it cancels the call at once,
 /// whether an attempt is in flight (its connection is released) or the driver is waiting to
 /// retry (no further attempt is made).
@@ -47,26 +58,34 @@ enum State {
     Running(Box<Call>),
 }
 
-/// A call: what it sends, its limits and retry state, and the attempt in progress.
+/// A call: the request as it stands, its limits, its policies, and the attempt in progress.
 pub(crate) struct Call {
     shared: Arc<dyn Dispatch>,
-    method: Method,
-    url: Uri,
-    /// The request's own headers; the client's defaults are merged into each attempt's copy.
-    headers: HeaderMap,
-    /// The body as given; a stream is taken by the first attempt.
-    body: Option<Body>,
-    /// Whether a stream body was taken by an attempt, so there is none left to send.
-    body_taken: bool,
-    rebuild: Option<BodyFn>,
-    idempotent: Option<bool>,
+    request: Request,
+    /// A one-shot stream body was taken by an attempt, so there is none left to send.
+    body_sent_once: bool,
     timeouts: Timeouts,
     deadline: Instant,
-    retry: Option<Retry>,
+    origin: Arc<OriginState>,
+    stack: Stack,
+    record: CallRecord,
+    /// Guards the policies handed out for the attempt in flight.
+    guards: Vec<Guard>,
     phase: Phase,
 }
 
 enum Phase {
+    /// Not polled yet: nothing has started.
+    Unstarted,
+    /// Asking the policies, from layer `next` inward, whether the attempt may go.
+    Admit {
+        next: usize,
+    },
+    /// A policy asked to wait before it is asked again.
+    Waiting {
+        sleep: Sleep,
+        layer: usize,
+    },
     Sending {
         fut: BoxFuture<Result<http::Response<ResponseBody>, Error>>,
         /// Armed at `head_by` once the transport has returned `Pending`.
@@ -75,58 +94,43 @@ enum Phase {
         timeout: TimeoutPhase,
     },
     Backoff(Sleep),
-    Idle,
-}
-
-/// What the request builder hands to [`Call::start`].
-pub(crate) struct Parts {
-    pub(crate) method: Method,
-    pub(crate) url: Uri,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Option<Body>,
-    pub(crate) rebuild: Option<BodyFn>,
-    pub(crate) idempotent: Option<bool>,
-    pub(crate) timeouts: Timeouts,
+    Done,
 }
 
 enum Step {
-    Retry,
+    Continue,
     Done(Result<http::Response<ResponseBody>, Error>),
 }
 
 impl Pending {
-    pub(crate) fn start(shared: Arc<dyn Dispatch>, seed: u64, parts: Parts) -> Self {
-        let timer = shared.timer();
-        let start = timer.now();
-        let deadline = super::add_saturating(start, parts.timeouts.deadline);
-        let policy = &shared.config().retry;
-        let retry = (policy.max_attempts() != Some(1))
-            .then(|| Retry::new(policy, start, seed).with_deadline(deadline));
-        if retry.is_some() {
-            if let Some(budget) = shared.budget() {
-                budget
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .deposit(start);
-            }
-        }
-        let mut call = Box::new(Call {
-            shared,
-            method: parts.method,
-            url: parts.url,
-            headers: parts.headers,
-            body: parts.body,
-            body_taken: false,
-            rebuild: parts.rebuild,
-            idempotent: parts.idempotent,
-            timeouts: parts.timeouts,
-            deadline,
-            retry,
-            phase: Phase::Idle,
-        });
-        call.send_attempt(start);
+    /// A call that starts when first polled.
+    pub(crate) fn new(shared: Arc<dyn Dispatch>, request: Request, epoch: Instant) -> Self {
+        let config = shared.config();
+        let t = &request.timeouts;
+        let timeouts = Timeouts {
+            connect: config.timeouts.connect,
+            attempt: t.attempt.unwrap_or(config.timeouts.attempt),
+            deadline: t.deadline.unwrap_or(config.timeouts.deadline),
+            read_idle: t.read_idle.unwrap_or(config.timeouts.read_idle),
+        };
+        let origin = shared.origin(&request.url);
         Self {
-            state: State::Running(call),
+            state: State::Running(Box::new(Call {
+                shared,
+                request,
+                body_sent_once: false,
+                timeouts,
+                // Replaced by the real deadline at the first poll; no clock is read before.
+                deadline: epoch,
+                origin,
+                stack: Stack::empty(),
+                record: CallRecord {
+                    attempts: 1,
+                    ..CallRecord::default()
+                },
+                guards: Vec::new(),
+                phase: Phase::Unstarted,
+            })),
         }
     }
 
@@ -154,7 +158,7 @@ impl Future for Pending {
         loop {
             match call.poll_step(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Step::Retry) => continue,
+                Poll::Ready(Step::Continue) => continue,
                 Poll::Ready(Step::Done(Err(err))) => {
                     this.state = State::Failed(None);
                     return Poll::Ready(Err(err));
@@ -173,40 +177,105 @@ impl Future for Pending {
 }
 
 impl Call {
+    /// The first poll: the clock is read, the deadline set and the policies built.
+    fn start(&mut self) -> Option<Step> {
+        let start = self.shared.timer().now();
+        self.deadline = super::add_saturating(start, self.timeouts.deadline);
+        let config = self.shared.config();
+        let user = config.policies.iter().map(|make| make()).collect();
+        self.stack = Stack::new(
+            user,
+            self.request.redirect.as_ref().unwrap_or(&config.redirect),
+            self.request.retry.as_ref().unwrap_or(&config.retry),
+            start,
+            self.deadline,
+            self.shared.next_seed(),
+        );
+        self.admit(0, Some(start))
+    }
+
+    /// Asks the policies from layer `next` inward whether the attempt may go, and sends it
+    /// when they all agree.
+    fn admit(&mut self, next: usize, now: Option<Instant>) -> Option<Step> {
+        let mut cx = PolicyContext {
+            request: &mut self.request,
+            body_sent_once: self.body_sent_once,
+            record: &mut self.record,
+            timer: self.shared.timer(),
+            config: self.shared.config(),
+            origin: &self.origin,
+            now,
+            deadline: self.deadline,
+            claimed: false,
+        };
+        for layer in next..self.stack.len() {
+            match self.stack.layer(layer).before_attempt(&mut cx) {
+                Action::Proceed => {}
+                Action::Hold(guard) => self.guards.push(guard),
+                Action::WaitUntil(at) => {
+                    self.phase = Phase::Waiting {
+                        sleep: cx.timer.sleep_until(at),
+                        layer,
+                    };
+                    return None;
+                }
+                Action::Fail(err) => {
+                    self.phase = Phase::Done;
+                    return Some(Step::Done(Err(self.finish_error(err))));
+                }
+                // Re-issuing or delivering means nothing before an attempt: go on.
+                Action::Reissue { .. } | Action::Deliver => {}
+            }
+        }
+        let now = cx.now();
+        self.send_attempt(now);
+        None
+    }
+
     /// Builds the next attempt's request and hands it to the transport.
     fn send_attempt(&mut self, now: Instant) {
-        // Without retries there is no next attempt to keep the headers for.
-        let mut headers = if self.retry.is_some() {
-            self.headers.clone()
-        } else {
-            std::mem::take(&mut self.headers)
-        };
         let config = self.shared.config();
+        let request = &mut self.request;
+        // With no policy there is no next attempt to keep the headers for.
+        let mut headers = if self.stack.is_empty() {
+            std::mem::take(&mut request.headers)
+        } else {
+            request.headers.clone()
+        };
         merge_default_headers(&mut headers, &config.headers);
-        let body = match (&self.rebuild, &self.body) {
+        if let Some((base, scoped)) = &config.scoped_headers {
+            // Credentials set on the client go to the base URL's origin only.
+            if same_origin(base, &request.url) {
+                merge_default_headers(&mut headers, scoped);
+            }
+        }
+        let body = match (&request.rebuild, &request.body) {
             (Some(rebuild), _) => rebuild(),
             (None, Some(body)) => match body.try_clone() {
                 Some(copy) => copy,
                 None => {
-                    self.body_taken = true;
-                    self.body.take().unwrap_or_default()
+                    self.body_sent_once = true;
+                    request.body.take().unwrap_or_default()
                 }
             },
             (None, None) => Body::empty(),
         };
-        let mut request = http::Request::new(body);
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.url.clone();
-        *request.headers_mut() = headers;
+        let mut attempt = http::Request::new(body);
+        *attempt.method_mut() = request.method.clone();
+        *attempt.uri_mut() = request.url.clone();
+        *attempt.headers_mut() = headers;
+        if !request.extensions.is_empty() {
+            *attempt.extensions_mut() = request.extensions.clone();
+        }
         if config.call_deadline {
-            request.extensions_mut().insert(CallDeadline(self.deadline));
+            attempt.extensions_mut().insert(CallDeadline(self.deadline));
         }
         let (head_by, timeout) = match now.checked_add(self.timeouts.attempt) {
             Some(t) if t < self.deadline => (t, TimeoutPhase::Attempt),
             _ => (self.deadline, TimeoutPhase::Deadline),
         };
         self.phase = Phase::Sending {
-            fut: self.shared.send(request),
+            fut: self.shared.send(attempt),
             sleep: None,
             head_by,
             timeout,
@@ -215,11 +284,20 @@ impl Call {
 
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
         let outcome = match &mut self.phase {
+            Phase::Unstarted => return Poll::Ready(self.start().unwrap_or(Step::Continue)),
+            Phase::Admit { next } => {
+                let next = *next;
+                return Poll::Ready(self.admit(next, None).unwrap_or(Step::Continue));
+            }
+            Phase::Waiting { sleep, layer } => {
+                ready!(sleep.as_mut().poll(cx));
+                self.phase = Phase::Admit { next: *layer };
+                return Poll::Ready(Step::Continue);
+            }
             Phase::Backoff(sleep) => {
                 ready!(sleep.as_mut().poll(cx));
-                let now = self.shared.timer().now();
-                self.send_attempt(now);
-                return Poll::Ready(Step::Retry);
+                self.phase = Phase::Admit { next: 0 };
+                return Poll::Ready(Step::Continue);
             }
             Phase::Sending {
                 fut,
@@ -235,159 +313,145 @@ impl Call {
                     Err(Error::new(ErrorKind::Timeout(*timeout)))
                 }
             },
-            Phase::Idle => {
+            Phase::Done => {
                 return Poll::Ready(Step::Done(Err(Error::new(ErrorKind::InvalidRequest)
                     .with_source("the call has no attempt in flight"))))
             }
         };
-        self.phase = Phase::Idle;
+        self.phase = Phase::Done;
         Poll::Ready(self.decide(outcome))
     }
 
-    /// Asks the retry machine about an attempt's outcome and acts on the answer.
+    /// Shows an attempt's outcome to the policies and acts on the answer.
     fn decide(&mut self, outcome: Result<http::Response<ResponseBody>, Error>) -> Step {
-        match outcome {
-            Ok(head) => {
-                let verdict = self.consult(Outcome::Response {
-                    status: head.status(),
-                    headers: head.headers(),
-                });
-                match verdict {
-                    Verdict::Retry => Step::Retry,
-                    Verdict::Stop(_) => {
-                        tracing::debug!(method = %self.method, url = %self.url,
-                            status = head.status().as_u16(), "response head");
-                        Step::Done(Ok(head))
-                    }
-                }
-            }
-            Err(err) => {
-                let err = err.with_url(self.url.clone());
-                match self.consult(Outcome::Error(&err)) {
-                    Verdict::Retry => Step::Retry,
-                    Verdict::Stop(gave_up) => {
-                        tracing::debug!(method = %self.method, url = %self.url, error = %err,
-                            "request failed");
-                        Step::Done(Err(err.with_attempts(self.attempts(), gave_up)))
-                    }
-                }
-            }
-        }
-    }
-
-    /// Runs the retry machine on `outcome`; on `RetryAt`, reports the retry and arms the
-    /// backoff.
-    fn consult(&mut self, outcome: Outcome<'_>) -> Verdict {
-        let Some(retry) = &mut self.retry else {
-            return Verdict::Stop(None);
+        let outcome = outcome.map_err(|err| err.with_url(self.request.url.clone()));
+        let facts = match &outcome {
+            Ok(head) => Outcome::from(head),
+            Err(err) => Outcome::from(err),
         };
-        // Most outcomes are not worth retrying: settle those without reading the clocks.
-        if retry.policy().retry_reason(&outcome).is_none() {
-            return Verdict::Stop(None);
-        }
-        let timer = self.shared.timer();
-        let facts = RequestFacts::new(&self.method)
-            .with_headers(&self.headers)
-            .with_replayable_body(self.rebuild.is_some() || !self.body_taken);
-        let facts = match self.idempotent {
-            Some(idempotent) => facts.with_idempotent(idempotent),
-            None => facts,
-        };
-        let action = retry.on_outcome(
-            timer.now(),
-            timer.now_system(),
-            &facts,
-            outcome,
-            self.shared.budget(),
-        );
-        match action {
-            RetryAction::RetryAt {
-                at,
-                delay,
-                attempt,
-                reason,
-                pacing,
-            } => {
-                tracing::debug!(target: "keel::retry", method = %self.method, url = %self.url,
-                    attempt, %reason, ?delay, ?pacing, "retrying");
-                if let Some(hook) = &self.shared.config().on_retry {
-                    hook(&RetryEvent {
-                        attempt,
-                        reason,
-                        delay,
-                        pacing,
-                        method: self.method.clone(),
-                        url: self.url.clone(),
-                    });
+        match self.consult(facts) {
+            Some(Action::Reissue { at }) => {
+                self.reissue(at);
+                Step::Continue
+            }
+            Some(Action::Fail(err)) => Step::Done(Err(self.finish_error(err))),
+            _ => match outcome {
+                Ok(head) => {
+                    tracing::debug!(method = %self.request.method, url = %self.request.url,
+                        status = head.status().as_u16(), "response head");
+                    Step::Done(Ok(head))
                 }
-                self.phase = Phase::Backoff(timer.sleep_until(at));
-                Verdict::Retry
-            }
-            RetryAction::GiveUp(reason) => {
-                tracing::debug!(target: "keel::retry", method = %self.method, url = %self.url,
-                    %reason, "not retrying");
-                Verdict::Stop(Some(reason))
-            }
-            _ => Verdict::Stop(None),
+                Err(err) => {
+                    tracing::debug!(method = %self.request.method, url = %self.request.url,
+                        error = %err, "request failed");
+                    Step::Done(Err(self.finish_error(err)))
+                }
+            },
         }
     }
 
-    fn attempts(&self) -> u32 {
-        self.retry.as_ref().map_or(1, Retry::attempt)
+    /// Shows `outcome` to every policy, innermost first; the first answer other than
+    /// `Proceed` decides.
+    fn consult(&mut self, outcome: Outcome<'_>) -> Option<Action> {
+        let mut cx = PolicyContext {
+            request: &mut self.request,
+            body_sent_once: self.body_sent_once,
+            record: &mut self.record,
+            timer: self.shared.timer(),
+            config: self.shared.config(),
+            origin: &self.origin,
+            now: None,
+            deadline: self.deadline,
+            claimed: false,
+        };
+        let mut decided = None;
+        for layer in (0..self.stack.len()).rev() {
+            let action = self.stack.layer(layer).on_outcome(&mut cx, outcome);
+            if decided.is_none() && !matches!(action, Action::Proceed) {
+                decided = Some(action);
+                cx.claimed = true;
+            }
+        }
+        decided
     }
 
-    /// Hands the head to the caller; the call rides along when a failure while reading the body
-    /// could still be retried.
-    fn into_response(self: Box<Self>, head: http::Response<ResponseBody>) -> Response {
+    /// Moves on to another attempt of the (possibly edited) request.
+    fn reissue(&mut self, at: Option<Instant>) {
+        // The attempt is over: what the policies held for it is given back.
+        self.guards.clear();
+        self.origin = self.shared.origin(&self.request.url);
+        self.phase = match at {
+            Some(at) => Phase::Backoff(self.shared.timer().sleep_until(at)),
+            None => Phase::Admit { next: 0 },
+        };
+    }
+
+    /// The error that ends the call, with the URL and what the call did.
+    fn finish_error(&mut self, err: Error) -> Error {
+        self.guards.clear();
+        let err = if err.url().is_none() {
+            err.with_url(self.request.url.clone())
+        } else {
+            err
+        };
+        err.with_record(std::mem::take(&mut self.record))
+    }
+
+    /// Hands the head to the caller; the call rides along so that a failure while reading the
+    /// body can still be shown to the policies.
+    fn into_response(mut self: Box<Self>, head: http::Response<ResponseBody>) -> Response {
+        let config = self.shared.config();
         let limits = Limits {
             read_idle: self.timeouts.read_idle,
             deadline: self.deadline,
-            max_body_size: self.shared.config().max_body_size,
-            head_request: self.method == Method::HEAD,
+            max_body_size: config.max_body_size,
+            head_request: self.request.method == Method::HEAD,
         };
         let timer = self.shared.timer().clone();
-        let url = self.url.clone();
-        let resume = self.retry.is_some().then_some(self);
-        Response::new(head, url, timer, limits, resume)
+        let url = self.request.url.clone();
+        let record = std::mem::take(&mut self.record);
+        let guards = std::mem::take(&mut self.guards);
+        let resume = (!self.stack.is_empty()).then_some(self);
+        Response::new(head, url, timer, limits, record, guards, resume)
     }
 
-    /// After the body of a response failed mid-way: the retry to await, or the error to
-    /// return (with the attempts counted).
-    pub(crate) fn retry_body_failure(mut self: Box<Self>, err: Error) -> Result<Pending, Error> {
-        match self.consult(Outcome::Error(&err)) {
-            Verdict::Retry => Ok(Pending {
-                state: State::Running(self),
-            }),
-            Verdict::Stop(gave_up) => Err(err.with_attempts(self.attempts(), gave_up)),
+    /// After the body of a response failed mid-way in a buffered read: the re-issued call to
+    /// await, or the error to return.
+    pub(crate) fn on_body_failure(
+        mut self: Box<Self>,
+        record: CallRecord,
+        err: Error,
+    ) -> Result<Pending, Error> {
+        self.record = record;
+        match self.consult(Outcome::from(&err)) {
+            Some(Action::Reissue { at }) => {
+                self.reissue(at);
+                Ok(Pending {
+                    state: State::Running(self),
+                })
+            }
+            Some(Action::Fail(other)) => Err(self.finish_error(other)),
+            _ => Err(self.finish_error(err)),
         }
     }
-}
-
-enum Verdict {
-    Retry,
-    Stop(Option<crate::machine::retry::GiveUpReason>),
 }
 
 impl fmt::Debug for Pending {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.state {
             State::Failed(err) => f.debug_tuple("Pending::Failed").field(err).finish(),
-            State::Running(call) => f
-                .debug_struct("Pending")
-                .field("method", &call.method)
-                .field("url", &call.url)
-                .field("attempt", &call.attempts())
-                .finish_non_exhaustive(),
+            State::Running(call) => fmt::Debug::fmt(call, f),
         }
     }
 }
 
 impl fmt::Debug for Call {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Call")
-            .field("method", &self.method)
-            .field("url", &self.url)
-            .field("attempt", &self.attempts())
+        f.debug_struct("Pending")
+            .field("method", &self.request.method)
+            .field("url", &format_args!("{}", self.request.url))
+            .field("attempt", &self.stack.attempts())
+            .field("started", &!matches!(self.phase, Phase::Unstarted))
             .finish_non_exhaustive()
     }
 }

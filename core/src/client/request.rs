@@ -4,49 +4,291 @@ use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::Uri;
-use http::{HeaderMap, Method};
+use http::{Extensions, HeaderMap, Method};
 use serde::Serialize;
 
-use super::pending::{BodyFn, Parts};
-use super::{request_error, url, Client, Dispatch, Pending, Timeouts};
+use super::{request_error, url, Client, Pending};
 use crate::body::Body;
 use crate::error::{BoxError, Error};
+use crate::machine::credentials::SensitiveHeaders;
+use crate::machine::redirect::RedirectPolicy;
+use crate::machine::retry::RetryPolicy;
 use crate::transport::Transport;
 
-/// A request being built; [`send`](RequestBuilder::send) it.
+/// Rebuilds a request body for another attempt; see [`RequestBuilder::body_with`].
+pub(crate) type BodyFn = Arc<dyn Fn() -> Body + Send + Sync>;
+
+/// An owned request: method, URL, headers, body (or a way to rebuild it) and per-request
+/// settings. Build one with [`RequestBuilder::build`] (or [`Request::new`]), send it with
+/// [`Client::execute`], and copy it with [`Request::try_clone`] to send it again later: the
+/// pagination, reconnecting and resuming helpers re-issue requests this way.
 ///
-/// Mistakes (an invalid header, a body that fails to serialize) are kept and returned by
-/// `send`, so calls chain without `?` at every step.
-#[must_use = "a request does nothing until it is sent"]
-pub struct RequestBuilder<T> {
-    client: Client<T>,
-    method: Method,
-    url: Result<Uri, Error>,
-    headers: HeaderMap,
-    body: Option<Body>,
-    rebuild: Option<BodyFn>,
-    idempotent: Option<bool>,
-    timeouts: Timeouts,
-    error: Option<Error>,
+/// Its `Debug` never shows a credential: the values of `Authorization`, `Proxy-Authorization`,
+/// `Cookie` and `Set-Cookie`, and of any value marked sensitive, print as `Sensitive`.
+///
+/// ```
+/// use http::Method;
+/// use keel_core::{Body, Request};
+///
+/// let mut request = Request::new(Method::PUT, "https://api.example.com/v1/items/7".parse().unwrap());
+/// request.headers_mut().insert("authorization", "Bearer secret".parse().unwrap());
+/// request.set_body(Body::from("{\"name\":\"seven\"}"));
+///
+/// let copy = request.try_clone().expect("a buffered body can be copied");
+/// assert_eq!(copy.url(), request.url());
+/// assert!(!format!("{copy:?}").contains("secret"));
+///
+/// // A one-shot stream can't be copied; a body factory can.
+/// let chunks = vec![Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x"))];
+/// request.set_body(Body::from_stream(futures_util::stream::iter(chunks)));
+/// assert!(request.try_clone().is_none());
+/// request.set_body_with(|| Body::from("rebuilt"));
+/// assert!(request.try_clone().is_some());
+/// ```
+pub struct Request {
+    pub(crate) method: Method,
+    pub(crate) url: Uri,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Option<Body>,
+    pub(crate) rebuild: Option<BodyFn>,
+    pub(crate) idempotent: Option<bool>,
+    pub(crate) timeouts: TimeoutOverrides,
+    pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) redirect: Option<RedirectPolicy>,
+    pub(crate) extensions: Extensions,
 }
 
-impl<T: Transport> RequestBuilder<T> {
-    pub(super) fn new(
-        client: Client<T>,
-        method: Method,
-        url: Result<Uri, Error>,
-        timeouts: Timeouts,
-    ) -> Self {
+/// Time limits a request sets for itself; `None` takes the client's.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TimeoutOverrides {
+    pub(crate) attempt: Option<Duration>,
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) read_idle: Option<Duration>,
+}
+
+impl TimeoutOverrides {
+    pub(crate) fn any_zero(&self) -> bool {
+        [self.attempt, self.deadline, self.read_idle]
+            .iter()
+            .any(|t| t.is_some_and(|d| d.is_zero()))
+    }
+}
+
+impl Request {
+    /// A request with `method` to `url`, no headers and no body, with the client's settings.
+    ///
+    /// `url` is absolute, or a path (with no scheme) that [`Client::execute`] joins to the
+    /// client's base URL.
+    pub fn new(method: Method, url: Uri) -> Self {
         Self {
-            client,
             method,
             url,
             headers: HeaderMap::new(),
             body: None,
             rebuild: None,
             idempotent: None,
-            timeouts,
-            error: None,
+            timeouts: TimeoutOverrides::default(),
+            retry: None,
+            redirect: None,
+            extensions: Extensions::new(),
+        }
+    }
+
+    /// The method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The method, to change it.
+    pub fn method_mut(&mut self) -> &mut Method {
+        &mut self.method
+    }
+
+    /// The URL.
+    pub fn url(&self) -> &Uri {
+        &self.url
+    }
+
+    /// The URL, to change it.
+    pub fn url_mut(&mut self) -> &mut Uri {
+        &mut self.url
+    }
+
+    /// The request's own headers (the client's default headers are added when it is sent).
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The request's own headers, to change them.
+    pub fn headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.headers
+    }
+
+    /// Values for the backend or for policies, sent with every attempt.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// Values for the backend or for policies, to change them.
+    pub fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
+    }
+
+    /// The body as given, when it was given as a value (not a factory).
+    pub fn body(&self) -> Option<&Body> {
+        self.body.as_ref()
+    }
+
+    /// Sets the body. A buffered body is sent again as it is on a retry or a 307/308 redirect;
+    /// a stream can be sent once.
+    pub fn set_body(&mut self, body: impl Into<Body>) {
+        self.body = Some(body.into());
+        self.rebuild = None;
+    }
+
+    /// Sets a body factory, called for every attempt, so a streamed body can be sent again.
+    pub fn set_body_with(&mut self, make: impl Fn() -> Body + Send + Sync + 'static) {
+        self.rebuild = Some(Arc::new(make));
+        self.body = None;
+    }
+
+    /// Whether the request has a body (or a body factory).
+    pub fn has_body(&self) -> bool {
+        self.rebuild.is_some() || self.body.as_ref().is_some_and(|b| !b.is_empty())
+    }
+
+    /// The request's own retry policy, if it overrides the client's.
+    pub fn retry_policy(&self) -> Option<&RetryPolicy> {
+        self.retry.as_ref()
+    }
+
+    /// Overrides the client's retry policy for this request.
+    pub fn set_retry_policy(&mut self, policy: Option<RetryPolicy>) {
+        self.retry = policy;
+    }
+
+    /// The request's own redirect policy, if it overrides the client's.
+    pub fn redirect_policy(&self) -> Option<&RedirectPolicy> {
+        self.redirect.as_ref()
+    }
+
+    /// Overrides the client's redirect policy for this request.
+    pub fn set_redirect_policy(&mut self, policy: Option<RedirectPolicy>) {
+        self.redirect = policy;
+    }
+
+    /// Whether the request declared itself safe (or not) to send twice, overriding its method.
+    pub fn idempotent(&self) -> Option<bool> {
+        self.idempotent
+    }
+
+    /// Declares the request safe (`Some(true)`) or not (`Some(false)`) to send twice.
+    pub fn set_idempotent(&mut self, idempotent: Option<bool>) {
+        self.idempotent = idempotent;
+    }
+
+    /// The time limit for the whole call (the deadline), if it overrides the client's.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeouts.deadline
+    }
+
+    /// Sets the time limit for the whole call: every attempt, redirect and backoff, and
+    /// reading the body.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeouts.deadline = timeout;
+    }
+
+    /// A copy to send again, or `None` when the body is a one-shot stream.
+    ///
+    /// Headers, settings and extensions are copied; a buffered body is shared, a body factory
+    /// is shared and called again.
+    pub fn try_clone(&self) -> Option<Self> {
+        let body = match &self.body {
+            None => None,
+            Some(body) => Some(body.try_clone()?),
+        };
+        Some(Self {
+            method: self.method.clone(),
+            url: self.url.clone(),
+            headers: self.headers.clone(),
+            body,
+            rebuild: self.rebuild.clone(),
+            idempotent: self.idempotent,
+            timeouts: self.timeouts,
+            retry: self.retry.clone(),
+            redirect: self.redirect.clone(),
+            extensions: self.extensions.clone(),
+        })
+    }
+
+    /// Whether the body could be sent again (none, buffered, or a factory).
+    pub(crate) fn body_replayable(&self) -> bool {
+        self.rebuild.is_some() || self.body.as_ref().is_none_or(Body::is_replayable)
+    }
+
+    /// Drops the body (a redirect that turns the request into a `GET`).
+    pub(crate) fn clear_body(&mut self) {
+        self.body = None;
+        self.rebuild = None;
+    }
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("url", &format_args!("{}", self.url))
+            .field("headers", &Redacted(&self.headers, None))
+            .field("body", &self.body)
+            .field("body_factory", &self.rebuild.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Headers as `Debug` shows them: a credential's value prints as `Sensitive`.
+pub(crate) struct Redacted<'a>(
+    pub(crate) &'a HeaderMap,
+    pub(crate) Option<&'a SensitiveHeaders>,
+);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let default = SensitiveHeaders::default();
+        let sensitive = self.1.unwrap_or(&default);
+        let mut map = f.debug_map();
+        for (name, value) in self.0 {
+            if value.is_sensitive() || sensitive.contains(name) {
+                map.entry(name, &format_args!("Sensitive"));
+            } else {
+                map.entry(name, value);
+            }
+        }
+        map.finish()
+    }
+}
+
+/// A request being built; [`send`](RequestBuilder::send) it, or [`build`](RequestBuilder::build)
+/// it into a [`Request`] to send later.
+///
+/// Mistakes (an invalid header, a body that fails to serialize) are kept and returned by
+/// `send` or `build`, so calls chain without `?` at every step.
+#[must_use = "a request does nothing until it is sent"]
+pub struct RequestBuilder<T> {
+    client: Client<T>,
+    request: Request,
+    error: Option<Error>,
+}
+
+impl<T: Transport> RequestBuilder<T> {
+    pub(super) fn new(client: Client<T>, method: Method, url: Result<Uri, Error>) -> Self {
+        let (url, error) = match url {
+            Ok(url) => (url, None),
+            Err(err) => (Uri::default(), Some(err)),
+        };
+        Self {
+            client,
+            request: Request::new(method, url),
+            error,
         }
     }
 
@@ -55,7 +297,16 @@ impl<T: Transport> RequestBuilder<T> {
         self
     }
 
+    fn sensitive(&self) -> &SensitiveHeaders {
+        &self.client.shared.config.sensitive
+    }
+
     /// Adds a header. Request headers replace the client's default headers of the same name.
+    ///
+    /// A credential (`Authorization`, `Proxy-Authorization`, `Cookie`, or a header the client
+    /// marked with [`ClientBuilder::sensitive_header`](crate::ClientBuilder::sensitive_header))
+    /// is marked sensitive: it never shows in `Debug` output or logs, and a redirect to another
+    /// origin drops it.
     pub fn header<K, V>(mut self, name: K, value: V) -> Self
     where
         HeaderName: TryFrom<K>,
@@ -68,18 +319,21 @@ impl<T: Transport> RequestBuilder<T> {
             Err(e) => return self.fail(request_error(e)),
         };
         match HeaderValue::try_from(value) {
-            Ok(v) => {
-                self.headers.append(name, v);
+            Ok(mut v) => {
+                if self.sensitive().contains(&name) {
+                    v.set_sensitive(true);
+                }
+                self.request.headers.append(name, v);
                 self
             }
             Err(e) => self.fail(request_error(e)),
         }
     }
 
-    /// Adds every header in `headers`.
+    /// Adds every header in `headers` (credentials marked sensitive, as [`header`](Self::header) does).
     pub fn headers(mut self, headers: HeaderMap) -> Self {
         let mut last = None;
-        for (name, value) in headers {
+        for (name, mut value) in headers {
             let name = match name {
                 Some(n) => {
                     last = Some(n.clone());
@@ -90,22 +344,33 @@ impl<T: Transport> RequestBuilder<T> {
                     None => continue,
                 },
             };
-            self.headers.append(name, value);
+            if self.sensitive().contains(&name) {
+                value.set_sensitive(true);
+            }
+            self.request.headers.append(name, value);
         }
         self
     }
 
     /// Sets `Authorization: Bearer <token>`, marked sensitive so it is never logged.
     pub fn bearer_auth(self, token: &str) -> Self {
-        match HeaderValue::try_from(format!("Bearer {token}")) {
-            Ok(mut v) => {
-                v.set_sensitive(true);
+        match super::bearer(token) {
+            Ok(v) => {
                 let mut s = self;
-                s.headers.insert(AUTHORIZATION, v);
+                s.request.headers.insert(AUTHORIZATION, v);
                 s
             }
             Err(e) => self.fail(request_error(e)),
         }
+    }
+
+    /// Sets `Authorization: Basic <base64(user:password)>`, marked sensitive so it is never
+    /// logged.
+    pub fn basic_auth(mut self, user: &str, password: Option<&str>) -> Self {
+        self.request
+            .headers
+            .insert(AUTHORIZATION, super::basic(user, password));
+        self
     }
 
     /// Appends `query` (anything `serde_urlencoded` can serialize: a struct, a map, a slice of
@@ -115,8 +380,11 @@ impl<T: Transport> RequestBuilder<T> {
             Ok(s) => s,
             Err(e) => return self.fail(request_error(e)),
         };
-        if let Ok(uri) = &self.url {
-            self.url = url::append_query(uri, &encoded);
+        if self.error.is_none() {
+            match url::append_query(&self.request.url, &encoded) {
+                Ok(url) => self.request.url = url,
+                Err(e) => return self.fail(e),
+            }
         }
         self
     }
@@ -125,10 +393,11 @@ impl<T: Transport> RequestBuilder<T> {
     pub fn json<B: Serialize + ?Sized>(mut self, value: &B) -> Self {
         match serde_json::to_vec(value) {
             Ok(bytes) => {
-                self.headers
+                self.request
+                    .headers
                     .entry(CONTENT_TYPE)
                     .or_insert(HeaderValue::from_static("application/json"));
-                self.body = Some(bytes.into());
+                self.request.set_body(bytes);
                 self
             }
             Err(e) => self.fail(request_error(e)),
@@ -139,12 +408,13 @@ impl<T: Transport> RequestBuilder<T> {
     pub fn form<B: Serialize + ?Sized>(mut self, value: &B) -> Self {
         match serde_urlencoded::to_string(value) {
             Ok(s) => {
-                self.headers
+                self.request
+                    .headers
                     .entry(CONTENT_TYPE)
                     .or_insert(HeaderValue::from_static(
                         "application/x-www-form-urlencoded",
                     ));
-                self.body = Some(s.into());
+                self.request.set_body(s);
                 self
             }
             Err(e) => self.fail(request_error(e)),
@@ -153,13 +423,13 @@ impl<T: Transport> RequestBuilder<T> {
 
     /// Sends `body` as it is: bytes, a string, or a [`Body::from_stream`].
     ///
-    /// A buffered body is sent again as it is when the request is retried. A stream can be sent
-    /// once: a failure after it was sent is returned without a retry (the error's
-    /// [`gave_up`](Error::gave_up) says so), unless the body is given with
-    /// [`body_with`](Self::body_with) instead.
+    /// A buffered body is sent again as it is when the request is retried or redirected with
+    /// 307/308. A stream can be sent once: a failure after it was sent is returned without a
+    /// retry (the error's [`gave_up`](Error::gave_up) says so), and a 307/308 redirect fails
+    /// with [`RedirectRefusal::BodyNotReplayable`](crate::RedirectRefusal::BodyNotReplayable),
+    /// unless the body is given with [`body_with`](Self::body_with) instead.
     pub fn body(mut self, body: impl Into<Body>) -> Self {
-        self.body = Some(body.into());
-        self.rebuild = None;
+        self.request.set_body(body);
         self
     }
 
@@ -176,8 +446,7 @@ impl<T: Transport> RequestBuilder<T> {
     /// # let _ = upload; }
     /// ```
     pub fn body_with(mut self, make: impl Fn() -> Body + Send + Sync + 'static) -> Self {
-        self.rebuild = Some(Arc::new(make));
-        self.body = None;
+        self.request.set_body_with(make);
         self
     }
 
@@ -186,89 +455,102 @@ impl<T: Transport> RequestBuilder<T> {
     /// being retried once it may have reached the server. A failure that provably never
     /// reached the server is retried either way.
     pub fn idempotent(mut self, idempotent: bool) -> Self {
-        self.idempotent = Some(idempotent);
+        self.request.idempotent = Some(idempotent);
         self
     }
 
-    /// Time from sending until the response head arrives, for this request only.
+    /// The retry policy for this request only, replacing the client's
+    /// ([`RetryPolicy::disabled`] for none).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.request.retry = Some(policy);
+        self
+    }
+
+    /// The redirect policy for this request only, replacing the client's
+    /// ([`RedirectPolicy::none`] to get the 3xx itself).
+    pub fn redirect_policy(mut self, policy: RedirectPolicy) -> Self {
+        self.request.redirect = Some(policy);
+        self
+    }
+
+    /// Time for the whole call, for this request only: every attempt, redirect and backoff,
+    /// and reading the body, as reqwest's `timeout` means. The same as
+    /// [`deadline`](Self::deadline).
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.deadline(timeout)
+    }
+
+    /// Time from sending until the response head arrives, for each attempt of this request.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.timeouts.attempt = timeout;
+        self.request.timeouts.attempt = Some(timeout);
         self
     }
 
     /// Time for the whole call, body included, for this request only.
     pub fn deadline(mut self, timeout: Duration) -> Self {
-        self.timeouts.deadline = timeout;
+        self.request.timeouts.deadline = Some(timeout);
         self
     }
 
     /// Longest silence between two body chunks, for this request only.
     pub fn read_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.timeouts.read_idle = timeout;
+        self.request.timeouts.read_idle = Some(timeout);
+        self
+    }
+
+    /// Adds a value to the request's extensions, for the backend or for policies.
+    pub fn extension<V: Clone + Send + Sync + 'static>(mut self, value: V) -> Self {
+        self.request.extensions.insert(value);
         self
     }
 
     /// The URL the request will go to, or why it can't go anywhere.
     pub fn url(&self) -> Result<&Uri, &Error> {
-        self.url.as_ref()
+        match &self.error {
+            Some(err) if self.request.url == Uri::default() => Err(err),
+            _ => Ok(&self.request.url),
+        }
+    }
+
+    /// The request, to send later with [`Client::execute`] (or to copy and send several
+    /// times), or the first mistake made building it.
+    pub fn build(self) -> Result<Request, Error> {
+        match self.error {
+            Some(err) if self.request.url == Uri::default() => Err(err),
+            Some(err) => Err(err.with_url(self.request.url)),
+            None => Ok(self.request),
+        }
     }
 
     /// Sends the request; the returned future resolves to the response once its head arrives.
     ///
+    /// Nothing starts until the future is first polled: the deadline, the attempt and every
+    /// time limit count from then, so futures built ahead and polled later (by a concurrency
+    /// limit, say) don't spend their time waiting in a queue.
+    ///
     /// A status of 4xx or 5xx is not an error here; see [`Response::error_for_status`](crate::Response::error_for_status).
     pub fn send(self) -> Pending {
-        let Self {
-            client,
-            method,
-            url,
-            headers,
-            body,
-            rebuild,
-            idempotent,
-            timeouts,
-            error,
-        } = self;
-        if let Some(err) = error {
-            return Pending::failed(match url {
-                Ok(url) => err.with_url(url),
-                Err(_) => err,
-            });
+        let client = self.client.clone();
+        match self.build() {
+            Ok(request) => client.execute(request),
+            Err(err) => Pending::failed(err),
         }
-        let url = match url {
-            Ok(url) => url,
-            Err(err) => return Pending::failed(err),
-        };
-        if timeouts.attempt.is_zero() || timeouts.deadline.is_zero() || timeouts.read_idle.is_zero()
-        {
-            return Pending::failed(
-                request_error("a time limit must be greater than zero").with_url(url),
-            );
-        }
-        let seed = client.shared.next_seed();
-        let shared: Arc<dyn Dispatch> = client.shared;
-        Pending::start(
-            shared,
-            seed,
-            Parts {
-                method,
-                url,
-                headers,
-                body,
-                rebuild,
-                idempotent,
-                timeouts,
-            },
-        )
     }
 }
 
 impl<T> fmt::Debug for RequestBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestBuilder")
-            .field("method", &self.method)
-            .field("url", &self.url.as_ref().ok())
-            .field("headers", &self.headers)
-            .field("body", &self.body)
+            .field("method", &self.request.method)
+            .field("url", &format_args!("{}", self.request.url))
+            .field(
+                "headers",
+                &Redacted(
+                    &self.request.headers,
+                    Some(&self.client.shared.config.sensitive),
+                ),
+            )
+            .field("body", &self.request.body)
             .finish()
     }
 }

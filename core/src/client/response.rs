@@ -14,9 +14,12 @@ use http_body::Body as _;
 use serde::de::DeserializeOwned;
 
 use super::pending::Call;
+use super::pipeline::{CallRecord, Guard};
 use super::DEFAULT_MAX_BODY_SIZE;
 use crate::body::ResponseBody;
 use crate::error::{Error, ErrorKind, Stage, TimeoutPhase};
+use crate::machine::redirect::Hop;
+use crate::machine::retry::GiveUpReason;
 use crate::transport::{Sleep, Timer};
 
 /// A response whose head has arrived; the body is read on demand.
@@ -35,6 +38,8 @@ pub struct Response {
     max_body_size: u64,
     /// The response to a `HEAD`: its `Content-Length` describes a body that isn't sent.
     head_request: bool,
+    /// What the call did: attempts, redirects, why retrying stopped.
+    record: CallRecord,
     /// The call, for retrying it when the body fails mid-way in a buffered read.
     resume: Option<Box<Call>>,
     body: BodyReader,
@@ -57,6 +62,8 @@ impl Response {
         url: Uri,
         timer: Arc<dyn Timer>,
         limits: Limits,
+        record: CallRecord,
+        guards: Vec<Guard>,
         resume: Option<Box<Call>>,
     ) -> Self {
         let (parts, body) = head.into_parts();
@@ -68,8 +75,10 @@ impl Response {
             url,
             max_body_size: limits.max_body_size,
             head_request: limits.head_request,
+            record,
             resume,
             body: BodyReader {
+                guards,
                 body,
                 timer,
                 read_idle: limits.read_idle,
@@ -97,9 +106,31 @@ impl Response {
         &self.headers
     }
 
-    /// The URL of the request this responds to.
+    /// The URL of the request this responds to: after redirects, the last one.
     pub fn url(&self) -> &Uri {
         &self.url
+    }
+
+    /// The redirects followed to get here, in order (empty when there were none).
+    pub fn redirects(&self) -> &[Hop] {
+        &self.record.hops
+    }
+
+    /// How many attempts the call made, the first included (redirect hops are not attempts).
+    pub fn attempts(&self) -> u32 {
+        self.record.attempts
+    }
+
+    /// Why the call stopped retrying although this response was worth retrying (a `503` on
+    /// the last attempt allowed, a `Retry-After` too long, …); `None` when it was not worth
+    /// retrying.
+    pub fn gave_up(&self) -> Option<&GiveUpReason> {
+        self.record.gave_up.as_ref()
+    }
+
+    /// What the call did: attempts, redirects, why retrying stopped.
+    pub fn record(&self) -> &CallRecord {
+        &self.record
     }
 
     /// The `Content-Length` the server declared, if any.
@@ -129,7 +160,10 @@ impl Response {
             }
         }
         let headers = std::mem::take(&mut self.headers);
-        Err(Error::status(self.status, headers, snippet.freeze()).with_url(self.url))
+        let record = std::mem::take(&mut self.record);
+        Err(Error::status(self.status, headers, snippet.freeze())
+            .with_url(self.url.clone())
+            .with_record(record))
     }
 
     /// The next chunk of the body, or `None` at its end.
@@ -154,18 +188,20 @@ impl Response {
                 Err(err) => err,
             };
             let Some(call) = resp.resume.take() else {
-                return Err(err);
+                return Err(err.with_record(std::mem::take(&mut resp.record)));
             };
             let status = resp.status;
+            let record = std::mem::take(&mut resp.record);
             drop(resp);
-            resp = call.retry_body_failure(err)?.await?;
+            resp = call.on_body_failure(record, err)?.await?;
             if resp.status != status {
                 // The retry was answered differently (say a 503 after a 200): that answer is
                 // the outcome, not a body to hand back as if it were the first one's.
                 let headers = std::mem::take(&mut resp.headers);
-                return Err(
-                    Error::status(resp.status, headers, Bytes::new()).with_url(resp.url.clone())
-                );
+                let record = std::mem::take(&mut resp.record);
+                return Err(Error::status(resp.status, headers, Bytes::new())
+                    .with_url(resp.url.clone())
+                    .with_record(record));
             }
         }
     }
@@ -306,6 +342,9 @@ impl fmt::Debug for BodyStream {
 /// the per-chunk cost to one clock read instead of one timer reset.
 struct BodyReader {
     body: ResponseBody,
+    /// What the policies hold for this response (permits, probe slots): given back when the
+    /// body ends or the response is dropped.
+    guards: Vec<Guard>,
     timer: Arc<dyn Timer>,
     read_idle: Duration,
     deadline: Instant,
@@ -390,5 +429,6 @@ impl BodyReader {
         self.done = true;
         self.sleep = None;
         self.body = ResponseBody::empty();
+        self.guards.clear();
     }
 }

@@ -63,7 +63,8 @@ pub(crate) fn join(base: Option<&BaseUrl>, target: &str) -> Result<Uri, Error> {
         } else {
             to_uri(&url::Url::parse(target).map_err(invalid)?).map_err(invalid)?
         };
-        return check(uri);
+        check(&uri)?;
+        return Ok(uri);
     }
     let Some(base) = base else {
         return Err(invalid(format!(
@@ -94,7 +95,9 @@ pub(crate) fn join(base: Option<&BaseUrl>, target: &str) -> Result<Uri, Error> {
         joined.push_str(rel);
     }
     let url = url::Url::parse(&joined).map_err(invalid)?;
-    check(to_uri(&url).map_err(invalid)?)
+    let uri = to_uri(&url).map_err(invalid)?;
+    check(&uri)?;
+    Ok(uri)
 }
 
 /// Appends an encoded query to `uri`'s query string.
@@ -112,7 +115,7 @@ pub(crate) fn append_query(uri: &Uri, encoded: &str) -> Result<Uri, Error> {
     Uri::from_parts(parts).map_err(invalid)
 }
 
-fn check(uri: Uri) -> Result<Uri, Error> {
+pub(crate) fn check(uri: &Uri) -> Result<(), Error> {
     match uri.scheme_str() {
         Some("http" | "https") => {}
         Some(other) => return Err(invalid(format!("unsupported url scheme `{other}`"))),
@@ -121,7 +124,7 @@ fn check(uri: Uri) -> Result<Uri, Error> {
     if uri.host().is_none_or(str::is_empty) {
         return Err(invalid("the url has no host"));
     }
-    Ok(uri)
+    Ok(())
 }
 
 fn to_uri(url: &url::Url) -> Result<Uri, BoxError> {

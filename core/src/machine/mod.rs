@@ -8,7 +8,11 @@
 //! what they decide, so every backend behaves the same, and each machine is tested (and
 //! property-tested) without a runtime or a network.
 //!
+//! - [`outcome`]: what the machines are told about an attempt (its outcome as facts), and
+//!   which failures are worth another attempt.
 //! - [`retry`]: whether and when to send a request again, `Retry-After`, the retry budget.
+//! - [`redirect`]: whether to follow a `3xx`, where to, with which method, body and headers.
+//! - [`credentials`]: which headers are credentials, and which URLs share an origin.
 //!
 //! # Time
 //!
@@ -16,4 +20,7 @@
 //! `Instant` earlier than one it has already seen as "no time has passed"; it never panics on
 //! one.
 
+pub mod credentials;
+pub mod outcome;
+pub mod redirect;
 pub mod retry;

@@ -34,7 +34,7 @@
 //! 1. Build the machine: [`Retry::new`] with the client's policy, the call's start time (the
 //!    same clock reading the deadline is computed from) and a fresh seed;
 //!    [`with_deadline`](Retry::with_deadline) with the call's overall deadline.
-//! 2. Deposit into the client's budget once: `budget.lock().deposit(start)`.
+//! 2. Deposit into the budget of the request's origin once: `budget.deposit(start)`.
 //! 3. Send attempt [`Retry::attempt`]. Read `now` (and `SystemTime` for `now_system`) once the
 //!    outcome is known, and call [`Retry::on_outcome`] with the request's [`RequestFacts`],
 //!    the [`Outcome`] (the response head, or the error) and the budget.
@@ -70,14 +70,14 @@
 //! `503`, with seed 7:
 //!
 //! ```
-//! use std::sync::Mutex;
 //! use std::time::{Duration, Instant, SystemTime};
 //! use http::{HeaderMap, Method, StatusCode};
 //! use keel_core::machine::retry::{
 //!     GiveUpReason, Jitter, Outcome, Pacing, RequestFacts, Retry, RetryAction, RetryBudget,
 //!     RetryPolicy, RetryReason,
 //! };
-//! use keel_core::{Error, ErrorKind, Stage};
+//! use keel_core::machine::outcome::Failure;
+//! use keel_core::{ErrorKind, Stage};
 //!
 //! let policy = RetryPolicy::builder()
 //!     .max_attempts(4)
@@ -86,19 +86,19 @@
 //!     .max_delay(Duration::from_secs(1))
 //!     .jitter(Jitter::Full)
 //!     .build()?;
-//! let budget = Mutex::new(RetryBudget::default());
+//! let mut budget = RetryBudget::default();
 //! let start = Instant::now(); // the driver's timer; a virtual clock would do as well
 //! let wall = SystemTime::UNIX_EPOCH;
 //!
 //! let mut retry = Retry::new(&policy, start, 7).with_deadline(start + Duration::from_secs(30));
-//! budget.lock().unwrap().deposit(start);
+//! budget.deposit(start);
 //! let get = RequestFacts::new(&Method::GET);
 //! let no_headers = HeaderMap::new();
 //! let unavailable = Outcome::Response { status: StatusCode::SERVICE_UNAVAILABLE, headers: &no_headers };
 //!
 //! // Attempt 1: 503. Full jitter picks a delay in [0, 100 ms].
 //! let now = start + Duration::from_millis(20);
-//! let action = retry.on_outcome(now, wall, &get, unavailable, Some(&budget));
+//! let action = retry.on_outcome(now, wall, &get, unavailable, Some(&mut budget));
 //! assert_eq!(action, RetryAction::RetryAt {
 //!     at: now + Duration::from_nanos(38_982_975),
 //!     delay: Duration::from_nanos(38_982_975),
@@ -109,8 +109,8 @@
 //!
 //! // Attempt 2: the connection is refused. A delay in [0, 200 ms].
 //! let now = start + Duration::from_millis(200);
-//! let refused = Error::new(ErrorKind::Connect).with_stage(Stage::Connect);
-//! let action = retry.on_outcome(now, wall, &get, Outcome::Error(&refused), Some(&budget));
+//! let refused = Outcome::Error(Failure::new(ErrorKind::Connect).with_stage(Stage::Connect));
+//! let action = retry.on_outcome(now, wall, &get, refused, Some(&mut budget));
 //! assert_eq!(action, RetryAction::RetryAt {
 //!     at: now + Duration::from_nanos(3_357_658),
 //!     delay: Duration::from_nanos(3_357_658),
@@ -124,7 +124,7 @@
 //! let mut headers = HeaderMap::new();
 //! headers.insert("retry-after", "2".parse().unwrap());
 //! let limited = Outcome::Response { status: StatusCode::TOO_MANY_REQUESTS, headers: &headers };
-//! let action = retry.on_outcome(now, wall, &get, limited, Some(&budget));
+//! let action = retry.on_outcome(now, wall, &get, limited, Some(&mut budget));
 //! assert_eq!(action, RetryAction::RetryAt {
 //!     at: now + Duration::from_secs(2),
 //!     delay: Duration::from_secs(2),
@@ -135,16 +135,16 @@
 //!
 //! // Attempt 4: 503 again, and that was the last attempt allowed.
 //! let now = start + Duration::from_millis(2_600);
-//! let action = retry.on_outcome(now, wall, &get, unavailable, Some(&budget));
+//! let action = retry.on_outcome(now, wall, &get, unavailable, Some(&mut budget));
 //! assert_eq!(action, RetryAction::GiveUp(GiveUpReason::AttemptsExhausted { attempts: 4 }));
 //!
 //! // A POST without an idempotency key isn't retried after the request went out; a 200 finishes.
 //! let mut retry = Retry::new(&policy, start, 7);
 //! let post = RequestFacts::new(&Method::POST);
-//! let action = retry.on_outcome(start, wall, &post, unavailable, Some(&budget));
+//! let action = retry.on_outcome(start, wall, &post, unavailable, Some(&mut budget));
 //! assert_eq!(action, RetryAction::GiveUp(GiveUpReason::NotIdempotent));
 //! let ok = Outcome::Response { status: StatusCode::OK, headers: &no_headers };
-//! assert_eq!(retry.on_outcome(start, wall, &post, ok, Some(&budget)), RetryAction::Finish);
+//! assert_eq!(retry.on_outcome(start, wall, &post, ok, Some(&mut budget)), RetryAction::Finish);
 //! # Ok::<(), keel_core::machine::retry::InvalidRetryConfig>(())
 //! ```
 
@@ -154,7 +154,6 @@ mod policy;
 mod retry_after;
 
 use std::fmt;
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, Method, StatusCode};
@@ -164,7 +163,8 @@ pub use budget::RetryBudget;
 pub use policy::{InvalidRetryConfig, RetryPolicy, RetryPolicyBuilder, RetryPredicate};
 pub use retry_after::{parse_retry_after, retry_after_from_headers};
 
-use crate::error::{Error, ErrorKind};
+use super::outcome::ErrorKind;
+pub use super::outcome::Outcome;
 use backoff::{nanos, SplitMix64};
 
 /// Decides whether, and when, one call's request is sent again.
@@ -213,14 +213,15 @@ impl Retry {
     /// Records the outcome of the current attempt and says what the driver must do next.
     ///
     /// `now` is when the outcome became known, `now_system` the wall-clock time then (only used
-    /// for a `Retry-After` date). `budget`, the client's shared [`RetryBudget`], is locked only
-    /// when a retry is about to be scheduled, to withdraw from it, and never held otherwise.
+    /// for a `Retry-After` date). `budget`, the shared [`RetryBudget`] of the request's origin,
+    /// is withdrawn from only when a retry is about to be scheduled. The machine owns no lock:
+    /// the caller holds whatever guards the budget for the duration of the call.
     ///
     /// The checks run in this order, and the first that stops wins:
     ///
     /// 1. the outcome is not worth retrying ([`RetryPolicy::retry_reason`]): `Finish`;
     /// 2. the request is not idempotent and the failure may have reached the server
-    ///    ([`RetryPolicy::is_idempotent`], [`Error::is_unsent`]): `GiveUp(NotIdempotent)`;
+    ///    ([`RetryPolicy::is_idempotent`], [`Outcome::is_unsent`]): `GiveUp(NotIdempotent)`;
     /// 3. its body can't be sent again: `GiveUp(BodyNotReplayable)`;
     /// 4. this was the last attempt allowed: `GiveUp(AttemptsExhausted)`;
     /// 5. the delay: a respected `Retry-After` longer than the policy allows gives
@@ -237,7 +238,7 @@ impl Retry {
         now_system: SystemTime,
         request: &RequestFacts<'_>,
         outcome: Outcome<'_>,
-        budget: Option<&Mutex<RetryBudget>>,
+        budget: Option<&mut RetryBudget>,
     ) -> RetryAction {
         let Some(reason) = self.policy.retry_reason(&outcome) else {
             return RetryAction::Finish;
@@ -294,8 +295,7 @@ impl Retry {
             return RetryAction::GiveUp(past_deadline());
         }
         if let Some(budget) = budget {
-            let mut ledger = budget.lock().unwrap_or_else(PoisonError::into_inner);
-            if !ledger.try_withdraw(now) {
+            if !budget.try_withdraw(now) {
                 return RetryAction::GiveUp(GiveUpReason::BudgetExhausted);
             }
         }
@@ -328,71 +328,6 @@ impl Retry {
     /// The policy the machine applies.
     pub fn policy(&self) -> &RetryPolicy {
         &self.policy
-    }
-}
-
-/// The outcome of one attempt, as [`Retry::on_outcome`] sees it.
-#[non_exhaustive]
-#[derive(Clone, Copy, Debug)]
-pub enum Outcome<'a> {
-    /// A response head arrived, whatever its status.
-    Response {
-        /// The response status.
-        status: StatusCode,
-        /// The response headers (`Retry-After` is read from them).
-        headers: &'a HeaderMap,
-    },
-    /// The attempt failed, or the driver turned the response into an error.
-    ///
-    /// An [`ErrorKind::Status`] error is judged like the response it came from, its
-    /// [`response_headers`](Error::response_headers) included.
-    Error(&'a Error),
-}
-
-impl<'a> Outcome<'a> {
-    /// The response status, or the status of an [`ErrorKind::Status`] error.
-    pub fn status(&self) -> Option<StatusCode> {
-        match self {
-            Outcome::Response { status, .. } => Some(*status),
-            Outcome::Error(err) => err.status_code(),
-        }
-    }
-
-    /// The response headers, or those kept on an [`ErrorKind::Status`] error.
-    pub fn headers(&self) -> Option<&'a HeaderMap> {
-        match self {
-            Outcome::Response { headers, .. } => Some(headers),
-            Outcome::Error(err) => err.response_headers(),
-        }
-    }
-
-    /// The error, for a failed attempt.
-    pub fn error(&self) -> Option<&'a Error> {
-        match self {
-            Outcome::Response { .. } => None,
-            Outcome::Error(err) => Some(err),
-        }
-    }
-
-    /// True when the attempt provably never reached the server ([`Error::is_unsent`]): such an
-    /// attempt is safe to repeat whatever the method.
-    pub fn is_unsent(&self) -> bool {
-        self.error().is_some_and(Error::is_unsent)
-    }
-}
-
-impl<'a> From<&'a Error> for Outcome<'a> {
-    fn from(err: &'a Error) -> Self {
-        Outcome::Error(err)
-    }
-}
-
-impl<'a, B> From<&'a http::Response<B>> for Outcome<'a> {
-    fn from(response: &'a http::Response<B>) -> Self {
-        Outcome::Response {
-            status: response.status(),
-            headers: response.headers(),
-        }
     }
 }
 
@@ -568,7 +503,7 @@ impl fmt::Display for RetryReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Status(status) => write!(f, "server returned {status}"),
-            Self::Error(kind) => write!(f, "{}", Error::new(*kind)),
+            Self::Error(kind) => write!(f, "{kind}"),
         }
     }
 }

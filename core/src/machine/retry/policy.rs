@@ -10,7 +10,7 @@ use http::{Method, StatusCode};
 
 use super::backoff::{nanos, Backoff, Jitter};
 use super::{Outcome, RequestFacts, RetryReason};
-use crate::error::{Error, ErrorKind};
+use crate::machine::outcome::{self, ErrorKind, RETRYABLE_STATUSES};
 
 /// A user's rule for which outcomes to retry; see [`RetryPolicyBuilder::retry_predicate`].
 ///
@@ -33,7 +33,7 @@ pub type RetryPredicate = Arc<dyn Fn(&Outcome<'_>) -> Option<bool> + Send + Sync
 /// | [`max_delay`](RetryPolicyBuilder::max_delay) | 10 s |
 /// | [`jitter`](RetryPolicyBuilder::jitter) | [`Jitter::Full`] |
 /// | [`retry_statuses`](RetryPolicyBuilder::retry_statuses) | 408, 429, 500, 502, 503, 504 |
-/// | [`retry_error_kinds`](RetryPolicyBuilder::retry_error_kinds) | what [`Error::is_retryable`] says: connect errors, timeouts except the overall deadline, connections that failed mid-flight |
+/// | [`retry_error_kinds`](RetryPolicyBuilder::retry_error_kinds) | what [`Error::is_retryable`](crate::Error::is_retryable) says: connect errors, timeouts except the overall deadline, connections that failed mid-flight |
 /// | [`idempotent_methods`](RetryPolicyBuilder::idempotent_methods) | GET, HEAD, OPTIONS, PUT, DELETE, TRACE |
 /// | [`idempotency_key_header`](RetryPolicyBuilder::idempotency_key_header) | `Idempotency-Key` |
 /// | [`respect_retry_after`](RetryPolicyBuilder::respect_retry_after) | yes |
@@ -144,7 +144,7 @@ impl RetryPolicy {
     pub fn retry_reason(&self, outcome: &Outcome<'_>) -> Option<RetryReason> {
         let reason = match *outcome {
             Outcome::Response { status, .. } => RetryReason::Status(status),
-            Outcome::Error(err) => match err.kind() {
+            Outcome::Error(failure) => match failure.kind {
                 ErrorKind::Status(status) => RetryReason::Status(status),
                 kind => RetryReason::Error(kind),
             },
@@ -158,8 +158,8 @@ impl RetryPolicy {
         }
         let retry = match (reason, outcome) {
             (RetryReason::Status(status), _) => self.inner.statuses.contains(status),
-            (RetryReason::Error(kind), Outcome::Error(err)) => match &self.inner.error_kinds {
-                None => err.is_retryable(),
+            (RetryReason::Error(kind), Outcome::Error(failure)) => match &self.inner.error_kinds {
+                None => outcome::is_retryable(kind, failure.unsent),
                 Some(kinds) => kinds.contains(&kind),
             },
             (RetryReason::Error(_), Outcome::Response { .. }) => false,
@@ -245,7 +245,7 @@ impl RetryPolicyBuilder {
             multiplier: 2.0,
             max_delay: Duration::from_secs(10),
             jitter: Jitter::Full,
-            statuses: StatusSet::from_codes(&[408, 429, 500, 502, 503, 504]),
+            statuses: StatusSet::from_codes(&RETRYABLE_STATUSES),
             error_kinds: None,
             predicate: None,
             idempotent_methods: vec![
@@ -319,7 +319,7 @@ impl RetryPolicyBuilder {
     }
 
     /// The error kinds worth retrying, replacing the default (which is
-    /// [`Error::is_retryable`]). Kinds are compared exactly: list
+    /// [`Error::is_retryable`](crate::Error::is_retryable)). Kinds are compared exactly: list
     /// `ErrorKind::Timeout(TimeoutPhase::Attempt)` and the other phases one by one. Errors of
     /// kind [`ErrorKind::Status`] follow [`retry_statuses`](Self::retry_statuses) instead.
     pub fn retry_error_kinds(mut self, kinds: impl IntoIterator<Item = ErrorKind>) -> Self {
@@ -449,8 +449,8 @@ impl fmt::Debug for RetryPolicyBuilder {
 
 /// A retry setting that can't be used: which one, and why.
 ///
-/// Converts into an [`Error`] of kind [`ErrorKind::Config`] whose
-/// [`setting`](Error::setting) is the same name.
+/// Converts into an [`Error`](crate::Error) of kind [`ErrorKind::Config`] whose
+/// [`setting`](crate::Error::setting) is the same name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvalidRetryConfig {
     setting: &'static str,
@@ -484,14 +484,6 @@ impl fmt::Display for InvalidRetryConfig {
 }
 
 impl StdError for InvalidRetryConfig {}
-
-impl From<InvalidRetryConfig> for Error {
-    fn from(err: InvalidRetryConfig) -> Self {
-        Error::new(ErrorKind::Config)
-            .with_setting(err.setting)
-            .with_source(err)
-    }
-}
 
 /// A set of status codes, one bit per code from 0 to 1023: copying and lookups never allocate.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
@@ -530,7 +522,7 @@ mod tests {
     use http::HeaderMap;
 
     use super::*;
-    use crate::error::{Stage, TimeoutPhase};
+    use crate::{Error, Stage, TimeoutPhase};
 
     fn reason(policy: &RetryPolicy, outcome: Outcome<'_>) -> Option<RetryReason> {
         policy.retry_reason(&outcome)
@@ -556,7 +548,7 @@ mod tests {
     #[test]
     fn default_error_kinds_follow_is_retryable() {
         let policy = RetryPolicy::default();
-        let retried = |err: Error| reason(&policy, Outcome::Error(&err));
+        let retried = |err: Error| reason(&policy, Outcome::from(&err));
         assert_eq!(
             retried(Error::new(ErrorKind::Connect)),
             Some(RetryReason::Error(ErrorKind::Connect))
@@ -601,10 +593,10 @@ mod tests {
         let conflict = Error::new(ErrorKind::Status(StatusCode::CONFLICT));
         let unavailable = Error::new(ErrorKind::Status(StatusCode::SERVICE_UNAVAILABLE));
         assert_eq!(
-            reason(&policy, Outcome::Error(&conflict)),
+            reason(&policy, Outcome::from(&conflict)),
             Some(RetryReason::Status(StatusCode::CONFLICT))
         );
-        assert_eq!(reason(&policy, Outcome::Error(&unavailable)), None);
+        assert_eq!(reason(&policy, Outcome::from(&unavailable)), None);
     }
 
     #[test]
@@ -613,8 +605,8 @@ mod tests {
             .retry_error_kinds([ErrorKind::Tls])
             .build()
             .unwrap();
-        assert!(reason(&policy, Outcome::Error(&Error::new(ErrorKind::Tls))).is_some());
-        assert!(reason(&policy, Outcome::Error(&Error::new(ErrorKind::Connect))).is_none());
+        assert!(reason(&policy, Outcome::from(&Error::new(ErrorKind::Tls))).is_some());
+        assert!(reason(&policy, Outcome::from(&Error::new(ErrorKind::Connect))).is_none());
     }
 
     #[test]

@@ -25,6 +25,7 @@ use http_body::Frame;
 use super::{Client, Response, Timeouts};
 use crate::body::{Body, ResponseBody};
 use crate::error::{Error, ErrorKind, Stage, TimeoutPhase};
+use crate::machine::retry::GiveUpReason;
 use crate::transport::{
     Backend, BoxTransport, Capabilities, Sleep, Timer, Transport, TransportConfig,
 };
@@ -1897,14 +1898,19 @@ fn the_budget_caps_retries_across_calls() {
     for _ in 0..40 {
         m.push(Reply::status(503));
     }
-    let mut gave_up = 0;
+    // The reserve is 1 retry per second over a 10 s window: the first 10 calls get their
+    // retry, and the other 10 find the budget empty. Each call's response says which.
+    let mut reasons = Vec::new();
     for _ in 0..20 {
-        if m.run(c.get("x").send()).unwrap().status() == StatusCode::SERVICE_UNAVAILABLE {
-            gave_up += 1;
-        }
+        let resp = m.run(c.get("x").send()).unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        reasons.push((resp.attempts(), resp.gave_up().copied()));
     }
-    assert_eq!(gave_up, 20);
-    // 20 calls, and only the reserve (1 per second over a 10 s window) of retries.
-    let retries = m.request_count() - 20;
-    assert!(retries <= 10, "{retries} retries went through the budget");
+    let exhausted = (2, Some(GiveUpReason::AttemptsExhausted { attempts: 2 }));
+    let refused = (1, Some(GiveUpReason::BudgetExhausted));
+    assert_eq!(reasons[..10], [exhausted; 10]);
+    assert_eq!(reasons[10..], [refused; 10]);
+    assert_eq!(m.request_count(), 30, "20 first attempts and 10 retries");
 }
+
+mod pipeline;

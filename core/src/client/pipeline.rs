@@ -1,0 +1,296 @@
+//! The request pipeline: one driver loop over an ordered stack of policies.
+//!
+//! Every call runs one loop. Before each attempt the loop asks each policy, outermost first,
+//! whether the attempt may go; after each attempt it shows the outcome (a response head, an
+//! error, or a body that failed mid-way in a buffered read) to each policy, innermost first.
+//! A policy answers with one [`Action`] from a small shared set, and the loop carries it out.
+//! The loop knows nothing about retries or redirects: each is a pure machine from
+//! [`machine`](crate::machine) wrapped in a [`Policy`], so a new capability is one machine plus
+//! one place in the stack.
+//!
+//! ```text
+//!   Request (owned, re-issuable)
+//!     │
+//!     ▼  before_attempt, outermost first: Proceed · WaitUntil(t) · Hold(guard) · Fail(err)
+//!   ┌──────────────────────────────────────────────────────────────┐
+//!   │ your policies (ClientBuilder::policy), in the order added     │
+//!   │ redirect   machine::redirect  301/302/303/307/308, hop limit, │
+//!   │            credentials dropped across origins                 │
+//!   │ retry      machine::retry     backoff, Retry-After, budget    │
+//!   └──────────────────────────────────────────────────────────────┘
+//!     │                                        ▲
+//!     ▼  attempt: Transport::send              │ on_outcome, innermost first:
+//!        under the attempt timeout             │ Proceed · Reissue{at} · Deliver · Fail(err)
+//!        and the call's deadline ──────────────┘
+//!     │
+//!     ▼
+//!   Response (+ guards held until its body ends; + the CallRecord: attempts, hops, why
+//!   retrying stopped)
+//! ```
+//!
+//! # Why this order
+//!
+//! - **Retry is innermost**: it repeats the request exactly as the layers above made it, to
+//!   the URL it was last sent to, so a redirect followed and then a `503` retries the new URL,
+//!   not the first one, and retries never re-run another layer's side effects.
+//! - **Redirect sits above retry**: a hop is a new request, not another attempt of the same
+//!   one, so it never spends the retry policy's attempts, and a retried `503` is never taken
+//!   for a hop.
+//! - **Your policies are outermost**: they see the call as the caller does (one request in,
+//!   one response out) and every attempt and hop below them, so a policy that limits or
+//!   counts work sees all of it. Circuit breakers and rate limits join here, outside the
+//!   retry loop, so that a breaker counts every attempt and a limiter paces every one.
+//!
+//! After an attempt the outcome goes to the innermost policy first. The first policy that
+//! answers anything but [`Action::Proceed`] decides; the policies after it are still shown the
+//! outcome, with [`PolicyContext::is_claimed`] true, so that a policy that counts outcomes
+//! misses none, and their answers are ignored.
+//!
+//! # Guards
+//!
+//! A policy that hands out something that must be given back (a permit of a concurrency limit,
+//! a half-open probe slot) answers [`Action::Hold`] with a [`Guard`]: the loop keeps it while
+//! the attempt is in flight and, when the attempt is delivered, with the [`Response`](crate::Response)
+//! until its body ends or the response is dropped. A guard of an attempt that is re-issued or
+//! fails is dropped then.
+//!
+//! # Example
+//!
+//! A policy that counts the attempts of every call on the client and refuses a call after a
+//! `401` from the server, with no edit to the loop:
+//!
+//! ```
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//! use keel_core::machine::outcome::Outcome;
+//! use keel_core::pipeline::{Action, Policy, PolicyContext};
+//!
+//! struct Count(Arc<AtomicUsize>);
+//!
+//! impl Policy for Count {
+//!     fn before_attempt(&mut self, _cx: &mut PolicyContext<'_>) -> Action {
+//!         self.0.fetch_add(1, Ordering::Relaxed);
+//!         Action::Proceed
+//!     }
+//!
+//!     fn on_outcome(&mut self, cx: &mut PolicyContext<'_>, outcome: Outcome<'_>) -> Action {
+//!         if outcome.status().is_some_and(|s| s == 401) && !cx.is_claimed() {
+//!             return Action::Fail(keel_core::Error::new(keel_core::ErrorKind::Status(
+//!                 http::StatusCode::UNAUTHORIZED,
+//!             )));
+//!         }
+//!         Action::Proceed
+//!     }
+//! }
+//!
+//! # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+//! let attempts = Arc::new(AtomicUsize::new(0));
+//! let counter = attempts.clone();
+//! let client = keel_core::Client::<T>::builder()
+//!     .policy(move || Count(counter.clone()))
+//!     .build()?;
+//! # let _ = client; Ok(()) }
+//! ```
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::Uri;
+
+use super::request::Request;
+use super::ClientConfig;
+use crate::error::Error;
+use crate::machine::outcome::Outcome;
+use crate::machine::redirect::Hop;
+use crate::machine::retry::GiveUpReason;
+use crate::transport::Timer;
+
+/// One layer of the pipeline: a pure machine's adapter, built afresh for every call.
+///
+/// Both methods have defaults that answer [`Action::Proceed`], so a policy implements only the
+/// side it cares about. They run on the hot path, once per attempt: keep them cheap, and never
+/// block in them (answer [`Action::WaitUntil`] to wait).
+pub trait Policy: Send + 'static {
+    /// Before every attempt (the first, and every one re-issued), outermost policy first.
+    ///
+    /// May edit the request about to be sent ([`PolicyContext::request_mut`]).
+    fn before_attempt(&mut self, cx: &mut PolicyContext<'_>) -> Action {
+        let _ = cx;
+        Action::Proceed
+    }
+
+    /// After every attempt, innermost policy first: a response head arrived, the attempt
+    /// failed, or (in a buffered read) the body failed mid-way.
+    ///
+    /// To send the request again, edit it ([`PolicyContext::request_mut`]) and answer
+    /// [`Action::Reissue`].
+    fn on_outcome(&mut self, cx: &mut PolicyContext<'_>, outcome: Outcome<'_>) -> Action {
+        let _ = (cx, outcome);
+        Action::Proceed
+    }
+}
+
+/// What a policy tells the loop to do; the one action set every policy shares.
+#[must_use = "the loop must act on every action"]
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum Action {
+    /// No opinion: ask the next policy (and, when none is left, send, or deliver the outcome).
+    Proceed,
+    /// Before an attempt: wait until this instant, then ask the same policy again.
+    WaitUntil(Instant),
+    /// Before an attempt: go ahead, and keep this guard until the attempt is over (for a
+    /// delivered response, until its body ends).
+    Hold(Guard),
+    /// After an attempt: send the request (as the policy left it) again, no earlier than
+    /// `at` (`None`: at once).
+    Reissue {
+        /// When to send it.
+        at: Option<Instant>,
+    },
+    /// After an attempt: hand the outcome to the caller as it is.
+    Deliver,
+    /// Fail the call with this error.
+    Fail(Error),
+}
+
+/// Something a policy hands out and wants back: dropped when the attempt it was taken for is
+/// over (see the [module documentation](self)).
+pub struct Guard(#[allow(dead_code)] Box<dyn Any + Send + Sync>);
+
+impl Guard {
+    /// Wraps `value`, whose `Drop` gives the resource back.
+    pub fn new(value: impl Any + Send + Sync) -> Self {
+        Self(Box::new(value))
+    }
+}
+
+impl fmt::Debug for Guard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Guard")
+    }
+}
+
+/// What a call did: how many attempts it made, the redirects it followed, and why retrying
+/// stopped. Carried by the [`Response`](crate::Response) and by the call's [`Error`].
+#[derive(Clone, Debug, Default)]
+pub struct CallRecord {
+    pub(crate) attempts: u32,
+    pub(crate) gave_up: Option<GiveUpReason>,
+    pub(crate) hops: Vec<Hop>,
+}
+
+impl CallRecord {
+    /// The attempts the retry policy counted, the first included (redirect hops are not
+    /// attempts: see [`hops`](Self::hops)).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Why the call stopped retrying although its last outcome was worth retrying.
+    pub fn gave_up(&self) -> Option<&GiveUpReason> {
+        self.gave_up.as_ref()
+    }
+
+    /// The redirects followed, in order.
+    pub fn hops(&self) -> &[Hop] {
+        &self.hops
+    }
+
+    /// Records that the retry machine counted `attempts` attempts.
+    pub fn set_attempts(&mut self, attempts: u32) {
+        self.attempts = attempts;
+    }
+
+    /// Records why retrying stopped.
+    pub fn set_gave_up(&mut self, reason: Option<GiveUpReason>) {
+        self.gave_up = reason;
+    }
+
+    /// Records a redirect followed.
+    pub fn push_hop(&mut self, hop: Hop) {
+        self.hops.push(hop);
+    }
+}
+
+/// What a policy sees of the call: the request, the clocks, the record, and whether an
+/// earlier policy already decided what to do with this outcome.
+pub struct PolicyContext<'a> {
+    pub(crate) request: &'a mut Request,
+    pub(crate) body_sent_once: bool,
+    pub(crate) record: &'a mut CallRecord,
+    pub(crate) timer: &'a Arc<dyn Timer>,
+    pub(crate) config: &'a ClientConfig,
+    pub(crate) origin: &'a super::state::OriginState,
+    pub(crate) now: Option<Instant>,
+    pub(crate) deadline: Instant,
+    pub(crate) claimed: bool,
+}
+
+impl PolicyContext<'_> {
+    /// The current time on the client's timer (read once per step, then remembered).
+    pub fn now(&mut self) -> Instant {
+        *self.now.get_or_insert_with(|| self.timer.now())
+    }
+
+    /// The wall-clock time, for decisions that need a date.
+    pub fn now_system(&self) -> SystemTime {
+        self.timer.now_system()
+    }
+
+    /// The instant by which the whole call must be over.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The request as it will be (or was last) sent.
+    pub fn request(&self) -> &Request {
+        self.request
+    }
+
+    /// The request, to edit before it is sent or re-issued.
+    pub fn request_mut(&mut self) -> &mut Request {
+        self.request
+    }
+
+    /// The URL the request goes (or went) to.
+    pub fn url(&self) -> &Uri {
+        self.request.url()
+    }
+
+    /// Whether the request's body can be sent again: false once a one-shot stream was sent.
+    pub fn body_replayable(&self) -> bool {
+        self.request.body_replayable() && !self.body_sent_once
+    }
+
+    /// What the call did so far.
+    pub fn record(&self) -> &CallRecord {
+        self.record
+    }
+
+    /// What the call did so far, to add to.
+    pub fn record_mut(&mut self) -> &mut CallRecord {
+        self.record
+    }
+
+    /// True when an earlier policy already decided what to do with this outcome: this policy
+    /// may take note of it, and its answer is ignored.
+    pub fn is_claimed(&self) -> bool {
+        self.claimed
+    }
+}
+
+impl fmt::Debug for PolicyContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyContext")
+            .field("url", self.request.url())
+            .field("record", &self.record)
+            .field("claimed", &self.claimed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a fresh policy for every call; see [`ClientBuilder::policy`](crate::ClientBuilder::policy).
+pub(crate) type PolicyFactory = Arc<dyn Fn() -> Box<dyn Policy> + Send + Sync>;

@@ -1,0 +1,104 @@
+//! The state policies share across the calls of one client, kept in one place and keyed by
+//! [`Origin`].
+//!
+//! Each origin has one [`OriginState`]: the retry budget today; breakers and limiters join it.
+//! The machines stay pure: the store only keeps their state and hands it to them as `&mut`
+//! under one short lock, so two calls never interleave inside a machine.
+//!
+//! The base URL's origin is looked up without hashing or allocating (most calls go there);
+//! other origins are found in a map that keeps at most [`MAX_ORIGINS`] entries, forgetting
+//! origins no call is using when it is full.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use http::Uri;
+
+use crate::machine::credentials::same_origin;
+use crate::machine::retry::RetryBudget;
+use crate::transport::Origin;
+
+/// The most origins the store keeps state for besides the base URL's.
+pub(crate) const MAX_ORIGINS: usize = 256;
+
+/// Every policy's shared state for one origin.
+#[derive(Debug)]
+pub(crate) struct PolicyState {
+    /// The retry budget, when the client has one.
+    pub(crate) budget: Option<RetryBudget>,
+}
+
+/// One origin's state, behind its lock.
+#[derive(Debug)]
+pub(crate) struct OriginState {
+    state: Mutex<PolicyState>,
+}
+
+impl OriginState {
+    fn new(template: &PolicyState) -> Self {
+        Self {
+            state: Mutex::new(PolicyState {
+                budget: template.budget.clone(),
+            }),
+        }
+    }
+
+    /// Locks the state; a lock poisoned by a panicking hook still works (the state is plain
+    /// data, valid between any two calls).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, PolicyState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The per-client store.
+#[derive(Debug)]
+pub(crate) struct Store {
+    template: PolicyState,
+    base: Option<(Uri, Arc<OriginState>)>,
+    others: Mutex<HashMap<Origin, Arc<OriginState>>>,
+}
+
+impl Store {
+    pub(crate) fn new(base: Option<&Uri>, budget: Option<RetryBudget>) -> Self {
+        let template = PolicyState { budget };
+        let base = base.map(|uri| (uri.clone(), Arc::new(OriginState::new(&template))));
+        Self {
+            template,
+            base,
+            others: Mutex::default(),
+        }
+    }
+
+    /// The state of `url`'s origin.
+    pub(crate) fn origin(&self, url: &Uri) -> Arc<OriginState> {
+        if let Some((base, state)) = &self.base {
+            if same_origin(base, url) {
+                return state.clone();
+            }
+        }
+        let Ok(origin) = Origin::from_uri(url) else {
+            // The transport will refuse the URL; its calls share one throwaway state.
+            return Arc::new(OriginState::new(&self.template));
+        };
+        let mut others = self.others.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(state) = others.get(&origin) {
+            return state.clone();
+        }
+        if others.len() >= MAX_ORIGINS {
+            others.retain(|_, state| Arc::strong_count(state) > 1);
+        }
+        let state = Arc::new(OriginState::new(&self.template));
+        if others.len() < MAX_ORIGINS {
+            others.insert(origin, state.clone());
+        }
+        state
+    }
+
+    #[cfg(test)]
+    pub(crate) fn origins_kept(&self) -> usize {
+        self.others
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
