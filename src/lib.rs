@@ -57,9 +57,15 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use keel_core as core;
+/// The `http` crate keel's types are made of: `keel::http::{Method, StatusCode, HeaderMap, …}`.
+pub use keel_core::http;
+pub use keel_core::pipeline;
 pub use keel_core::{
-    Body, BodyStream, BoxTransport, Capabilities, Certificate, Error, ErrorKind, Jitter, Pending,
-    Response, RetryBudget, RetryEvent, RetryPolicy, Stage, TimeoutPhase, Timeouts,
+    Body, BodyStream, BoxTransport, Capabilities, Certificate, Error, ErrorKind, Failure,
+    GiveUpReason, Hop, InvalidRetryConfig, Jitter, Outcome, Pacing, Pending, RedirectAttempt,
+    RedirectDecision, RedirectEvent, RedirectPolicy, RedirectRefusal, Request, RequestFacts,
+    Response, RetryBudget, RetryEvent, RetryPolicy, RetryPolicyBuilder, RetryReason,
+    SensitiveHeaders, Stage, TimeoutPhase, Timeouts,
 };
 
 #[cfg(feature = "hyper")]

@@ -81,6 +81,8 @@ mod tests;
 pub mod tls;
 
 pub use body::{Body, ResponseBody};
+/// The `http` crate keel's types are made of (`Method`, `StatusCode`, `HeaderMap`, `Uri`, …).
+pub use http;
 pub use client::pipeline;
 pub use client::{
     BodyStream, Client, ClientBuilder, Pending, RedirectEvent, RedirectHook, Request,
