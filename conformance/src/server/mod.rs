@@ -64,6 +64,13 @@
 //!   64 MiB; larger bodies get 413.
 //! - `/script/{name}` — the replies registered with [`TestServer::script`];
 //!   unknown names get 404.
+//! - `/redirect/{status}?to=<target>` — that 3xx status (others get 400),
+//!   `Location: <target>` exactly as given after percent-decoding (relative or
+//!   absolute, any string a header value can hold), and an empty body. The
+//!   request body is read and discarded first (up to 64 MiB).
+//! - `/chain/{n}` — 302 with `Location: /chain/{n-1}`; `/chain/0` is 200 with
+//!   the body `end`. `/chain/{n}` takes `n` hops to reach the end.
+//! - `/loop/a` and `/loop/b` — 302 to each other, forever.
 //!
 //! Every request is counted (see [`TestServer::requests`] and friends) before
 //! it is answered.

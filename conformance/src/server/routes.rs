@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited, StreamBody};
@@ -190,6 +190,9 @@ async fn route(req: Request<Incoming>, state: &State) -> Result<Response<ResBody
         ["reset"] => reset(&query),
         ["wrong-length"] => wrong_length(&query),
         ["echo"] => echo(req).await,
+        ["redirect", code] => redirect(code, &query, req).await,
+        ["chain", n] => chain(n),
+        ["loop", which] => redirect_loop(which),
         _ => Err(Reject(
             StatusCode::NOT_FOUND,
             format!("no route for {path}"),
@@ -359,6 +362,63 @@ async fn script(state: &State, name: &str) -> Result<Response<ResBody>, Reject> 
     reply
         .to_response()
         .map_err(|message| Reject(StatusCode::INTERNAL_SERVER_ERROR, message))
+}
+
+// Redirect routes.
+
+/// `/redirect/{status}?to=<percent-encoded target>`: that 3xx status with `Location: <target>`,
+/// the target sent as given (relative or absolute). The request body is read (and discarded)
+/// first, so a client still uploading sees the redirect, not a connection closed under it.
+async fn redirect(
+    code: &str,
+    query: &Query,
+    req: Request<Incoming>,
+) -> Result<Response<ResBody>, Reject> {
+    let code: u16 = parse_segment("status code", code)?;
+    let status = StatusCode::from_u16(code)
+        .ok()
+        .filter(StatusCode::is_redirection)
+        .ok_or_else(|| Reject::bad(format!("{code} is not a 3xx status")))?;
+    let target = query
+        .get("to")
+        .ok_or_else(|| Reject::bad("missing query parameter \"to\""))?;
+    let res = moved(status, target)?;
+    Limited::new(req.into_body(), ECHO_LIMIT)
+        .collect()
+        .await
+        .map_err(|e| Reject::bad(format!("failed to read the request body: {e}")))?;
+    Ok(res)
+}
+
+/// `/chain/{n}`: 302 to `/chain/{n-1}`; `/chain/0` is 200 with the body `end`.
+fn chain(n: &str) -> Result<Response<ResBody>, Reject> {
+    let n: u64 = parse_segment("chain length", n)?;
+    match n.checked_sub(1) {
+        None => Ok(text(StatusCode::OK, "end")),
+        Some(next) => moved(StatusCode::FOUND, &format!("/chain/{next}")),
+    }
+}
+
+/// `/loop/a` → 302 `/loop/b`, `/loop/b` → 302 `/loop/a`.
+fn redirect_loop(which: &str) -> Result<Response<ResBody>, Reject> {
+    match which {
+        "a" => moved(StatusCode::FOUND, "/loop/b"),
+        "b" => moved(StatusCode::FOUND, "/loop/a"),
+        _ => Err(Reject(
+            StatusCode::NOT_FOUND,
+            format!("no route for /loop/{which}"),
+        )),
+    }
+}
+
+/// A redirect to `location` with an empty body, or 400 if `location` can't be a header value.
+fn moved(status: StatusCode, location: &str) -> Result<Response<ResBody>, Reject> {
+    let location = HeaderValue::from_bytes(location.as_bytes())
+        .map_err(|_| Reject::bad(format!("invalid Location {location:?}")))?;
+    let mut res = Response::new(full(Bytes::new()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(LOCATION, location);
+    Ok(res)
 }
 
 /// A complete body with an exact length.

@@ -662,3 +662,73 @@ fn servers_are_independent() {
     assert_eq!((a.requests(), b.requests()), (1, 1));
     assert_eq!((a.connections_accepted(), b.connections_accepted()), (1, 1));
 }
+
+#[test]
+fn redirect_sends_the_status_and_the_decoded_location() {
+    let s = server();
+    let mut c = Conn::open(s.plain_port);
+    for code in [301, 302, 303, 307, 308] {
+        let resp = c.get(&format!(
+            "/redirect/{code}?to=http%3A%2F%2F127.0.0.1%3A1%2Fecho%3Fa%3D1%26b%3D2"
+        ));
+        assert_eq!(resp.status, code);
+        assert_eq!(
+            resp.header("location"),
+            Some("http://127.0.0.1:1/echo?a=1&b=2")
+        );
+        assert!(resp.body.is_empty());
+    }
+    let resp = c.get("/redirect/302?to=../relative%20path");
+    assert_eq!(resp.header("location"), Some("../relative path"));
+    // The request body is read before the answer, and the connection stays usable.
+    c.send("POST", "/redirect/307?to=/echo", &[], &[b'p'; 100_000]);
+    let resp = c.response();
+    assert_eq!(resp.status, 307);
+    assert_eq!(resp.header("location"), Some("/echo"));
+    assert_eq!(c.get("/status/204").status, 204);
+    assert_eq!(s.requests_to("/redirect/307"), 2);
+}
+
+#[test]
+fn redirect_rejects_bad_parameters() {
+    let s = server();
+    let mut c = Conn::open(s.plain_port);
+    for path in [
+        "/redirect/200?to=/echo",
+        "/redirect/404?to=/echo",
+        "/redirect/abc?to=/echo",
+        "/redirect/302",
+        "/redirect/302?to=a%0Ab",
+    ] {
+        let resp = c.get(path);
+        assert_eq!(resp.status, 400, "{path}");
+        assert_eq!(resp.header("location"), None, "{path}");
+    }
+}
+
+#[test]
+fn chain_counts_down_with_relative_locations() {
+    let s = server();
+    let mut c = Conn::open(s.plain_port);
+    let resp = c.get("/chain/3");
+    assert_eq!(resp.status, 302);
+    assert_eq!(resp.header("location"), Some("/chain/2"));
+    let resp = c.get("/chain/1");
+    assert_eq!(resp.status, 302);
+    assert_eq!(resp.header("location"), Some("/chain/0"));
+    let resp = c.get("/chain/0");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, b"end");
+    assert_eq!(c.get("/chain/x").status, 400);
+}
+
+#[test]
+fn loop_points_a_and_b_at_each_other() {
+    let s = server();
+    let mut c = Conn::open(s.plain_port);
+    let a = c.get("/loop/a");
+    assert_eq!((a.status, a.header("location")), (302, Some("/loop/b")));
+    let b = c.get("/loop/b");
+    assert_eq!((b.status, b.header("location")), (302, Some("/loop/a")));
+    assert_eq!(c.get("/loop/c").status, 404);
+}

@@ -7,6 +7,7 @@
 //! a hung case is reported as failed instead of hanging the run.
 
 pub mod cases;
+pub mod redirects;
 pub mod retries;
 
 use std::fmt;
@@ -177,6 +178,18 @@ macro_rules! __for_each_case {
             deadline_stops_retries
             reset_mid_body_is_retried
             final_error_counts_attempts
+            redirect_301
+            redirect_302
+            redirect_303
+            redirect_307
+            redirect_308
+            redirect_307_one_shot_body_refused
+            redirect_chain_10_followed_11_refused
+            redirect_loop_detected
+            redirect_https_to_http_refused
+            redirect_cross_origin_strips_credentials
+            redirect_default_authorization_stays_on_its_origin
+            redirect_none_delivers_the_3xx
         }
     };
 }
