@@ -81,8 +81,6 @@ mod tests;
 pub mod tls;
 
 pub use body::{Body, ResponseBody};
-/// The `http` crate keel's types are made of (`Method`, `StatusCode`, `HeaderMap`, `Uri`, …).
-pub use http;
 pub use client::pipeline;
 pub use client::{
     BodyStream, Client, ClientBuilder, Pending, RedirectEvent, RedirectHook, Request,
@@ -91,6 +89,8 @@ pub use client::{
 pub use error::{
     find_in_chain, find_io_in_chain, find_source, BoxError, Error, ErrorKind, Stage, TimeoutPhase,
 };
+/// The `http` crate keel's types are made of (`Method`, `StatusCode`, `HeaderMap`, `Uri`, …).
+pub use http;
 pub use machine::credentials::SensitiveHeaders;
 pub use machine::outcome::{Failure, Outcome};
 pub use machine::redirect::{

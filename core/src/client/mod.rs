@@ -456,15 +456,17 @@ impl<T: Backend> ClientBuilder<T> {
     ///
     /// ```
     /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
-    /// let client = keel_core::Client::<T>::builder()
+    /// let builder = keel_core::Client::<T>::builder()
     ///     .base_url("https://api.example.com/v1")
     ///     .default_header("x-api-key", "k-123")
     ///     .sensitive_header("x-api-key")
-    ///     .bearer_auth("t-456")
-    ///     .build()?;
+    ///     .bearer_auth("t-456");
+    /// // Neither value shows in Debug output:
+    /// let text = format!("{builder:?}");
+    /// assert!(!text.contains("k-123") && !text.contains("t-456"));
     /// // Both go to https://api.example.com only; a request to https://cdn.example.net does
-    /// // not carry them, and neither shows here:
-    /// assert!(!format!("{client:?}").contains("k-123"));
+    /// // not carry them.
+    /// let client = builder.build()?;
     /// # Ok(()) }
     /// ```
     pub fn default_header<K, V>(mut self, name: K, value: V) -> Self
