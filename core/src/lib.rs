@@ -3,11 +3,27 @@
 //! It holds the [`Transport`] and [`Timer`] traits that backends implement, the async driver
 //! ([`Client`], [`RequestBuilder`], [`Response`]) that runs over them, and keel's one error type,
 //! [`Error`]. Backends (`keel-hyper`, …) only move bytes; everything that decides what to do —
-//! time limits, body limits, and later retries, redirects and the other policies — lives here, so
-//! every backend behaves the same.
+//! time limits, body limits, retries, redirects, credentials and the policies to come — lives
+//! here, so every backend behaves the same.
 //!
 //! It is **not** an HTTP implementation: it opens no sockets, spawns no tasks and names no
 //! runtime. Most users depend on the `keel` facade, which picks a backend by feature flag.
+//!
+//! # The pipeline
+//!
+//! A call is one loop in the driver over an ordered stack of policies; each policy is a pure
+//! machine from [`machine`] behind the [`pipeline::Policy`] trait, answering with one action
+//! from a small shared set. The order, and why, is in [`pipeline`]:
+//!
+//! ```text
+//!  Request ─► [your policies] ─► redirect ─► retry ─► attempt (Transport::send)
+//!                    ▲               ▲          ▲          │
+//!                    └───────────────┴──────────┴──────────┘ outcome, innermost first
+//!  Response (+ guards until the body ends, + the CallRecord: attempts, hops, why it stopped)
+//! ```
+//!
+//! State the policies share across calls (the retry budget; breakers and limiters next) lives
+//! in one place per client, keyed by [`Origin`].
 //!
 //! # Example
 //!

@@ -602,7 +602,8 @@ impl<T: Backend> ClientBuilder<T> {
         self
     }
 
-    /// The budget shared by every call on the client that caps how much load retries may add
+    /// The budget that caps how much load retries may add, one per origin, shared by every
+    /// call on the client to that origin
     /// (default [`RetryBudget::default`]: 20% on top of first attempts, at least 10 retries a
     /// second), or `None` for no cap beyond the policy's attempt limit.
     pub fn retry_budget(mut self, budget: Option<RetryBudget>) -> Self {

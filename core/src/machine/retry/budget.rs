@@ -9,7 +9,8 @@ const SLOTS: usize = 10;
 /// What one retry costs, in the ledger's fixed-point units.
 const RETRY_COST: i64 = 1_000;
 
-/// Limits retries to a fraction of first attempts, shared by every call on a client.
+/// Limits retries to a fraction of first attempts, shared by every call a client makes to one
+/// origin.
 ///
 /// Each call deposits once, when its first attempt is sent ([`RetryBudget::deposit`]), and each
 /// retry withdraws once ([`RetryBudget::try_withdraw`]). Over any window of `window`, retries
@@ -32,9 +33,10 @@ const RETRY_COST: i64 = 1_000;
 /// seen before (two tasks that read the clock in one order and lock in the other) counts in the
 /// current slot; time never runs backwards inside the ledger.
 ///
-/// To share it between tasks, put it in a `Mutex` (`Arc<Mutex<RetryBudget>>` on the client) and
-/// hold the lock only for the call. [`Retry::on_outcome`](super::Retry::on_outcome) takes it so,
-/// and locks it only when it is about to schedule a retry.
+/// The ledger owns no lock. To share it between tasks, keep it behind one (the client keeps one
+/// per origin, with the other policies' state) and hold it only for the call:
+/// [`Retry::on_outcome`](super::Retry::on_outcome) takes it as `&mut` and withdraws only when it
+/// is about to schedule a retry.
 ///
 /// # Example
 ///
