@@ -79,7 +79,7 @@ async fn one_hop(
         resp.status()
     );
     ensure!(
-        resp.url().to_string() == to,
+        *resp.url() == to,
         "{status}: the response's url is {}, not {to}",
         resp.url()
     );
@@ -88,10 +88,15 @@ async fn one_hop(
     let hop = &hops[0];
     ensure!(
         hop.status().as_u16() == status
-            && hop.from().to_string() == from
-            && hop.to().to_string() == to
+            && *hop.from() == from
+            && *hop.to() == to
             && hop.method() == method,
         "{status}: the hop is {hop:?}, expected {method} {from} -> {to}"
+    );
+    ensure!(
+        resp.attempts() == 1,
+        "{status}: {} attempts (a hop is not an attempt)",
+        resp.attempts()
     );
     Ok(resp.json().await?)
 }
@@ -277,6 +282,11 @@ pub async fn redirect_chain_10_followed_11_refused<T: Backend>(cx: Cx<T>) -> Cas
         "/chain/10 followed {} hops",
         resp.redirects().len()
     );
+    ensure!(
+        resp.attempts() == 1,
+        "/chain/10 counted {} attempts (hops are not attempts)",
+        resp.attempts()
+    );
     let end = cx.server.url("/chain/0");
     ensure!(
         resp.url().to_string() == end,
@@ -414,8 +424,8 @@ pub async fn redirect_https_to_http_refused<T: Backend>(cx: Cx<T>) -> CaseResult
     Ok(Outcome::Pass)
 }
 
-/// The headers that must not cross origins, sent on every request of
-/// [`redirect_cross_origin_strips_credentials`], and one that may.
+/// The headers [`redirect_cross_origin_strips_credentials`] sends that must not cross origins
+/// (`x-api-key` because the client marks it sensitive).
 const CREDENTIALS: [&str; 4] = [
     "authorization",
     "x-api-key",
