@@ -546,6 +546,23 @@ pub async fn redirect_default_authorization_stays_on_its_origin<T: Backend>(
             "{how}: a redirect to another origin got authorization {:?}",
             seen.header("authorization")
         );
+        // Another origin that bounces back to ours doesn't get to pick which of our URLs
+        // receives the credentials: once a call has left the origin, they stay off.
+        let back = cx.server.url("/echo");
+        let bounce = other.url(&redirect(302, &back));
+        let resp = client.get(&redirect(302, &bounce)).send().await?;
+        ensure!(
+            resp.redirects().len() == 2 && resp.url().to_string() == back,
+            "{how}: the bounce ended at {} after {} hops",
+            resp.url(),
+            resp.redirects().len()
+        );
+        let seen: Seen = resp.json().await?;
+        ensure!(
+            seen.header("authorization").is_empty(),
+            "{how}: a redirect back from another origin got authorization {:?}",
+            seen.header("authorization")
+        );
     }
     ensure!(
         other.requests_to("/echo") == 6,

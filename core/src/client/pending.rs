@@ -244,8 +244,15 @@ impl Call {
         };
         merge_default_headers(&mut headers, &config.headers);
         if let Some((base, scoped)) = &config.scoped_headers {
-            // Credentials set on the client go to the base URL's origin only.
-            if same_origin(base, &request.url) {
+            // Credentials set on the client go to the base URL's origin only, and not at all
+            // once a redirect has left it: another origin doesn't get to pick which URL of
+            // ours receives them.
+            let left = self
+                .record
+                .hops
+                .iter()
+                .any(|hop| !same_origin(base, hop.to()));
+            if !left && same_origin(base, &request.url) {
                 merge_default_headers(&mut headers, scoped);
             }
         }

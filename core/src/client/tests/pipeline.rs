@@ -413,6 +413,26 @@ fn client_credentials_go_to_the_base_origin_only() {
 }
 
 #[test]
+fn client_credentials_stay_off_once_a_redirect_left_their_origin() {
+    let c = redirecting("https://api.example.com")
+        .bearer_auth("s3cret")
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    m.push(redirect(302, "https://elsewhere.example/bounce"));
+    m.push(redirect(302, "https://api.example.com/admin"));
+    m.run(c.get("start").send()).unwrap();
+    let log = m.requests();
+    assert_eq!(log.len(), 3);
+    assert!(log[0].headers.contains_key("authorization"));
+    assert!(!log[1].headers.contains_key("authorization"));
+    assert!(
+        !log[2].headers.contains_key("authorization"),
+        "back on the base origin, but chosen by another origin"
+    );
+}
+
+#[test]
 fn a_client_credential_needs_a_base_url() {
     let built = Client::<MockTransport>::builder()
         .bearer_auth("s3cret")
