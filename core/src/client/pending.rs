@@ -197,21 +197,11 @@ impl Call {
     /// Asks the policies from layer `next` inward whether the attempt may go, and sends it
     /// when they all agree.
     fn admit(&mut self, next: usize, now: Option<Instant>) -> Option<Step> {
-        let mut cx = PolicyContext {
-            request: &mut self.request,
-            body_sent_once: self.body_sent_once,
-            record: &mut self.record,
-            timer: self.shared.timer(),
-            config: self.shared.config(),
-            origin: &self.origin,
-            now,
-            deadline: self.deadline,
-            claimed: false,
-        };
-        for layer in next..self.stack.len() {
-            match self.stack.layer(layer).before_attempt(&mut cx) {
+        let (stack, guards, mut cx) = self.split(now);
+        for layer in next..stack.len() {
+            match stack.layer(layer).before_attempt(&mut cx) {
                 Action::Proceed => {}
-                Action::Hold(guard) => self.guards.push(guard),
+                Action::Hold(guard) => guards.push(guard),
                 Action::WaitUntil(at) => {
                     self.phase = Phase::Waiting {
                         sleep: cx.timer.sleep_until(at),
@@ -230,6 +220,22 @@ impl Call {
         let now = cx.now();
         self.send_attempt(now);
         None
+    }
+
+    /// The stack, the attempt's guards, and what a policy sees of the call.
+    fn split(&mut self, now: Option<Instant>) -> (&mut Stack, &mut Vec<Guard>, PolicyContext<'_>) {
+        let cx = PolicyContext {
+            request: &mut self.request,
+            body_sent_once: self.body_sent_once,
+            record: &mut self.record,
+            timer: self.shared.timer(),
+            config: self.shared.config(),
+            origin: &self.origin,
+            now,
+            deadline: self.deadline,
+            claimed: false,
+        };
+        (&mut self.stack, &mut self.guards, cx)
     }
 
     /// Builds the next attempt's request and hands it to the transport.
@@ -360,20 +366,10 @@ impl Call {
     /// Shows `outcome` to every policy, innermost first; the first answer other than
     /// `Proceed` decides.
     fn consult(&mut self, outcome: Outcome<'_>) -> Option<Action> {
-        let mut cx = PolicyContext {
-            request: &mut self.request,
-            body_sent_once: self.body_sent_once,
-            record: &mut self.record,
-            timer: self.shared.timer(),
-            config: self.shared.config(),
-            origin: &self.origin,
-            now: None,
-            deadline: self.deadline,
-            claimed: false,
-        };
+        let (stack, _, mut cx) = self.split(None);
         let mut decided = None;
-        for layer in (0..self.stack.len()).rev() {
-            let action = self.stack.layer(layer).on_outcome(&mut cx, outcome);
+        for layer in (0..stack.len()).rev() {
+            let action = stack.layer(layer).on_outcome(&mut cx, outcome);
             if decided.is_none() && !matches!(action, Action::Proceed) {
                 decided = Some(action);
                 cx.claimed = true;
