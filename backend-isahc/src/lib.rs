@@ -158,7 +158,6 @@
 
 mod body;
 mod errors;
-mod timer;
 mod tls;
 
 use std::fmt;
@@ -170,7 +169,8 @@ use keel_core::{
     TransportConfig,
 };
 
-pub use crate::timer::AsyncIoTimer;
+/// keel's [`Timer`] on async-io, from keel-core (its `async-io` feature): it needs no runtime.
+pub use keel_core::AsyncIoTimer;
 
 /// The most connections, idle or in use, libcurl keeps in the pool (`CURLMOPT_MAXCONNECTS`).
 ///
@@ -226,7 +226,7 @@ impl IsahcTransport {
         Ok(Self {
             client,
             tls,
-            timer: Arc::new(AsyncIoTimer),
+            timer: Arc::new(AsyncIoTimer::default()),
         })
     }
 }

@@ -68,6 +68,8 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "async-io")]
+mod async_io_timer;
 mod body;
 mod client;
 mod error;
@@ -80,6 +82,8 @@ mod tests;
 #[cfg(feature = "rustls")]
 pub mod tls;
 
+#[cfg(feature = "async-io")]
+pub use async_io_timer::AsyncIoTimer;
 pub use body::{Body, ResponseBody};
 pub use client::{
     BodyStream, Client, ClientBuilder, Pending, RequestBuilder, Response, RetryEvent, RetryHook,
