@@ -72,6 +72,7 @@
 mod async_io_timer;
 mod body;
 mod client;
+pub mod connect;
 mod error;
 pub mod machine;
 mod transport;

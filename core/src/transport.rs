@@ -2,7 +2,9 @@
 //! [`Timer`] tells the time and sleeps on the backend's runtime.
 //!
 //! A backend does nothing else. Redirects, retries, content decoding and every timeout other
-//! than the connect timeout belong to the core, so that every backend behaves the same.
+//! than the connect timeout belong to the core, so that every backend behaves the same; even
+//! the connect sequence is the core's [`Dialer`](crate::connect::Dialer), which a backend
+//! drives with its resolver and sockets.
 //!
 //! [`Transport`]'s documentation gives the order of calls and the rules for dropping.
 
