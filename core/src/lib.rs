@@ -85,7 +85,7 @@ pub mod tls;
 
 #[cfg(feature = "async-io")]
 pub use async_io_timer::AsyncIoTimer;
-pub use body::{Body, ResponseBody};
+pub use body::{Body, FramedBody, ResponseBody};
 pub use client::{
     BodyStream, Client, ClientBuilder, Pending, RequestBuilder, Response, RetryEvent, RetryHook,
     Timeouts, DEFAULT_MAX_BODY_SIZE,

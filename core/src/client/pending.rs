@@ -194,6 +194,7 @@ impl Call {
             },
             (None, None) => Body::empty(),
         };
+        crate::body::frame_empty_body(&self.method, &body, &mut headers);
         let mut request = http::Request::new(body);
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.url.clone();
