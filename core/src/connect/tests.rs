@@ -621,20 +621,30 @@ mod loopback {
         async_io::block_on(dialer.connect(addrs, tcp))
     }
 
+    /// A timer whose sleeps never end: the dialer can then only move on when an attempt fails.
+    #[derive(Debug)]
+    struct NeverTimer;
+
+    impl Timer for NeverTimer {
+        fn sleep_until(&self, _: Instant) -> Sleep {
+            Box::pin(std::future::pending())
+        }
+    }
+
     #[test]
     fn falls_back_from_a_refusing_port_to_a_listening_one() {
         let (_refusing, refused) = refusing("127.0.0.1").unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let listening = listener.local_addr().unwrap();
-        let start = Instant::now();
         let stream = dial(vec![refused, listening], Duration::from_secs(5)).unwrap();
         assert_eq!(stream.get_ref().peer_addr().unwrap(), listening);
-        // A refusal moves on at once, without the attempt delay.
-        assert!(
-            start.elapsed() < ATTEMPT_DELAY,
-            "took {:?}",
-            start.elapsed()
-        );
+
+        // A refusal moves on at once, without waiting for the attempt delay: with a timer that
+        // never fires, the second address is reached all the same.
+        let timer = NeverTimer;
+        let dialer = Dialer::new(&timer, Duration::from_secs(5));
+        let stream = async_io::block_on(dialer.connect(vec![refused, listening], tcp)).unwrap();
+        assert_eq!(stream.get_ref().peer_addr().unwrap(), listening);
     }
 
     #[test]
