@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -12,12 +11,14 @@ use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
-use keel_core::{Error, ErrorKind, Origin, Stage, TimeoutPhase, TransportConfig};
+use keel_core::connect::Dialer;
+use keel_core::{Error, ErrorKind, Origin, TransportConfig};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::time::{timeout_at, Instant};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+
+use crate::TokioTimer;
 
 /// Opens plain or TLS connections for hyper-util's pool.
 #[derive(Clone)]
@@ -37,45 +38,17 @@ impl Connector {
         })
     }
 
+    /// Resolves through tokio, then lets keel-core's [`Dialer`] race the connection attempts
+    /// and bound everything, the TLS handshake included, by the connect timeout.
     async fn connect(self, uri: Uri) -> Result<Conn, Error> {
-        let deadline = Instant::now() + self.connect_timeout;
-        let timed_out =
-            |stage| Error::new(ErrorKind::Timeout(TimeoutPhase::Connect)).with_stage(stage);
+        let dialer = Dialer::new(&TokioTimer, self.connect_timeout);
         let origin = Origin::from_uri(&uri)?;
         let (https, host, port) = (origin.is_https(), origin.host(), origin.port());
 
-        let addrs: Vec<SocketAddr> =
-            match timeout_at(deadline, tokio::net::lookup_host((host, port))).await {
-                Err(_) => return Err(timed_out(Stage::Dns)),
-                Ok(Err(e)) => {
-                    return Err(Error::new(ErrorKind::Connect)
-                        .with_stage(Stage::Dns)
-                        .with_source(e))
-                }
-                Ok(Ok(addrs)) => addrs.collect(),
-            };
-        let mut last_err = None;
-        let mut tcp = None;
-        for addr in addrs {
-            match timeout_at(deadline, TcpStream::connect(addr)).await {
-                Err(_) => return Err(timed_out(Stage::Connect)),
-                Ok(Ok(stream)) => {
-                    tcp = Some(stream);
-                    break;
-                }
-                Ok(Err(e)) => last_err = Some(e),
-            }
-        }
-        let tcp = match tcp {
-            Some(tcp) => tcp,
-            None => {
-                let err = Error::new(ErrorKind::Connect).with_stage(Stage::Connect);
-                return Err(match last_err {
-                    Some(e) => err.with_source(e),
-                    None => err.with_source(format!("`{host}` resolved to no address")),
-                });
-            }
-        };
+        let addrs = dialer
+            .resolve(host, port, tokio::net::lookup_host((host, port)))
+            .await?;
+        let tcp = dialer.connect(addrs, TcpStream::connect).await?;
         if self.nodelay {
             // Failing to set an option on a live socket is not a reason to give it up.
             let _ = tcp.set_nodelay(true);
@@ -88,19 +61,12 @@ impl Connector {
         }
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| Error::new(ErrorKind::InvalidUrl).with_source(e))?;
-        match timeout_at(deadline, self.tls.connect(name, tcp)).await {
-            Err(_) => Err(timed_out(Stage::Tls)),
-            Ok(Err(e)) => Err(Error::new(ErrorKind::Tls)
-                .with_stage(Stage::Tls)
-                .with_source(e)),
-            Ok(Ok(tls)) => {
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                Ok(Conn {
-                    io: TokioIo::new(Stream::Tls(Box::new(tls))),
-                    h2,
-                })
-            }
-        }
+        let tls = dialer.handshake(self.tls.connect(name, tcp)).await?;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        Ok(Conn {
+            io: TokioIo::new(Stream::Tls(Box::new(tls))),
+            h2,
+        })
     }
 }
 

@@ -46,8 +46,8 @@ use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::Client as PoolClient;
 use hyper_util::rt::{TokioExecutor, TokioTimer as HyperUtilTimer};
 use keel_core::{
-    Backend, Body, BoxFuture, Capabilities, Error, ErrorKind, ResponseBody, Sleep, Timer,
-    Transport, TransportConfig,
+    Backend, Body, BoxFuture, Capabilities, Error, ErrorKind, FramedBody, ResponseBody, Sleep,
+    Timer, Transport, TransportConfig,
 };
 
 use crate::connect::Connector;
@@ -55,7 +55,9 @@ use crate::connect::Connector;
 /// keel's transport on hyper-util's pooled client and tokio.
 #[derive(Clone)]
 pub struct HyperTransport {
-    client: PoolClient<Connector, Body>,
+    /// Bodies go to hyper as [`FramedBody`]: an empty one is framed by the core's headers
+    /// alone (hyper's HTTP/2 client would add `content-length: 0` to an empty OPTIONS).
+    client: PoolClient<Connector, FramedBody>,
     timer: Arc<dyn Timer>,
 }
 
@@ -97,7 +99,7 @@ impl Transport for HyperTransport {
         if tokio::runtime::Handle::try_current().is_err() {
             return Box::pin(std::future::ready(Err(no_runtime())));
         }
-        let fut = self.client.request(request);
+        let fut = self.client.request(request.map(FramedBody::new));
         Box::pin(async move {
             match fut.await {
                 Ok(response) => {

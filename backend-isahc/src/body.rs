@@ -41,14 +41,9 @@ pub(crate) fn to_isahc_request(
         }
     }
     let body = match body.as_bytes() {
-        Some(bytes) if bytes.is_empty() => {
-            if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
-                // A zero-length buffer, not "no body": libcurl then sends `Content-Length: 0`.
-                AsyncBody::from(Vec::new())
-            } else {
-                AsyncBody::empty()
-            }
-        }
+        // No body for libcurl to frame: keel-core's headers already say how an empty body is
+        // framed (`Content-Length: 0`, or nothing), and libcurl sends them as they are.
+        Some(bytes) if bytes.is_empty() => AsyncBody::empty(),
         Some(bytes) => AsyncBody::from(Vec::from(bytes)),
         None => AsyncBody::from_reader(BodyReader::new(body)),
     };
@@ -474,14 +469,19 @@ mod tests {
                 .body(body)
                 .unwrap()
         };
-        let post = to_isahc_request_for_test(req(Method::POST, Body::empty())).unwrap();
-        assert_eq!(post.body().len(), Some(0));
-        assert!(
-            !post.body().is_empty(),
-            "an empty POST must send Content-Length: 0"
-        );
+        // An empty body is no body for libcurl, whatever the method: keel-core's headers say
+        // how it is framed, and they go through untouched.
+        let mut framed = req(Method::POST, Body::empty());
+        framed
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        let post = to_isahc_request_for_test(framed).unwrap();
+        assert!(post.body().is_empty());
+        assert_eq!(post.headers()[CONTENT_LENGTH], "0");
+        assert!(!post.headers().contains_key(CONTENT_TYPE));
         let get = to_isahc_request_for_test(req(Method::GET, Body::empty())).unwrap();
         assert!(get.body().is_empty());
+        assert!(!get.headers().contains_key(CONTENT_LENGTH));
         let post = to_isahc_request_for_test(req(Method::POST, Body::from("x"))).unwrap();
         assert_eq!(post.headers()[CONTENT_TYPE], "application/octet-stream");
         let mut typed = req(Method::POST, Body::from("{}"));

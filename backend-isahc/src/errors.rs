@@ -13,9 +13,10 @@ pub(crate) fn from_send_error(err: &isahc::Error) -> Error {
     if let Some(found) = find_in_chain(err) {
         return found.clone();
     }
+    let connected = err.remote_addr().is_some();
     let (kind, stage) = match keel_core::find_source::<curl::Error>(err) {
-        Some(curl) => head_failure(curl),
-        None => isahc_failure(err.kind()),
+        Some(curl) => head_failure(curl, connected),
+        None => isahc_failure(err.kind(), connected),
     };
     let mapped = Error::new(kind).with_source(err.clone());
     match stage {
@@ -42,23 +43,45 @@ pub(crate) fn from_body_error(err: io::Error) -> Error {
     Error::new(kind).with_stage(Stage::Body).with_source(err)
 }
 
-/// The kind and stage of a libcurl error before the response head.
+/// The kind and stage of a time-out reported by libcurl (`CURLE_OPERATION_TIMEDOUT`).
+///
+/// keel sets two time limits on libcurl: the connect timeout, and each transfer's bound by the
+/// call's deadline ([`CallDeadline`](keel_core::CallDeadline), plus a little slack). The code is
+/// the same for both; what tells them apart is whether the connection was up. isahc keeps the
+/// address of the connection the transfer used ([`isahc::Error::remote_addr`]), which libcurl
+/// (8.x) records only once the whole connection, TLS included, is established, or at once for
+/// a reused one.
+///
+/// - Not connected: the connect timeout ran out while resolving, connecting or in the TLS
+///   handshake (libcurl doesn't say which: the stage is the connect stage). Nothing was sent.
+/// - Connected: the call's deadline cut the transfer, which may have reached the server, so it
+///   is not unsent.
+fn timed_out(connected: bool) -> (ErrorKind, Option<Stage>) {
+    if connected {
+        (
+            ErrorKind::Timeout(TimeoutPhase::Deadline),
+            Some(Stage::AwaitHead),
+        )
+    } else {
+        (
+            ErrorKind::Timeout(TimeoutPhase::Connect),
+            Some(Stage::Connect),
+        )
+    }
+}
+
+/// The kind and stage of a libcurl error before the response head; `connected` says whether
+/// the transfer had a connection (see [`timed_out`]).
 ///
 /// isahc reads libcurl's errors from the multi handle, which carries the `CURLcode` but not
 /// libcurl's message, so the code is all there is to go on.
-fn head_failure(err: &curl::Error) -> (ErrorKind, Option<Stage>) {
+fn head_failure(err: &curl::Error, connected: bool) -> (ErrorKind, Option<Stage>) {
     if err.is_couldnt_resolve_host() || err.is_couldnt_resolve_proxy() {
         (ErrorKind::Connect, Some(Stage::Dns))
     } else if err.is_couldnt_connect() {
         (ErrorKind::Connect, Some(Stage::Connect))
     } else if err.is_operation_timedout() {
-        // Only the connect timeout is set on libcurl, so a time-out is one of connecting. The
-        // code doesn't say whether DNS, TCP or the TLS handshake was still pending: the stage
-        // is the connect stage (unsent either way).
-        (
-            ErrorKind::Timeout(TimeoutPhase::Connect),
-            Some(Stage::Connect),
-        )
+        timed_out(connected)
     } else if err.is_ssl_connect_error()
         || err.is_peer_failed_verification()
         || err.is_ssl_cacert()
@@ -100,15 +123,12 @@ fn head_failure(err: &curl::Error) -> (ErrorKind, Option<Stage>) {
 }
 
 /// The kind and stage of an isahc error that doesn't come from libcurl.
-fn isahc_failure(kind: &isahc::error::ErrorKind) -> (ErrorKind, Option<Stage>) {
+fn isahc_failure(kind: &isahc::error::ErrorKind, connected: bool) -> (ErrorKind, Option<Stage>) {
     use isahc::error::ErrorKind as K;
     match kind {
         K::NameResolution => (ErrorKind::Connect, Some(Stage::Dns)),
         K::ConnectionFailed => (ErrorKind::Connect, Some(Stage::Connect)),
-        K::Timeout => (
-            ErrorKind::Timeout(TimeoutPhase::Connect),
-            Some(Stage::Connect),
-        ),
+        K::Timeout => timed_out(connected),
         K::BadServerCertificate | K::BadClientCertificate | K::TlsEngine => {
             (ErrorKind::Tls, Some(Stage::Tls))
         }
@@ -144,8 +164,9 @@ mod tests {
         CURLE_UNSUPPORTED_PROTOCOL as UNSUPPORTED_PROTOCOL, CURLE_WRITE_ERROR as WRITE_ERROR,
     };
 
+    /// A failure on a transfer that never got a connection.
     fn head(code: CURLcode) -> (ErrorKind, Option<Stage>) {
-        head_failure(&curl::Error::new(code))
+        head_failure(&curl::Error::new(code), false)
     }
 
     #[test]
@@ -157,6 +178,32 @@ mod tests {
             head(OPERATION_TIMEDOUT),
             (Timeout(TimeoutPhase::Connect), Some(Stage::Connect))
         );
+    }
+
+    #[test]
+    fn a_time_out_on_a_connection_is_the_deadline_and_may_have_been_sent() {
+        let timed_out = curl::Error::new(OPERATION_TIMEDOUT);
+        assert_eq!(
+            head_failure(&timed_out, true),
+            (
+                ErrorKind::Timeout(TimeoutPhase::Deadline),
+                Some(Stage::AwaitHead)
+            )
+        );
+        let isahc_kind = isahc::error::ErrorKind::Timeout;
+        assert_eq!(
+            isahc_failure(&isahc_kind, true),
+            head_failure(&timed_out, true)
+        );
+        assert_eq!(isahc_failure(&isahc_kind, false), head(OPERATION_TIMEDOUT));
+
+        // Through the whole mapping: isahc's error knows no connection here, so this one is
+        // a connect time-out, unsent.
+        let unconnected = isahc::Error::from(io::Error::other(timed_out));
+        assert!(unconnected.remote_addr().is_none());
+        let err = from_send_error(&unconnected);
+        assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Connect));
+        assert!(err.is_unsent());
     }
 
     #[test]

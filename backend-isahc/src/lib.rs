@@ -109,7 +109,7 @@
 //! like hyper-util, libcurl sends a request again on a new connection when a reused connection
 //! turns out to have been closed before any response byte arrived.
 //!
-//! libcurl adds `Host` and the framing headers (`Content-Length`, or
+//! libcurl adds `Host` and the framing headers of a body with content (`Content-Length`, or
 //! `Transfer-Encoding: chunked` on HTTP/1.1 for a streamed body), and two more that isahc gives
 //! no way to suppress short of sending them empty:
 //!
@@ -119,8 +119,10 @@
 //!   `application/x-www-form-urlencoded`. keel-isahc sends `application/octet-stream` instead,
 //!   which is what a body without a `Content-Type` means (RFC 9110, 8.3).
 //!
-//! A `POST`, `PUT` or `PATCH` with an empty body is sent with `Content-Length: 0`; a `HEAD`
-//! with a body is refused. keel always sets `User-Agent`, so isahc's default is never sent.
+//! An empty body is framed by keel-core, in the headers it hands over (`Content-Length: 0`
+//! except for GET, HEAD, DELETE, OPTIONS and TRACE, which say nothing), and libcurl sends those
+//! as they are; a `HEAD` with a body is refused. keel always sets `User-Agent`, so isahc's
+//! default is never sent.
 //! Header values must be visible ASCII (isahc hands libcurl `&str`s); other bytes are refused
 //! as [`InvalidRequest`](keel_core::ErrorKind::InvalidRequest) before anything is sent.
 //!
@@ -158,7 +160,6 @@
 
 mod body;
 mod errors;
-mod timer;
 mod tls;
 
 use std::fmt;
@@ -170,7 +171,8 @@ use keel_core::{
     TransportConfig,
 };
 
-pub use crate::timer::AsyncIoTimer;
+/// keel's [`Timer`] on async-io, from keel-core (its `async-io` feature): it needs no runtime.
+pub use keel_core::AsyncIoTimer;
 
 /// The most connections, idle or in use, libcurl keeps in the pool (`CURLMOPT_MAXCONNECTS`).
 ///
@@ -226,7 +228,7 @@ impl IsahcTransport {
         Ok(Self {
             client,
             tls,
-            timer: Arc::new(AsyncIoTimer),
+            timer: Arc::new(AsyncIoTimer::default()),
         })
     }
 }

@@ -1,18 +1,18 @@
 //! Opening connections: DNS, TCP, TLS with ALPN, all under one connect timeout.
 
-use std::future::{poll_fn, Future};
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs as _};
-use std::pin::{pin, Pin};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs as _};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_io::{Async, Timer};
+use async_io::Async;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_rustls::client::TlsStream;
 use futures_rustls::TlsConnector;
-use keel_core::{Error, ErrorKind, Origin, Stage, TimeoutPhase, TransportConfig};
+use keel_core::connect::Dialer;
+use keel_core::{AsyncIoTimer, Error, ErrorKind, Origin, TransportConfig};
 use rustls::pki_types::ServerName;
 
 /// Opens plain or TLS connections.
@@ -47,44 +47,17 @@ impl Connector {
     }
 
     /// Resolves, connects and (for https) completes the TLS handshake, within the connect
-    /// timeout. Errors carry the stage they happened in.
+    /// timeout: keel-core's [`Dialer`] races the connection attempts and maps the errors, with
+    /// their stages.
     pub(crate) async fn connect(&self, origin: &Origin) -> Result<Connected, Error> {
-        let deadline = Instant::now() + self.connect_timeout;
-        let timed_out =
-            |stage| Error::new(ErrorKind::Timeout(TimeoutPhase::Connect)).with_stage(stage);
+        let timer = AsyncIoTimer::default();
+        let dialer = Dialer::new(&timer, self.connect_timeout);
         let (host, port) = (origin.host(), origin.port());
-
-        let addrs = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => match timeout_at(deadline, resolve(host, port)).await {
-                None => return Err(timed_out(Stage::Dns)),
-                Some(Err(e)) => {
-                    return Err(Error::new(ErrorKind::Connect)
-                        .with_stage(Stage::Dns)
-                        .with_source(e))
-                }
-                Some(Ok(addrs)) => addrs,
-            },
-        };
-        let mut last_err = None;
-        let mut tcp = None;
-        for addr in addrs {
-            match timeout_at(deadline, Async::<TcpStream>::connect(addr)).await {
-                None => return Err(timed_out(Stage::Connect)),
-                Some(Ok(stream)) => {
-                    tcp = Some(stream);
-                    break;
-                }
-                Some(Err(e)) => last_err = Some(e),
-            }
-        }
-        let Some(tcp) = tcp.map(Tcp::new) else {
-            let err = Error::new(ErrorKind::Connect).with_stage(Stage::Connect);
-            return Err(match last_err {
-                Some(e) => err.with_source(e),
-                None => err.with_source(format!("`{host}` resolved to no address")),
-            });
-        };
+        let addrs = dialer.resolve(host, port, resolve(host, port)).await?;
+        let tcp = dialer
+            .connect(addrs, Async::<TcpStream>::connect)
+            .await
+            .map(Tcp::new)?;
         if self.nodelay {
             // Failing to set an option on a live socket is not a reason to give it up.
             let _ = tcp.get_ref().set_nodelay(true);
@@ -97,19 +70,12 @@ impl Connector {
         }
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| Error::new(ErrorKind::InvalidUrl).with_source(e))?;
-        match timeout_at(deadline, self.tls.connect(name, tcp)).await {
-            None => Err(timed_out(Stage::Tls)),
-            Some(Err(e)) => Err(Error::new(ErrorKind::Tls)
-                .with_stage(Stage::Tls)
-                .with_source(e)),
-            Some(Ok(tls)) => {
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                Ok(Connected {
-                    io: Stream::Tls(Box::new(tls)),
-                    h2,
-                })
-            }
-        }
+        let tls = dialer.handshake(self.tls.connect(name, tcp)).await?;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        Ok(Connected {
+            io: Stream::Tls(Box::new(tls)),
+            h2,
+        })
     }
 }
 
@@ -121,20 +87,6 @@ async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
         (host.as_str(), port)
             .to_socket_addrs()
             .map(Iterator::collect)
-    })
-    .await
-}
-
-/// Runs `fut` until `deadline`; `None` if the deadline came first.
-pub(crate) async fn timeout_at<F: Future>(deadline: Instant, fut: F) -> Option<F::Output> {
-    let mut fut = pin!(fut);
-    let mut timer: Option<Timer> = None;
-    poll_fn(|cx| {
-        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        let timer = timer.get_or_insert_with(|| Timer::at(deadline));
-        Pin::new(timer).poll(cx).map(|_| None)
     })
     .await
 }

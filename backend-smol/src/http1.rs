@@ -23,7 +23,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use futures_io::{AsyncRead as _, AsyncWrite as _};
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderValue, Method, Request, Response, Uri, Version};
+use http::{HeaderValue, Request, Response, Uri, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use keel_core::{Body, Error, ErrorKind, Origin, ResponseBody, Stage};
 use ureq_proto::client::state::{RecvBody, RecvResponse, SendBody};
@@ -244,6 +244,11 @@ pub(crate) async fn send(
 
 /// The request as ureq-proto wants it: origin-form target from an absolute URI without
 /// userinfo, HTTP/1.1, and a `Content-Length` when the body's size is known.
+///
+/// An empty body gets no framing here: keel-core has already put its framing in the headers
+/// (`Content-Length: 0` or nothing, by method), and it goes out as it is. (Given an empty POST,
+/// PUT or PATCH with no framing header, which keel-core never hands over, ureq-proto would
+/// send it chunked.)
 fn prepare(
     mut parts: http::request::Parts,
     body: &Body,
@@ -254,14 +259,8 @@ fn prepare(
         parts.headers.contains_key(CONTENT_LENGTH) || parts.headers.contains_key(TRANSFER_ENCODING);
     let exact = body.size_hint().exact();
     let sends_body = exact != Some(0);
-    if !framed {
-        if let Some(n) = exact {
-            // An empty POST/PUT/PATCH still says so; other methods say nothing about no body.
-            let wants_body = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
-            if n > 0 || wants_body {
-                parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
-            }
-        }
+    if let (false, Some(n @ 1..)) = (framed, exact) {
+        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
     }
     let mut call = Call::new(Request::from_parts(parts, ())).map_err(invalid_request)?;
     call.allow_non_standard_methods(true);

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use http::{Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::client::conn::http2;
-use keel_core::{Body, Error, ErrorKind, ResponseBody};
+use keel_core::{Body, Error, ErrorKind, FramedBody, ResponseBody};
 
 use crate::connect::Stream;
 use crate::errors::{from_body_error, from_send_error};
@@ -22,7 +22,9 @@ use crate::SendError;
 /// A handle on a shared HTTP/2 connection; clones send on the same connection.
 #[derive(Clone)]
 pub(crate) struct H2Conn {
-    sender: http2::SendRequest<Body>,
+    /// Bodies go to hyper as [`FramedBody`]: an empty one is framed by the core's headers
+    /// alone (hyper would add `content-length: 0` to an empty OPTIONS or TRACE).
+    sender: http2::SendRequest<FramedBody>,
 }
 
 impl H2Conn {
@@ -53,11 +55,11 @@ pub(crate) async fn send(
     mut conn: H2Conn,
     req: Request<Body>,
 ) -> Result<Response<ResponseBody>, SendError> {
-    match conn.sender.try_send_request(req).await {
+    match conn.sender.try_send_request(req.map(FramedBody::new)).await {
         Ok(response) => Ok(response.map(|body| ResponseBody::new(body.map_err(from_body_error)))),
         Err(mut err) => match err.take_message() {
             Some(req) => Err(SendError::Unsent(
-                Box::new(req),
+                Box::new(req.map(FramedBody::into_inner)),
                 from_send_error(err.into_error(), true),
             )),
             None => Err(SendError::Failed(from_send_error(err.into_error(), false))),

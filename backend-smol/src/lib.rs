@@ -85,14 +85,11 @@ mod io;
 mod pool;
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use keel_core::{
-    Backend, Body, BoxFuture, Capabilities, Error, Origin, ResponseBody, Sleep, Timer, Transport,
+    Backend, Body, BoxFuture, Capabilities, Error, Origin, ResponseBody, Timer, Transport,
     TransportConfig,
 };
 
@@ -150,7 +147,7 @@ impl SmolTransport {
                 #[cfg(feature = "http2")]
                 h2: Pool::new(pool),
             }),
-            timer: Arc::new(AsyncIoTimer),
+            timer: Arc::new(AsyncIoTimer::default()),
         })
     }
 }
@@ -287,27 +284,8 @@ impl Backend for SmolTransport {
     }
 }
 
-/// keel's [`Timer`] on async-io's timers.
+/// keel's [`Timer`] on async-io's timers, from keel-core (its `async-io` feature).
 ///
 /// Works from any executor: async-io runs its reactor on a thread of its own when no
 /// async-io-aware executor is driving it.
-#[non_exhaustive]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct AsyncIoTimer;
-
-impl Timer for AsyncIoTimer {
-    fn sleep_until(&self, deadline: Instant) -> Sleep {
-        Box::pin(AsyncIoSleep(async_io::Timer::at(deadline)))
-    }
-}
-
-/// An [`async_io::Timer`] as a future of `()`.
-struct AsyncIoSleep(async_io::Timer);
-
-impl Future for AsyncIoSleep {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.0).poll(cx).map(drop)
-    }
-}
+pub use keel_core::AsyncIoTimer;

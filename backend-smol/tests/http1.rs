@@ -290,7 +290,12 @@ fn request_bodies_are_framed_by_length_or_chunks() {
     let t = transport();
     let url = server.url("/p");
     let full = http::Request::post(&url).body(Body::from("abc")).unwrap();
-    let empty_post = http::Request::post(&url).body(Body::empty()).unwrap();
+    // An empty body's framing is keel-core's (`Content-Length: 0` for a POST), in the headers
+    // the transport is given.
+    let empty_post = http::Request::post(&url)
+        .header("content-length", "0")
+        .body(Body::empty())
+        .unwrap();
     let chunks = futures_lite::stream::iter(vec![
         Ok::<_, std::io::Error>(Bytes::from_static(b"ab")),
         Ok(Bytes::from_static(b"cde")),

@@ -6,6 +6,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_core::Stream;
+use http::header::{HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, Method};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt as _;
 
@@ -155,6 +157,105 @@ impl http_body::Body for Body {
     }
 }
 
+/// Frames an empty request body the same way on every backend, by editing `headers`.
+///
+/// The rule (RFC 9110, 8.6: a user agent sends `Content-Length` when the method defines a
+/// meaning for content, even when it is 0, and not when the method anticipates no content):
+///
+/// - GET, HEAD, DELETE, OPTIONS, TRACE and CONNECT give request content no defined meaning
+///   (RFC 9110, 9.3): their empty requests carry no framing header at all;
+/// - every other method (POST, PUT, PATCH, and extension methods such as QUERY, PROPFIND or
+///   REPORT, whose content usually means something) says `Content-Length: 0`, so a server that
+///   insists on a length gets one.
+///
+/// Any `Content-Length` or `Transfer-Encoding` already there is replaced: for an empty buffered
+/// body the truth is known. A non-empty or streamed body is left alone; the backend frames it
+/// (`Content-Length` from its size, or chunked). Backends send these headers as they are and add
+/// no framing of their own for an empty body (see [`FramedBody`] for HTTP libraries that would).
+pub(crate) fn frame_empty_body(method: &Method, body: &Body, headers: &mut HeaderMap) {
+    if !matches!(body.kind, Kind::Full(None)) {
+        return;
+    }
+    headers.remove(TRANSFER_ENCODING);
+    let no_meaning = matches!(
+        *method,
+        Method::GET
+            | Method::HEAD
+            | Method::DELETE
+            | Method::OPTIONS
+            | Method::TRACE
+            | Method::CONNECT
+    );
+    if no_meaning {
+        headers.remove(CONTENT_LENGTH);
+    } else {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+    }
+}
+
+/// A request [`Body`] for HTTP libraries that add framing headers from a body's size hint, such
+/// as hyper's HTTP/2 client (which adds `content-length: 0` to an empty OPTIONS or TRACE).
+///
+/// The core frames empty bodies itself, in the request headers (`Content-Length: 0` or nothing,
+/// by method), so every backend puts the same bytes on the wire. This wrapper is the body
+/// unchanged, except that an empty one reports no exact size: the library then sees that the
+/// body is over ([`is_end_stream`](http_body::Body::is_end_stream)) but has no length to add a
+/// header for, and sends the headers the core chose. A non-empty body keeps its exact size.
+///
+/// ```
+/// use http_body::Body as _;
+/// use keel_core::{Body, FramedBody};
+///
+/// let empty = FramedBody::new(Body::empty());
+/// assert!(empty.is_end_stream());
+/// assert_eq!(empty.size_hint().exact(), None);
+/// assert_eq!(FramedBody::new(Body::from("abc")).size_hint().exact(), Some(3));
+/// ```
+#[derive(Debug)]
+pub struct FramedBody(Body);
+
+impl FramedBody {
+    /// Wraps `body`.
+    pub fn new(body: Body) -> Self {
+        Self(body)
+    }
+
+    /// The body inside.
+    pub fn into_inner(self) -> Body {
+        self.0
+    }
+}
+
+impl From<Body> for FramedBody {
+    fn from(body: Body) -> Self {
+        Self(body)
+    }
+}
+
+impl http_body::Body for FramedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.0).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.0.is_end_stream() {
+            SizeHint::default()
+        } else {
+            self.0.size_hint()
+        }
+    }
+}
+
 /// A response body as a backend delivers it: a boxed [`http_body::Body`] whose errors are
 /// already keel [`Error`]s (with [`Stage::Body`](crate::Stage::Body)).
 ///
@@ -210,5 +311,85 @@ impl http_body::Body for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(method: &str, body: Body, preset: &[(&str, &str)]) -> Vec<(String, String)> {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let mut headers = HeaderMap::new();
+        for (name, value) in preset {
+            headers.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        frame_empty_body(&method, &body, &mut headers);
+        headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    fn length_zero() -> Vec<(String, String)> {
+        vec![("content-length".into(), "0".into())]
+    }
+
+    #[test]
+    fn empty_bodies_say_content_length_0_where_content_means_something() {
+        for method in ["POST", "PUT", "PATCH", "QUERY", "PROPFIND"] {
+            assert_eq!(
+                framed(method, Body::empty(), &[]),
+                length_zero(),
+                "{method}"
+            );
+        }
+        for method in ["GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "CONNECT"] {
+            assert_eq!(framed(method, Body::empty(), &[]), [], "{method}");
+        }
+        // `Body::from` an empty buffer is the empty body.
+        assert_eq!(framed("POST", Body::from(""), &[]), length_zero());
+    }
+
+    #[test]
+    fn the_rule_replaces_framing_headers_set_by_hand() {
+        let preset = [("content-length", "5"), ("transfer-encoding", "chunked")];
+        assert_eq!(framed("PUT", Body::empty(), &preset), length_zero());
+        assert_eq!(framed("GET", Body::empty(), &preset), []);
+        let other = [("x-other", "1")];
+        assert_eq!(
+            framed("GET", Body::empty(), &other),
+            [("x-other".to_owned(), "1".to_owned())]
+        );
+    }
+
+    #[test]
+    fn bodies_with_content_are_left_to_the_backend() {
+        assert_eq!(framed("POST", Body::from("abc"), &[]), []);
+        let stream = Body::from_stream(futures_util::stream::empty::<Result<Bytes, BoxError>>());
+        assert_eq!(framed("POST", stream, &[]), []);
+        let preset = [("content-length", "3")];
+        assert_eq!(
+            framed("GET", Body::from("abc"), &preset),
+            [("content-length".to_owned(), "3".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_framed_body_hides_only_the_empty_length() {
+        use http_body::Body as _;
+        let empty = FramedBody::new(Body::empty());
+        assert!(empty.is_end_stream());
+        assert_eq!(empty.size_hint().exact(), None);
+        let full = FramedBody::from(Body::from("abcd"));
+        assert!(!full.is_end_stream());
+        assert_eq!(full.size_hint().exact(), Some(4));
+        let data = futures_executor::block_on(full.collect())
+            .unwrap()
+            .to_bytes();
+        assert_eq!(data, "abcd");
     }
 }

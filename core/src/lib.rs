@@ -84,8 +84,11 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "async-io")]
+mod async_io_timer;
 mod body;
 mod client;
+pub mod connect;
 mod error;
 pub mod machine;
 mod transport;
@@ -96,7 +99,9 @@ mod tests;
 #[cfg(feature = "rustls")]
 pub mod tls;
 
-pub use body::{Body, ResponseBody};
+#[cfg(feature = "async-io")]
+pub use async_io_timer::AsyncIoTimer;
+pub use body::{Body, FramedBody, ResponseBody};
 pub use client::pipeline;
 pub use client::{
     BodyStream, Client, ClientBuilder, Pending, RedirectEvent, RedirectHook, Request,

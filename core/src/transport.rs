@@ -2,7 +2,9 @@
 //! [`Timer`] tells the time and sleeps on the backend's runtime.
 //!
 //! A backend does nothing else. Redirects, retries, content decoding and every timeout other
-//! than the connect timeout belong to the core, so that every backend behaves the same.
+//! than the connect timeout belong to the core, so that every backend behaves the same; even
+//! the connect sequence is the core's [`Dialer`](crate::connect::Dialer), which a backend
+//! drives with its resolver and sockets.
 //!
 //! [`Transport`]'s documentation gives the order of calls and the rules for dropping.
 
@@ -112,7 +114,12 @@ impl fmt::Debug for dyn Timer {
 /// For each attempt the [`Client`](crate::Client) driver:
 ///
 /// 1. builds an [`http::Request<Body>`] with an absolute `http` or `https` URI, all headers
-///    set (the backend adds `Host` and framing headers only), and a [`Body`];
+///    set, and a [`Body`]. The backend adds `Host`, and framing headers for a body with content
+///    only: an empty body is already framed by the core (`Content-Length: 0` for POST, PUT,
+///    PATCH and extension methods, nothing for GET, HEAD, DELETE, OPTIONS, TRACE and CONNECT),
+///    and the backend sends exactly that, so every backend puts the same bytes on the wire
+///    (wrap the body in a [`FramedBody`](crate::FramedBody) for libraries that would add their
+///    own);
 /// 2. calls [`Transport::send`] once and polls the returned future until it yields the response
 ///    head or an error, or until the driver's own timer fires, in which case it drops the future;
 /// 3. reads the [`ResponseBody`] frame by frame, and drops it either at its end or early.

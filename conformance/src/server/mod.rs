@@ -17,7 +17,9 @@
 //!   and never reads or writes; they stay open until shutdown.
 //! - **refused** ([`TestServer::refused_url`]): a port where nothing listens.
 //! - **raw** ([`TestServer::raw_url`]): a new listener per call that answers
-//!   every connection with fixed bytes, for wire-level faults.
+//!   every connection with fixed bytes, for wire-level faults. What each raw
+//!   connection sent before it was answered is kept
+//!   ([`TestServer::raw_requests`]), for checks of the bytes on the wire.
 //!
 //! # Routes (plain and TLS)
 //!
@@ -178,6 +180,8 @@ struct State {
     requests: Mutex<Vec<(String, Version)>>,
     /// Scripts by name.
     scripts: Mutex<HashMap<String, routes::Script>>,
+    /// What each raw connection received before it was answered, in answer order.
+    raw_requests: Mutex<Vec<Bytes>>,
 }
 
 /// Locks a mutex, ignoring poisoning (the data stays consistent: every
@@ -366,6 +370,9 @@ impl TestServer {
     /// 2 s so the close does not turn into a reset). With `hold_open`, it
     /// instead keeps the connection open without writing more until shutdown.
     ///
+    /// The bytes each connection sent before it was answered are kept: see
+    /// [`raw_requests`](Self::raw_requests).
+    ///
     /// Returns `http://127.0.0.1:{port}/`.
     ///
     /// # Panics
@@ -380,14 +387,24 @@ impl TestServer {
             .port();
         let bytes = Bytes::from(bytes.into());
         let shutdown = self.shutdown.subscribe();
+        let state = Arc::clone(&self.state);
         // If the server is already shutting down the task never runs and the
         // listener is dropped: connections are then refused.
         self.runtime.spawn(async move {
             if let Ok(listener) = TcpListener::from_std(listener) {
-                accept_raw(listener, bytes, hold_open, shutdown).await;
+                accept_raw(listener, bytes, hold_open, state, shutdown).await;
             }
         });
         format!("http://127.0.0.1:{port}/")
+    }
+
+    /// What each connection to a raw listener ([`raw_url`](Self::raw_url),
+    /// any of them) sent before it was answered: the request head as it
+    /// arrived on the wire, up to and including its blank line (plus any
+    /// bytes that came in the same read), in the order the connections were
+    /// answered.
+    pub fn raw_requests(&self) -> Vec<Bytes> {
+        lock(&self.state.raw_requests).clone()
     }
 
     /// TCP connections accepted on the plain and TLS listeners (not the
@@ -581,22 +598,25 @@ async fn accept_raw(
     listener: TcpListener,
     bytes: Bytes,
     hold_open: bool,
+    state: Arc<State>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     while let Some(stream) = accept(&listener, &mut shutdown).await {
         let mut shutdown = shutdown.clone();
         let bytes = bytes.clone();
+        let state = Arc::clone(&state);
         tokio::spawn(async move {
             tokio::select! {
-                () = raw_exchange(stream, bytes, hold_open) => {}
+                () = raw_exchange(stream, bytes, hold_open, &state) => {}
                 () = wait_shutdown(&mut shutdown) => {}
             }
         });
     }
 }
 
-/// One raw connection: read the head, write `bytes`, then close or hold.
-async fn raw_exchange(mut stream: TcpStream, bytes: Bytes, hold_open: bool) {
+/// One raw connection: read the head (and keep it), write `bytes`, then close
+/// or hold.
+async fn raw_exchange(mut stream: TcpStream, bytes: Bytes, hold_open: bool, state: &State) {
     let _ = stream.set_nodelay(true);
     let mut buf = [0u8; 4096];
     let mut head = Vec::new();
@@ -616,6 +636,9 @@ async fn raw_exchange(mut stream: TcpStream, bytes: Bytes, hold_open: bool) {
         }
     };
     let _ = tokio::time::timeout(RAW_HEAD_TIMEOUT, read_head).await;
+    if !head.is_empty() {
+        lock(&state.raw_requests).push(Bytes::from(head));
+    }
 
     if stream.write_all(&bytes).await.is_err() || stream.flush().await.is_err() {
         return;

@@ -303,6 +303,33 @@ fn raw_url_sends_the_bytes_then_closes() {
 }
 
 #[test]
+fn raw_listeners_keep_the_request_heads_as_they_arrived() {
+    let s = server();
+    let url = s.raw_url("HTTP/1.1 204 No Content\r\n\r\n", false);
+    let port: u16 = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches('/')
+        .parse()
+        .expect("raw port");
+    let heads: [&[u8]; 2] = [
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /b HTTP/1.1\r\nHOST: y\r\nContent-Length: 0\r\n\r\n",
+    ];
+    for head in heads {
+        let mut stream = connect(port);
+        stream.write_all(head).expect("write");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).expect("answer");
+        assert!(answer.starts_with(b"HTTP/1.1 204"));
+    }
+    let kept = s.raw_requests();
+    assert_eq!(kept.len(), 2);
+    for (kept, sent) in kept.iter().zip(heads) {
+        assert_eq!(&kept[..], sent);
+    }
+}
+
+#[test]
 fn raw_url_can_hold_the_connection_open() {
     let s = server();
     let url = s.raw_url("HTTP/1.1 200 OK\r\n", true);

@@ -747,3 +747,104 @@ pub async fn decode_error_path<T: Backend>(cx: Cx<T>) -> CaseResult {
     expect_kind(garbage.json::<Page>().await, ErrorKind::Decode)?;
     Ok(Outcome::Pass)
 }
+
+/// An empty request body is framed by one rule on every backend, to the byte: the line
+/// `content-length: 0` for POST, PUT, PATCH and extension methods (QUERY here), no framing
+/// header at all for GET, HEAD, DELETE, OPTIONS and TRACE; never `Transfer-Encoding`. Checked on
+/// the raw HTTP/1.1 heads the server received, then over TLS (HTTP/2 where the backend
+/// negotiates it) on the headers the server parsed.
+pub async fn empty_body_framing<T: Backend>(cx: Cx<T>) -> CaseResult {
+    let query = Method::from_bytes(b"QUERY").map_err(|e| Failure(e.to_string()))?;
+    let methods = [
+        Method::GET,
+        Method::HEAD,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        query,
+    ];
+    let says_length = |method: &Method| {
+        !matches!(
+            *method,
+            Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
+        )
+    };
+
+    let client = cx.client()?;
+    let raw = cx.server.raw_url(
+        &b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"[..],
+        false,
+    );
+    for method in &methods {
+        client
+            .request(method.clone(), &raw)
+            .send()
+            .await?
+            .bytes()
+            .await?;
+    }
+    let heads = cx.server.raw_requests();
+    ensure!(
+        heads.len() == methods.len(),
+        "{} requests sent, {} heads received",
+        methods.len(),
+        heads.len()
+    );
+    let mut wrong = Vec::new();
+    for (method, head) in methods.iter().zip(&heads) {
+        let head = String::from_utf8_lossy(head);
+        let head = head.split("\r\n\r\n").next().unwrap_or_default();
+        ensure!(
+            head.starts_with(&format!("{method} / HTTP/1.1\r\n")),
+            "expected a {method} request, got:\n{head}"
+        );
+        let framing: Vec<&str> = head
+            .split("\r\n")
+            .skip(1)
+            .filter(|line| {
+                let name = line.split(':').next().unwrap_or_default();
+                name.eq_ignore_ascii_case("content-length")
+                    || name.eq_ignore_ascii_case("transfer-encoding")
+            })
+            .collect();
+        let expected: &[&str] = if says_length(method) {
+            &["content-length: 0"]
+        } else {
+            &[]
+        };
+        if framing != expected {
+            wrong.push(format!("{method}: {framing:?}"));
+        }
+    }
+    ensure!(
+        wrong.is_empty(),
+        "framing header lines of empty HTTP/1.1 requests (expected `content-length: 0` for POST, \
+         PUT, PATCH and QUERY, nothing for the others): {}",
+        wrong.join("; ")
+    );
+
+    // The same rule over TLS, as the server parsed it: HTTP/2 where the backend negotiates it.
+    let client = cx
+        .builder()
+        .add_root_certificate(cx.server_root())
+        .build()?;
+    let url = cx.server.tls_url("/echo");
+    for method in methods.iter().filter(|m| **m != Method::HEAD) {
+        let resp = client.request(method.clone(), &url).send().await?;
+        let version = resp.version();
+        let echo: Echo = resp.error_for_status().await?.json().await?;
+        let length = echo.header("content-length");
+        let chunked = echo.header("transfer-encoding");
+        let expected: &[&str] = if says_length(method) { &["0"] } else { &[] };
+        ensure!(
+            length == expected && chunked.is_empty() && echo.body_len == 0,
+            "{method} over {version:?}: content-length {length:?}, transfer-encoding {chunked:?}, \
+             {} body bytes",
+            echo.body_len
+        );
+    }
+    Ok(Outcome::Pass)
+}

@@ -172,6 +172,7 @@ macro_rules! __for_each_case {
             reset_mid_body
             status_error
             decode_error_path
+            empty_body_framing
             retry_503_twice_then_200
             retry_after_429
             post_retried_only_with_idempotency_key

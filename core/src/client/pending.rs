@@ -273,6 +273,7 @@ impl Call {
             },
             (None, None) => Body::empty(),
         };
+        crate::body::frame_empty_body(&request.method, &body, &mut headers);
         let mut attempt = http::Request::new(body);
         *attempt.method_mut() = request.method.clone();
         *attempt.uri_mut() = request.url.clone();

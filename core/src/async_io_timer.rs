@@ -1,8 +1,13 @@
-//! keel's timer on async-io, which needs no runtime.
+//! keel's timer on async-io, which needs no runtime (feature `async-io`).
+//!
+//! keel-isahc and keel-smol both run on async-io's timers; the timer lives here so they share it.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use keel_core::{Sleep, Timer};
+use crate::transport::{Sleep, Timer};
 
 /// keel's [`Timer`] on [`async_io::Timer`].
 ///
@@ -12,8 +17,7 @@ use keel_core::{Sleep, Timer};
 ///
 /// ```
 /// use std::time::Duration;
-/// use keel_core::Timer;
-/// use keel_isahc::AsyncIoTimer;
+/// use keel_core::{AsyncIoTimer, Timer};
 ///
 /// let timer = AsyncIoTimer::default();
 /// let start = timer.now();
@@ -26,9 +30,18 @@ pub struct AsyncIoTimer;
 
 impl Timer for AsyncIoTimer {
     fn sleep_until(&self, deadline: Instant) -> Sleep {
-        Box::pin(async move {
-            async_io::Timer::at(deadline).await;
-        })
+        Box::pin(AsyncIoSleep(async_io::Timer::at(deadline)))
+    }
+}
+
+/// An [`async_io::Timer`] as a future of `()`.
+struct AsyncIoSleep(async_io::Timer);
+
+impl Future for AsyncIoSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(drop)
     }
 }
 

@@ -1,0 +1,280 @@
+//! Opening a connection the same way on every backend: resolve, race TCP connection attempts
+//! (Happy Eyeballs), hand the winner to the backend's TLS, all under one connect timeout.
+//!
+//! A backend brings what only its runtime has: the resolver, the socket type, the TLS stream.
+//! A [`Dialer`] brings the rest, runtime-agnostic: the deadline (through the backend's
+//! [`Timer`]), the order and pacing of the attempts, and the mapping of every failure to keel's
+//! [`Error`] with its [`Stage`]. Nothing is spawned: the attempts are polled together inside the
+//! one future, and dropping it drops them all.
+//!
+//! # The attempts (RFC 8305)
+//!
+//! The resolved addresses are [sorted](sort_addresses) so the families alternate, starting with
+//! the family of the first address the resolver gave. The first attempt starts at once; each
+//! next one starts [`ATTEMPT_DELAY`] after the previous one, or at once when an attempt fails.
+//! Attempts already running keep running: the first to connect wins, and the others are dropped
+//! (closing their sockets). So a blackholed address (an IPv6 route that drops packets, a host
+//! that doesn't answer) costs 250 ms, not the whole connect timeout.
+//!
+//! ```
+//! # use std::net::SocketAddr;
+//! # use std::time::Duration;
+//! use keel_core::connect::Dialer;
+//! # #[derive(Debug)] struct NoTimer;
+//! # impl keel_core::Timer for NoTimer {
+//! #     fn sleep_until(&self, _: std::time::Instant) -> keel_core::Sleep {
+//! #         Box::pin(std::future::pending())
+//! #     }
+//! # }
+//! # let timer = NoTimer;
+//! # async fn tcp_connect(addr: SocketAddr) -> std::io::Result<SocketAddr> { Ok(addr) }
+//! # futures_executor::block_on(async {
+//! // In a backend: `timer` is its runtime's timer, `tcp_connect` its socket's connect.
+//! let dialer = Dialer::new(&timer, Duration::from_secs(10));
+//! let addrs = dialer
+//!     .resolve("127.0.0.1", 8080, async { Ok(Vec::<SocketAddr>::new()) })
+//!     .await?;
+//! let stream = dialer.connect(addrs, tcp_connect).await?;
+//! assert_eq!(stream, SocketAddr::from(([127, 0, 0, 1], 8080)));
+//! # Ok::<(), keel_core::Error>(())
+//! # }).unwrap();
+//! ```
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
+
+use crate::error::{BoxError, Error, ErrorKind, Stage, TimeoutPhase};
+use crate::transport::{Sleep, Timer};
+
+/// How long an attempt runs alone before the next address is tried as well: RFC 8305's
+/// recommended "Connection Attempt Delay".
+pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Orders addresses for connection attempts (RFC 8305, section 4): duplicates removed, then the
+/// two families interleaved, one address at a time, starting with the family of the first
+/// address. Within a family the resolver's order is kept.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use keel_core::connect::sort_addresses;
+///
+/// let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+/// let sorted = sort_addresses([a("[::1]:80"), a("[::2]:80"), a("10.0.0.1:80"), a("10.0.0.2:80")]);
+/// assert_eq!(sorted, [a("[::1]:80"), a("10.0.0.1:80"), a("[::2]:80"), a("10.0.0.2:80")]);
+/// ```
+pub fn sort_addresses(addrs: impl IntoIterator<Item = SocketAddr>) -> Vec<SocketAddr> {
+    let mut unique: Vec<SocketAddr> = Vec::new();
+    for addr in addrs {
+        if !unique.contains(&addr) {
+            unique.push(addr);
+        }
+    }
+    let Some(first) = unique.first() else {
+        return unique;
+    };
+    let first_is_v6 = first.is_ipv6();
+    let (preferred, other): (Vec<SocketAddr>, Vec<SocketAddr>) =
+        unique.iter().partition(|a| a.is_ipv6() == first_is_v6);
+    let mut sorted = Vec::with_capacity(unique.len());
+    let (mut preferred, mut other) = (preferred.into_iter(), other.into_iter());
+    loop {
+        match (preferred.next(), other.next()) {
+            (None, None) => return sorted,
+            (p, o) => sorted.extend(p.into_iter().chain(o)),
+        }
+    }
+}
+
+/// Opens connections within one connect deadline: resolution ([`Stage::Dns`]), the TCP
+/// attempts ([`Stage::Connect`]) and the TLS handshake ([`Stage::Tls`]) each map their failures
+/// to keel's errors, and a deadline that passes in any of them is
+/// [`ErrorKind::Timeout`]`(`[`TimeoutPhase::Connect`]`)` with that stage.
+///
+/// Every error it returns is in one of those stages, so [`Error::is_unsent`] holds for all of
+/// them. See the [module documentation](self) for the order of the attempts.
+#[derive(Clone, Copy)]
+pub struct Dialer<'t> {
+    timer: &'t dyn Timer,
+    deadline: Instant,
+}
+
+impl<'t> Dialer<'t> {
+    /// A dialer whose deadline is `connect_timeout` from now (by `timer`).
+    pub fn new(timer: &'t dyn Timer, connect_timeout: Duration) -> Self {
+        let now = timer.now();
+        let deadline = now
+            .checked_add(connect_timeout)
+            // Far enough to never matter, near enough to be representable.
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
+        Self::until(timer, deadline)
+    }
+
+    /// A dialer that gives up at `deadline`.
+    pub fn until(timer: &'t dyn Timer, deadline: Instant) -> Self {
+        Self { timer, deadline }
+    }
+
+    /// When the connect timeout runs out.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The addresses of `host`, from `lookup` (the backend's resolver, for example
+    /// `tokio::net::lookup_host((host, port))`), within the deadline.
+    ///
+    /// An IP address needs no lookup: `lookup` is then dropped without being polled. A failed
+    /// lookup, or one that found no address, is [`ErrorKind::Connect`] in [`Stage::Dns`].
+    pub async fn resolve<A, L>(
+        &self,
+        host: &str,
+        port: u16,
+        lookup: L,
+    ) -> Result<Vec<SocketAddr>, Error>
+    where
+        L: Future<Output = io::Result<A>>,
+        A: IntoIterator<Item = SocketAddr>,
+    {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let dns = |e: BoxError| {
+            Error::new(ErrorKind::Connect)
+                .with_stage(Stage::Dns)
+                .with_source(e)
+        };
+        match self.within(lookup).await {
+            None => Err(self.timed_out(Stage::Dns)),
+            Some(Err(e)) => Err(dns(e.into())),
+            Some(Ok(addrs)) => {
+                let addrs: Vec<SocketAddr> = addrs.into_iter().collect();
+                if addrs.is_empty() {
+                    return Err(dns(format!("`{host}` resolved to no address").into()));
+                }
+                Ok(addrs)
+            }
+        }
+    }
+
+    /// Connects to one of `addrs` with `connect` (the backend's socket connect), racing
+    /// attempts as RFC 8305 describes: see the [module documentation](self).
+    ///
+    /// When every attempt failed the error is [`ErrorKind::Connect`] in [`Stage::Connect`],
+    /// with the last attempt's I/O error as its source.
+    pub async fn connect<S, C, F>(&self, addrs: Vec<SocketAddr>, mut connect: C) -> Result<S, Error>
+    where
+        C: FnMut(SocketAddr) -> F,
+        F: Future<Output = io::Result<S>>,
+    {
+        let mut queue = sort_addresses(addrs).into_iter();
+        let mut attempts = FuturesUnordered::new();
+        let mut start = |addr: SocketAddr, attempts: &mut FuturesUnordered<_>| {
+            let attempt = connect(addr);
+            attempts.push(async move { (addr, attempt.await) });
+        };
+        match queue.next() {
+            Some(addr) => start(addr, &mut attempts),
+            None => {
+                return Err(Error::new(ErrorKind::Connect)
+                    .with_stage(Stage::Connect)
+                    .with_source("no address to connect to"))
+            }
+        }
+        let timer = self.timer;
+        let mut last_err: Option<io::Error> = None;
+        let mut next_attempt: Option<Sleep> = None;
+        let mut deadline: Option<Sleep> = None;
+        poll_fn(|cx| loop {
+            match attempts.poll_next_unpin(cx) {
+                Poll::Ready(Some((_, Ok(stream)))) => return Poll::Ready(Ok(stream)),
+                Poll::Ready(Some((addr, Err(e)))) => {
+                    tracing::debug!(%addr, error = %e, "connection attempt failed");
+                    last_err = Some(e);
+                    if let Some(addr) = queue.next() {
+                        start(addr, &mut attempts);
+                        next_attempt = None;
+                    }
+                    continue;
+                }
+                Poll::Ready(None) => {
+                    // Nothing running: a failure starts the next address at once, so the
+                    // queue is empty too.
+                    let err = Error::new(ErrorKind::Connect).with_stage(Stage::Connect);
+                    return Poll::Ready(Err(match last_err.take() {
+                        Some(e) => err.with_source(e),
+                        None => err.with_source("no connection attempt was made"),
+                    }));
+                }
+                Poll::Pending => {}
+            }
+            let deadline = deadline.get_or_insert_with(|| timer.sleep_until(self.deadline));
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(self.timed_out(Stage::Connect)));
+            }
+            if !queue.as_slice().is_empty() {
+                let delay = next_attempt
+                    .get_or_insert_with(|| timer.sleep_until(timer.now() + ATTEMPT_DELAY));
+                if delay.as_mut().poll(cx).is_ready() {
+                    next_attempt = None;
+                    if let Some(addr) = queue.next() {
+                        start(addr, &mut attempts);
+                    }
+                    continue;
+                }
+            }
+            return Poll::Pending;
+        })
+        .await
+    }
+
+    /// Runs the backend's TLS handshake within the deadline: its failure is
+    /// [`ErrorKind::Tls`] in [`Stage::Tls`].
+    pub async fn handshake<T, E, H>(&self, handshake: H) -> Result<T, Error>
+    where
+        H: Future<Output = Result<T, E>>,
+        E: Into<BoxError>,
+    {
+        match self.within(handshake).await {
+            None => Err(self.timed_out(Stage::Tls)),
+            Some(Err(e)) => Err(Error::new(ErrorKind::Tls)
+                .with_stage(Stage::Tls)
+                .with_source(e)),
+            Some(Ok(tls)) => Ok(tls),
+        }
+    }
+
+    /// Runs `fut` until the deadline; `None` if the deadline came first. The timer is armed
+    /// only if `fut` doesn't finish on its first poll.
+    async fn within<F: Future>(&self, fut: F) -> Option<F::Output> {
+        let mut fut = pin!(fut);
+        let mut sleep: Option<Sleep> = None;
+        poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            let sleep = sleep.get_or_insert_with(|| self.timer.sleep_until(self.deadline));
+            sleep.as_mut().poll(cx).map(|()| None)
+        })
+        .await
+    }
+
+    fn timed_out(&self, stage: Stage) -> Error {
+        Error::new(ErrorKind::Timeout(TimeoutPhase::Connect)).with_stage(stage)
+    }
+}
+
+impl std::fmt::Debug for Dialer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests;

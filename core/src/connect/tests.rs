@@ -1,0 +1,720 @@
+//! The dialer under a virtual clock (attempts scripted in virtual time), and on real loopback
+//! sockets with async-io.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use super::{sort_addresses, Dialer, ATTEMPT_DELAY};
+use crate::error::{find_io_in_chain, ErrorKind, Stage, TimeoutPhase};
+use crate::transport::{Sleep, Timer};
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+// ---------------------------------------------------------------------------------------------
+// Address order
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn families_alternate_starting_with_the_first() {
+    let v6 = |n: u8| addr(&format!("[::{n}]:443"));
+    let v4 = |n: u8| addr(&format!("127.0.0.{n}:443"));
+    assert_eq!(
+        sort_addresses([v6(1), v6(2), v6(3), v4(1), v4(2)]),
+        [v6(1), v4(1), v6(2), v4(2), v6(3)]
+    );
+    assert_eq!(
+        sort_addresses([v4(1), v6(1), v6(2), v6(3), v4(2)]),
+        [v4(1), v6(1), v4(2), v6(2), v6(3)]
+    );
+    assert_eq!(sort_addresses([v4(2), v4(1)]), [v4(2), v4(1)]);
+    assert_eq!(sort_addresses([v4(1), v6(1), v4(1), v6(1)]), [v4(1), v6(1)]);
+    assert_eq!(sort_addresses([]), []);
+}
+
+fn any_addr() -> impl Strategy<Value = SocketAddr> {
+    // Few distinct values, so duplicates happen.
+    (any::<bool>(), 0u8..4).prop_map(|(v6, n)| {
+        if v6 {
+            addr(&format!("[::{n}]:80"))
+        } else {
+            addr(&format!("127.0.0.{n}:80"))
+        }
+    })
+}
+
+proptest! {
+    #[test]
+    fn sorting_interleaves_and_keeps_each_familys_order(
+        addrs in proptest::collection::vec(any_addr(), 0..12),
+    ) {
+        let sorted = sort_addresses(addrs.clone());
+        let mut unique = Vec::new();
+        for a in &addrs {
+            if !unique.contains(a) {
+                unique.push(*a);
+            }
+        }
+        // A permutation of the distinct addresses…
+        prop_assert_eq!(sorted.len(), unique.len());
+        prop_assert!(unique.iter().all(|a| sorted.contains(a)));
+        // …starting with the resolver's first…
+        prop_assert_eq!(sorted.first(), unique.first());
+        // …keeping each family's order…
+        for v6 in [false, true] {
+            let family = |list: &[SocketAddr]| {
+                list.iter().filter(|a| a.is_ipv6() == v6).copied().collect::<Vec<_>>()
+            };
+            prop_assert_eq!(family(&sorted), family(&unique));
+        }
+        // …and alternating while both families are left.
+        let v6_left = |from: usize| sorted[from..].iter().filter(|a| a.is_ipv6()).count();
+        for i in 1..sorted.len() {
+            let both_left = v6_left(i - 1) > 0 && v6_left(i - 1) < sorted.len() - (i - 1);
+            if both_left {
+                prop_assert_ne!(sorted[i].is_ipv6(), sorted[i - 1].is_ipv6());
+            }
+        }
+        // Sorting twice changes nothing.
+        prop_assert_eq!(sort_addresses(sorted.clone()), sorted);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A virtual clock and an executor that jumps it to the next sleep when nothing else can run
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct ClockState {
+    now: Duration,
+    next_id: u64,
+    /// Pending sleeps: id → (due, waker of the last poll).
+    waiters: BTreeMap<u64, (Duration, Waker)>,
+}
+
+#[derive(Debug)]
+struct Clock {
+    origin: Instant,
+    state: Mutex<ClockState>,
+}
+
+impl Clock {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            origin: Instant::now(),
+            state: Mutex::default(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ClockState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Virtual time since the start.
+    fn elapsed(&self) -> Duration {
+        self.lock().now
+    }
+
+    /// Moves time to the earliest pending sleep and wakes those due; false if none is pending.
+    fn advance(&self) -> bool {
+        let woken: Vec<Waker> = {
+            let mut state = self.lock();
+            let Some(next) = state.waiters.values().map(|(at, _)| *at).min() else {
+                return false;
+            };
+            state.now = state.now.max(next);
+            let now = state.now;
+            let due: Vec<u64> = state
+                .waiters
+                .iter()
+                .filter(|(_, (at, _))| *at <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            due.iter()
+                .filter_map(|id| state.waiters.remove(id))
+                .map(|(_, w)| w)
+                .collect()
+        };
+        woken.into_iter().for_each(Waker::wake);
+        true
+    }
+}
+
+struct VirtualSleep {
+    clock: Arc<Clock>,
+    id: u64,
+    at: Duration,
+}
+
+impl Future for VirtualSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.clock.lock();
+        if state.now >= self.at {
+            state.waiters.remove(&self.id);
+            Poll::Ready(())
+        } else {
+            state.waiters.insert(self.id, (self.at, cx.waker().clone()));
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for VirtualSleep {
+    fn drop(&mut self) {
+        self.clock.lock().waiters.remove(&self.id);
+    }
+}
+
+#[derive(Debug, Clone)]
+struct VirtualTimer(Arc<Clock>);
+
+impl VirtualTimer {
+    fn sleep_for(&self, d: Duration) -> VirtualSleep {
+        let mut state = self.0.lock();
+        state.next_id += 1;
+        VirtualSleep {
+            clock: self.0.clone(),
+            id: state.next_id,
+            at: state.now + d,
+        }
+    }
+}
+
+impl Timer for VirtualTimer {
+    fn sleep_until(&self, deadline: Instant) -> Sleep {
+        let at = deadline.saturating_duration_since(self.0.origin);
+        let mut state = self.0.lock();
+        state.next_id += 1;
+        Box::pin(VirtualSleep {
+            clock: self.0.clone(),
+            id: state.next_id,
+            at,
+        })
+    }
+
+    fn now(&self) -> Instant {
+        self.0.origin + self.0.elapsed()
+    }
+}
+
+struct Flag(AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Drives `fut` to completion in virtual time: polls when woken, otherwise jumps the clock to
+/// the next sleep. Panics if the future is stuck with no sleep pending.
+fn run<F: Future>(clock: &Arc<Clock>, fut: F) -> F::Output {
+    let flag = Arc::new(Flag(AtomicBool::new(true)));
+    let waker = Waker::from(flag.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = pin!(fut);
+    for _ in 0..10_000 {
+        if flag.0.swap(false, Ordering::SeqCst) {
+            if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+                return out;
+            }
+            continue;
+        }
+        assert!(
+            clock.advance(),
+            "stuck: nothing woke the future and no sleep is pending"
+        );
+    }
+    panic!("too many steps");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scripted attempts
+// ---------------------------------------------------------------------------------------------
+
+/// What connecting to an address does, in virtual time.
+#[derive(Clone, Copy, Debug)]
+enum Script {
+    /// Connects after this long.
+    Connect(Duration),
+    /// Is refused after this long.
+    Refuse(Duration),
+    /// Never answers.
+    Hang,
+}
+
+/// The attempts a dialer made: address, start time, and whether the attempt was dropped
+/// before it finished.
+#[derive(Default, Debug)]
+struct Log {
+    started: Vec<(SocketAddr, Duration)>,
+    dropped: Vec<SocketAddr>,
+}
+
+struct DropGuard {
+    log: Arc<Mutex<Log>>,
+    addr: SocketAddr,
+    armed: bool,
+}
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.log.lock().unwrap().dropped.push(self.addr);
+        }
+    }
+}
+
+/// A fake TCP connect: the "stream" is the address it reached.
+fn scripted(
+    timer: &VirtualTimer,
+    log: &Arc<Mutex<Log>>,
+    scripts: &[(SocketAddr, Script)],
+) -> impl FnMut(SocketAddr) -> Pin<Box<dyn Future<Output = io::Result<SocketAddr>>>> {
+    let timer = timer.clone();
+    let log = log.clone();
+    let scripts = scripts.to_vec();
+    move |addr| {
+        let script = scripts
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map(|(_, s)| *s)
+            .expect("an address of the script");
+        log.lock().unwrap().started.push((addr, timer.0.elapsed()));
+        let guard = DropGuard {
+            log: log.clone(),
+            addr,
+            armed: true,
+        };
+        let timer = timer.clone();
+        Box::pin(async move {
+            // Moved in whole, so it lives (and is dropped) with the attempt.
+            let mut guard = guard;
+            let out = match script {
+                Script::Connect(after) => {
+                    timer.sleep_for(after).await;
+                    Ok(addr)
+                }
+                Script::Refuse(after) => {
+                    timer.sleep_for(after).await;
+                    Err(io::ErrorKind::ConnectionRefused.into())
+                }
+                Script::Hang => std::future::pending().await,
+            };
+            guard.armed = false;
+            out
+        })
+    }
+}
+
+struct Setup {
+    clock: Arc<Clock>,
+    timer: VirtualTimer,
+    log: Arc<Mutex<Log>>,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let clock = Clock::new();
+        Self {
+            timer: VirtualTimer(clock.clone()),
+            clock,
+            log: Arc::default(),
+        }
+    }
+
+    /// Dials the scripted addresses (in this order, before sorting) with a 10 s timeout.
+    fn dial(&self, scripts: &[(SocketAddr, Script)]) -> Result<SocketAddr, crate::Error> {
+        let dialer = Dialer::new(&self.timer, Duration::from_secs(10));
+        let addrs = scripts.iter().map(|(a, _)| *a).collect();
+        let connect = scripted(&self.timer, &self.log, scripts);
+        run(&self.clock, dialer.connect(addrs, connect))
+    }
+
+    fn started(&self) -> Vec<(SocketAddr, Duration)> {
+        self.log.lock().unwrap().started.clone()
+    }
+
+    fn dropped(&self) -> Vec<SocketAddr> {
+        self.log.lock().unwrap().dropped.clone()
+    }
+}
+
+#[test]
+fn one_address_connects_without_waiting() {
+    let t = Setup::new();
+    let a = addr("127.0.0.1:80");
+    assert_eq!(t.dial(&[(a, Script::Connect(3 * MS))]).unwrap(), a);
+    assert_eq!(t.started(), [(a, Duration::ZERO)]);
+    assert_eq!(t.clock.elapsed(), 3 * MS);
+}
+
+#[test]
+fn a_silent_address_gets_company_after_the_attempt_delay() {
+    let t = Setup::new();
+    let (v6, v4) = (addr("[::1]:80"), addr("127.0.0.1:80"));
+    let got = t.dial(&[(v6, Script::Hang), (v4, Script::Connect(10 * MS))]);
+    assert_eq!(got.unwrap(), v4);
+    assert_eq!(t.started(), [(v6, Duration::ZERO), (v4, ATTEMPT_DELAY)]);
+    assert_eq!(t.clock.elapsed(), ATTEMPT_DELAY + 10 * MS);
+    // The loser was dropped, not left running.
+    assert_eq!(t.dropped(), [v6]);
+}
+
+#[test]
+fn a_refused_address_moves_on_at_once() {
+    let t = Setup::new();
+    let (a, b, c) = (
+        addr("127.0.0.1:1"),
+        addr("127.0.0.2:1"),
+        addr("127.0.0.3:1"),
+    );
+    let got = t.dial(&[
+        (a, Script::Refuse(20 * MS)),
+        (b, Script::Refuse(30 * MS)),
+        (c, Script::Connect(MS)),
+    ]);
+    assert_eq!(got.unwrap(), c);
+    assert_eq!(
+        t.started(),
+        [(a, Duration::ZERO), (b, 20 * MS), (c, 50 * MS)]
+    );
+}
+
+#[test]
+fn the_delay_restarts_from_an_attempt_started_by_a_failure() {
+    let t = Setup::new();
+    let (a, b, c, d) = (
+        addr("127.0.0.1:1"),
+        addr("127.0.0.2:1"),
+        addr("127.0.0.3:1"),
+        addr("127.0.0.4:1"),
+    );
+    let got = t.dial(&[
+        (a, Script::Hang),
+        (b, Script::Refuse(100 * MS)),
+        (c, Script::Hang),
+        (d, Script::Connect(MS)),
+    ]);
+    assert_eq!(got.unwrap(), d);
+    // b starts at 250 and fails at 350, which starts c; d follows 250 ms after c.
+    assert_eq!(
+        t.started(),
+        [
+            (a, Duration::ZERO),
+            (b, ATTEMPT_DELAY),
+            (c, ATTEMPT_DELAY + 100 * MS),
+            (d, 2 * ATTEMPT_DELAY + 100 * MS),
+        ]
+    );
+    let mut dropped = t.dropped();
+    dropped.sort();
+    assert_eq!(dropped, [a, c]);
+}
+
+#[test]
+fn a_slow_first_attempt_that_finishes_first_wins() {
+    let t = Setup::new();
+    let (a, b) = (addr("127.0.0.1:1"), addr("127.0.0.2:1"));
+    let got = t.dial(&[
+        (a, Script::Connect(300 * MS)),
+        (b, Script::Connect(200 * MS)),
+    ]);
+    assert_eq!(got.unwrap(), a);
+    assert_eq!(t.dropped(), [b]);
+}
+
+#[test]
+fn attempts_follow_the_interleaved_order() {
+    let t = Setup::new();
+    let v6 = |n| addr(&format!("[::{n}]:80"));
+    let v4 = |n| addr(&format!("127.0.0.{n}:80"));
+    let scripts = [
+        (v6(1), Script::Refuse(MS)),
+        (v6(2), Script::Refuse(MS)),
+        (v4(1), Script::Refuse(MS)),
+        (v4(2), Script::Connect(MS)),
+    ];
+    assert_eq!(t.dial(&scripts).unwrap(), v4(2));
+    let order: Vec<SocketAddr> = t.started().into_iter().map(|(a, _)| a).collect();
+    assert_eq!(order, [v6(1), v4(1), v6(2), v4(2)]);
+}
+
+#[test]
+fn when_every_attempt_fails_the_last_error_is_the_source() {
+    let t = Setup::new();
+    let (a, b) = (addr("127.0.0.1:1"), addr("127.0.0.2:1"));
+    let err = t
+        .dial(&[(a, Script::Refuse(MS)), (b, Script::Refuse(MS))])
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect);
+    assert_eq!(err.stage(), Some(Stage::Connect));
+    assert!(err.is_unsent());
+    let io = find_io_in_chain(&err).expect("the attempt's io error");
+    assert_eq!(io.kind(), io::ErrorKind::ConnectionRefused);
+    assert_eq!(t.clock.elapsed(), 2 * MS);
+}
+
+#[test]
+fn the_connect_timeout_bounds_all_attempts() {
+    let t = Setup::new();
+    let addrs: Vec<_> = (1..=100)
+        .map(|n| (addr(&format!("127.0.0.{n}:80")), Script::Hang))
+        .collect();
+    let err = t.dial(&addrs).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Connect));
+    assert_eq!(err.stage(), Some(Stage::Connect));
+    assert!(err.is_unsent());
+    assert_eq!(t.clock.elapsed(), Duration::from_secs(10));
+    // One attempt every 250 ms until the deadline (the one due at 10 s loses to it).
+    assert_eq!(t.started().len(), 40);
+    assert_eq!(t.dropped().len(), 40);
+}
+
+#[test]
+fn no_address_is_a_connect_error() {
+    let t = Setup::new();
+    let err = t.dial(&[]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect);
+    assert!(err.is_unsent());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resolution and handshake
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn an_ip_address_is_not_looked_up() {
+    let t = Setup::new();
+    let dialer = Dialer::new(&t.timer, Duration::from_secs(1));
+    let lookup = async { panic!("the lookup was polled") };
+    let addrs = run(
+        &t.clock,
+        dialer.resolve::<Vec<SocketAddr>, _>("::1", 443, lookup),
+    );
+    assert_eq!(addrs.unwrap(), [addr("[::1]:443")]);
+}
+
+#[test]
+fn lookups_fail_in_the_dns_stage() {
+    let t = Setup::new();
+    let dialer = Dialer::new(&t.timer, Duration::from_secs(1));
+
+    let found = run(
+        &t.clock,
+        dialer.resolve("example.test", 80, async {
+            Ok(vec![addr("127.0.0.1:80"), addr("[::1]:80")])
+        }),
+    );
+    assert_eq!(found.unwrap(), [addr("127.0.0.1:80"), addr("[::1]:80")]);
+
+    let failed = run(
+        &t.clock,
+        dialer.resolve::<Vec<SocketAddr>, _>("example.test", 80, async {
+            Err(io::Error::other("no such host"))
+        }),
+    )
+    .unwrap_err();
+    assert_eq!(failed.kind(), ErrorKind::Connect);
+    assert_eq!(failed.stage(), Some(Stage::Dns));
+    assert!(failed.is_unsent());
+
+    let nothing = run(
+        &t.clock,
+        dialer.resolve("example.test", 80, async { Ok(Vec::new()) }),
+    )
+    .unwrap_err();
+    assert_eq!(nothing.kind(), ErrorKind::Connect);
+    assert_eq!(nothing.stage(), Some(Stage::Dns));
+
+    let timer = t.timer.clone();
+    let slow = async move {
+        timer.sleep_for(Duration::from_secs(5)).await;
+        Ok(vec![addr("127.0.0.1:80")])
+    };
+    let late = run(&t.clock, dialer.resolve("example.test", 80, slow)).unwrap_err();
+    assert_eq!(late.kind(), ErrorKind::Timeout(TimeoutPhase::Connect));
+    assert_eq!(late.stage(), Some(Stage::Dns));
+    assert_eq!(t.clock.elapsed(), Duration::from_secs(1));
+}
+
+#[test]
+fn handshakes_fail_in_the_tls_stage() {
+    let t = Setup::new();
+    let dialer = Dialer::new(&t.timer, Duration::from_secs(1));
+    let ok = run(&t.clock, dialer.handshake(async { Ok::<_, io::Error>(7) }));
+    assert_eq!(ok.unwrap(), 7);
+
+    let bad = run(
+        &t.clock,
+        dialer.handshake(async { Err::<(), _>(io::Error::other("bad certificate")) }),
+    )
+    .unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::Tls);
+    assert_eq!(bad.stage(), Some(Stage::Tls));
+
+    let stalled = run(
+        &t.clock,
+        dialer.handshake(std::future::pending::<Result<(), io::Error>>()),
+    )
+    .unwrap_err();
+    assert_eq!(stalled.kind(), ErrorKind::Timeout(TimeoutPhase::Connect));
+    assert_eq!(stalled.stage(), Some(Stage::Tls));
+    assert!(stalled.is_unsent());
+    assert_eq!(t.clock.elapsed(), Duration::from_secs(1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real sockets on loopback
+// ---------------------------------------------------------------------------------------------
+
+mod loopback {
+    use std::net::{TcpListener, TcpStream};
+
+    use async_io::Async;
+    use socket2::{Domain, Socket, Type};
+
+    use super::*;
+
+    /// async-io's timer, for the real tests.
+    #[derive(Debug)]
+    struct IoTimer;
+
+    impl Timer for IoTimer {
+        fn sleep_until(&self, deadline: Instant) -> Sleep {
+            Box::pin(async move {
+                async_io::Timer::at(deadline).await;
+            })
+        }
+    }
+
+    async fn tcp(addr: SocketAddr) -> io::Result<Async<TcpStream>> {
+        Async::<TcpStream>::connect(addr).await
+    }
+
+    /// A port on `ip` that is bound but not listening: connecting to it is refused. Keep the
+    /// socket for as long as the port must stay taken.
+    fn refusing(ip: &str) -> io::Result<(Socket, SocketAddr)> {
+        let at = SocketAddr::new(ip.parse().expect("an IP address"), 0);
+        let socket = Socket::new(Domain::for_address(at), Type::STREAM, None)?;
+        socket.bind(&at.into())?;
+        let bound = socket.local_addr()?.as_socket().expect("an inet address");
+        Ok((socket, bound))
+    }
+
+    fn dial(addrs: Vec<SocketAddr>, timeout: Duration) -> Result<Async<TcpStream>, crate::Error> {
+        let timer = IoTimer;
+        let dialer = Dialer::new(&timer, timeout);
+        async_io::block_on(dialer.connect(addrs, tcp))
+    }
+
+    /// A timer whose sleeps never end: the dialer can then only move on when an attempt fails.
+    #[derive(Debug)]
+    struct NeverTimer;
+
+    impl Timer for NeverTimer {
+        fn sleep_until(&self, _: Instant) -> Sleep {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[test]
+    fn falls_back_from_a_refusing_port_to_a_listening_one() {
+        let (_refusing, refused) = refusing("127.0.0.1").unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listening = listener.local_addr().unwrap();
+        let stream = dial(vec![refused, listening], Duration::from_secs(5)).unwrap();
+        assert_eq!(stream.get_ref().peer_addr().unwrap(), listening);
+
+        // A refusal moves on at once, without waiting for the attempt delay: with a timer that
+        // never fires, the second address is reached all the same.
+        let timer = NeverTimer;
+        let dialer = Dialer::new(&timer, Duration::from_secs(5));
+        let stream = async_io::block_on(dialer.connect(vec![refused, listening], tcp)).unwrap();
+        assert_eq!(stream.get_ref().peer_addr().unwrap(), listening);
+    }
+
+    #[test]
+    fn refused_everywhere_is_a_connect_error_with_the_io_error() {
+        let (_a, a) = refusing("127.0.0.1").unwrap();
+        let (_b, b) = refusing("127.0.0.1").unwrap();
+        let err = dial(vec![a, b], Duration::from_secs(5)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Connect);
+        assert_eq!(err.stage(), Some(Stage::Connect));
+        let io = find_io_in_chain(&err).expect("an io error");
+        assert_eq!(io.kind(), io::ErrorKind::ConnectionRefused);
+    }
+
+    #[test]
+    fn falls_back_across_families() {
+        // ::1 may be missing where IPv6 is off; then there is nothing to test.
+        let Ok((_refusing, refused_v6)) = refusing("::1") else {
+            eprintln!("no ::1 on this machine: skipped");
+            return;
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listening = listener.local_addr().unwrap();
+        let stream = dial(vec![refused_v6, listening], Duration::from_secs(5)).unwrap();
+        assert_eq!(stream.get_ref().peer_addr().unwrap(), listening);
+    }
+
+    /// A listener on 127.0.0.1 whose accept queue is full, so the kernel drops further SYNs:
+    /// a connect to it hangs (on Linux). `None` where that can't be arranged.
+    fn blackhole() -> Option<(Socket, Vec<TcpStream>, SocketAddr)> {
+        let at = addr("127.0.0.1:0");
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
+        socket.bind(&at.into()).ok()?;
+        socket.listen(0).ok()?;
+        let bound = socket.local_addr().ok()?.as_socket()?;
+        let mut fillers = Vec::new();
+        for _ in 0..8 {
+            match TcpStream::connect_timeout(&bound, Duration::from_millis(200)) {
+                Ok(stream) => fillers.push(stream),
+                // The queue is full: connects now hang.
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Some((socket, fillers, bound))
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_blackholed_address_costs_the_attempt_delay_not_the_timeout() {
+        let Some((_socket, _fillers, silent)) = blackhole() else {
+            eprintln!("no blackhole on loopback here: covered by the virtual-clock tests");
+            return;
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listening = listener.local_addr().unwrap();
+        let start = Instant::now();
+        let stream = dial(vec![silent, listening], Duration::from_secs(5)).unwrap();
+        let took = start.elapsed();
+        assert_eq!(stream.get_ref().peer_addr().unwrap(), listening);
+        assert!(took >= ATTEMPT_DELAY, "took {took:?}");
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+
+        // Alone, it runs into the connect timeout.
+        let start = Instant::now();
+        let err = dial(vec![silent], Duration::from_millis(300)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Connect));
+        assert_eq!(err.stage(), Some(Stage::Connect));
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(300), "took {took:?}");
+        assert!(took < Duration::from_secs(3), "took {took:?}");
+    }
+}
