@@ -176,7 +176,13 @@ pub(crate) fn frame_empty_body(method: &Method, body: &Body, headers: &mut Heade
     if !matches!(body.kind, Kind::Full(None)) {
         return;
     }
-    headers.remove(TRANSFER_ENCODING);
+    // Most requests carry no framing header: look before paying for removals.
+    let framed = headers
+        .keys()
+        .any(|name| name == CONTENT_LENGTH || name == TRANSFER_ENCODING);
+    if framed {
+        headers.remove(TRANSFER_ENCODING);
+    }
     let no_meaning = matches!(
         *method,
         Method::GET
@@ -187,7 +193,9 @@ pub(crate) fn frame_empty_body(method: &Method, body: &Body, headers: &mut Heade
             | Method::CONNECT
     );
     if no_meaning {
-        headers.remove(CONTENT_LENGTH);
+        if framed {
+            headers.remove(CONTENT_LENGTH);
+        }
     } else {
         headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
     }

@@ -182,7 +182,11 @@ impl Call {
         let start = self.shared.timer().now();
         self.deadline = super::add_saturating(start, self.timeouts.deadline);
         let config = self.shared.config();
-        let user = config.policies.iter().map(|make| make()).collect();
+        let user = if config.policies.is_empty() {
+            Vec::new()
+        } else {
+            config.policies.iter().map(|make| make()).collect()
+        };
         self.stack = Stack::new(
             user,
             self.request.redirect.as_ref().unwrap_or(&config.redirect),

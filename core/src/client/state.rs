@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use http::Uri;
 
-use crate::machine::credentials::same_origin;
 use crate::machine::retry::RetryBudget;
 use crate::transport::Origin;
 
@@ -54,14 +53,17 @@ impl OriginState {
 #[derive(Debug)]
 pub(crate) struct Store {
     template: PolicyState,
-    base: Option<(Uri, Arc<OriginState>)>,
+    base: Option<(Uri, Origin, Arc<OriginState>)>,
     others: Mutex<HashMap<Origin, Arc<OriginState>>>,
 }
 
 impl Store {
     pub(crate) fn new(base: Option<&Uri>, budget: Option<RetryBudget>) -> Self {
         let template = PolicyState { budget };
-        let base = base.map(|uri| (uri.clone(), Arc::new(OriginState::new(&template))));
+        let base = base.and_then(|uri| {
+            let origin = Origin::from_uri(uri).ok()?;
+            Some((uri.clone(), origin, Arc::new(OriginState::new(&template))))
+        });
         Self {
             template,
             base,
@@ -71,8 +73,10 @@ impl Store {
 
     /// The state of `url`'s origin.
     pub(crate) fn origin(&self, url: &Uri) -> Arc<OriginState> {
-        if let Some((base, state)) = &self.base {
-            if same_origin(base, url) {
+        if let Some((base, _, state)) = &self.base {
+            // Most calls go to the base URL, whose scheme and authority they were joined from:
+            // compare those as they are (the slow path below normalizes the rest).
+            if base.scheme() == url.scheme() && base.authority() == url.authority() {
                 return state.clone();
             }
         }
@@ -80,6 +84,12 @@ impl Store {
             // The transport will refuse the URL; its calls share one throwaway state.
             return Arc::new(OriginState::new(&self.template));
         };
+        if let Some((_, base, state)) = &self.base {
+            // The base origin written another way (`HOST:443`, capitals).
+            if *base == origin {
+                return state.clone();
+            }
+        }
         let mut others = self.others.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(state) = others.get(&origin) {
             return state.clone();

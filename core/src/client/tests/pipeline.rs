@@ -713,6 +713,26 @@ fn a_policy_that_fails_before_the_attempt_sends_nothing() {
 // Shared state
 
 #[test]
+fn the_base_origin_written_another_way_shares_its_state() {
+    let c = client_with("https://api.example.com/v1");
+    let a = c
+        .shared
+        .store
+        .origin(&"https://api.example.com/v1/x".parse().unwrap());
+    let b = c
+        .shared
+        .store
+        .origin(&"https://API.example.com:443/y".parse().unwrap());
+    let other = c
+        .shared
+        .store
+        .origin(&"https://api.example.com:8443/".parse().unwrap());
+    assert!(Arc::ptr_eq(&a, &b));
+    assert!(!Arc::ptr_eq(&a, &other));
+    assert_eq!(c.shared.store.origins_kept(), 1);
+}
+
+#[test]
 fn the_store_forgets_unused_origins_past_its_cap() {
     let c = client();
     let m = mock(&c);
