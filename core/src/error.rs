@@ -150,9 +150,10 @@ impl Error {
     /// Records what the call did: how many attempts it made, why it stopped retrying while
     /// the outcome was still worth retrying, and the redirects it followed.
     pub(crate) fn with_record(mut self, record: CallRecord) -> Self {
-        self.inner.attempts = record.attempts;
-        self.inner.gave_up = record.gave_up;
-        self.inner.hops = record.hops;
+        let (attempts, gave_up, hops) = record.into_parts();
+        self.inner.attempts = attempts;
+        self.inner.gave_up = gave_up;
+        self.inner.hops = hops;
         self
     }
 

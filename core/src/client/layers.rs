@@ -33,9 +33,9 @@ impl Stack {
     ) -> Self {
         Self {
             user,
-            redirect: redirect.follows().then(|| RedirectLayer {
-                machine: Redirects::new(redirect),
-            }),
+            redirect: redirect
+                .follows()
+                .then_some(RedirectLayer { machine: None }),
             retry: (retry.max_attempts() != Some(1)).then(|| RetryLayer {
                 machine: Retry::new(retry, start, seed).with_deadline(deadline),
                 deposited: false,
@@ -106,7 +106,7 @@ impl Policy for RetryLayer {
         }
         // Most outcomes are not worth retrying: settle those without reading the clocks.
         if self.machine.policy().retry_reason(&outcome).is_none() {
-            cx.record.gave_up = None;
+            cx.record.set_gave_up(None);
             return Action::Proceed;
         }
         let request = &*cx.request;
@@ -128,7 +128,7 @@ impl Policy for RetryLayer {
                 state.budget.as_mut(),
             )
         };
-        cx.record.attempts = self.machine.attempt();
+        cx.record.set_attempts(self.machine.attempt());
         match action {
             RetryAction::RetryAt {
                 at,
@@ -150,13 +150,13 @@ impl Policy for RetryLayer {
                         url: url.clone(),
                     });
                 }
-                cx.record.gave_up = None;
+                cx.record.set_gave_up(None);
                 Action::Reissue { at: Some(at) }
             }
             RetryAction::GiveUp(reason) => {
                 tracing::debug!(target: "keel::retry", method = %cx.request.method(),
                     url = %cx.request.url(), %reason, "not retrying");
-                cx.record.gave_up = Some(reason);
+                cx.record.set_gave_up(Some(reason));
                 Action::Proceed
             }
             _ => Action::Proceed,
@@ -165,8 +165,10 @@ impl Policy for RetryLayer {
 }
 
 /// Redirects: [`crate::machine::redirect`] behind the pipeline.
+///
+/// The machine is built at the call's first `3xx`: most calls never get one.
 struct RedirectLayer {
-    machine: Redirects,
+    machine: Option<Redirects>,
 }
 
 impl Policy for RedirectLayer {
@@ -194,14 +196,17 @@ impl Policy for RedirectLayer {
                 url: request.url(),
                 body,
             };
-            self.machine.on_response(&facts, status, headers)
+            let policy = request.redirect.as_ref().unwrap_or(&cx.config.redirect);
+            self.machine
+                .get_or_insert_with(|| Redirects::new(policy))
+                .on_response(&facts, status, headers)
         };
         match action {
             RedirectAction::Follow(follow) => {
                 let hop = self
                     .machine
-                    .hops()
-                    .last()
+                    .as_ref()
+                    .and_then(|m| m.hops().last())
                     .cloned()
                     .expect("a followed redirect is recorded");
                 tracing::debug!(target: "keel::redirect", %hop, cross_origin = follow.cross_origin,
@@ -209,7 +214,7 @@ impl Policy for RedirectLayer {
                 if let Some(hook) = &cx.config.on_redirect {
                     hook(&RedirectEvent { hop: hop.clone() });
                 }
-                cx.record.hops.push(hop);
+                cx.record.push_hop(hop);
                 let sensitive = &cx.config.sensitive;
                 let request = &mut *cx.request;
                 rewrite_headers(&mut request.headers, &follow, sensitive);

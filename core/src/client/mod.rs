@@ -288,8 +288,16 @@ impl<T: Transport> Client<T> {
     /// let second = client.execute(again).await?;
     /// # let _ = (first, second); Ok(()) }
     /// ```
-    pub fn execute(&self, mut request: Request) -> Pending {
-        if request.url.scheme().is_none() {
+    pub fn execute(&self, request: Request) -> Pending {
+        self.execute_checked(request, false)
+    }
+
+    /// [`execute`](Self::execute), skipping the URL checks for a URL this client joined (and
+    /// so checked) itself.
+    pub(crate) fn execute_checked(&self, mut request: Request, url_checked: bool) -> Pending {
+        if url_checked {
+            // Joined by `request()`: absolute, http or https, with a host.
+        } else if request.url.scheme().is_none() {
             let target = request
                 .url
                 .path_and_query()

@@ -124,10 +124,7 @@ impl Pending {
                 deadline: epoch,
                 origin,
                 stack: Stack::empty(),
-                record: CallRecord {
-                    attempts: 1,
-                    ..CallRecord::default()
-                },
+                record: CallRecord::default(),
                 guards: Vec::new(),
                 phase: Phase::Unstarted,
             })),
@@ -259,7 +256,7 @@ impl Call {
             // ours receives them.
             let left = self
                 .record
-                .hops
+                .hops()
                 .iter()
                 .any(|hop| !same_origin(base, hop.to()));
             if !left && same_origin(base, &request.url) {

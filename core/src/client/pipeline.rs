@@ -175,11 +175,28 @@ impl fmt::Debug for Guard {
 
 /// What a call did: how many attempts it made, the redirects it followed, and why retrying
 /// stopped. Carried by the [`Response`](crate::Response) and by the call's [`Error`].
-#[derive(Clone, Debug, Default)]
+///
+/// Two words: a call that made one attempt and followed no redirect (most calls) allocates
+/// nothing for it.
+#[derive(Clone, Debug)]
 pub struct CallRecord {
-    pub(crate) attempts: u32,
-    pub(crate) gave_up: Option<GiveUpReason>,
-    pub(crate) hops: Vec<Hop>,
+    attempts: u32,
+    more: Option<Box<More>>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct More {
+    gave_up: Option<GiveUpReason>,
+    hops: Vec<Hop>,
+}
+
+impl Default for CallRecord {
+    fn default() -> Self {
+        Self {
+            attempts: 1,
+            more: None,
+        }
+    }
 }
 
 impl CallRecord {
@@ -191,12 +208,12 @@ impl CallRecord {
 
     /// Why the call stopped retrying although its last outcome was worth retrying.
     pub fn gave_up(&self) -> Option<&GiveUpReason> {
-        self.gave_up.as_ref()
+        self.more.as_ref().and_then(|m| m.gave_up.as_ref())
     }
 
     /// The redirects followed, in order.
     pub fn hops(&self) -> &[Hop] {
-        &self.hops
+        self.more.as_ref().map_or(&[], |m| &m.hops)
     }
 
     /// Records that the retry machine counted `attempts` attempts.
@@ -206,12 +223,29 @@ impl CallRecord {
 
     /// Records why retrying stopped.
     pub fn set_gave_up(&mut self, reason: Option<GiveUpReason>) {
-        self.gave_up = reason;
+        match (&mut self.more, reason) {
+            (None, None) => {}
+            (Some(more), reason) => more.gave_up = reason,
+            (more @ None, reason) => {
+                *more = Some(Box::new(More {
+                    gave_up: reason,
+                    hops: Vec::new(),
+                }))
+            }
+        }
     }
 
     /// Records a redirect followed.
     pub fn push_hop(&mut self, hop: Hop) {
-        self.hops.push(hop);
+        self.more.get_or_insert_with(Box::default).hops.push(hop);
+    }
+
+    /// The parts, for an error: attempts, why retrying stopped, the hops.
+    pub(crate) fn into_parts(self) -> (u32, Option<GiveUpReason>, Vec<Hop>) {
+        match self.more {
+            None => (self.attempts, None, Vec::new()),
+            Some(more) => (self.attempts, more.gave_up, more.hops),
+        }
     }
 }
 

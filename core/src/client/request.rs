@@ -530,10 +530,10 @@ impl<T: Transport> RequestBuilder<T> {
     ///
     /// A status of 4xx or 5xx is not an error here; see [`Response::error_for_status`](crate::Response::error_for_status).
     pub fn send(self) -> Pending {
-        let client = self.client.clone();
-        match self.build() {
-            Ok(request) => client.execute(request),
-            Err(err) => Pending::failed(err),
+        match self.error {
+            None => self.client.execute_checked(self.request, true),
+            Some(err) if self.request.url == Uri::default() => Pending::failed(err),
+            Some(err) => Pending::failed(err.with_url(self.request.url)),
         }
     }
 }

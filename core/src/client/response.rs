@@ -113,19 +113,19 @@ impl Response {
 
     /// The redirects followed to get here, in order (empty when there were none).
     pub fn redirects(&self) -> &[Hop] {
-        &self.record.hops
+        self.record.hops()
     }
 
     /// How many attempts the call made, the first included (redirect hops are not attempts).
     pub fn attempts(&self) -> u32 {
-        self.record.attempts
+        self.record.attempts()
     }
 
     /// Why the call stopped retrying although this response was worth retrying (a `503` on
     /// the last attempt allowed, a `Retry-After` too long, …); `None` when it was not worth
     /// retrying.
     pub fn gave_up(&self) -> Option<&GiveUpReason> {
-        self.record.gave_up.as_ref()
+        self.record.gave_up()
     }
 
     /// What the call did: attempts, redirects, why retrying stopped.
@@ -180,27 +180,27 @@ impl Response {
     /// from the start, so a buffered read never returns half a body. The streaming readers
     /// ([`chunk`](Response::chunk), [`bytes_stream`](Response::bytes_stream)) never retry:
     /// the caller has already seen the first part.
-    pub async fn bytes(self) -> Result<Bytes, Error> {
-        let mut resp = self;
+    pub async fn bytes(mut self) -> Result<Bytes, Error> {
         loop {
-            let err = match resp.read_to_end().await {
+            let err = match self.read_to_end().await {
                 Ok(bytes) => return Ok(bytes),
                 Err(err) => err,
             };
-            let Some(call) = resp.resume.take() else {
-                return Err(err.with_record(std::mem::take(&mut resp.record)));
+            let Some(call) = self.resume.take() else {
+                return Err(err.with_record(std::mem::take(&mut self.record)));
             };
-            let status = resp.status;
-            let record = std::mem::take(&mut resp.record);
-            drop(resp);
-            resp = call.on_body_failure(record, err)?.await?;
-            if resp.status != status {
+            let status = self.status;
+            let record = std::mem::take(&mut self.record);
+            // The connection and the policies' guards go back before the next attempt.
+            self.body.finish();
+            self = call.on_body_failure(record, err)?.await?;
+            if self.status != status {
                 // The retry was answered differently (say a 503 after a 200): that answer is
                 // the outcome, not a body to hand back as if it were the first one's.
-                let headers = std::mem::take(&mut resp.headers);
-                let record = std::mem::take(&mut resp.record);
-                return Err(Error::status(resp.status, headers, Bytes::new())
-                    .with_url(resp.url.clone())
+                let headers = std::mem::take(&mut self.headers);
+                let record = std::mem::take(&mut self.record);
+                return Err(Error::status(self.status, headers, Bytes::new())
+                    .with_url(self.url.clone())
                     .with_record(record));
             }
         }

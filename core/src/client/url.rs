@@ -73,9 +73,13 @@ pub(crate) fn join(base: Option<&BaseUrl>, target: &str) -> Result<Uri, Error> {
     };
     let rel = target.trim_start_matches('/');
     if is_plain(rel) {
-        let mut joined = String::with_capacity(base.path.len() + rel.len() + 2);
+        let slash = !rel.is_empty() || base.path.is_empty();
+        // The exact length: `Bytes::from` then takes the buffer as it is, with no second
+        // allocation for a spare capacity.
+        let len = base.path.len() + if slash { 1 + rel.len() } else { 0 };
+        let mut joined = String::with_capacity(len);
         joined.push_str(&base.path);
-        if !rel.is_empty() || base.path.is_empty() {
+        if slash {
             joined.push('/');
             joined.push_str(rel);
         }
