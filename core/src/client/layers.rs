@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use super::pipeline::{Action, Policy, PolicyContext};
+use super::state::OriginState;
 use super::{RedirectEvent, RetryEvent};
 use crate::error::{Error, ErrorKind};
 use crate::machine::outcome::Outcome;
@@ -20,9 +21,14 @@ pub(crate) struct Stack {
     user: Vec<Box<dyn Policy>>,
     redirect: Option<RedirectLayer>,
     retry: Option<RetryLayer>,
+    /// Some layer answers before attempts.
+    admits: bool,
+    /// Some layer needs to see plain successes.
+    observes_success: bool,
 }
 
 impl Stack {
+    /// The stack of a call starting at `start`, whose first attempt goes to `origin`.
     pub(crate) fn new(
         user: Vec<Box<dyn Policy>>,
         redirect: &RedirectPolicy,
@@ -30,16 +36,33 @@ impl Stack {
         start: Instant,
         deadline: Instant,
         seed: u64,
+        origin: &OriginState,
     ) -> Self {
+        let retry = (retry.max_attempts() != Some(1)).then(|| {
+            // One deposit per call, into the budget of the origin the call starts at.
+            if let Some(budget) = &mut origin.lock().budget {
+                budget.deposit(start);
+            }
+            RetryLayer {
+                machine: Retry::new(retry, start, seed).with_deadline(deadline),
+            }
+        });
+        // The built-in layers' answers are known here (the redirect layer neither admits nor
+        // looks at successes; the retry layer looks at them only if its policy may retry
+        // one): only the user's layers are asked.
+        let admits = user.iter().any(|p| p.admits());
+        let observes_success = user.iter().any(|p| p.observes_success())
+            || retry
+                .as_ref()
+                .is_some_and(|r| r.machine.policy().may_retry_success());
         Self {
             user,
             redirect: redirect
                 .follows()
                 .then_some(RedirectLayer { machine: None }),
-            retry: (retry.max_attempts() != Some(1)).then(|| RetryLayer {
-                machine: Retry::new(retry, start, seed).with_deadline(deadline),
-                deposited: false,
-            }),
+            retry,
+            admits,
+            observes_success,
         }
     }
 
@@ -49,7 +72,19 @@ impl Stack {
             user: Vec::new(),
             redirect: None,
             retry: None,
+            admits: false,
+            observes_success: false,
         }
+    }
+
+    /// Whether some layer answers before attempts; when none does, the loop sends at once.
+    pub(crate) fn admits(&self) -> bool {
+        self.admits
+    }
+
+    /// Whether some layer needs to see a `2xx`; when none does, the loop delivers it at once.
+    pub(crate) fn observes_success(&self) -> bool {
+        self.observes_success
     }
 
     /// True when no policy is configured: nothing can re-issue the request.
@@ -84,20 +119,15 @@ impl Stack {
 /// Retries: [`crate::machine::retry`] behind the pipeline.
 struct RetryLayer {
     machine: Retry,
-    deposited: bool,
 }
 
 impl Policy for RetryLayer {
-    fn before_attempt(&mut self, cx: &mut PolicyContext<'_>) -> Action {
-        if !self.deposited {
-            // One deposit per call, into the budget of the origin the call starts at.
-            self.deposited = true;
-            let now = cx.now();
-            if let Some(budget) = &mut cx.origin.lock().budget {
-                budget.deposit(now);
-            }
-        }
-        Action::Proceed
+    fn admits(&self) -> bool {
+        false
+    }
+
+    fn observes_success(&self) -> bool {
+        self.machine.policy().may_retry_success()
     }
 
     fn on_outcome(&mut self, cx: &mut PolicyContext<'_>, outcome: Outcome<'_>) -> Action {
@@ -168,10 +198,18 @@ impl Policy for RetryLayer {
 ///
 /// The machine is built at the call's first `3xx`: most calls never get one.
 struct RedirectLayer {
-    machine: Option<Redirects>,
+    machine: Option<Box<Redirects>>,
 }
 
 impl Policy for RedirectLayer {
+    fn admits(&self) -> bool {
+        false
+    }
+
+    fn observes_success(&self) -> bool {
+        false
+    }
+
     fn on_outcome(&mut self, cx: &mut PolicyContext<'_>, outcome: Outcome<'_>) -> Action {
         let Outcome::Response { status, headers } = outcome else {
             return Action::Proceed;
@@ -198,7 +236,7 @@ impl Policy for RedirectLayer {
             };
             let policy = request.redirect.as_ref().unwrap_or(&cx.config.redirect);
             self.machine
-                .get_or_insert_with(|| Redirects::new(policy))
+                .get_or_insert_with(|| Box::new(Redirects::new(policy)))
                 .on_response(&facts, status, headers)
         };
         match action {

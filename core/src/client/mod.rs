@@ -269,6 +269,7 @@ impl<T: Transport> Client<T> {
     /// appended to the base URL's path, whether or not either has a slash at the join:
     /// with base `https://api.example.com/v1`, both `users` and `/users` give
     /// `https://api.example.com/v1/users`.
+    #[inline]
     pub fn request(&self, method: Method, url: &str) -> RequestBuilder<T> {
         let url = url::join(self.shared.config.base_url.as_ref(), url);
         RequestBuilder::new(self.clone(), method, url)
@@ -294,6 +295,7 @@ impl<T: Transport> Client<T> {
 
     /// [`execute`](Self::execute), skipping the URL checks for a URL this client joined (and
     /// so checked) itself.
+    #[inline]
     pub(crate) fn execute_checked(&self, mut request: Request, url_checked: bool) -> Pending {
         if url_checked {
             // Joined by `request()`: absolute, http or https, with a host.
@@ -321,6 +323,7 @@ impl<T: Transport> Client<T> {
     }
 
     /// Starts a `GET` request.
+    #[inline]
     pub fn get(&self, url: &str) -> RequestBuilder<T> {
         self.request(Method::GET, url)
     }

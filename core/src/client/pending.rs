@@ -104,6 +104,7 @@ enum Step {
 
 impl Pending {
     /// A call that starts when first polled.
+    #[inline]
     pub(crate) fn new(shared: Arc<dyn Dispatch>, request: Request, epoch: Instant) -> Self {
         let config = shared.config();
         let t = &request.timeouts;
@@ -191,6 +192,7 @@ impl Call {
             start,
             self.deadline,
             self.shared.next_seed(),
+            &self.origin,
         );
         self.admit(0, Some(start))
     }
@@ -198,6 +200,11 @@ impl Call {
     /// Asks the policies from layer `next` inward whether the attempt may go, and sends it
     /// when they all agree.
     fn admit(&mut self, next: usize, now: Option<Instant>) -> Option<Step> {
+        if !self.stack.admits() {
+            let now = now.unwrap_or_else(|| self.shared.timer().now());
+            self.send_attempt(now);
+            return None;
+        }
         let (stack, guards, mut cx) = self.split(now);
         for layer in next..stack.len() {
             match stack.layer(layer).before_attempt(&mut cx) {
@@ -340,6 +347,14 @@ impl Call {
     /// Shows an attempt's outcome to the policies and acts on the answer.
     fn decide(&mut self, outcome: Result<http::Response<ResponseBody>, Error>) -> Step {
         let outcome = outcome.map_err(|err| err.with_url(self.request.url.clone()));
+        if let Ok(head) = &outcome {
+            if head.status().is_success() && !self.stack.observes_success() {
+                // No policy of this call looks at a success: hand it over without asking.
+                tracing::debug!(method = %self.request.method, url = %self.request.url,
+                    status = head.status().as_u16(), "response head");
+                return Step::Done(outcome);
+            }
+        }
         let facts = match &outcome {
             Ok(head) => Outcome::from(head),
             Err(err) => Outcome::from(err),

@@ -121,6 +121,19 @@ pub trait Policy: Send + 'static {
         Action::Proceed
     }
 
+    /// Whether [`before_attempt`](Self::before_attempt) can answer anything but
+    /// [`Action::Proceed`]. A policy that says no is not asked (the loop skips the call).
+    /// Default true.
+    fn admits(&self) -> bool {
+        true
+    }
+
+    /// Whether [`on_outcome`](Self::on_outcome) needs to see plain successes (a `2xx` head).
+    /// When no policy of a call does, a `2xx` is handed over without asking any. Default true.
+    fn observes_success(&self) -> bool {
+        true
+    }
+
     /// After every attempt, innermost policy first: a response head arrived, the attempt
     /// failed, or (in a buffered read) the body failed mid-way.
     ///

@@ -79,6 +79,7 @@ impl Request {
     ///
     /// `url` is absolute, or a path (with no scheme) that [`Client::execute`] joins to the
     /// client's base URL.
+    #[inline]
     pub fn new(method: Method, url: Uri) -> Self {
         Self {
             method,
@@ -280,6 +281,7 @@ pub struct RequestBuilder<T> {
 }
 
 impl<T: Transport> RequestBuilder<T> {
+    #[inline]
     pub(super) fn new(client: Client<T>, method: Method, url: Result<Uri, Error>) -> Self {
         let (url, error) = match url {
             Ok(url) => (url, None),
@@ -529,6 +531,7 @@ impl<T: Transport> RequestBuilder<T> {
     /// limit, say) don't spend their time waiting in a queue.
     ///
     /// A status of 4xx or 5xx is not an error here; see [`Response::error_for_status`](crate::Response::error_for_status).
+    #[inline]
     pub fn send(self) -> Pending {
         match self.error {
             None => self.client.execute_checked(self.request, true),

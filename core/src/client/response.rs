@@ -67,7 +67,6 @@ impl Response {
         resume: Option<Box<Call>>,
     ) -> Self {
         let (parts, body) = head.into_parts();
-        let now = timer.now();
         Self {
             status: parts.status,
             version: parts.version,
@@ -83,8 +82,7 @@ impl Response {
                 timer,
                 read_idle: limits.read_idle,
                 deadline: limits.deadline,
-                last_activity: now,
-                delivered: false,
+                idle_from: None,
                 sleep: None,
                 done: false,
             },
@@ -333,13 +331,14 @@ impl fmt::Debug for BodyStream {
 
 /// Reads a body chunk by chunk under the read-idle timeout and the deadline.
 ///
-/// Silence is measured from the moment the reader asked for the next chunk (the start of the
-/// call, or the caller coming back after a chunk), so a slow consumer is never mistaken for a
-/// slow server.
+/// Silence is measured from the moment the reader asked for the next chunk and found none (the
+/// first read, or the caller coming back after a chunk), so a slow consumer is never mistaken
+/// for a slow server.
 ///
 /// One sleep is armed at a time. A chunk only moves the start of the silence; when the sleep
-/// fires early because chunks kept arriving, it is re-armed for the new idle limit. That keeps
-/// the per-chunk cost to one clock read instead of one timer reset.
+/// fires early because chunks kept arriving, it is re-armed for the new idle limit. The clock
+/// is read only when the body has nothing ready: a body that is already there costs no clock
+/// read and no timer.
 struct BodyReader {
     body: ResponseBody,
     /// What the policies hold for this response (permits, probe slots): given back when the
@@ -348,8 +347,8 @@ struct BodyReader {
     timer: Arc<dyn Timer>,
     read_idle: Duration,
     deadline: Instant,
-    last_activity: Instant,
-    delivered: bool,
+    /// When the reader started waiting for the next chunk; `None` until it finds none ready.
+    idle_from: Option<Instant>,
     sleep: Option<Sleep>,
     done: bool,
 }
@@ -363,18 +362,14 @@ impl BodyReader {
         if self.done {
             return Poll::Ready(Ok(None));
         }
-        if self.delivered {
-            // The idle clock restarts when the caller comes back for more, so time the caller
-            // spends on a chunk never counts as the server's silence.
-            self.delivered = false;
-            self.last_activity = self.timer.now();
-        }
         loop {
             match Pin::new(&mut self.body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         if !data.is_empty() {
-                            self.delivered = true;
+                            // The idle clock restarts when the caller comes back for more, so
+                            // time the caller spends on a chunk never counts as silence.
+                            self.idle_from = None;
                             return Poll::Ready(Ok(Some(data)));
                         }
                     }
@@ -396,8 +391,9 @@ impl BodyReader {
                 Poll::Pending => {}
             }
             // The body is waiting on the network: make sure a sleep will wake us at the limit.
-            let idle_limit = self
-                .last_activity
+            let timer = &self.timer;
+            let idle_from = *self.idle_from.get_or_insert_with(|| timer.now());
+            let idle_limit = idle_from
                 .checked_add(self.read_idle)
                 .unwrap_or(self.deadline);
             let due = idle_limit.min(self.deadline);

@@ -66,6 +66,8 @@ pub struct RetryPolicy {
 }
 
 struct Inner {
+    /// A predicate, or a `2xx` in `statuses`: worked out once, asked on every call.
+    may_retry_success: bool,
     max_attempts: Option<u32>,
     max_elapsed: Option<Duration>,
     base_delay: Duration,
@@ -134,6 +136,13 @@ impl RetryPolicy {
     /// Whether a `Retry-After` header replaces the computed backoff.
     pub fn respects_retry_after(&self) -> bool {
         self.inner.respect_retry_after
+    }
+
+    /// Whether any `2xx` response could be worth retrying under this policy: a `2xx` in the
+    /// retried statuses, or a predicate, which may say yes to anything. When false, a driver
+    /// may hand a success over without asking.
+    pub fn may_retry_success(&self) -> bool {
+        self.inner.may_retry_success
     }
 
     /// Why `outcome` is worth retrying under this policy, or `None` when it is final (a success
@@ -423,6 +432,8 @@ impl RetryPolicyBuilder {
         };
         Ok(RetryPolicy {
             inner: Arc::new(Inner {
+                may_retry_success: self.predicate.is_some()
+                    || (200..300).any(|code| self.statuses.contains_code(code)),
                 max_attempts: self.max_attempts,
                 max_elapsed: self.max_elapsed,
                 base_delay: self.base_delay,
@@ -504,8 +515,12 @@ impl StatusSet {
     }
 
     fn contains(&self, status: StatusCode) -> bool {
-        let code = usize::from(status.as_u16());
-        self.0[code / 64] & (1 << (code % 64)) != 0
+        self.contains_code(status.as_u16())
+    }
+
+    fn contains_code(&self, code: u16) -> bool {
+        let code = usize::from(code);
+        code < 1024 && self.0[code / 64] & (1 << (code % 64)) != 0
     }
 }
 
@@ -716,6 +731,21 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(unlimited.max_attempts(), None);
+    }
+
+    #[test]
+    fn a_success_may_be_retried_only_with_a_predicate_or_a_2xx_status() {
+        assert!(!RetryPolicy::default().may_retry_success());
+        let with_202 = RetryPolicy::builder()
+            .retry_statuses([StatusCode::ACCEPTED])
+            .build()
+            .unwrap();
+        assert!(with_202.may_retry_success());
+        let predicate = RetryPolicy::builder()
+            .retry_predicate(|_: &Outcome<'_>| None)
+            .build()
+            .unwrap();
+        assert!(predicate.may_retry_success());
     }
 
     #[test]
