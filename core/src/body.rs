@@ -172,14 +172,22 @@ impl http_body::Body for Body {
 /// body the truth is known. A non-empty or streamed body is left alone; the backend frames it
 /// (`Content-Length` from its size, or chunked). Backends send these headers as they are and add
 /// no framing of their own for an empty body (see [`FramedBody`] for HTTP libraries that would).
-pub(crate) fn frame_empty_body(method: &Method, body: &Body, headers: &mut HeaderMap) {
+///
+/// `may_be_framed` false says the caller knows no framing header is in `headers` (the request
+/// set none, nor did the client's defaults), so none is looked for.
+pub(crate) fn frame_empty_body(
+    method: &Method,
+    body: &Body,
+    headers: &mut HeaderMap,
+    may_be_framed: bool,
+) {
     if !matches!(body.kind, Kind::Full(None)) {
         return;
     }
-    // Most requests carry no framing header: look before paying for removals.
-    let framed = headers
-        .keys()
-        .any(|name| name == CONTENT_LENGTH || name == TRANSFER_ENCODING);
+    let framed = may_be_framed
+        && headers
+            .keys()
+            .any(|name| name == CONTENT_LENGTH || name == TRANSFER_ENCODING);
     if framed {
         headers.remove(TRANSFER_ENCODING);
     }
@@ -335,7 +343,7 @@ mod tests {
                 HeaderValue::from_str(value).unwrap(),
             );
         }
-        frame_empty_body(&method, &body, &mut headers);
+        frame_empty_body(&method, &body, &mut headers, true);
         headers
             .iter()
             .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))

@@ -36,7 +36,7 @@ pub use response::{BodyStream, Response};
 
 use self::pipeline::{Policy, PolicyFactory};
 use self::request::Redacted;
-use self::state::{OriginState, Store};
+use self::state::Store;
 use crate::body::{Body, ResponseBody};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::machine::credentials::SensitiveHeaders;
@@ -124,6 +124,8 @@ pub(crate) struct ClientConfig {
     /// The backend reads [`CallDeadline`](crate::CallDeadline) (inserting it costs an
     /// allocation per request, so only then).
     call_deadline: bool,
+    /// The default headers hold a framing header (`Content-Length`, `Transfer-Encoding`).
+    defaults_frame: bool,
 }
 
 /// A function called before every retry; see [`ClientBuilder::on_retry`].
@@ -195,8 +197,8 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     ) -> BoxFuture<Result<http::Response<ResponseBody>, Error>>;
     fn timer(&self) -> &Arc<dyn Timer>;
     fn config(&self) -> &ClientConfig;
-    /// The shared state of `url`'s origin.
-    fn origin(&self, url: &Uri) -> Arc<OriginState>;
+    /// The shared state of every origin.
+    fn store(&self) -> &Store;
     /// A different jitter seed for every call.
     fn next_seed(&self) -> u64;
 }
@@ -217,8 +219,8 @@ impl<T: Transport> Dispatch for Shared<T> {
         &self.config
     }
 
-    fn origin(&self, url: &Uri) -> Arc<OriginState> {
-        self.store.origin(url)
+    fn store(&self) -> &Store {
+        &self.store
     }
 
     fn next_seed(&self) -> u64 {
@@ -435,6 +437,7 @@ impl<T: Backend> ClientBuilder<T> {
                 on_redirect: None,
                 policies: Vec::new(),
                 call_deadline: T::capabilities().uses_call_deadline,
+                defaults_frame: false,
             },
             transport: TransportConfig::default(),
             error: None,
@@ -743,6 +746,16 @@ impl<T: Backend> ClientBuilder<T> {
         self.transport.connect_timeout = t.connect;
         T::capabilities().check(&self.transport)?;
         self.scope_credentials()?;
+        let framing = |h: &HeaderMap| {
+            h.contains_key(http::header::CONTENT_LENGTH)
+                || h.contains_key(http::header::TRANSFER_ENCODING)
+        };
+        self.config.defaults_frame = framing(&self.config.headers)
+            || self
+                .config
+                .scoped_headers
+                .as_ref()
+                .is_some_and(|(_, h)| framing(h));
         Ok((self.config, self.transport))
     }
 

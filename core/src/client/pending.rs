@@ -30,7 +30,7 @@ use super::layers::Stack;
 use super::pipeline::{Action, CallRecord, Guard, PolicyContext};
 use super::request::Request;
 use super::response::Limits;
-use super::state::OriginState;
+use super::state::OriginRef;
 use super::{merge_default_headers, Dispatch, Response, Timeouts};
 use crate::body::{Body, ResponseBody};
 use crate::error::{Error, ErrorKind, TimeoutPhase};
@@ -66,7 +66,7 @@ pub(crate) struct Call {
     body_sent_once: bool,
     timeouts: Timeouts,
     deadline: Instant,
-    origin: Arc<OriginState>,
+    origin: OriginRef,
     stack: Stack,
     record: CallRecord,
     /// Guards the policies handed out for the attempt in flight.
@@ -114,7 +114,7 @@ impl Pending {
             deadline: t.deadline.unwrap_or(config.timeouts.deadline),
             read_idle: t.read_idle.unwrap_or(config.timeouts.read_idle),
         };
-        let origin = shared.origin(&request.url);
+        let origin = shared.store().find(&request.url);
         Self {
             state: State::Running(Box::new(Call {
                 shared,
@@ -192,7 +192,7 @@ impl Call {
             start,
             self.deadline,
             self.shared.next_seed(),
-            &self.origin,
+            self.shared.store().resolve(&self.origin),
         );
         self.admit(0, Some(start))
     }
@@ -238,7 +238,7 @@ impl Call {
             record: &mut self.record,
             timer: self.shared.timer(),
             config: self.shared.config(),
-            origin: &self.origin,
+            origin: self.shared.store().resolve(&self.origin),
             now,
             deadline: self.deadline,
             claimed: false,
@@ -281,7 +281,8 @@ impl Call {
             },
             (None, None) => Body::empty(),
         };
-        crate::body::frame_empty_body(&request.method, &body, &mut headers);
+        let may_be_framed = config.defaults_frame || !request.headers.is_empty();
+        crate::body::frame_empty_body(&request.method, &body, &mut headers, may_be_framed);
         let mut attempt = http::Request::new(body);
         *attempt.method_mut() = request.method.clone();
         *attempt.uri_mut() = request.url.clone();
@@ -399,7 +400,7 @@ impl Call {
     fn reissue(&mut self, at: Option<Instant>) {
         // The attempt is over: what the policies held for it is given back.
         self.guards.clear();
-        self.origin = self.shared.origin(&self.request.url);
+        self.origin = self.shared.store().find(&self.request.url);
         self.phase = match at {
             Some(at) => Phase::Backoff(self.shared.timer().sleep_until(at)),
             None => Phase::Admit { next: 0 },

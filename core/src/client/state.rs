@@ -49,22 +49,29 @@ impl OriginState {
     }
 }
 
+/// Which origin's state a call uses: the base URL's (the store keeps it), or another.
+#[derive(Debug)]
+pub(crate) enum OriginRef {
+    Base,
+    Other(Arc<OriginState>),
+}
+
 /// The per-client store.
 #[derive(Debug)]
 pub(crate) struct Store {
     template: PolicyState,
-    base: Option<(Uri, Origin, Arc<OriginState>)>,
+    base: Option<(Uri, Origin)>,
+    /// The base URL's origin's state (unused by a client without a base URL).
+    base_state: Arc<OriginState>,
     others: Mutex<HashMap<Origin, Arc<OriginState>>>,
 }
 
 impl Store {
     pub(crate) fn new(base: Option<&Uri>, budget: Option<RetryBudget>) -> Self {
         let template = PolicyState { budget };
-        let base = base.and_then(|uri| {
-            let origin = Origin::from_uri(uri).ok()?;
-            Some((uri.clone(), origin, Arc::new(OriginState::new(&template))))
-        });
+        let base = base.and_then(|uri| Some((uri.clone(), Origin::from_uri(uri).ok()?)));
         Self {
+            base_state: Arc::new(OriginState::new(&template)),
             template,
             base,
             others: Mutex::default(),
@@ -72,29 +79,39 @@ impl Store {
     }
 
     /// The state of `url`'s origin.
+    #[cfg(test)]
     pub(crate) fn origin(&self, url: &Uri) -> Arc<OriginState> {
-        if let Some((base, _, state)) = &self.base {
+        match self.find(url) {
+            OriginRef::Base => self.base_state.clone(),
+            OriginRef::Other(state) => state,
+        }
+    }
+
+    /// Finds `url`'s origin: the base URL's without touching a counter, another one by its
+    /// shared state.
+    pub(crate) fn find(&self, url: &Uri) -> OriginRef {
+        if let Some((base, _)) = &self.base {
             // Most calls go to the base URL, whose scheme and authority they were joined from:
             // compare those as they are (the slow path below normalizes the rest).
             if same_bytes(base, url)
                 || (base.scheme() == url.scheme() && base.authority() == url.authority())
             {
-                return state.clone();
+                return OriginRef::Base;
             }
         }
         let Ok(origin) = Origin::from_uri(url) else {
             // The transport will refuse the URL; its calls share one throwaway state.
-            return Arc::new(OriginState::new(&self.template));
+            return OriginRef::Other(Arc::new(OriginState::new(&self.template)));
         };
-        if let Some((_, base, state)) = &self.base {
+        if let Some((_, base)) = &self.base {
             // The base origin written another way (`HOST:443`, capitals).
             if *base == origin {
-                return state.clone();
+                return OriginRef::Base;
             }
         }
         let mut others = self.others.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(state) = others.get(&origin) {
-            return state.clone();
+            return OriginRef::Other(state.clone());
         }
         if others.len() >= MAX_ORIGINS {
             others.retain(|_, state| Arc::strong_count(state) > 1);
@@ -103,7 +120,15 @@ impl Store {
         if others.len() < MAX_ORIGINS {
             others.insert(origin, state.clone());
         }
-        state
+        OriginRef::Other(state)
+    }
+
+    /// The state an [`OriginRef`] names.
+    pub(crate) fn resolve<'a>(&'a self, origin: &'a OriginRef) -> &'a OriginState {
+        match origin {
+            OriginRef::Base => &self.base_state,
+            OriginRef::Other(state) => state,
+        }
     }
 
     #[cfg(test)]

@@ -744,3 +744,38 @@ fn the_store_forgets_unused_origins_past_its_cap() {
     assert!(c.shared.store.origins_kept() <= MAX_ORIGINS);
     assert_eq!(m.request_count(), MAX_ORIGINS + 50);
 }
+
+#[test]
+fn framing_headers_from_defaults_or_the_request_are_replaced_for_an_empty_body() {
+    let c = single_attempt()
+        .base_url("http://h")
+        .default_header("content-length", "5")
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    m.run(c.get("a").send()).unwrap();
+    m.run(c.post("b").send()).unwrap();
+    let c2 = client_with("http://h");
+    let m2 = mock(&c2);
+    m2.run(c2.delete("c").header("transfer-encoding", "chunked").send())
+        .unwrap();
+    m2.run(c2.put("d").send()).unwrap();
+    let log = m.requests();
+    assert!(
+        !log[0].headers.contains_key("content-length"),
+        "GET: no framing"
+    );
+    assert_eq!(
+        values(&log[1].headers, "content-length"),
+        ["0"],
+        "POST: length 0"
+    );
+    let log = m2.requests();
+    assert!(!log[0].headers.contains_key("transfer-encoding"));
+    assert!(!log[0].headers.contains_key("content-length"));
+    assert_eq!(
+        values(&log[1].headers, "content-length"),
+        ["0"],
+        "PUT: length 0"
+    );
+}
