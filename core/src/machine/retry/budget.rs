@@ -64,7 +64,8 @@ pub struct RetryBudget {
     window: Duration,
     min_per_sec: u32,
     retry_ratio: f64,
-    slot_nanos: u128,
+    /// A window is at most 60 s, so a slot's length fits a `u64` of nanoseconds.
+    slot_nanos: u64,
     deposit: i64,
     reserve: i64,
     slots: [i64; SLOTS],
@@ -101,7 +102,7 @@ impl RetryBudget {
             window,
             min_per_sec,
             retry_ratio,
-            slot_nanos: window.as_nanos() / SLOTS as u128,
+            slot_nanos: u64::try_from(window.as_nanos() / SLOTS as u128).unwrap_or(u64::MAX),
             deposit,
             reserve,
             slots: [0; SLOTS],
@@ -161,7 +162,9 @@ impl RetryBudget {
     fn advance(&mut self, now: Instant) -> usize {
         let origin = *self.origin.get_or_insert(now);
         let elapsed = now.saturating_duration_since(origin).as_nanos();
-        let epoch = u64::try_from(elapsed / self.slot_nanos).unwrap_or(u64::MAX);
+        // 64-bit division: a u128 one costs a library call on every deposit and withdrawal.
+        let elapsed = u64::try_from(elapsed).unwrap_or(u64::MAX);
+        let epoch = elapsed / self.slot_nanos;
         if epoch > self.epoch {
             if epoch - self.epoch >= SLOTS as u64 {
                 self.slots = [0; SLOTS];
