@@ -1,20 +1,18 @@
 //! The dialer under a virtual clock (attempts scripted in virtual time), and on real loopback
 //! sockets with async-io.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Wake, Waker};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
 use super::{sort_addresses, Dialer, ATTEMPT_DELAY};
 use crate::error::{find_io_in_chain, ErrorKind, Stage, TimeoutPhase};
+use crate::tests::clock::{run, Clock, VirtualTimer};
 use crate::transport::{Sleep, Timer};
 
 fn addr(s: &str) -> SocketAddr {
@@ -90,155 +88,6 @@ proptest! {
         // Sorting twice changes nothing.
         prop_assert_eq!(sort_addresses(sorted.clone()), sorted);
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A virtual clock and an executor that jumps it to the next sleep when nothing else can run
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Debug, Default)]
-struct ClockState {
-    now: Duration,
-    next_id: u64,
-    /// Pending sleeps: id → (due, waker of the last poll).
-    waiters: BTreeMap<u64, (Duration, Waker)>,
-}
-
-#[derive(Debug)]
-struct Clock {
-    origin: Instant,
-    state: Mutex<ClockState>,
-}
-
-impl Clock {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            origin: Instant::now(),
-            state: Mutex::default(),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, ClockState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Virtual time since the start.
-    fn elapsed(&self) -> Duration {
-        self.lock().now
-    }
-
-    /// Moves time to the earliest pending sleep and wakes those due; false if none is pending.
-    fn advance(&self) -> bool {
-        let woken: Vec<Waker> = {
-            let mut state = self.lock();
-            let Some(next) = state.waiters.values().map(|(at, _)| *at).min() else {
-                return false;
-            };
-            state.now = state.now.max(next);
-            let now = state.now;
-            let due: Vec<u64> = state
-                .waiters
-                .iter()
-                .filter(|(_, (at, _))| *at <= now)
-                .map(|(id, _)| *id)
-                .collect();
-            due.iter()
-                .filter_map(|id| state.waiters.remove(id))
-                .map(|(_, w)| w)
-                .collect()
-        };
-        woken.into_iter().for_each(Waker::wake);
-        true
-    }
-}
-
-struct VirtualSleep {
-    clock: Arc<Clock>,
-    id: u64,
-    at: Duration,
-}
-
-impl Future for VirtualSleep {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut state = self.clock.lock();
-        if state.now >= self.at {
-            state.waiters.remove(&self.id);
-            Poll::Ready(())
-        } else {
-            state.waiters.insert(self.id, (self.at, cx.waker().clone()));
-            Poll::Pending
-        }
-    }
-}
-
-impl Drop for VirtualSleep {
-    fn drop(&mut self) {
-        self.clock.lock().waiters.remove(&self.id);
-    }
-}
-
-#[derive(Debug, Clone)]
-struct VirtualTimer(Arc<Clock>);
-
-impl VirtualTimer {
-    fn sleep_for(&self, d: Duration) -> VirtualSleep {
-        let mut state = self.0.lock();
-        state.next_id += 1;
-        VirtualSleep {
-            clock: self.0.clone(),
-            id: state.next_id,
-            at: state.now + d,
-        }
-    }
-}
-
-impl Timer for VirtualTimer {
-    fn sleep_until(&self, deadline: Instant) -> Sleep {
-        let at = deadline.saturating_duration_since(self.0.origin);
-        let mut state = self.0.lock();
-        state.next_id += 1;
-        Box::pin(VirtualSleep {
-            clock: self.0.clone(),
-            id: state.next_id,
-            at,
-        })
-    }
-
-    fn now(&self) -> Instant {
-        self.0.origin + self.0.elapsed()
-    }
-}
-
-struct Flag(AtomicBool);
-
-impl Wake for Flag {
-    fn wake(self: Arc<Self>) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-/// Drives `fut` to completion in virtual time: polls when woken, otherwise jumps the clock to
-/// the next sleep. Panics if the future is stuck with no sleep pending.
-fn run<F: Future>(clock: &Arc<Clock>, fut: F) -> F::Output {
-    let flag = Arc::new(Flag(AtomicBool::new(true)));
-    let waker = Waker::from(flag.clone());
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = pin!(fut);
-    for _ in 0..10_000 {
-        if flag.0.swap(false, Ordering::SeqCst) {
-            if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-                return out;
-            }
-            continue;
-        }
-        assert!(
-            clock.advance(),
-            "stuck: nothing woke the future and no sleep is pending"
-        );
-    }
-    panic!("too many steps");
 }
 
 // ---------------------------------------------------------------------------------------------

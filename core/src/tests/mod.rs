@@ -5,6 +5,8 @@
 
 use std::time::Instant;
 
+pub(crate) mod clock;
+
 /// The one clock read of a test; every other instant is an offset from it.
 pub(crate) fn epoch() -> Instant {
     Instant::now()

@@ -8,14 +8,14 @@
 //! future is stuck with nothing scheduled to wake it or takes too many steps.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
@@ -26,134 +26,8 @@ use super::{Client, Response, Timeouts};
 use crate::body::{Body, ResponseBody};
 use crate::error::{Error, ErrorKind, Stage, TimeoutPhase};
 use crate::machine::retry::GiveUpReason;
-use crate::transport::{
-    Backend, BoxTransport, Capabilities, Sleep, Timer, Transport, TransportConfig,
-};
-
-// ---------------------------------------------------------------------------------------------
-// Virtual clock
-// ---------------------------------------------------------------------------------------------
-
-/// Virtual time: an origin plus an offset that only the test driver moves forward.
-#[derive(Debug)]
-struct Clock {
-    origin: Instant,
-    state: Mutex<ClockState>,
-}
-
-#[derive(Debug, Default)]
-struct ClockState {
-    offset: Duration,
-    next_id: u64,
-    /// Pending sleeps: id → (due offset, waker of the last poll).
-    waiters: BTreeMap<u64, (Duration, Waker)>,
-}
-
-impl Clock {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            origin: Instant::now(),
-            state: Mutex::default(),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, ClockState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn elapsed(&self) -> Duration {
-        self.lock().offset
-    }
-
-    /// A future that is ready once virtual time reaches `at` (an offset from the origin).
-    fn sleep_at(self: &Arc<Self>, at: Duration) -> VirtualSleep {
-        let mut state = self.lock();
-        state.next_id += 1;
-        VirtualSleep {
-            clock: self.clone(),
-            id: state.next_id,
-            at,
-        }
-    }
-
-    /// Moves time to the earliest pending sleep and wakes every sleep due by then.
-    /// Returns false when no sleep is pending.
-    fn advance_to_next_sleep(&self) -> bool {
-        let woken: Vec<Waker> = {
-            let mut state = self.lock();
-            let Some(next) = state.waiters.values().map(|(at, _)| *at).min() else {
-                return false;
-            };
-            state.offset = state.offset.max(next);
-            let now = state.offset;
-            let due: Vec<u64> = state
-                .waiters
-                .iter()
-                .filter(|(_, (at, _))| *at <= now)
-                .map(|(id, _)| *id)
-                .collect();
-            due.iter()
-                .filter_map(|id| state.waiters.remove(id))
-                .map(|(_, w)| w)
-                .collect()
-        };
-        woken.into_iter().for_each(Waker::wake);
-        true
-    }
-}
-
-struct VirtualSleep {
-    clock: Arc<Clock>,
-    id: u64,
-    at: Duration,
-}
-
-impl Future for VirtualSleep {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut state = self.clock.lock();
-        if state.offset >= self.at {
-            state.waiters.remove(&self.id);
-            Poll::Ready(())
-        } else {
-            state.waiters.insert(self.id, (self.at, cx.waker().clone()));
-            Poll::Pending
-        }
-    }
-}
-
-impl Drop for VirtualSleep {
-    fn drop(&mut self) {
-        self.clock.lock().waiters.remove(&self.id);
-    }
-}
-
-/// The `Timer` the mock transport hands to the client.
-#[derive(Debug)]
-struct VirtualTimer(Arc<Clock>);
-
-impl Timer for VirtualTimer {
-    fn sleep_until(&self, deadline: Instant) -> Sleep {
-        let at = deadline.saturating_duration_since(self.0.origin);
-        Box::pin(self.0.sleep_at(at))
-    }
-
-    fn now(&self) -> Instant {
-        self.0.origin + self.0.elapsed()
-    }
-}
-
-/// Records that a future was woken.
-struct Flag(AtomicBool);
-
-impl Wake for Flag {
-    fn wake(self: Arc<Self>) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-const MAX_STEPS: usize = 10_000;
+use crate::tests::clock::{self, Clock, VirtualSleep, VirtualTimer};
+use crate::transport::{Backend, BoxTransport, Capabilities, Timer, Transport, TransportConfig};
 
 // ---------------------------------------------------------------------------------------------
 // Scripted transport
@@ -307,24 +181,7 @@ impl MockState {
 
     /// Drives `fut` to completion in virtual time; panics instead of hanging.
     fn run<F: Future>(&self, fut: F) -> F::Output {
-        let flag = Arc::new(Flag(AtomicBool::new(true)));
-        let waker = Waker::from(flag.clone());
-        let mut cx = Context::from_waker(&waker);
-        let mut fut = pin!(fut);
-        for _ in 0..MAX_STEPS {
-            if flag.0.swap(false, Ordering::SeqCst) {
-                if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-                    return out;
-                }
-            } else {
-                assert!(
-                    self.clock.advance_to_next_sleep(),
-                    "stuck at {:?}: the future is pending and nothing will wake it",
-                    self.elapsed()
-                );
-            }
-        }
-        panic!("the future did not finish within {MAX_STEPS} steps");
+        clock::run(&self.clock, fut)
     }
 }
 
