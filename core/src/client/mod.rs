@@ -126,6 +126,8 @@ pub(crate) struct ClientConfig {
     call_deadline: bool,
     /// The default headers hold a framing header (`Content-Length`, `Transfer-Encoding`).
     defaults_frame: bool,
+    /// The default headers hold a `Host`.
+    defaults_host: bool,
 }
 
 /// A function called before every retry; see [`ClientBuilder::on_retry`].
@@ -438,6 +440,7 @@ impl<T: Backend> ClientBuilder<T> {
                 policies: Vec::new(),
                 call_deadline: T::capabilities().uses_call_deadline,
                 defaults_frame: false,
+                defaults_host: false,
             },
             transport: TransportConfig::default(),
             error: None,
@@ -756,6 +759,7 @@ impl<T: Backend> ClientBuilder<T> {
                 .scoped_headers
                 .as_ref()
                 .is_some_and(|(_, h)| framing(h));
+        self.config.defaults_host = self.config.headers.contains_key(http::header::HOST);
         Ok((self.config, self.transport))
     }
 

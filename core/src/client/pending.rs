@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
+use http::header::HOST;
 use http::Method;
 
 use super::layers::Stack;
@@ -256,7 +257,14 @@ impl Call {
         } else {
             request.headers.clone()
         };
+        let own_headers = !request.headers.is_empty();
         merge_default_headers(&mut headers, &config.headers);
+        if let Some(host) = &self.shared.store().resolve(&self.origin).host {
+            // Unless the caller set one, the origin's Host, worked out once for the origin.
+            if !(own_headers || config.defaults_host) || !headers.contains_key(HOST) {
+                headers.append(HOST, host.clone());
+            }
+        }
         if let Some((base, scoped)) = &config.scoped_headers {
             // Credentials set on the client go to the base URL's origin only, and not at all
             // once a redirect has left it: another origin doesn't get to pick which URL of
@@ -281,7 +289,7 @@ impl Call {
             },
             (None, None) => Body::empty(),
         };
-        let may_be_framed = config.defaults_frame || !request.headers.is_empty();
+        let may_be_framed = config.defaults_frame || own_headers;
         crate::body::frame_empty_body(&request.method, &body, &mut headers, may_be_framed);
         let mut attempt = http::Request::new(body);
         *attempt.method_mut() = request.method.clone();

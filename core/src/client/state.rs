@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use http::header::HeaderValue;
 use http::Uri;
 
 use crate::machine::retry::RetryBudget;
@@ -27,18 +28,24 @@ pub(crate) struct PolicyState {
     pub(crate) budget: Option<RetryBudget>,
 }
 
-/// One origin's state, behind its lock.
+/// One origin's state: the policies' (behind their lock), and what the driver works out once
+/// per origin instead of once per request.
 #[derive(Debug)]
 pub(crate) struct OriginState {
     state: Mutex<PolicyState>,
+    /// The `Host` header for this origin (`host`, or `host:port` for a port that isn't the
+    /// scheme's default), worked out once: backends that would otherwise format it for every
+    /// request find it set.
+    pub(crate) host: Option<HeaderValue>,
 }
 
 impl OriginState {
-    fn new(template: &PolicyState) -> Self {
+    fn new(template: &PolicyState, url: &Uri) -> Self {
         Self {
             state: Mutex::new(PolicyState {
                 budget: template.budget.clone(),
             }),
+            host: host_header(url),
         }
     }
 
@@ -69,9 +76,13 @@ pub(crate) struct Store {
 impl Store {
     pub(crate) fn new(base: Option<&Uri>, budget: Option<RetryBudget>) -> Self {
         let template = PolicyState { budget };
+        let base_state = match base {
+            Some(uri) => OriginState::new(&template, uri),
+            None => OriginState::new(&template, &Uri::default()),
+        };
         let base = base.and_then(|uri| Some((uri.clone(), Origin::from_uri(uri).ok()?)));
         Self {
-            base_state: Arc::new(OriginState::new(&template)),
+            base_state: Arc::new(base_state),
             template,
             base,
             others: Mutex::default(),
@@ -101,7 +112,7 @@ impl Store {
         }
         let Ok(origin) = Origin::from_uri(url) else {
             // The transport will refuse the URL; its calls share one throwaway state.
-            return OriginRef::Other(Arc::new(OriginState::new(&self.template)));
+            return OriginRef::Other(Arc::new(OriginState::new(&self.template, url)));
         };
         if let Some((_, base)) = &self.base {
             // The base origin written another way (`HOST:443`, capitals).
@@ -116,7 +127,7 @@ impl Store {
         if others.len() >= MAX_ORIGINS {
             others.retain(|_, state| Arc::strong_count(state) > 1);
         }
-        let state = Arc::new(OriginState::new(&self.template));
+        let state = Arc::new(OriginState::new(&self.template, url));
         if others.len() < MAX_ORIGINS {
             others.insert(origin, state.clone());
         }
@@ -148,4 +159,18 @@ fn same_bytes(base: &Uri, url: &Uri) -> bool {
     };
     let (a, b) = (a.as_str(), b.as_str());
     a.as_ptr() == b.as_ptr() && a.len() == b.len() && base.scheme_str() == url.scheme_str()
+}
+
+/// The `Host` header for `url`'s origin, as RFC 9110 §7.2 has it: the host (IPv6 literals in
+/// brackets) and the port when it isn't the scheme's default. `None` for a URL without a host.
+pub(crate) fn host_header(url: &Uri) -> Option<HeaderValue> {
+    let host = url.host().filter(|h| !h.is_empty())?;
+    let default = match url.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    match url.port_u16().filter(|&p| p != default) {
+        Some(port) => HeaderValue::try_from(format!("{host}:{port}")).ok(),
+        None => HeaderValue::from_str(host).ok(),
+    }
 }

@@ -74,8 +74,6 @@ pub(crate) fn join(base: Option<&BaseUrl>, target: &str) -> Result<Uri, Error> {
     let rel = target.trim_start_matches('/');
     if is_plain(rel) {
         let slash = !rel.is_empty() || base.path.is_empty();
-        // The exact length: `Bytes::from` then takes the buffer as it is, with no second
-        // allocation for a spare capacity.
         let len = base.path.len() + if slash { 1 + rel.len() } else { 0 };
         let mut joined = String::with_capacity(len);
         joined.push_str(&base.path);

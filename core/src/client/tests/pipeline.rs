@@ -779,3 +779,37 @@ fn framing_headers_from_defaults_or_the_request_are_replaced_for_an_empty_body()
         "PUT: length 0"
     );
 }
+
+#[test]
+fn each_origin_gets_its_host_header_unless_the_request_sets_one() {
+    let c = client_with("https://api.example.com:443/v1");
+    let m = mock(&c);
+    m.run(c.get("a").send()).unwrap();
+    m.run(c.get("http://other.example:8080/b").send()).unwrap();
+    m.run(c.get("http://[::1]:9000/c").send()).unwrap();
+    m.run(c.get("http://plain.example/d").send()).unwrap();
+    m.run(c.get("e").header("host", "virtual.example").send())
+        .unwrap();
+    let log = m.requests();
+    let host = |i: usize| values(&log[i].headers, "host");
+    assert_eq!(host(0), ["api.example.com"], "the default port is left out");
+    assert_eq!(host(1), ["other.example:8080"]);
+    assert_eq!(host(2), ["[::1]:9000"]);
+    assert_eq!(host(3), ["plain.example"]);
+    assert_eq!(
+        host(4),
+        ["virtual.example"],
+        "the caller's own Host is kept, once"
+    );
+}
+
+#[test]
+fn a_cross_origin_redirect_sends_the_new_origins_host() {
+    let c = redirecting("http://h").build().unwrap();
+    let m = mock(&c);
+    m.push(redirect(302, "http://elsewhere:81/x"));
+    m.run(c.get("a").header("host", "h").send()).unwrap();
+    let log = m.requests();
+    assert_eq!(values(&log[0].headers, "host"), ["h"]);
+    assert_eq!(values(&log[1].headers, "host"), ["elsewhere:81"]);
+}
