@@ -251,13 +251,13 @@ impl Call {
     fn send_attempt(&mut self, now: Instant) {
         let config = self.shared.config();
         let request = &mut self.request;
+        let own_headers = !request.headers.is_empty();
         // With no policy there is no next attempt to keep the headers for.
         let mut headers = if self.stack.is_empty() {
             std::mem::take(&mut request.headers)
         } else {
             request.headers.clone()
         };
-        let own_headers = !request.headers.is_empty();
         merge_default_headers(&mut headers, &config.headers);
         if let Some(host) = &self.shared.store().resolve(&self.origin).host {
             // Unless the caller set one, the origin's Host, worked out once for the origin.
