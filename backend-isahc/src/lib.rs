@@ -281,6 +281,9 @@ impl Backend for IsahcTransport {
         // with the server's next byte; each transfer is bounded by the call's deadline instead.
         caps.cancel_in_flight = false;
         caps.uses_call_deadline = true;
+        // libcurl writes Host from the URL itself; taken as a custom header it would cost
+        // more than it saves.
+        caps.derives_host = true;
         caps
     }
 

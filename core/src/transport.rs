@@ -237,6 +237,10 @@ pub struct Capabilities {
     pub cancel_in_flight: bool,
     /// The backend reads the [`CallDeadline`] the driver can put in each request's extensions.
     pub uses_call_deadline: bool,
+    /// The backend's library derives the `Host` header from the URL by itself, cheaply
+    /// (libcurl). Otherwise the core sets it on every attempt, worked out once per origin, so
+    /// the library doesn't format it for every request.
+    pub derives_host: bool,
 }
 
 impl Capabilities {
@@ -252,6 +256,7 @@ impl Capabilities {
             disable_tcp_nodelay: false,
             cancel_in_flight: false,
             uses_call_deadline: false,
+            derives_host: false,
         }
     }
 

@@ -128,6 +128,8 @@ pub(crate) struct ClientConfig {
     defaults_frame: bool,
     /// The default headers hold a `Host`.
     defaults_host: bool,
+    /// The core sets `Host` (the backend's library doesn't derive it by itself).
+    set_host: bool,
 }
 
 /// A function called before every retry; see [`ClientBuilder::on_retry`].
@@ -439,6 +441,7 @@ impl<T: Backend> ClientBuilder<T> {
                 on_redirect: None,
                 policies: Vec::new(),
                 call_deadline: T::capabilities().uses_call_deadline,
+                set_host: !T::capabilities().derives_host,
                 defaults_frame: false,
                 defaults_host: false,
             },

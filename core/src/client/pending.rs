@@ -259,7 +259,8 @@ impl Call {
             request.headers.clone()
         };
         merge_default_headers(&mut headers, &config.headers);
-        if let Some(host) = &self.shared.store().resolve(&self.origin).host {
+        let host = &self.shared.store().resolve(&self.origin).host;
+        if let (true, Some(host)) = (config.set_host, host) {
             // Unless the caller set one, the origin's Host, worked out once for the origin.
             if !(own_headers || config.defaults_host) || !headers.contains_key(HOST) {
                 headers.append(HOST, host.clone());

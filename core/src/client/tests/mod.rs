@@ -265,6 +265,7 @@ impl<const FULL: bool> Backend for MockTransport<FULL> {
                 disable_tcp_nodelay: true,
                 cancel_in_flight: true,
                 uses_call_deadline: true,
+                derives_host: false,
             }
         } else {
             Capabilities::none()
