@@ -13,6 +13,8 @@
 //! - [`retry`]: whether and when to send a request again, `Retry-After`, the retry budget.
 //! - [`redirect`]: whether to follow a `3xx`, where to, with which method, body and headers.
 //! - [`credentials`]: which headers are credentials, and which URLs share an origin.
+//! - [`breaker`]: the circuit breaker: when to stop calling a failing server, and how to probe
+//!   it before trusting it again.
 //!
 //! # Time
 //!
@@ -20,6 +22,7 @@
 //! `Instant` earlier than one it has already seen as "no time has passed"; it never panics on
 //! one.
 
+pub mod breaker;
 pub mod credentials;
 pub mod outcome;
 pub mod redirect;
