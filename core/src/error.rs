@@ -20,6 +20,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -78,6 +79,7 @@ struct Inner {
     attempts: u32,
     gave_up: Option<GiveUpReason>,
     hops: Vec<Hop>,
+    retry_in: Option<Duration>,
     source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
 }
 
@@ -102,6 +104,7 @@ impl Error {
                 attempts: 0,
                 gave_up: None,
                 hops: Vec::new(),
+                retry_in: None,
                 source: None,
             }),
         }
@@ -230,6 +233,19 @@ impl Error {
         self.inner.gave_up.as_ref()
     }
 
+    /// How long until the request could go, for [`ErrorKind::CircuitOpen`] (until the breaker
+    /// lets a probe through; `None` when it is forced open) and [`ErrorKind::RateLimited`].
+    pub fn retry_in(&self) -> Option<Duration> {
+        self.inner.retry_in
+    }
+
+    /// Records how long until the request could go.
+    #[must_use]
+    pub fn with_retry_in(mut self, wait: Duration) -> Self {
+        self.inner.retry_in = Some(wait);
+        self
+    }
+
     /// The redirects the call followed before it failed, in order: for a
     /// [`ErrorKind::Redirect`] refusal, the chain that led to it.
     pub fn redirects(&self) -> &[Hop] {
@@ -291,6 +307,9 @@ impl fmt::Debug for Error {
         if !self.inner.hops.is_empty() {
             d.field("redirects", &self.inner.hops);
         }
+        if let Some(wait) = self.inner.retry_in {
+            d.field("retry_in", &wait);
+        }
         if let Some(source) = &self.inner.source {
             d.field("source", source);
         }
@@ -326,6 +345,9 @@ impl fmt::Display for Error {
         if self.inner.attempts > 1 {
             write!(f, " after {} attempts", self.inner.attempts)?;
         }
+        if let Some(wait) = self.inner.retry_in {
+            write!(f, "; could go in {wait:?}")?;
+        }
         match &self.inner.gave_up {
             // "gave up after N attempts" repeats what was just said.
             Some(GiveUpReason::AttemptsExhausted { .. }) | None => {}
@@ -354,6 +376,7 @@ impl From<Error> for io::Error {
             }
             ErrorKind::BodyTooLarge { .. } => io::ErrorKind::FileTooLarge,
             ErrorKind::Redirect(_) => io::ErrorKind::Other,
+            ErrorKind::CircuitOpen | ErrorKind::RateLimited => io::ErrorKind::WouldBlock,
             ErrorKind::Status(_) => io::ErrorKind::Other,
         };
         io::Error::new(kind, err)
@@ -368,6 +391,14 @@ impl<'a> From<&'a Error> for Outcome<'a> {
             unsent: err.inner.unsent,
             headers: err.response_headers(),
         })
+    }
+}
+
+impl From<crate::machine::breaker::InvalidBreakerConfig> for Error {
+    fn from(err: crate::machine::breaker::InvalidBreakerConfig) -> Self {
+        Error::new(ErrorKind::Config)
+            .with_setting(err.setting())
+            .with_source(err)
     }
 }
 

@@ -50,7 +50,9 @@ pub fn is_retryable(kind: ErrorKind, unsent: bool) -> bool {
         | ErrorKind::InvalidUrl
         | ErrorKind::InvalidRequest
         | ErrorKind::Config
-        | ErrorKind::Redirect(_) => false,
+        | ErrorKind::Redirect(_)
+        | ErrorKind::CircuitOpen
+        | ErrorKind::RateLimited => false,
     }
 }
 
@@ -221,6 +223,12 @@ pub enum ErrorKind {
     /// A redirect was refused (too many hops, a loop, https → http, a body that can't be sent
     /// again, …); [`Error::redirects`](crate::Error::redirects) lists the hops followed before.
     Redirect(RedirectRefusal),
+    /// The origin's circuit breaker is open: the request was not sent.
+    /// [`Error::retry_in`](crate::Error::retry_in) says when it may let a probe through.
+    CircuitOpen,
+    /// A rate limit would make the request wait past the call's deadline: it was not sent.
+    /// [`Error::retry_in`](crate::Error::retry_in) says when it could have gone.
+    RateLimited,
 }
 
 /// Which time limit ran out.
@@ -291,6 +299,8 @@ impl fmt::Display for ErrorKind {
             ErrorKind::InvalidRequest => f.write_str("invalid request"),
             ErrorKind::Config => f.write_str("invalid client configuration"),
             ErrorKind::Redirect(refusal) => write!(f, "redirect refused: {refusal}"),
+            ErrorKind::CircuitOpen => f.write_str("circuit breaker open"),
+            ErrorKind::RateLimited => f.write_str("rate limited"),
         }
     }
 }

@@ -158,12 +158,13 @@ impl BreakerPolicy {
     /// The [predicate](BreakerPolicyBuilder::failure_predicate), when there is one, decides
     /// first. Otherwise (or when it answers `None`):
     ///
-    /// - failures: connect and TLS errors, every timeout, and `5xx` statuses (a response, or
-    ///   an [`ErrorKind::Status`] error);
-    /// - ignored (the caller's fault, nothing about the server): redirect refusals, invalid
-    ///   URLs and requests, configuration errors, decode errors and bodies over the limit;
-    /// - successes: everything else (`2xx`, `3xx`, `4xx`, and connections that failed
-    ///   mid-flight or broke the protocol).
+    /// - failures: connect and TLS errors, every timeout, connections that failed mid-flight
+    ///   or broke the protocol, and `5xx` statuses (a response, or an [`ErrorKind::Status`]
+    ///   error);
+    /// - ignored (the caller's fault, or refused before the server was asked): redirect
+    ///   refusals, an open breaker, a rate limit, invalid URLs and requests, configuration
+    ///   errors, decode errors and bodies over the limit;
+    /// - successes: everything else (`2xx`, `3xx`, `4xx`).
     ///
     /// Then a success that took longer than [`slow_call`](BreakerPolicyBuilder::slow_call)
     /// (`elapsed` is the call's duration, as the driver measured it) becomes a failure.
@@ -211,9 +212,16 @@ fn default_rule(outcome: &Outcome<'_>) -> CallResult {
         Outcome::Error(failure) => failure.kind,
     };
     match kind {
-        ErrorKind::Timeout(_) | ErrorKind::Connect | ErrorKind::Tls => CallResult::Failure,
+        // A connection cut mid-flight or broken HTTP says as much about the server's health
+        // as a refused connection.
+        ErrorKind::Timeout(_)
+        | ErrorKind::Connect
+        | ErrorKind::Tls
+        | ErrorKind::Body
+        | ErrorKind::Protocol => CallResult::Failure,
         ErrorKind::Status(status) => by_status(status.as_u16()),
-        ErrorKind::Body | ErrorKind::Protocol => CallResult::Success,
+        // Refused by keel before the server was asked: nothing to learn from.
+        ErrorKind::CircuitOpen | ErrorKind::RateLimited => CallResult::Ignored,
         ErrorKind::Redirect(_)
         | ErrorKind::InvalidUrl
         | ErrorKind::InvalidRequest

@@ -390,6 +390,8 @@ fn classify_default_rule() {
         ErrorKind::Timeout(TimeoutPhase::Deadline),
         ErrorKind::Timeout(TimeoutPhase::ReadIdle),
         ErrorKind::Status(StatusCode::SERVICE_UNAVAILABLE),
+        ErrorKind::Body,
+        ErrorKind::Protocol,
     ];
     for kind in failures {
         assert_eq!(
@@ -398,11 +400,7 @@ fn classify_default_rule() {
             "{kind:?}"
         );
     }
-    for kind in [
-        ErrorKind::Status(StatusCode::NOT_FOUND),
-        ErrorKind::Body,
-        ErrorKind::Protocol,
-    ] {
+    for kind in [ErrorKind::Status(StatusCode::NOT_FOUND)] {
         assert_eq!(
             policy.classify(&error(kind), fast),
             CallResult::Success,
@@ -411,6 +409,8 @@ fn classify_default_rule() {
     }
     let ignored = [
         ErrorKind::Redirect(RedirectRefusal::TooManyHops { max: 10 }),
+        ErrorKind::CircuitOpen,
+        ErrorKind::RateLimited,
         ErrorKind::InvalidUrl,
         ErrorKind::InvalidRequest,
         ErrorKind::Config,
