@@ -104,14 +104,18 @@ pub use async_io_timer::AsyncIoTimer;
 pub use body::{Body, FramedBody, ResponseBody};
 pub use client::pipeline;
 pub use client::{
-    BodyStream, Client, ClientBuilder, Pending, RedirectEvent, RedirectHook, Request,
-    RequestBuilder, Response, RetryEvent, RetryHook, Timeouts, DEFAULT_MAX_BODY_SIZE,
+    BodyStream, BreakerControl, BreakerEvent, BreakerHook, Client, ClientBuilder, Pending,
+    RedirectEvent, RedirectHook, Request, RequestBuilder, Response, RetryEvent, RetryHook,
+    Timeouts, DEFAULT_MAX_BODY_SIZE,
 };
 pub use error::{
     find_in_chain, find_io_in_chain, find_source, BoxError, Error, ErrorKind, Stage, TimeoutPhase,
 };
 /// The `http` crate keel's types are made of (`Method`, `StatusCode`, `HeaderMap`, `Uri`, …).
 pub use http;
+pub use machine::breaker::{
+    BreakerPolicy, BreakerPolicyBuilder, BreakerState, InvalidBreakerConfig,
+};
 pub use machine::credentials::SensitiveHeaders;
 pub use machine::outcome::{Failure, Outcome};
 pub use machine::redirect::{

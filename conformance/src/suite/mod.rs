@@ -7,6 +7,7 @@
 //! a hung case is reported as failed instead of hanging the run.
 
 pub mod cases;
+pub mod limits;
 pub mod redirects;
 pub mod retries;
 
@@ -191,6 +192,7 @@ macro_rules! __for_each_case {
             redirect_cross_origin_strips_credentials
             redirect_default_authorization_stays_on_its_origin
             redirect_none_delivers_the_3xx
+            breaker_opens_and_a_probe_closes_it
         }
     };
 }

@@ -1,19 +1,27 @@
 //! The built-in policies (each a pure machine behind the [`Policy`] trait) and the stack that
 //! orders them for one call.
 
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
-use super::pipeline::{Action, Policy, PolicyContext};
+use super::pipeline::{Action, Guard, Policy, PolicyContext};
+use super::request::Request;
 use super::state::OriginState;
-use super::{RedirectEvent, RetryEvent};
+use super::ClientConfig;
+use super::{BreakerEvent, RedirectEvent, RetryEvent};
 use crate::error::{Error, ErrorKind};
+use crate::machine::breaker::{Admission, Breaker, BreakerPolicy, Ticket, Transition};
 use crate::machine::outcome::Outcome;
 use crate::machine::redirect::{
-    rewrite_headers, BodyState, RedirectAction, RedirectPolicy, RedirectRequest, Redirects,
+    rewrite_headers, BodyState, RedirectAction, RedirectRequest, Redirects,
 };
-use crate::machine::retry::{RequestFacts, Retry, RetryAction, RetryPolicy};
+use crate::machine::retry::{RequestFacts, Retry, RetryAction};
+use crate::transport::Origin;
 
-/// The policies of one call, outermost first: the user's, then redirect, then retry.
+/// The policies of one call, outermost first: the user's, then redirect, then retry, then the
+/// circuit breaker, so that every attempt (the retried ones too) passes the breaker.
 ///
 /// The driver loop walks [`Stack::layers`]; adding a policy is adding it here, never an edit
 /// to the loop.
@@ -21,6 +29,7 @@ pub(crate) struct Stack {
     user: Vec<Box<dyn Policy>>,
     redirect: Option<RedirectLayer>,
     retry: Option<RetryLayer>,
+    breaker: Option<BreakerLayer>,
     /// Some layer answers before attempts.
     admits: bool,
     /// Some layer needs to see plain successes.
@@ -28,16 +37,24 @@ pub(crate) struct Stack {
 }
 
 impl Stack {
-    /// The stack of a call starting at `start`, whose first attempt goes to `origin`.
+    /// The stack of `request`'s call on a client with `config`, running over `time` (from its
+    /// start to its deadline), whose first attempt goes to `origin`.
     pub(crate) fn new(
-        user: Vec<Box<dyn Policy>>,
-        redirect: &RedirectPolicy,
-        retry: &RetryPolicy,
-        start: Instant,
-        deadline: Instant,
+        config: &ClientConfig,
+        request: &Request,
+        time: Range<Instant>,
         seed: u64,
         origin: &OriginState,
     ) -> Self {
+        let (start, deadline) = (time.start, time.end);
+        let user: Vec<Box<dyn Policy>> = if config.policies.is_empty() {
+            Vec::new()
+        } else {
+            config.policies.iter().map(|make| make()).collect()
+        };
+        let redirect = request.redirect.as_ref().unwrap_or(&config.redirect);
+        let retry = request.retry.as_ref().unwrap_or(&config.retry);
+        let breaker = config.breaker.as_ref();
         let retry = (retry.max_attempts() != Some(1)).then(|| {
             // One deposit per call, into the budget of the origin the call starts at.
             if let Some(budget) = &mut origin.lock().budget {
@@ -48,10 +65,11 @@ impl Stack {
             }
         });
         // The built-in layers' answers are known here (the redirect layer neither admits nor
-        // looks at successes; the retry layer looks at them only if its policy may retry
-        // one): only the user's layers are asked.
-        let admits = user.iter().any(|p| p.admits());
-        let observes_success = user.iter().any(|p| p.observes_success())
+        // looks at successes; the retry layer looks at them only if its policy may retry one;
+        // the breaker does both): only the user's layers are asked.
+        let admits = breaker.is_some() || user.iter().any(|p| p.admits());
+        let observes_success = breaker.is_some()
+            || user.iter().any(|p| p.observes_success())
             || retry
                 .as_ref()
                 .is_some_and(|r| r.machine.policy().may_retry_success());
@@ -61,6 +79,10 @@ impl Stack {
                 .follows()
                 .then_some(RedirectLayer { machine: None }),
             retry,
+            breaker: breaker.map(|policy| BreakerLayer {
+                policy: policy.clone(),
+                current: None,
+            }),
             admits,
             observes_success,
         }
@@ -72,6 +94,7 @@ impl Stack {
             user: Vec::new(),
             redirect: None,
             retry: None,
+            breaker: None,
             admits: false,
             observes_success: false,
         }
@@ -89,25 +112,40 @@ impl Stack {
 
     /// True when no policy is configured: nothing can re-issue the request.
     pub(crate) fn is_empty(&self) -> bool {
-        self.user.is_empty() && self.redirect.is_none() && self.retry.is_none()
+        self.len() == 0
     }
 
     /// The number of layers.
     pub(crate) fn len(&self) -> usize {
-        self.user.len() + usize::from(self.redirect.is_some()) + usize::from(self.retry.is_some())
+        self.user.len()
+            + usize::from(self.redirect.is_some())
+            + usize::from(self.retry.is_some())
+            + usize::from(self.breaker.is_some())
     }
 
     /// The layer at `index`, outermost first.
     pub(crate) fn layer(&mut self, index: usize) -> &mut dyn Policy {
-        let users = self.user.len();
+        let Self {
+            user,
+            redirect,
+            retry,
+            breaker,
+            ..
+        } = self;
+        let users = user.len();
         if index < users {
-            return &mut *self.user[index];
+            return &mut *user[index];
         }
-        match (index - users, &mut self.redirect, &mut self.retry) {
-            (0, Some(redirect), _) => redirect,
-            (0, None, Some(retry)) | (1, Some(_), Some(retry)) => retry,
-            _ => panic!("no layer {index} in the stack"),
-        }
+        let built_in: [Option<&mut dyn Policy>; 3] = [
+            redirect.as_mut().map(|l| l as &mut dyn Policy),
+            retry.as_mut().map(|l| l as &mut dyn Policy),
+            breaker.as_mut().map(|l| l as &mut dyn Policy),
+        ];
+        built_in
+            .into_iter()
+            .flatten()
+            .nth(index - users)
+            .unwrap_or_else(|| panic!("no layer {index} in the stack"))
     }
 
     /// The attempts the retry policy counted so far (1 without retries).
@@ -276,5 +314,101 @@ impl Policy for RedirectLayer {
             }
             _ => Action::Proceed,
         }
+    }
+}
+
+/// Circuit breaking: [`crate::machine::breaker`] behind the pipeline, one breaker per origin.
+///
+/// Innermost, so every attempt (the retried ones too) asks it, and it counts every attempt's
+/// outcome before the retry policy decides on it.
+struct BreakerLayer {
+    policy: BreakerPolicy,
+    /// The attempt in flight: its ticket, when it was sent, and whether its result was counted.
+    current: Option<(Ticket, Instant, Arc<AtomicBool>)>,
+}
+
+/// Gives back a breaker ticket whose attempt was dropped before its outcome was counted (a
+/// half-open probe slot, most importantly).
+struct TicketGuard {
+    origin: Arc<OriginState>,
+    ticket: Ticket,
+    counted: Arc<AtomicBool>,
+}
+
+impl Drop for TicketGuard {
+    fn drop(&mut self) {
+        if !self.counted.load(Ordering::Acquire) {
+            if let Some(breaker) = &mut self.origin.lock().breaker {
+                breaker.release(self.ticket);
+            }
+        }
+    }
+}
+
+impl BreakerLayer {
+    fn report(cx: &PolicyContext<'_>, transition: Option<Transition>) {
+        let Some(transition) = transition else {
+            return;
+        };
+        tracing::info!(target: "keel::breaker", url = %cx.request.url(), from = ?transition.from,
+            to = ?transition.to, "circuit breaker state changed");
+        if let (Some(hook), Ok(origin)) =
+            (&cx.config.on_breaker, Origin::from_uri(cx.request.url()))
+        {
+            hook(&BreakerEvent { origin, transition });
+        }
+    }
+}
+
+impl Policy for BreakerLayer {
+    fn before_attempt(&mut self, cx: &mut PolicyContext<'_>) -> Action {
+        let now = cx.now();
+        let (admission, transition) = {
+            let mut state = cx.origin.lock();
+            let policy = &self.policy;
+            state
+                .breaker
+                .get_or_insert_with(|| Breaker::new(policy))
+                .admit(now)
+        };
+        Self::report(cx, transition);
+        match admission {
+            Admission::Allowed(ticket) => {
+                let counted = Arc::new(AtomicBool::new(false));
+                self.current = Some((ticket, now, counted.clone()));
+                Action::Hold(Guard::new(TicketGuard {
+                    origin: cx.store.handle(cx.origin_ref),
+                    ticket,
+                    counted,
+                }))
+            }
+            Admission::Rejected { until } => {
+                let err = Error::new(ErrorKind::CircuitOpen);
+                Action::Fail(match until {
+                    Some(until) => err.with_retry_in(until.saturating_duration_since(now)),
+                    None => err,
+                })
+            }
+        }
+    }
+
+    fn on_outcome(&mut self, cx: &mut PolicyContext<'_>, outcome: Outcome<'_>) -> Action {
+        // A body that fails after its head was counted is not counted again.
+        let Some((ticket, sent, counted)) = self.current.take() else {
+            return Action::Proceed;
+        };
+        counted.store(true, Ordering::Release);
+        let now = cx.now();
+        let result = self
+            .policy
+            .classify(&outcome, now.saturating_duration_since(sent));
+        let transition = cx
+            .origin
+            .lock()
+            .breaker
+            .as_mut()
+            .and_then(|breaker| breaker.on_result(ticket, result, now));
+        Self::report(cx, transition);
+        Action::Proceed
     }
 }

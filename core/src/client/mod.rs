@@ -39,11 +39,12 @@ use self::request::Redacted;
 use self::state::Store;
 use crate::body::{Body, ResponseBody};
 use crate::error::{BoxError, Error, ErrorKind};
+use crate::machine::breaker::{Breaker, BreakerPolicy, BreakerState, Transition};
 use crate::machine::credentials::SensitiveHeaders;
 use crate::machine::redirect::{Hop, RedirectPolicy};
 use crate::machine::retry::{Pacing, RetryBudget, RetryPolicy, RetryReason};
 use crate::transport::{
-    Backend, BoxFuture, BoxTransport, Certificate, Timer, Transport, TransportConfig,
+    Backend, BoxFuture, BoxTransport, Certificate, Origin, Timer, Transport, TransportConfig,
 };
 
 /// The default for [`ClientBuilder::max_body_size`]: 16 MiB.
@@ -120,6 +121,8 @@ pub(crate) struct ClientConfig {
     seed: Option<u64>,
     on_retry: Option<RetryHook>,
     on_redirect: Option<RedirectHook>,
+    pub(crate) breaker: Option<BreakerPolicy>,
+    on_breaker: Option<BreakerHook>,
     policies: Vec<PolicyFactory>,
     /// The backend reads [`CallDeadline`](crate::CallDeadline) (inserting it costs an
     /// allocation per request, so only then).
@@ -151,6 +154,31 @@ pub struct RetryEvent {
     pub method: Method,
     /// The request's URL.
     pub url: Uri,
+}
+
+/// A function called on every circuit breaker state change; see [`ClientBuilder::on_breaker`].
+pub type BreakerHook = Arc<dyn Fn(&BreakerEvent) + Send + Sync>;
+
+/// What [`ClientBuilder::on_breaker`] hooks receive when an origin's breaker changes state.
+#[non_exhaustive]
+#[derive(Clone, Debug)]
+pub struct BreakerEvent {
+    /// The origin whose breaker changed.
+    pub origin: Origin,
+    /// From which state to which.
+    pub transition: Transition,
+}
+
+/// What an operator can do to an origin's breaker; see [`Client::control_breaker`].
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerControl {
+    /// Refuse every call until reset.
+    ForceOpen,
+    /// Let every call through and never trip, until reset.
+    Disable,
+    /// Back to closed, counters cleared.
+    Reset,
 }
 
 /// A function called before every redirect is followed; see [`ClientBuilder::on_redirect`].
@@ -187,6 +215,8 @@ impl fmt::Debug for ClientConfig {
             .field("budget", &self.budget)
             .field("on_retry", &self.on_retry.is_some())
             .field("on_redirect", &self.on_redirect.is_some())
+            .field("breaker", &self.breaker)
+            .field("on_breaker", &self.on_breaker.is_some())
             .field("policies", &self.policies.len())
             .finish()
     }
@@ -368,6 +398,44 @@ impl<T: Transport> Client<T> {
             .map(url::BaseUrl::as_uri)
     }
 
+    /// The state of the circuit breaker of `url`'s origin (`url` as [`request`](Self::request)
+    /// takes it), or `None` when the client has no breaker or no call went there yet.
+    pub fn breaker_state(&self, url: &str) -> Option<BreakerState> {
+        let url = url::join(self.shared.config.base_url.as_ref(), url).ok()?;
+        let origin = self.shared.store.find(&url);
+        let state = self.shared.store.resolve(&origin).lock();
+        state.breaker.as_ref().map(|b| b.state())
+    }
+
+    /// Forces open, disables or resets the circuit breaker of `url`'s origin; the state change
+    /// reaches the hooks. Returns false when the client has no breaker or `url` is invalid.
+    pub fn control_breaker(&self, url: &str, control: BreakerControl) -> bool {
+        let (Some(policy), Ok(url)) = (
+            &self.shared.config.breaker,
+            url::join(self.shared.config.base_url.as_ref(), url),
+        ) else {
+            return false;
+        };
+        let origin = self.shared.store.find(&url);
+        let transition = {
+            let mut state = self.shared.store.resolve(&origin).lock();
+            let breaker = state.breaker.get_or_insert_with(|| Breaker::new(policy));
+            match control {
+                BreakerControl::ForceOpen => breaker.force_open(),
+                BreakerControl::Disable => breaker.disable(),
+                BreakerControl::Reset => breaker.reset(),
+            }
+        };
+        if let (Some(transition), Some(hook), Ok(origin)) = (
+            transition,
+            &self.shared.config.on_breaker,
+            Origin::from_uri(&url),
+        ) {
+            hook(&BreakerEvent { origin, transition });
+        }
+        true
+    }
+
     /// The time limits requests start with.
     pub fn timeouts(&self) -> Timeouts {
         self.shared.config.timeouts
@@ -439,6 +507,8 @@ impl<T: Backend> ClientBuilder<T> {
                 seed: None,
                 on_retry: None,
                 on_redirect: None,
+                breaker: None,
+                on_breaker: None,
                 policies: Vec::new(),
                 call_deadline: T::capabilities().uses_call_deadline,
                 set_host: !T::capabilities().derives_host,
@@ -650,6 +720,40 @@ impl<T: Backend> ClientBuilder<T> {
     /// `tracing` event at debug level (target `keel::redirect`).
     pub fn on_redirect(mut self, hook: impl Fn(&RedirectEvent) + Send + Sync + 'static) -> Self {
         self.config.on_redirect = Some(Arc::new(hook));
+        self
+    }
+
+    /// A circuit breaker per origin, asked before every attempt (retries included): after the
+    /// failures its policy counts, calls to that origin fail at once with
+    /// [`ErrorKind::CircuitOpen`] (and are not retried) until the cool-down lets a probe
+    /// through. Off by default.
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// use std::time::Duration;
+    /// use keel_core::machine::breaker::BreakerPolicy;
+    ///
+    /// let client = keel_core::Client::<T>::builder()
+    ///     .base_url("https://api.example.com")
+    ///     .circuit_breaker(
+    ///         BreakerPolicy::builder()
+    ///             .consecutive_failures(5)
+    ///             .open_for(Duration::from_secs(5), Duration::from_secs(60))
+    ///             .build()?,
+    ///     )
+    ///     .on_breaker(|e| eprintln!("{}: {:?} -> {:?}", e.origin, e.transition.from, e.transition.to))
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn circuit_breaker(mut self, policy: BreakerPolicy) -> Self {
+        self.config.breaker = Some(policy);
+        self
+    }
+
+    /// Calls `hook` on every circuit breaker state change. Each change is also a `tracing`
+    /// event at info level (target `keel::breaker`).
+    pub fn on_breaker(mut self, hook: impl Fn(&BreakerEvent) + Send + Sync + 'static) -> Self {
+        self.config.on_breaker = Some(Arc::new(hook));
         self
     }
 

@@ -180,18 +180,10 @@ impl Call {
     fn start(&mut self) -> Option<Step> {
         let start = self.shared.timer().now();
         self.deadline = super::add_saturating(start, self.timeouts.deadline);
-        let config = self.shared.config();
-        let user = if config.policies.is_empty() {
-            Vec::new()
-        } else {
-            config.policies.iter().map(|make| make()).collect()
-        };
         self.stack = Stack::new(
-            user,
-            self.request.redirect.as_ref().unwrap_or(&config.redirect),
-            self.request.retry.as_ref().unwrap_or(&config.retry),
-            start,
-            self.deadline,
+            self.shared.config(),
+            &self.request,
+            start..self.deadline,
             self.shared.next_seed(),
             self.shared.store().resolve(&self.origin),
         );
@@ -240,6 +232,8 @@ impl Call {
             timer: self.shared.timer(),
             config: self.shared.config(),
             origin: self.shared.store().resolve(&self.origin),
+            origin_ref: &self.origin,
+            store: self.shared.store(),
             now,
             deadline: self.deadline,
             claimed: false,

@@ -271,6 +271,8 @@ pub struct PolicyContext<'a> {
     pub(crate) timer: &'a Arc<dyn Timer>,
     pub(crate) config: &'a ClientConfig,
     pub(crate) origin: &'a super::state::OriginState,
+    pub(crate) origin_ref: &'a super::state::OriginRef,
+    pub(crate) store: &'a super::state::Store,
     pub(crate) now: Option<Instant>,
     pub(crate) deadline: Instant,
     pub(crate) claimed: bool,

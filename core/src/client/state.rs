@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use http::header::HeaderValue;
 use http::Uri;
 
+use crate::machine::breaker::Breaker;
 use crate::machine::retry::RetryBudget;
 use crate::transport::Origin;
 
@@ -26,6 +27,8 @@ pub(crate) const MAX_ORIGINS: usize = 256;
 pub(crate) struct PolicyState {
     /// The retry budget, when the client has one.
     pub(crate) budget: Option<RetryBudget>,
+    /// The circuit breaker, built at the first call when the client has one.
+    pub(crate) breaker: Option<Breaker>,
 }
 
 /// One origin's state: the policies' (behind their lock), and what the driver works out once
@@ -44,6 +47,7 @@ impl OriginState {
         Self {
             state: Mutex::new(PolicyState {
                 budget: template.budget.clone(),
+                breaker: None,
             }),
             host: host_header(url),
         }
@@ -75,7 +79,10 @@ pub(crate) struct Store {
 
 impl Store {
     pub(crate) fn new(base: Option<&Uri>, budget: Option<RetryBudget>) -> Self {
-        let template = PolicyState { budget };
+        let template = PolicyState {
+            budget,
+            breaker: None,
+        };
         let base_state = match base {
             Some(uri) => OriginState::new(&template, uri),
             None => OriginState::new(&template, &Uri::default()),
@@ -132,6 +139,15 @@ impl Store {
             others.insert(origin, state.clone());
         }
         OriginRef::Other(state)
+    }
+
+    /// An owned handle on the state an [`OriginRef`] names, for a guard that outlives the
+    /// call's borrow.
+    pub(crate) fn handle(&self, origin: &OriginRef) -> Arc<OriginState> {
+        match origin {
+            OriginRef::Base => self.base_state.clone(),
+            OriginRef::Other(state) => state.clone(),
+        }
     }
 
     /// The state an [`OriginRef`] names.

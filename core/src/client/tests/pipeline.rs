@@ -813,3 +813,138 @@ fn a_cross_origin_redirect_sends_the_new_origins_host() {
     assert_eq!(values(&log[0].headers, "host"), ["h"]);
     assert_eq!(values(&log[1].headers, "host"), ["elsewhere:81"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Circuit breaker
+
+fn breaking(failures: u32) -> crate::ClientBuilder<MockTransport> {
+    single_attempt().base_url("http://h").circuit_breaker(
+        crate::BreakerPolicy::builder()
+            .consecutive_failures(failures)
+            .open_for(secs(5), secs(60))
+            .build()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn five_failures_open_the_breaker_and_the_sixth_call_is_never_sent() {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let c = breaking(5)
+        .on_breaker(move |e| {
+            seen.lock()
+                .unwrap()
+                .push((e.transition.from, e.transition.to))
+        })
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    for _ in 0..5 {
+        m.push(Reply::status(503));
+        assert_eq!(m.run(c.get("x").send()).unwrap().status(), 503);
+    }
+    let err = m.run(c.get("x").send()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CircuitOpen);
+    assert_eq!(err.retry_in(), Some(secs(5)));
+    assert_eq!(
+        m.request_count(),
+        5,
+        "the sixth call never reached the transport"
+    );
+    assert!(matches!(
+        c.breaker_state("x"),
+        Some(crate::BreakerState::Open { .. })
+    ));
+    // A 4xx is the caller's problem, not the server's: it never opens the breaker.
+    let c4 = breaking(2).build().unwrap();
+    let m4 = mock(&c4);
+    for _ in 0..4 {
+        m4.push(Reply::status(404));
+        m4.run(c4.get("x").send()).unwrap();
+    }
+    assert_eq!(c4.breaker_state("x"), Some(crate::BreakerState::Closed));
+
+    // After the cool-down one probe goes through, and its success closes the breaker.
+    let timer = c.transport().timer().clone();
+    m.run(timer.sleep_until(timer.now() + secs(5)));
+    m.push(Reply::status(200));
+    assert_eq!(m.run(c.get("x").send()).unwrap().status(), 200);
+    assert_eq!(c.breaker_state("x"), Some(crate::BreakerState::Closed));
+    use crate::BreakerState::{Closed, HalfOpen};
+    let log = events.lock().unwrap().clone();
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert_eq!(log[0].0, Closed);
+    assert!(matches!(log[0].1, crate::BreakerState::Open { .. }));
+    assert_eq!(log[1].1, HalfOpen);
+    assert_eq!(log[2], (HalfOpen, Closed));
+}
+
+#[test]
+fn retries_stop_at_an_open_breaker() {
+    let c = retrying_builder(policy().max_attempts(5).base_delay(millis(10)))
+        .circuit_breaker(
+            crate::BreakerPolicy::builder()
+                .consecutive_failures(2)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    for _ in 0..5 {
+        m.push(Reply::status(503));
+    }
+    let err = m.run(c.get("x").send()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CircuitOpen);
+    assert_eq!(
+        m.request_count(),
+        2,
+        "the third attempt met the open breaker"
+    );
+    assert_eq!(err.attempts(), 3);
+}
+
+#[test]
+fn a_dropped_probe_frees_its_slot() {
+    let c = breaking(1).build().unwrap();
+    let m = mock(&c);
+    m.push(Reply::status(500));
+    m.run(c.get("x").send()).unwrap();
+    let timer = c.transport().timer().clone();
+    m.run(timer.sleep_until(timer.now() + secs(5)));
+    // The probe hangs, and its caller gives up on it.
+    m.push(Reply::never());
+    let probe = c.get("x").send();
+    let outcome = m.run(async {
+        let mut probe = std::pin::pin!(probe);
+        std::future::poll_fn(|cx| {
+            assert!(probe.as_mut().poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        "dropped"
+    });
+    assert_eq!(outcome, "dropped");
+    assert_eq!(c.breaker_state("x"), Some(crate::BreakerState::HalfOpen));
+    // Its slot is free again: the next call is the probe.
+    m.push(Reply::status(200));
+    assert_eq!(m.run(c.get("x").send()).unwrap().status(), 200);
+    assert_eq!(c.breaker_state("x"), Some(crate::BreakerState::Closed));
+}
+
+#[test]
+fn operators_can_force_open_and_reset_a_breaker() {
+    let c = breaking(5).build().unwrap();
+    let m = mock(&c);
+    assert!(c.control_breaker("x", crate::BreakerControl::ForceOpen));
+    let err = m.run(c.get("x").send()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CircuitOpen);
+    assert_eq!(err.retry_in(), None);
+    assert!(c.control_breaker("x", crate::BreakerControl::Reset));
+    assert_eq!(m.run(c.get("x").send()).unwrap().status(), 200);
+    assert!(
+        !client().control_breaker("x", crate::BreakerControl::Reset),
+        "no breaker"
+    );
+}
