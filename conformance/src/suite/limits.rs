@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use keel_core::{Backend, BreakerPolicy, BreakerState, ErrorKind, RetryPolicy, Transport};
+use keel_core::{Backend, BreakerPolicy, BreakerState, ErrorKind, RetryPolicy};
 
 use super::{CaseResult, Cx, Outcome};
 use crate::ensure;
