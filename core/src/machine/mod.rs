@@ -13,6 +13,8 @@
 //! - [`retry`]: whether and when to send a request again, `Retry-After`, the retry budget.
 //! - [`redirect`]: whether to follow a `3xx`, where to, with which method, body and headers.
 //! - [`credentials`]: which headers are credentials, and which URLs share an origin.
+//! - [`rate`]: pacing requests to a rate limit (GCRA), and the holds a server's quota headers
+//!   ask for.
 //!
 //! # Time
 //!
@@ -22,5 +24,6 @@
 
 pub mod credentials;
 pub mod outcome;
+pub mod rate;
 pub mod redirect;
 pub mod retry;
