@@ -15,6 +15,8 @@
 //! - [`credentials`]: which headers are credentials, and which URLs share an origin.
 //! - [`breaker`]: the circuit breaker: when to stop calling a failing server, and how to probe
 //!   it before trusting it again.
+//! - [`rate`]: pacing requests to a rate limit (GCRA), and the holds a server's quota headers
+//!   ask for.
 //!
 //! # Time
 //!
@@ -25,5 +27,6 @@
 pub mod breaker;
 pub mod credentials;
 pub mod outcome;
+pub mod rate;
 pub mod redirect;
 pub mod retry;
