@@ -402,6 +402,14 @@ impl From<crate::machine::breaker::InvalidBreakerConfig> for Error {
     }
 }
 
+impl From<crate::machine::rate::InvalidRateConfig> for Error {
+    fn from(err: crate::machine::rate::InvalidRateConfig) -> Self {
+        Error::new(ErrorKind::Config)
+            .with_setting(err.setting())
+            .with_source(err)
+    }
+}
+
 impl From<InvalidRetryConfig> for Error {
     fn from(err: InvalidRetryConfig) -> Self {
         Error::new(ErrorKind::Config)

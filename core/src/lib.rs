@@ -118,6 +118,7 @@ pub use machine::breaker::{
 };
 pub use machine::credentials::SensitiveHeaders;
 pub use machine::outcome::{Failure, Outcome};
+pub use machine::rate::{InvalidRateConfig, RateLimit};
 pub use machine::redirect::{
     Hop, RedirectAttempt, RedirectDecision, RedirectPolicy, RedirectRefusal,
 };

@@ -193,6 +193,8 @@ macro_rules! __for_each_case {
             redirect_default_authorization_stays_on_its_origin
             redirect_none_delivers_the_3xx
             breaker_opens_and_a_probe_closes_it
+            rate_limit_paces_requests
+            server_quota_holds_requests
         }
     };
 }

@@ -4,7 +4,7 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::pipeline::{Action, Guard, Policy, PolicyContext};
 use super::request::Request;
@@ -14,6 +14,7 @@ use super::{BreakerEvent, RedirectEvent, RetryEvent};
 use crate::error::{Error, ErrorKind};
 use crate::machine::breaker::{Admission, Breaker, BreakerPolicy, Ticket, Transition};
 use crate::machine::outcome::Outcome;
+use crate::machine::rate::{jittered, quota_hold, Gcra, RateLimit};
 use crate::machine::redirect::{
     rewrite_headers, BodyState, RedirectAction, RedirectRequest, Redirects,
 };
@@ -21,7 +22,8 @@ use crate::machine::retry::{RequestFacts, Retry, RetryAction};
 use crate::transport::Origin;
 
 /// The policies of one call, outermost first: the user's, then redirect, then retry, then the
-/// circuit breaker, so that every attempt (the retried ones too) passes the breaker.
+/// rate limiter and the circuit breaker, so that every attempt (the retried ones too) is paced
+/// and passes the breaker.
 ///
 /// The driver loop walks [`Stack::layers`]; adding a policy is adding it here, never an edit
 /// to the loop.
@@ -29,6 +31,7 @@ pub(crate) struct Stack {
     user: Vec<Box<dyn Policy>>,
     redirect: Option<RedirectLayer>,
     retry: Option<RetryLayer>,
+    limiter: Option<LimiterLayer>,
     breaker: Option<BreakerLayer>,
     /// Some layer answers before attempts.
     admits: bool,
@@ -55,6 +58,15 @@ impl Stack {
         let redirect = request.redirect.as_ref().unwrap_or(&config.redirect);
         let retry = request.retry.as_ref().unwrap_or(&config.retry);
         let breaker = config.breaker.as_ref();
+        let limiter = (config.rate_limit.is_some()
+            || config.rate_limit_per_origin.is_some()
+            || config.server_quotas)
+            .then(|| LimiterLayer {
+                per_origin: config.rate_limit_per_origin,
+                server_quotas: config.server_quotas,
+                booked: None,
+                seed,
+            });
         let retry = (retry.max_attempts() != Some(1)).then(|| {
             // One deposit per call, into the budget of the origin the call starts at.
             if let Some(budget) = &mut origin.lock().budget {
@@ -67,8 +79,9 @@ impl Stack {
         // The built-in layers' answers are known here (the redirect layer neither admits nor
         // looks at successes; the retry layer looks at them only if its policy may retry one;
         // the breaker does both): only the user's layers are asked.
-        let admits = breaker.is_some() || user.iter().any(|p| p.admits());
+        let admits = breaker.is_some() || limiter.is_some() || user.iter().any(|p| p.admits());
         let observes_success = breaker.is_some()
+            || limiter.as_ref().is_some_and(|l| l.server_quotas)
             || user.iter().any(|p| p.observes_success())
             || retry
                 .as_ref()
@@ -79,6 +92,7 @@ impl Stack {
                 .follows()
                 .then_some(RedirectLayer { machine: None }),
             retry,
+            limiter,
             breaker: breaker.map(|policy| BreakerLayer {
                 policy: policy.clone(),
                 current: None,
@@ -94,6 +108,7 @@ impl Stack {
             user: Vec::new(),
             redirect: None,
             retry: None,
+            limiter: None,
             breaker: None,
             admits: false,
             observes_success: false,
@@ -120,6 +135,7 @@ impl Stack {
         self.user.len()
             + usize::from(self.redirect.is_some())
             + usize::from(self.retry.is_some())
+            + usize::from(self.limiter.is_some())
             + usize::from(self.breaker.is_some())
     }
 
@@ -129,6 +145,7 @@ impl Stack {
             user,
             redirect,
             retry,
+            limiter,
             breaker,
             ..
         } = self;
@@ -136,9 +153,10 @@ impl Stack {
         if index < users {
             return &mut *user[index];
         }
-        let built_in: [Option<&mut dyn Policy>; 3] = [
+        let built_in: [Option<&mut dyn Policy>; 4] = [
             redirect.as_mut().map(|l| l as &mut dyn Policy),
             retry.as_mut().map(|l| l as &mut dyn Policy),
+            limiter.as_mut().map(|l| l as &mut dyn Policy),
             breaker.as_mut().map(|l| l as &mut dyn Policy),
         ];
         built_in
@@ -409,6 +427,113 @@ impl Policy for BreakerLayer {
             .as_mut()
             .and_then(|breaker| breaker.on_result(ticket, result, now));
         Self::report(cx, transition);
+        Action::Proceed
+    }
+}
+
+/// Rate limits: [`crate::machine::rate`] behind the pipeline. Paces every attempt to the
+/// client-wide and per-origin limits, and holds attempts while the server says its quota is
+/// spent.
+struct LimiterLayer {
+    per_origin: Option<RateLimit>,
+    server_quotas: bool,
+    /// The slot booked for the attempt about to go.
+    booked: Option<Instant>,
+    /// For the jitter of server holds.
+    seed: u64,
+}
+
+impl LimiterLayer {
+    fn limited(now: Instant, at: Instant) -> Action {
+        Action::Fail(
+            Error::new(ErrorKind::RateLimited).with_retry_in(at.saturating_duration_since(now)),
+        )
+    }
+}
+
+impl Policy for LimiterLayer {
+    fn observes_success(&self) -> bool {
+        self.server_quotas
+    }
+
+    fn before_attempt(&mut self, cx: &mut PolicyContext<'_>) -> Action {
+        let now = cx.now();
+        if let Some(at) = self.booked {
+            // Asked again after waiting for the booked slot.
+            if now >= at {
+                self.booked = None;
+                return Action::Proceed;
+            }
+            return Action::WaitUntil(at);
+        }
+        let deadline = cx.deadline();
+        if self.server_quotas {
+            let hold = cx.origin.lock().hold_until.filter(|&until| until > now);
+            if let Some(until) = hold {
+                if until >= deadline {
+                    return Self::limited(now, until);
+                }
+                // Asked again at `until`, when the hold is over (unless the server extended it).
+                return Action::WaitUntil(until);
+            }
+        }
+        let mut at = now;
+        let mut client_slot = None;
+        if let Some(mut gcra) = cx.store.client_limiter() {
+            match gcra.acquire(now, Some(deadline)) {
+                Ok(slot) => {
+                    at = slot;
+                    client_slot = Some(slot);
+                }
+                Err(slot) => return Self::limited(now, slot),
+            }
+        }
+        if let Some(limit) = self.per_origin {
+            let booked = cx
+                .origin
+                .lock()
+                .limiter
+                .get_or_insert_with(|| Gcra::new(limit))
+                .acquire(now, Some(deadline));
+            match booked {
+                Ok(slot) => at = at.max(slot),
+                Err(slot) => {
+                    // The client-wide slot goes back: this attempt won't use it.
+                    if let (Some(taken), Some(mut gcra)) = (client_slot, cx.store.client_limiter())
+                    {
+                        gcra.cancel(taken);
+                    }
+                    return Self::limited(now, slot);
+                }
+            }
+        }
+        if at > now {
+            self.booked = Some(at);
+            return Action::WaitUntil(at);
+        }
+        Action::Proceed
+    }
+
+    fn on_outcome(&mut self, cx: &mut PolicyContext<'_>, outcome: Outcome<'_>) -> Action {
+        if !self.server_quotas {
+            return Action::Proceed;
+        }
+        let Outcome::Response { status, headers } = outcome else {
+            return Action::Proceed;
+        };
+        let Some(hold) = quota_hold(status, headers, cx.now_system()) else {
+            return Action::Proceed;
+        };
+        // Callers that were all told the same reset shouldn't all come back at that instant.
+        let spread = (hold.delay / 10).min(Duration::from_secs(1));
+        self.seed = self.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let delay = jittered(hold.delay, spread, self.seed);
+        let now = cx.now();
+        let until = now.checked_add(delay).unwrap_or(now);
+        tracing::debug!(target: "keel::rate", url = %cx.request.url(), ?delay,
+            "the server's quota is spent: holding requests to its origin");
+        let mut state = cx.origin.lock();
+        state.hold_until = Some(state.hold_until.map_or(until, |held| held.max(until)));
         Action::Proceed
     }
 }

@@ -41,6 +41,7 @@ use crate::body::{Body, ResponseBody};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::machine::breaker::{Breaker, BreakerPolicy, BreakerState, Transition};
 use crate::machine::credentials::SensitiveHeaders;
+use crate::machine::rate::RateLimit;
 use crate::machine::redirect::{Hop, RedirectPolicy};
 use crate::machine::retry::{Pacing, RetryBudget, RetryPolicy, RetryReason};
 use crate::transport::{
@@ -123,6 +124,9 @@ pub(crate) struct ClientConfig {
     on_redirect: Option<RedirectHook>,
     pub(crate) breaker: Option<BreakerPolicy>,
     on_breaker: Option<BreakerHook>,
+    rate_limit: Option<RateLimit>,
+    pub(crate) rate_limit_per_origin: Option<RateLimit>,
+    pub(crate) server_quotas: bool,
     policies: Vec<PolicyFactory>,
     /// The backend reads [`CallDeadline`](crate::CallDeadline) (inserting it costs an
     /// allocation per request, so only then).
@@ -217,6 +221,9 @@ impl fmt::Debug for ClientConfig {
             .field("on_redirect", &self.on_redirect.is_some())
             .field("breaker", &self.breaker)
             .field("on_breaker", &self.on_breaker.is_some())
+            .field("rate_limit", &self.rate_limit)
+            .field("rate_limit_per_origin", &self.rate_limit_per_origin)
+            .field("server_quotas", &self.server_quotas)
             .field("policies", &self.policies.len())
             .finish()
     }
@@ -274,6 +281,7 @@ impl<T> Shared<T> {
         let store = Store::new(
             config.base_url.as_ref().map(url::BaseUrl::as_uri),
             config.budget.clone(),
+            config.rate_limit,
         );
         Self {
             transport,
@@ -509,6 +517,9 @@ impl<T: Backend> ClientBuilder<T> {
                 on_redirect: None,
                 breaker: None,
                 on_breaker: None,
+                rate_limit: None,
+                rate_limit_per_origin: None,
+                server_quotas: false,
                 policies: Vec::new(),
                 call_deadline: T::capabilities().uses_call_deadline,
                 set_host: !T::capabilities().derives_host,
@@ -747,6 +758,45 @@ impl<T: Backend> ClientBuilder<T> {
     /// ```
     pub fn circuit_breaker(mut self, policy: BreakerPolicy) -> Self {
         self.config.breaker = Some(policy);
+        self
+    }
+
+    /// Paces every attempt of every call on the client (retries included) to `limit`: an
+    /// attempt that would go too early waits for its slot, and one whose slot would come after
+    /// the call's deadline fails at once with [`ErrorKind::RateLimited`] instead of sleeping.
+    /// Off by default.
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// use keel_core::machine::rate::RateLimit;
+    ///
+    /// let client = keel_core::Client::<T>::builder()
+    ///     .base_url("https://api.example.com")
+    ///     .rate_limit(RateLimit::per_second(50)?.burst(10)?) // the API's documented quota
+    ///     .server_quotas(true) // and whatever its RateLimit headers say
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.config.rate_limit = Some(limit);
+        self
+    }
+
+    /// Paces the attempts to each origin to `limit`, each origin on its own (and within the
+    /// client-wide [`rate_limit`](Self::rate_limit), when there is one too).
+    pub fn rate_limit_per_origin(mut self, limit: RateLimit) -> Self {
+        self.config.rate_limit_per_origin = Some(limit);
+        self
+    }
+
+    /// Listens to the quota a server announces: after a `429`/`503` with `Retry-After`, or a
+    /// response whose `RateLimit` (IETF httpapi draft), `RateLimit-Remaining`/`-Reset` or
+    /// `X-RateLimit-Remaining`/`-Reset` headers say the quota is spent, further attempts to that
+    /// origin wait until the reset (with a little jitter) instead of meeting a `429`. A wait past
+    /// the call's deadline fails at once with [`ErrorKind::RateLimited`]. Malformed headers are
+    /// ignored. Off by default.
+    pub fn server_quotas(mut self, listen: bool) -> Self {
+        self.config.server_quotas = listen;
         self
     }
 

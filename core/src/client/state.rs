@@ -11,11 +11,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use http::header::HeaderValue;
 use http::Uri;
 
 use crate::machine::breaker::Breaker;
+use crate::machine::rate::{Gcra, RateLimit};
 use crate::machine::retry::RetryBudget;
 use crate::transport::Origin;
 
@@ -29,6 +31,10 @@ pub(crate) struct PolicyState {
     pub(crate) budget: Option<RetryBudget>,
     /// The circuit breaker, built at the first call when the client has one.
     pub(crate) breaker: Option<Breaker>,
+    /// The per-origin rate limiter, built at the first call when the client has one.
+    pub(crate) limiter: Option<Gcra>,
+    /// No request goes to the origin before this: the server said its quota is spent.
+    pub(crate) hold_until: Option<Instant>,
 }
 
 /// One origin's state: the policies' (behind their lock), and what the driver works out once
@@ -48,6 +54,8 @@ impl OriginState {
             state: Mutex::new(PolicyState {
                 budget: template.budget.clone(),
                 breaker: None,
+                limiter: None,
+                hold_until: None,
             }),
             host: host_header(url),
         }
@@ -72,16 +80,24 @@ pub(crate) enum OriginRef {
 pub(crate) struct Store {
     template: PolicyState,
     base: Option<(Uri, Origin)>,
+    /// The client-wide rate limiter, shared by every origin.
+    client_limiter: Option<Mutex<Gcra>>,
     /// The base URL's origin's state (unused by a client without a base URL).
     base_state: Arc<OriginState>,
     others: Mutex<HashMap<Origin, Arc<OriginState>>>,
 }
 
 impl Store {
-    pub(crate) fn new(base: Option<&Uri>, budget: Option<RetryBudget>) -> Self {
+    pub(crate) fn new(
+        base: Option<&Uri>,
+        budget: Option<RetryBudget>,
+        rate_limit: Option<RateLimit>,
+    ) -> Self {
         let template = PolicyState {
             budget,
             breaker: None,
+            limiter: None,
+            hold_until: None,
         };
         let base_state = match base {
             Some(uri) => OriginState::new(&template, uri),
@@ -89,6 +105,7 @@ impl Store {
         };
         let base = base.and_then(|uri| Some((uri.clone(), Origin::from_uri(uri).ok()?)));
         Self {
+            client_limiter: rate_limit.map(|limit| Mutex::new(Gcra::new(limit))),
             base_state: Arc::new(base_state),
             template,
             base,
@@ -139,6 +156,13 @@ impl Store {
             others.insert(origin, state.clone());
         }
         OriginRef::Other(state)
+    }
+
+    /// The client-wide rate limiter, locked, if the client has one.
+    pub(crate) fn client_limiter(&self) -> Option<MutexGuard<'_, Gcra>> {
+        self.client_limiter
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// An owned handle on the state an [`OriginRef`] names, for a guard that outlives the

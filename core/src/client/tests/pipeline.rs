@@ -948,3 +948,118 @@ fn operators_can_force_open_and_reset_a_breaker() {
         "no breaker"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rate limits
+
+fn limited(limit: crate::RateLimit) -> crate::ClientBuilder<MockTransport> {
+    single_attempt().base_url("http://h").rate_limit(limit)
+}
+
+#[test]
+fn a_rate_limit_paces_sequential_and_concurrent_calls() {
+    let c = limited(crate::RateLimit::per_second(10).unwrap())
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    for _ in 0..11 {
+        m.run(c.get("x").send()).unwrap();
+    }
+    assert_eq!(m.elapsed(), secs(1), "10 intervals of 100 ms");
+
+    let c = limited(crate::RateLimit::per_second(10).unwrap().burst(3).unwrap())
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    let calls: Vec<_> = (0..6).map(|_| c.get("x").send()).collect();
+    let results = m.run(futures_util::future::join_all(calls));
+    assert!(results.iter().all(Result::is_ok));
+    // A burst of 3 at once, then one every 100 ms.
+    assert_eq!(m.elapsed(), millis(300));
+    assert_eq!(m.request_count(), 6);
+}
+
+#[test]
+fn a_wait_past_the_deadline_fails_at_once_instead_of_sleeping() {
+    let c = limited(crate::RateLimit::per_second(1).unwrap())
+        .deadline(millis(500))
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    m.run(c.get("x").send()).unwrap();
+    let err = m.run(c.get("x").send()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RateLimited);
+    assert_eq!(err.retry_in(), Some(secs(1)));
+    assert_eq!(m.elapsed(), Duration::ZERO, "it did not sleep");
+    assert_eq!(m.request_count(), 1);
+    // The refused call booked nothing: the next one after a second goes.
+    let timer = c.transport().timer().clone();
+    m.run(timer.sleep_until(timer.now() + secs(1)));
+    m.run(c.get("x").send()).unwrap();
+    assert_eq!(m.request_count(), 2);
+}
+
+#[test]
+fn a_per_origin_limit_keeps_origins_apart() {
+    let c = single_attempt()
+        .base_url("http://h")
+        .rate_limit_per_origin(crate::RateLimit::per_second(1).unwrap())
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    m.run(c.get("http://a/x").send()).unwrap();
+    m.run(c.get("http://b/x").send()).unwrap();
+    assert_eq!(
+        m.elapsed(),
+        Duration::ZERO,
+        "different origins don't wait for each other"
+    );
+    m.run(c.get("http://a/y").send()).unwrap();
+    assert_eq!(m.elapsed(), secs(1));
+}
+
+#[test]
+fn a_spent_server_quota_holds_the_next_calls_to_its_origin() {
+    let c = single_attempt()
+        .base_url("http://h")
+        .server_quotas(true)
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    m.push(Reply::status(200).header("ratelimit", "\"default\";r=0;t=2"));
+    m.run(c.get("x").send()).unwrap();
+    assert_eq!(m.elapsed(), Duration::ZERO);
+    m.run(c.get("x").send()).unwrap();
+    let waited = m.elapsed();
+    assert!(
+        waited >= secs(2) && waited <= millis(2_200),
+        "held {waited:?}, the reset plus at most 10% jitter"
+    );
+    // Another origin is not held.
+    m.run(c.get("http://other/x").send()).unwrap();
+    assert_eq!(m.elapsed(), waited);
+    assert_eq!(m.request_count(), 3);
+
+    // A 429 with Retry-After holds too; a hold past the deadline fails at once.
+    let c = single_attempt()
+        .base_url("http://h")
+        .server_quotas(true)
+        .deadline(secs(2))
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    m.push(Reply::status(429).header("retry-after", "30"));
+    m.run(c.get("x").send()).unwrap();
+    let err = m.run(c.get("x").send()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RateLimited);
+    assert!(err.retry_in().is_some_and(|d| d >= secs(30)));
+    assert_eq!(m.request_count(), 1);
+
+    // Without server_quotas, the headers change nothing.
+    let c = client_with("http://h");
+    let m = mock(&c);
+    m.push(Reply::status(200).header("ratelimit", "\"default\";r=0;t=2"));
+    m.run(c.get("x").send()).unwrap();
+    m.run(c.get("x").send()).unwrap();
+    assert_eq!(m.elapsed(), Duration::ZERO);
+}
