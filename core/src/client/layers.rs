@@ -61,7 +61,7 @@ impl Stack {
         let limiter = (config.rate_limit.is_some()
             || config.rate_limit_per_origin.is_some()
             || config.server_quotas)
-            .then(|| LimiterLayer {
+            .then_some(LimiterLayer {
                 per_origin: config.rate_limit_per_origin,
                 server_quotas: config.server_quotas,
                 booked: None,
