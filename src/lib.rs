@@ -61,11 +61,11 @@ pub use keel_core as core;
 pub use keel_core::http;
 pub use keel_core::pipeline;
 pub use keel_core::{
-    Body, BodyStream, BoxTransport, Capabilities, Certificate, Error, ErrorKind, Failure,
-    GiveUpReason, Hop, InvalidRetryConfig, Jitter, Outcome, Pacing, Pending, RedirectAttempt,
-    RedirectDecision, RedirectEvent, RedirectPolicy, RedirectRefusal, Request, RequestFacts,
-    Response, RetryBudget, RetryEvent, RetryPolicy, RetryPolicyBuilder, RetryReason,
-    SensitiveHeaders, Stage, TimeoutPhase, Timeouts,
+    Body, BodyStream, BoxTransport, BreakerControl, BreakerEvent, BreakerPolicy, BreakerState,
+    Capabilities, Certificate, Error, ErrorKind, Failure, GiveUpReason, Hop, InvalidRetryConfig,
+    Jitter, Outcome, Pacing, Pending, RateLimit, RedirectAttempt, RedirectDecision, RedirectEvent,
+    RedirectPolicy, RedirectRefusal, Request, RequestFacts, Response, RetryBudget, RetryEvent,
+    RetryPolicy, RetryPolicyBuilder, RetryReason, SensitiveHeaders, Stage, TimeoutPhase, Timeouts,
 };
 
 #[cfg(feature = "hyper")]
