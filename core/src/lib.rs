@@ -16,14 +16,15 @@
 //! from a small shared set. The order, and why, is in [`pipeline`]:
 //!
 //! ```text
-//!  Request ─► [your policies] ─► redirect ─► retry ─► attempt (Transport::send)
-//!                    ▲               ▲          ▲          │
-//!                    └───────────────┴──────────┴──────────┘ outcome, innermost first
+//!  Request ─► [your policies] ─► redirect ─► retry ─► rate limit ─► breaker ─► attempt
+//!                    ▲               ▲          ▲          ▲            ▲         │
+//!                    └───────────────┴──────────┴──────────┴────────────┴─────────┘
+//!                                                       outcome, innermost first
 //!  Response (+ guards until the body ends, + the CallRecord: attempts, hops, why it stopped)
 //! ```
 //!
-//! State the policies share across calls (the retry budget; breakers and limiters next) lives
-//! in one place per client, keyed by [`Origin`].
+//! State the policies share across calls (retry budgets, breakers, limiters, server quota
+//! holds) lives in one place per client, keyed by [`Origin`].
 //!
 //! # Example
 //!

@@ -17,6 +17,8 @@
 //!   │ redirect   machine::redirect  301/302/303/307/308, hop limit, │
 //!   │            credentials dropped across origins                 │
 //!   │ retry      machine::retry     backoff, Retry-After, budget    │
+//!   │ rate limit machine::rate      GCRA pacing, server quota holds │
+//!   │ breaker    machine::breaker   per origin, probes, cool-down   │
 //!   └──────────────────────────────────────────────────────────────┘
 //!     │                                        ▲
 //!     ▼  attempt: Transport::send              │ on_outcome, innermost first:
@@ -36,10 +38,12 @@
 //! - **Redirect sits above retry**: a hop is a new request, not another attempt of the same
 //!   one, so it never spends the retry policy's attempts, and a retried `503` is never taken
 //!   for a hop.
+//! - **Rate limit and breaker sit inside retry**: every attempt, the retried ones too, is
+//!   paced and passes the breaker, and the breaker counts each attempt's outcome before the
+//!   retry policy decides on it (a retry meets an open breaker and stops).
 //! - **Your policies are outermost**: they see the call as the caller does (one request in,
 //!   one response out) and every attempt and hop below them, so a policy that limits or
-//!   counts work sees all of it. Circuit breakers and rate limits join here, outside the
-//!   retry loop, so that a breaker counts every attempt and a limiter paces every one.
+//!   counts work sees all of it.
 //!
 //! After an attempt the outcome goes to the innermost policy first. The first policy that
 //! answers anything but [`Action::Proceed`] decides; the policies after it are still shown the
