@@ -394,22 +394,6 @@ impl<'a> From<&'a Error> for Outcome<'a> {
     }
 }
 
-impl From<crate::machine::breaker::InvalidBreakerConfig> for Error {
-    fn from(err: crate::machine::breaker::InvalidBreakerConfig) -> Self {
-        Error::new(ErrorKind::Config)
-            .with_setting(err.setting())
-            .with_source(err)
-    }
-}
-
-impl From<crate::machine::rate::InvalidRateConfig> for Error {
-    fn from(err: crate::machine::rate::InvalidRateConfig) -> Self {
-        Error::new(ErrorKind::Config)
-            .with_setting(err.setting())
-            .with_source(err)
-    }
-}
-
 impl From<InvalidRetryConfig> for Error {
     fn from(err: InvalidRetryConfig) -> Self {
         Error::new(ErrorKind::Config)

@@ -127,6 +127,7 @@ pub use machine::retry::{
     GiveUpReason, InvalidRetryConfig, Jitter, Pacing, RequestFacts, RetryBudget, RetryPolicy,
     RetryPolicyBuilder, RetryReason,
 };
+pub use machine::InvalidSetting;
 pub use transport::{
     Backend, BoxFuture, BoxTransport, CallDeadline, Capabilities, Certificate, CertificateEncoding,
     Origin, Sleep, Timer, Transport, TransportConfig,

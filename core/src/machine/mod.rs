@@ -30,3 +30,51 @@ pub mod outcome;
 pub mod rate;
 pub mod redirect;
 pub mod retry;
+
+use std::error::Error as StdError;
+use std::fmt;
+
+/// A machine setting that can't be used: which one (`retry.multiplier`, `breaker.open_for`,
+/// `rate_limit.burst`, …), and what it must be. Shared by every machine's builder
+/// ([`retry::InvalidRetryConfig`], [`breaker::InvalidBreakerConfig`],
+/// [`rate::InvalidRateConfig`] name it).
+///
+/// Converts into an [`Error`](crate::Error) of kind [`ErrorKind::Config`](crate::ErrorKind::Config)
+/// whose [`setting`](crate::Error::setting) is the same name.
+///
+/// ```
+/// use keel_core::machine::retry::RetryPolicy;
+///
+/// let err = RetryPolicy::builder().multiplier(0.5).build().unwrap_err();
+/// assert_eq!(err.setting(), "retry.multiplier");
+/// assert_eq!(err.to_string(), "invalid setting `retry.multiplier`: must be a finite number of at least 1");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidSetting {
+    setting: &'static str,
+    reason: &'static str,
+}
+
+impl InvalidSetting {
+    pub(crate) fn new(setting: &'static str, reason: &'static str) -> Self {
+        Self { setting, reason }
+    }
+
+    /// The setting at fault, such as `retry.multiplier` or `breaker.open_for`.
+    pub fn setting(&self) -> &'static str {
+        self.setting
+    }
+
+    /// What the setting must be.
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+}
+
+impl fmt::Display for InvalidSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid setting `{}`: {}", self.setting, self.reason)
+    }
+}
+
+impl StdError for InvalidSetting {}

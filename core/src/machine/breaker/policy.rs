@@ -1,7 +1,6 @@
 //! When a breaker trips, how long it stays open and how it recovers: [`BreakerPolicy`] and its
 //! builder, and how one finished call counts ([`BreakerPolicy::classify`]).
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,7 +91,7 @@ pub(super) struct RateRule {
 ///
 /// let err = BreakerPolicy::builder().half_open_probes(0).build().unwrap_err();
 /// assert_eq!(err.setting(), "breaker.half_open_probes");
-/// assert_eq!(err.to_string(), "invalid breaker setting `breaker.half_open_probes`: must be at least 1");
+/// assert_eq!(err.to_string(), "invalid setting `breaker.half_open_probes`: must be at least 1");
 /// # Ok::<(), keel_core::machine::breaker::InvalidBreakerConfig>(())
 /// ```
 #[derive(Clone)]
@@ -457,37 +456,5 @@ impl fmt::Debug for BreakerPolicyBuilder {
     }
 }
 
-/// A breaker setting that can't be used: which one, and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InvalidBreakerConfig {
-    setting: &'static str,
-    reason: &'static str,
-}
-
-impl InvalidBreakerConfig {
-    pub(crate) fn new(setting: &'static str, reason: &'static str) -> Self {
-        Self { setting, reason }
-    }
-
-    /// The setting at fault, such as `breaker.consecutive_failures` or `breaker.open_for`.
-    pub fn setting(&self) -> &'static str {
-        self.setting
-    }
-
-    /// What the setting must be.
-    pub fn reason(&self) -> &'static str {
-        self.reason
-    }
-}
-
-impl fmt::Display for InvalidBreakerConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid breaker setting `{}`: {}",
-            self.setting, self.reason
-        )
-    }
-}
-
-impl StdError for InvalidBreakerConfig {}
+/// A breaker setting that can't be used: which one, and why. See [`InvalidSetting`](crate::machine::InvalidSetting).
+pub type InvalidBreakerConfig = crate::machine::InvalidSetting;

@@ -1,7 +1,5 @@
 //! The generic cell rate algorithm (GCRA): pacing requests to a [`RateLimit`].
 
-use std::error::Error as StdError;
-use std::fmt;
 use std::time::{Duration, Instant};
 
 /// A rate: `requests` per `period`, of which up to `burst` may go back to back.
@@ -235,49 +233,8 @@ impl Gcra {
     }
 }
 
-/// A rate-limit setting that can't be used: which one, and why.
-///
-/// ```
-/// use keel_core::machine::rate::RateLimit;
-///
-/// let err = RateLimit::per_second(0).unwrap_err();
-/// assert_eq!(err.setting(), "rate_limit.requests");
-/// assert_eq!(err.reason(), "must be at least 1");
-/// assert_eq!(err.to_string(), "invalid rate limit setting `rate_limit.requests`: must be at least 1");
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InvalidRateConfig {
-    setting: &'static str,
-    reason: &'static str,
-}
-
-impl InvalidRateConfig {
-    pub(crate) fn new(setting: &'static str, reason: &'static str) -> Self {
-        Self { setting, reason }
-    }
-
-    /// The setting at fault, such as `rate_limit.burst`.
-    pub fn setting(&self) -> &'static str {
-        self.setting
-    }
-
-    /// What the setting must be.
-    pub fn reason(&self) -> &'static str {
-        self.reason
-    }
-}
-
-impl fmt::Display for InvalidRateConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid rate limit setting `{}`: {}",
-            self.setting, self.reason
-        )
-    }
-}
-
-impl StdError for InvalidRateConfig {}
+/// A rate limit setting that can't be used: which one, and why. See [`InvalidSetting`](crate::machine::InvalidSetting).
+pub type InvalidRateConfig = crate::machine::InvalidSetting;
 
 #[cfg(test)]
 mod tests {

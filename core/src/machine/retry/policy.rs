@@ -1,6 +1,5 @@
 //! What to retry, how often and how fast: [`RetryPolicy`] and its builder.
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,7 +56,7 @@ pub type RetryPredicate = Arc<dyn Fn(&Outcome<'_>) -> Option<bool> + Send + Sync
 ///
 /// let err = RetryPolicy::builder().multiplier(0.5).build().unwrap_err();
 /// assert_eq!(err.setting(), "retry.multiplier");
-/// assert_eq!(err.to_string(), "invalid retry setting `retry.multiplier`: must be a finite number of at least 1");
+/// assert_eq!(err.to_string(), "invalid setting `retry.multiplier`: must be a finite number of at least 1");
 /// # Ok::<(), keel_core::machine::retry::InvalidRetryConfig>(())
 /// ```
 #[derive(Clone)]
@@ -458,44 +457,6 @@ impl fmt::Debug for RetryPolicyBuilder {
     }
 }
 
-/// A retry setting that can't be used: which one, and why.
-///
-/// Converts into an [`Error`](crate::Error) of kind [`ErrorKind::Config`] whose
-/// [`setting`](crate::Error::setting) is the same name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InvalidRetryConfig {
-    setting: &'static str,
-    reason: &'static str,
-}
-
-impl InvalidRetryConfig {
-    pub(crate) fn new(setting: &'static str, reason: &'static str) -> Self {
-        Self { setting, reason }
-    }
-
-    /// The setting at fault, such as `retry.multiplier` or `retry_budget.window`.
-    pub fn setting(&self) -> &'static str {
-        self.setting
-    }
-
-    /// What the setting must be.
-    pub fn reason(&self) -> &'static str {
-        self.reason
-    }
-}
-
-impl fmt::Display for InvalidRetryConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid retry setting `{}`: {}",
-            self.setting, self.reason
-        )
-    }
-}
-
-impl StdError for InvalidRetryConfig {}
-
 /// A set of status codes, one bit per code from 0 to 1023: copying and lookups never allocate.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 struct StatusSet([u64; 16]);
@@ -531,6 +492,9 @@ impl fmt::Debug for StatusSet {
             .finish()
     }
 }
+
+/// A retry setting that can't be used: which one, and why. See [`InvalidSetting`](crate::machine::InvalidSetting).
+pub type InvalidRetryConfig = crate::machine::InvalidSetting;
 
 #[cfg(test)]
 mod tests {
@@ -719,7 +683,7 @@ mod tests {
             let keel: Error = err.into();
             assert_eq!(keel.kind(), ErrorKind::Config);
             assert_eq!(keel.setting(), Some(setting));
-            assert!(keel.source().is_some());
+            assert!(std::error::Error::source(&keel).is_some());
         }
         assert!(RetryPolicy::builder()
             .multiplier(f64::INFINITY)
