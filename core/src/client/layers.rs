@@ -10,7 +10,7 @@ use super::pipeline::{Action, Guard, Policy, PolicyContext};
 use super::request::Request;
 use super::state::OriginState;
 use super::ClientConfig;
-use super::{BreakerEvent, RedirectEvent, RetryEvent};
+use super::{RedirectEvent, RetryEvent};
 use crate::error::{Error, ErrorKind};
 use crate::machine::breaker::{Admission, Breaker, BreakerPolicy, Ticket, Transition};
 use crate::machine::outcome::Outcome;
@@ -19,7 +19,6 @@ use crate::machine::redirect::{
     rewrite_headers, BodyState, RedirectAction, RedirectRequest, Redirects,
 };
 use crate::machine::retry::{RequestFacts, Retry, RetryAction};
-use crate::transport::Origin;
 
 /// The policies of one call, outermost first: the user's, then redirect, then retry, then the
 /// rate limiter and the circuit breaker, so that every attempt (the retried ones too) is paced
@@ -195,6 +194,7 @@ impl Policy for RetryLayer {
             cx.record.set_gave_up(None);
             return Action::Proceed;
         }
+        let now = cx.now();
         let request = &*cx.request;
         let facts = RequestFacts::new(request.method())
             .with_headers(request.headers())
@@ -203,9 +203,8 @@ impl Policy for RetryLayer {
             Some(idempotent) => facts.with_idempotent(idempotent),
             None => facts,
         };
-        let now = cx.now.unwrap_or_else(|| cx.timer.now());
         let action = {
-            let mut state = cx.origin.lock();
+            let mut state = cx.origin().lock();
             self.machine.on_outcome(
                 now,
                 cx.timer.now_system(),
@@ -365,15 +364,8 @@ impl Drop for TicketGuard {
 
 impl BreakerLayer {
     fn report(cx: &PolicyContext<'_>, transition: Option<Transition>) {
-        let Some(transition) = transition else {
-            return;
-        };
-        tracing::info!(target: "keel::breaker", url = %cx.request.url(), from = ?transition.from,
-            to = ?transition.to, "circuit breaker state changed");
-        if let (Some(hook), Ok(origin)) =
-            (&cx.config.on_breaker, Origin::from_uri(cx.request.url()))
-        {
-            hook(&BreakerEvent { origin, transition });
+        if let Some(transition) = transition {
+            super::announce_breaker(cx.config, cx.request.url(), transition);
         }
     }
 }
@@ -382,7 +374,7 @@ impl Policy for BreakerLayer {
     fn before_attempt(&mut self, cx: &mut PolicyContext<'_>) -> Action {
         let now = cx.now();
         let (admission, transition) = {
-            let mut state = cx.origin.lock();
+            let mut state = cx.origin().lock();
             let policy = &self.policy;
             state
                 .breaker
@@ -421,7 +413,7 @@ impl Policy for BreakerLayer {
             .policy
             .classify(&outcome, now.saturating_duration_since(sent));
         let transition = cx
-            .origin
+            .origin()
             .lock()
             .breaker
             .as_mut()
@@ -468,7 +460,7 @@ impl Policy for LimiterLayer {
         }
         let deadline = cx.deadline();
         if self.server_quotas {
-            let hold = cx.origin.lock().hold_until.filter(|&until| until > now);
+            let hold = cx.origin().lock().hold_until.filter(|&until| until > now);
             if let Some(until) = hold {
                 if until >= deadline {
                     return Self::limited(now, until);
@@ -490,7 +482,7 @@ impl Policy for LimiterLayer {
         }
         if let Some(limit) = self.per_origin {
             let booked = cx
-                .origin
+                .origin()
                 .lock()
                 .limiter
                 .get_or_insert_with(|| Gcra::new(limit))
@@ -532,7 +524,7 @@ impl Policy for LimiterLayer {
         let until = now.checked_add(delay).unwrap_or(now);
         tracing::debug!(target: "keel::rate", url = %cx.request.url(), ?delay,
             "the server's quota is spent: holding requests to its origin");
-        let mut state = cx.origin.lock();
+        let mut state = cx.origin().lock();
         state.hold_until = Some(state.hold_until.map_or(until, |held| held.max(until)));
         Action::Proceed
     }

@@ -434,12 +434,8 @@ impl<T: Transport> Client<T> {
                 BreakerControl::Reset => breaker.reset(),
             }
         };
-        if let (Some(transition), Some(hook), Ok(origin)) = (
-            transition,
-            &self.shared.config.on_breaker,
-            Origin::from_uri(&url),
-        ) {
-            hook(&BreakerEvent { origin, transition });
+        if let Some(transition) = transition {
+            announce_breaker(&self.shared.config, &url, transition);
         }
         true
     }
@@ -966,6 +962,15 @@ fn config_error(setting: &'static str, source: impl Into<BoxError>) -> Error {
     Error::new(ErrorKind::Config)
         .with_setting(setting)
         .with_source(source)
+}
+
+/// Tells the hooks and `tracing` that the breaker of `url`'s origin changed state.
+pub(crate) fn announce_breaker(config: &ClientConfig, url: &Uri, transition: Transition) {
+    tracing::info!(target: "keel::breaker", %url, from = ?transition.from, to = ?transition.to,
+        "circuit breaker state changed");
+    if let (Some(hook), Ok(origin)) = (&config.on_breaker, Origin::from_uri(url)) {
+        hook(&BreakerEvent { origin, transition });
+    }
 }
 
 /// `Bearer <token>`, marked sensitive.

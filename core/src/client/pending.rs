@@ -231,7 +231,6 @@ impl Call {
             record: &mut self.record,
             timer: self.shared.timer(),
             config: self.shared.config(),
-            origin: self.shared.store().resolve(&self.origin),
             origin_ref: &self.origin,
             store: self.shared.store(),
             now,

@@ -274,7 +274,6 @@ pub struct PolicyContext<'a> {
     pub(crate) record: &'a mut CallRecord,
     pub(crate) timer: &'a Arc<dyn Timer>,
     pub(crate) config: &'a ClientConfig,
-    pub(crate) origin: &'a super::state::OriginState,
     pub(crate) origin_ref: &'a super::state::OriginRef,
     pub(crate) store: &'a super::state::Store,
     pub(crate) now: Option<Instant>,
@@ -283,6 +282,11 @@ pub struct PolicyContext<'a> {
 }
 
 impl PolicyContext<'_> {
+    /// The shared state of the origin the request goes to.
+    pub(crate) fn origin(&self) -> &super::state::OriginState {
+        self.store.resolve(self.origin_ref)
+    }
+
     /// The current time on the client's timer (read once per step, then remembered).
     pub fn now(&mut self) -> Instant {
         *self.now.get_or_insert_with(|| self.timer.now())
