@@ -15,6 +15,8 @@
 //! - [`credentials`]: which headers are credentials, and which URLs share an origin.
 //! - [`breaker`]: the circuit breaker: when to stop calling a failing server, and how to probe
 //!   it before trusting it again.
+//! - [`hedge`]: when to send a second attempt of a request that is slow to answer, from a
+//!   fixed delay or a percentile of the latencies observed.
 //! - [`rate`]: pacing requests to a rate limit (GCRA), and the holds a server's quota headers
 //!   ask for.
 //!
@@ -26,6 +28,7 @@
 
 pub mod breaker;
 pub mod credentials;
+pub mod hedge;
 pub mod outcome;
 pub mod rate;
 pub mod redirect;
