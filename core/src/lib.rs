@@ -118,6 +118,7 @@ pub use machine::breaker::{
     BreakerPolicy, BreakerPolicyBuilder, BreakerState, InvalidBreakerConfig,
 };
 pub use machine::credentials::SensitiveHeaders;
+pub use machine::hedge::HedgePolicy;
 pub use machine::outcome::{Failure, Outcome};
 pub use machine::rate::{InvalidRateConfig, RateLimit};
 pub use machine::redirect::{

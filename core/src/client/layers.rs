@@ -2,17 +2,20 @@
 //! orders them for one call.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::pipeline::{Action, Guard, Policy, PolicyContext};
+use async_lock::{Semaphore, SemaphoreGuardArc};
+use futures_util::future::{select, Either};
+
+use super::pipeline::{Action, Guard, Policy, PolicyContext, Waiter};
 use super::request::Request;
 use super::state::OriginState;
 use super::ClientConfig;
 use super::{RedirectEvent, RetryEvent};
 use crate::error::{Error, ErrorKind};
 use crate::machine::breaker::{Admission, Breaker, BreakerPolicy, Ticket, Transition};
+use crate::machine::hedge::HedgePolicy;
 use crate::machine::outcome::Outcome;
 use crate::machine::rate::{jittered, quota_hold, Gcra, RateLimit};
 use crate::machine::redirect::{
@@ -21,17 +24,20 @@ use crate::machine::redirect::{
 use crate::machine::retry::{RequestFacts, Retry, RetryAction};
 
 /// The policies of one call, outermost first: the user's, then redirect, then retry, then the
-/// rate limiter and the circuit breaker, so that every attempt (the retried ones too) is paced
-/// and passes the breaker.
+/// in-flight limit, the rate limiter and the circuit breaker, so that every attempt (the
+/// retried and hedged ones too) takes a permit, is paced and passes the breaker.
 ///
-/// The driver loop walks [`Stack::layers`]; adding a policy is adding it here, never an edit
+/// The driver loop walks [`Stack::layer`]; adding a policy is adding it here, never an edit
 /// to the loop.
 pub(crate) struct Stack {
     user: Vec<Box<dyn Policy>>,
     redirect: Option<RedirectLayer>,
     retry: Option<RetryLayer>,
+    concurrency: Option<ConcurrencyLayer>,
     limiter: Option<LimiterLayer>,
     breaker: Option<BreakerLayer>,
+    /// How the call's attempts are hedged, when they are.
+    hedge: Option<HedgePolicy>,
     /// Some layer answers before attempts.
     admits: bool,
     /// Some layer needs to see plain successes.
@@ -66,19 +72,40 @@ impl Stack {
                 booked: None,
                 seed,
             });
-        let retry = (retry.max_attempts() != Some(1)).then(|| {
-            // One deposit per call, into the budget of the origin the call starts at.
+        let concurrency = (origin.in_flight.is_some() || config.max_in_flight.is_some())
+            .then_some(ConcurrencyLayer);
+        let hedge = match &request.hedge {
+            Some(policy) => Some(&**policy).filter(|p| p.hedges()),
+            None => config.hedge.as_ref(),
+        }
+        .filter(|_| {
+            // Only a request that is safe to send twice, with a body that can be.
+            let facts = RequestFacts::new(request.method()).with_headers(request.headers());
+            let facts = match request.idempotent {
+                Some(idempotent) => facts.with_idempotent(idempotent),
+                None => facts,
+            };
+            retry.is_idempotent(&facts) && request.body_replayable()
+        })
+        .cloned();
+        let retries = retry.max_attempts() != Some(1);
+        if retries || hedge.is_some() {
+            // One deposit per call, into the budget of the origin the call starts at: retries
+            // and hedges draw on it.
             if let Some(budget) = &mut origin.lock().budget {
                 budget.deposit(start);
             }
-            RetryLayer {
-                machine: Retry::new(retry, start, seed).with_deadline(deadline),
-            }
+        }
+        let retry = retries.then(|| RetryLayer {
+            machine: Retry::new(retry, start, seed).with_deadline(deadline),
         });
         // The built-in layers' answers are known here (the redirect layer neither admits nor
         // looks at successes; the retry layer looks at them only if its policy may retry one;
         // the breaker does both): only the user's layers are asked.
-        let admits = breaker.is_some() || limiter.is_some() || user.iter().any(|p| p.admits());
+        let admits = breaker.is_some()
+            || limiter.is_some()
+            || concurrency.is_some()
+            || user.iter().any(|p| p.admits());
         let observes_success = breaker.is_some()
             || limiter.as_ref().is_some_and(|l| l.server_quotas)
             || user.iter().any(|p| p.observes_success())
@@ -91,11 +118,12 @@ impl Stack {
                 .follows()
                 .then_some(RedirectLayer { machine: None }),
             retry,
+            concurrency,
             limiter,
             breaker: breaker.map(|policy| BreakerLayer {
                 policy: policy.clone(),
-                current: None,
             }),
+            hedge,
             admits,
             observes_success,
         }
@@ -107,11 +135,18 @@ impl Stack {
             user: Vec::new(),
             redirect: None,
             retry: None,
+            concurrency: None,
             limiter: None,
             breaker: None,
+            hedge: None,
             admits: false,
             observes_success: false,
         }
+    }
+
+    /// How the call's attempts are hedged, if they are.
+    pub(crate) fn hedge(&self) -> Option<&HedgePolicy> {
+        self.hedge.as_ref()
     }
 
     /// Whether some layer answers before attempts; when none does, the loop sends at once.
@@ -134,6 +169,7 @@ impl Stack {
         self.user.len()
             + usize::from(self.redirect.is_some())
             + usize::from(self.retry.is_some())
+            + usize::from(self.concurrency.is_some())
             + usize::from(self.limiter.is_some())
             + usize::from(self.breaker.is_some())
     }
@@ -144,6 +180,7 @@ impl Stack {
             user,
             redirect,
             retry,
+            concurrency,
             limiter,
             breaker,
             ..
@@ -152,9 +189,10 @@ impl Stack {
         if index < users {
             return &mut *user[index];
         }
-        let built_in: [Option<&mut dyn Policy>; 4] = [
+        let built_in: [Option<&mut dyn Policy>; 5] = [
             redirect.as_mut().map(|l| l as &mut dyn Policy),
             retry.as_mut().map(|l| l as &mut dyn Policy),
+            concurrency.as_mut().map(|l| l as &mut dyn Policy),
             limiter.as_mut().map(|l| l as &mut dyn Policy),
             breaker.as_mut().map(|l| l as &mut dyn Policy),
         ];
@@ -334,28 +372,31 @@ impl Policy for RedirectLayer {
     }
 }
 
-/// Circuit breaking: [`crate::machine::breaker`] behind the pipeline, one breaker per origin.
+/// Circuit breaking: [`crate::machine::breaker`] behind the pipeline, one breaker per origin
+/// (or per partition the request names).
 ///
 /// Innermost, so every attempt (the retried ones too) asks it, and it counts every attempt's
-/// outcome before the retry policy decides on it.
+/// outcome before the retry policy decides on it. What it must know about an attempt (its
+/// ticket, when it went) lives in the attempt's [`TicketGuard`].
 struct BreakerLayer {
     policy: BreakerPolicy,
-    /// The attempt in flight: its ticket, when it was sent, and whether its result was counted.
-    current: Option<(Ticket, Instant, Arc<AtomicBool>)>,
 }
 
-/// Gives back a breaker ticket whose attempt was dropped before its outcome was counted (a
-/// half-open probe slot, most importantly).
+/// An attempt's breaker ticket. Counted when the attempt's outcome is; given back when the
+/// attempt is dropped before (a half-open probe slot, most importantly: a cancelled call or a
+/// hedge that lost must not hold it).
 struct TicketGuard {
-    origin: Arc<OriginState>,
+    /// The origin's (or the partition's) state, where the breaker is.
+    home: Arc<OriginState>,
     ticket: Ticket,
-    counted: Arc<AtomicBool>,
+    sent: Instant,
+    counted: bool,
 }
 
 impl Drop for TicketGuard {
     fn drop(&mut self) {
-        if !self.counted.load(Ordering::Acquire) {
-            if let Some(breaker) = &mut self.origin.lock().breaker {
+        if !self.counted {
+            if let Some(breaker) = &mut self.home.lock().breaker {
                 breaker.release(self.ticket);
             }
         }
@@ -365,7 +406,8 @@ impl Drop for TicketGuard {
 impl BreakerLayer {
     fn report(cx: &PolicyContext<'_>, transition: Option<Transition>) {
         if let Some(transition) = transition {
-            super::announce_breaker(cx.config, cx.request.url(), transition);
+            let partition = cx.request.partition.as_ref();
+            super::announce_breaker(cx.config, cx.request.url(), partition, transition);
         }
     }
 }
@@ -373,8 +415,12 @@ impl BreakerLayer {
 impl Policy for BreakerLayer {
     fn before_attempt(&mut self, cx: &mut PolicyContext<'_>) -> Action {
         let now = cx.now();
+        let home = match &cx.request.partition {
+            Some(key) => cx.store.partition(key),
+            None => cx.store.handle(cx.origin_ref),
+        };
         let (admission, transition) = {
-            let mut state = cx.origin().lock();
+            let mut state = home.lock();
             let policy = &self.policy;
             state
                 .breaker
@@ -383,15 +429,12 @@ impl Policy for BreakerLayer {
         };
         Self::report(cx, transition);
         match admission {
-            Admission::Allowed(ticket) => {
-                let counted = Arc::new(AtomicBool::new(false));
-                self.current = Some((ticket, now, counted.clone()));
-                Action::Hold(Guard::new(TicketGuard {
-                    origin: cx.store.handle(cx.origin_ref),
-                    ticket,
-                    counted,
-                }))
-            }
+            Admission::Allowed(ticket) => Action::Hold(Guard::new(TicketGuard {
+                home,
+                ticket,
+                sent: now,
+                counted: false,
+            })),
             Admission::Rejected { until } => {
                 let err = Error::new(ErrorKind::CircuitOpen);
                 Action::Fail(match until {
@@ -403,23 +446,103 @@ impl Policy for BreakerLayer {
     }
 
     fn on_outcome(&mut self, cx: &mut PolicyContext<'_>, outcome: Outcome<'_>) -> Action {
+        let now = cx.now();
         // A body that fails after its head was counted is not counted again.
-        let Some((ticket, sent, counted)) = self.current.take() else {
+        let Some(guard) = cx.attempt_guard::<TicketGuard>().filter(|g| !g.counted) else {
             return Action::Proceed;
         };
-        counted.store(true, Ordering::Release);
-        let now = cx.now();
+        guard.counted = true;
         let result = self
             .policy
-            .classify(&outcome, now.saturating_duration_since(sent));
-        let transition = cx
-            .origin()
+            .classify(&outcome, now.saturating_duration_since(guard.sent));
+        let transition = guard
+            .home
             .lock()
             .breaker
             .as_mut()
-            .and_then(|breaker| breaker.on_result(ticket, result, now));
+            .and_then(|breaker| breaker.on_result(guard.ticket, result, now));
         Self::report(cx, transition);
         Action::Proceed
+    }
+}
+
+/// The in-flight limits: a permit of the client's and of the origin's semaphore for every
+/// attempt, held until the attempt is over (for a delivered response, until its body ends).
+struct ConcurrencyLayer;
+
+/// The permits an attempt holds.
+struct Permits {
+    _origin: Option<SemaphoreGuardArc>,
+    _client: Option<SemaphoreGuardArc>,
+}
+
+impl ConcurrencyLayer {
+    /// Waits for the permits that weren't free, the origin's first (so that a call waiting
+    /// for a busy origin holds none of the client's), until `deadline`.
+    fn wait(
+        origin: Option<(Arc<Semaphore>, Option<SemaphoreGuardArc>)>,
+        client: Option<(Arc<Semaphore>, Option<SemaphoreGuardArc>)>,
+        sleep: crate::transport::Sleep,
+    ) -> Waiter {
+        Waiter::new(async move {
+            let acquire = async move {
+                let origin = match origin {
+                    Some((_, Some(permit))) => Some(permit),
+                    Some((semaphore, None)) => Some(semaphore.acquire_arc().await),
+                    None => None,
+                };
+                let client = match client {
+                    Some((_, Some(permit))) => Some(permit),
+                    Some((semaphore, None)) => Some(semaphore.acquire_arc().await),
+                    None => None,
+                };
+                Permits {
+                    _origin: origin,
+                    _client: client,
+                }
+            };
+            match select(Box::pin(acquire), sleep).await {
+                Either::Left((permits, _)) => Action::Hold(Guard::new(permits)),
+                Either::Right(_) => Action::Fail(
+                    Error::new(ErrorKind::RateLimited)
+                        .with_source("no request in flight ended before the call's deadline"),
+                ),
+            }
+        })
+    }
+}
+
+impl Policy for ConcurrencyLayer {
+    fn observes_success(&self) -> bool {
+        false
+    }
+
+    fn before_attempt(&mut self, cx: &mut PolicyContext<'_>) -> Action {
+        let origin = cx.origin().in_flight.clone();
+        let client = cx.store.in_flight().cloned();
+        let origin_permit = origin.as_ref().and_then(Semaphore::try_acquire_arc);
+        let client_permit = match (&origin, &origin_permit) {
+            // Not while waiting for the origin's.
+            (Some(_), None) => None,
+            _ => client.as_ref().and_then(Semaphore::try_acquire_arc),
+        };
+        let free = origin.is_none() == origin_permit.is_none()
+            && client.is_none() == client_permit.is_none();
+        if free {
+            return Action::Hold(Guard::new(Permits {
+                _origin: origin_permit,
+                _client: client_permit,
+            }));
+        }
+        if cx.is_hedge() {
+            return Action::Fail(Error::new(ErrorKind::RateLimited));
+        }
+        let sleep = cx.timer().sleep_until(cx.deadline());
+        Action::WaitFor(Self::wait(
+            origin.map(|s| (s, origin_permit)),
+            client.map(|s| (s, client_permit)),
+            sleep,
+        ))
     }
 }
 
@@ -450,7 +573,8 @@ impl Policy for LimiterLayer {
 
     fn before_attempt(&mut self, cx: &mut PolicyContext<'_>) -> Action {
         let now = cx.now();
-        if let Some(at) = self.booked {
+        let hedge = cx.is_hedge();
+        if let Some(at) = self.booked.filter(|_| !hedge) {
             // Asked again after waiting for the booked slot.
             if now >= at {
                 self.booked = None;
@@ -458,9 +582,22 @@ impl Policy for LimiterLayer {
             }
             return Action::WaitUntil(at);
         }
-        let deadline = cx.deadline();
+        // A hedge goes now or not at all: its slot must be free now.
+        let deadline = if hedge {
+            now + Duration::from_nanos(1)
+        } else {
+            cx.deadline()
+        };
         if self.server_quotas {
-            let hold = cx.origin().lock().hold_until.filter(|&until| until > now);
+            let origin_hold = cx.origin().lock().hold_until;
+            let partition_hold = match &cx.request.partition {
+                Some(key) => cx
+                    .store
+                    .find_partition(key)
+                    .and_then(|p| p.lock().hold_until),
+                None => None,
+            };
+            let hold = origin_hold.max(partition_hold).filter(|&until| until > now);
             if let Some(until) = hold {
                 if until >= deadline {
                     return Self::limited(now, until);
@@ -522,9 +659,21 @@ impl Policy for LimiterLayer {
         let delay = jittered(hold.delay, spread, self.seed);
         let now = cx.now();
         let until = now.checked_add(delay).unwrap_or(now);
-        tracing::debug!(target: "keel::rate", url = %cx.request.url(), ?delay,
-            "the server's quota is spent: holding requests to its origin");
-        let mut state = cx.origin().lock();
+        // A request that names its partition is held with the partition (the one the server
+        // named, if it did); one that names none can't be told apart from the origin's other
+        // requests, so the whole origin waits.
+        let partition = cx
+            .request
+            .partition
+            .as_deref()
+            .map(|own| hold.partition.as_deref().unwrap_or(own));
+        tracing::debug!(target: "keel::rate", url = %cx.request.url(), partition, ?delay,
+            "the server's quota is spent: holding requests");
+        let home = match partition {
+            Some(key) => cx.store.partition(key),
+            None => cx.store.handle(cx.origin_ref),
+        };
+        let mut state = home.lock();
         state.hold_until = Some(state.hold_until.map_or(until, |held| held.max(until)));
         Action::Proceed
     }

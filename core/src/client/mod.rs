@@ -36,11 +36,12 @@ pub use response::{BodyStream, Response};
 
 use self::pipeline::{Policy, PolicyFactory};
 use self::request::Redacted;
-use self::state::Store;
+use self::state::{OriginState, Store, StoreConfig};
 use crate::body::{Body, ResponseBody};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::machine::breaker::{Breaker, BreakerPolicy, BreakerState, Transition};
 use crate::machine::credentials::SensitiveHeaders;
+use crate::machine::hedge::HedgePolicy;
 use crate::machine::rate::RateLimit;
 use crate::machine::redirect::{Hop, RedirectPolicy};
 use crate::machine::retry::{Pacing, RetryBudget, RetryPolicy, RetryReason};
@@ -127,6 +128,9 @@ pub(crate) struct ClientConfig {
     rate_limit: Option<RateLimit>,
     pub(crate) rate_limit_per_origin: Option<RateLimit>,
     pub(crate) server_quotas: bool,
+    max_in_flight: Option<usize>,
+    max_in_flight_per_origin: Option<usize>,
+    pub(crate) hedge: Option<HedgePolicy>,
     policies: Vec<PolicyFactory>,
     /// The backend reads [`CallDeadline`](crate::CallDeadline) (inserting it costs an
     /// allocation per request, so only then).
@@ -163,12 +167,16 @@ pub struct RetryEvent {
 /// A function called on every circuit breaker state change; see [`ClientBuilder::on_breaker`].
 pub type BreakerHook = Arc<dyn Fn(&BreakerEvent) + Send + Sync>;
 
-/// What [`ClientBuilder::on_breaker`] hooks receive when an origin's breaker changes state.
+/// What [`ClientBuilder::on_breaker`] hooks receive when a breaker changes state.
 #[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct BreakerEvent {
-    /// The origin whose breaker changed.
+    /// The origin of the request that changed it (for a partition's breaker, the one that
+    /// changed it last).
     pub origin: Origin,
+    /// The partition whose breaker changed, or `None` for the origin's own breaker (see
+    /// [`RequestBuilder::partition`]).
+    pub partition: Option<Arc<str>>,
     /// From which state to which.
     pub transition: Transition,
 }
@@ -224,6 +232,9 @@ impl fmt::Debug for ClientConfig {
             .field("rate_limit", &self.rate_limit)
             .field("rate_limit_per_origin", &self.rate_limit_per_origin)
             .field("server_quotas", &self.server_quotas)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_in_flight_per_origin", &self.max_in_flight_per_origin)
+            .field("hedge", &self.hedge)
             .field("policies", &self.policies.len())
             .finish()
     }
@@ -280,8 +291,12 @@ impl<T> Shared<T> {
         });
         let store = Store::new(
             config.base_url.as_ref().map(url::BaseUrl::as_uri),
-            config.budget.clone(),
-            config.rate_limit,
+            StoreConfig {
+                budget: config.budget.clone(),
+                rate_limit: config.rate_limit,
+                max_in_flight: config.max_in_flight,
+                max_in_flight_per_origin: config.max_in_flight_per_origin,
+            },
         );
         Self {
             transport,
@@ -418,15 +433,43 @@ impl<T: Transport> Client<T> {
     /// Forces open, disables or resets the circuit breaker of `url`'s origin; the state change
     /// reaches the hooks. Returns false when the client has no breaker or `url` is invalid.
     pub fn control_breaker(&self, url: &str, control: BreakerControl) -> bool {
-        let (Some(policy), Ok(url)) = (
-            &self.shared.config.breaker,
-            url::join(self.shared.config.base_url.as_ref(), url),
-        ) else {
+        let Ok(url) = url::join(self.shared.config.base_url.as_ref(), url) else {
             return false;
         };
         let origin = self.shared.store.find(&url);
+        self.control(self.shared.store.resolve(&origin), &url, None, control)
+    }
+
+    /// The state of the circuit breaker of the partition named `key` (see
+    /// [`RequestBuilder::partition`]), or `None` when the client has no breaker or no call
+    /// named the partition yet.
+    pub fn partition_breaker_state(&self, key: &str) -> Option<BreakerState> {
+        let state = self.shared.store.find_partition(key)?;
+        let state = state.lock();
+        state.breaker.as_ref().map(|b| b.state())
+    }
+
+    /// Forces open, disables or resets the circuit breaker of the partition named `key`; the
+    /// state change reaches the hooks. Returns false when the client has no breaker.
+    pub fn control_partition_breaker(&self, key: &str, control: BreakerControl) -> bool {
+        let url = self.base_url().cloned().unwrap_or_default();
+        let partition = Arc::from(key);
+        let state = self.shared.store.partition(key);
+        self.control(&state, &url, Some(&partition), control)
+    }
+
+    fn control(
+        &self,
+        state: &OriginState,
+        url: &Uri,
+        partition: Option<&Arc<str>>,
+        control: BreakerControl,
+    ) -> bool {
+        let Some(policy) = &self.shared.config.breaker else {
+            return false;
+        };
         let transition = {
-            let mut state = self.shared.store.resolve(&origin).lock();
+            let mut state = state.lock();
             let breaker = state.breaker.get_or_insert_with(|| Breaker::new(policy));
             match control {
                 BreakerControl::ForceOpen => breaker.force_open(),
@@ -435,7 +478,7 @@ impl<T: Transport> Client<T> {
             }
         };
         if let Some(transition) = transition {
-            announce_breaker(&self.shared.config, &url, transition);
+            announce_breaker(&self.shared.config, url, partition, transition);
         }
         true
     }
@@ -516,6 +559,9 @@ impl<T: Backend> ClientBuilder<T> {
                 rate_limit: None,
                 rate_limit_per_origin: None,
                 server_quotas: false,
+                max_in_flight: None,
+                max_in_flight_per_origin: None,
+                hedge: None,
                 policies: Vec::new(),
                 call_deadline: T::capabilities().uses_call_deadline,
                 set_host: !T::capabilities().derives_host,
@@ -796,6 +842,78 @@ impl<T: Backend> ClientBuilder<T> {
         self
     }
 
+    /// Limits the requests in flight on the client to `max`: an attempt waits for one of the
+    /// others to end before it goes, and a request counts until its response's body has been
+    /// read to the end or dropped (not just until its head arrives). A wait that reaches the
+    /// call's deadline fails with [`ErrorKind::RateLimited`]. Retries and hedges take a permit
+    /// each; a call waiting to retry holds none. Off by default.
+    ///
+    /// This is the semaphore every async SDK hand-rolls, shared by every call on the client
+    /// and on every runtime (it is [`async_lock`]'s, which needs no executor).
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// let client = keel_core::Client::<T>::builder()
+    ///     .base_url("https://api.example.com")
+    ///     .max_in_flight(100)           // what this process may have open at once
+    ///     .max_in_flight_per_origin(10) // and what one server is asked to bear
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        if max == 0 {
+            return self.fail(config_error(
+                "max_in_flight",
+                "at least one request must be allowed in flight",
+            ));
+        }
+        self.config.max_in_flight = Some(max);
+        self
+    }
+
+    /// Limits the requests in flight to each origin to `max`, each origin on its own (and
+    /// within [`max_in_flight`](Self::max_in_flight), when there is one too).
+    pub fn max_in_flight_per_origin(mut self, max: usize) -> Self {
+        if max == 0 {
+            return self.fail(config_error(
+                "max_in_flight_per_origin",
+                "at least one request must be allowed in flight",
+            ));
+        }
+        self.config.max_in_flight_per_origin = Some(max);
+        self
+    }
+
+    /// Hedges slow requests: when an attempt has not answered after the policy's delay, the
+    /// same request is sent again and the first answer wins; the other attempt is dropped and
+    /// its connection freed. Off by default.
+    ///
+    /// Only requests that are safe to send twice are hedged (the retry policy's idempotency
+    /// rule: the method, an idempotency key, or [`RequestBuilder::idempotent`]), and only
+    /// when their body can be sent again. A hedge is one more attempt: it passes the rate
+    /// limits, the in-flight limit and the breaker like any other, but it never waits for
+    /// them (if it can't go at once, there is no hedge), and it draws on the retry budget, so
+    /// a slow server is never sent twice its load. [`CallRecord::hedges`](crate::pipeline::CallRecord::hedges)
+    /// counts them.
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// use std::time::Duration;
+    /// use keel_core::HedgePolicy;
+    ///
+    /// let client = keel_core::Client::<T>::builder()
+    ///     .base_url("https://api.example.com")
+    ///     // Send a second GET when the first is slower than 95 % of recent answers, but
+    ///     // never sooner than 10 ms.
+    ///     .hedge(HedgePolicy::at_percentile(0.95)?.min_delay(Duration::from_millis(10)))
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn hedge(mut self, policy: HedgePolicy) -> Self {
+        self.config.hedge = policy.hedges().then_some(policy);
+        self
+    }
+
     /// Calls `hook` on every circuit breaker state change. Each change is also a `tracing`
     /// event at info level (target `keel::breaker`).
     pub fn on_breaker(mut self, hook: impl Fn(&BreakerEvent) + Send + Sync + 'static) -> Self {
@@ -964,12 +1082,22 @@ fn config_error(setting: &'static str, source: impl Into<BoxError>) -> Error {
         .with_source(source)
 }
 
-/// Tells the hooks and `tracing` that the breaker of `url`'s origin changed state.
-pub(crate) fn announce_breaker(config: &ClientConfig, url: &Uri, transition: Transition) {
-    tracing::info!(target: "keel::breaker", %url, from = ?transition.from, to = ?transition.to,
-        "circuit breaker state changed");
+/// Tells the hooks and `tracing` that the breaker of `url`'s origin (or of `partition`)
+/// changed state.
+pub(crate) fn announce_breaker(
+    config: &ClientConfig,
+    url: &Uri,
+    partition: Option<&Arc<str>>,
+    transition: Transition,
+) {
+    tracing::info!(target: "keel::breaker", %url, partition = partition.map(|p| &**p),
+        from = ?transition.from, to = ?transition.to, "circuit breaker state changed");
     if let (Some(hook), Ok(origin)) = (&config.on_breaker, Origin::from_uri(url)) {
-        hook(&BreakerEvent { origin, transition });
+        hook(&BreakerEvent {
+            origin,
+            partition: partition.cloned(),
+            transition,
+        });
     }
 }
 

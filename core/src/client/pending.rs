@@ -28,7 +28,7 @@ use http::header::HOST;
 use http::Method;
 
 use super::layers::Stack;
-use super::pipeline::{Action, CallRecord, Guard, PolicyContext};
+use super::pipeline::{Action, CallRecord, Guard, PolicyContext, Waiter};
 use super::request::Request;
 use super::response::Limits;
 use super::state::OriginRef;
@@ -36,6 +36,7 @@ use super::{merge_default_headers, Dispatch, Response, Timeouts};
 use crate::body::{Body, ResponseBody};
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::machine::credentials::same_origin;
+use crate::machine::hedge::Latencies;
 use crate::machine::outcome::Outcome;
 use crate::transport::{BoxFuture, CallDeadline, Sleep};
 
@@ -87,12 +88,21 @@ enum Phase {
         sleep: Sleep,
         layer: usize,
     },
+    /// A policy asked to wait for something; its answer is acted on as the layer's.
+    WaitingFor {
+        waiter: Waiter,
+        layer: usize,
+    },
     Sending {
         fut: BoxFuture<Result<http::Response<ResponseBody>, Error>>,
         /// Armed at `head_by` once the transport has returned `Pending`.
         sleep: Option<Sleep>,
         head_by: Instant,
         timeout: TimeoutPhase,
+        /// When the attempt went.
+        sent: Instant,
+        /// The attempt's hedge, when the call hedges.
+        hedge: Option<Box<Hedge>>,
     },
     Backoff(Sleep),
     Done,
@@ -101,6 +111,32 @@ enum Phase {
 enum Step {
     Continue,
     Done(Result<http::Response<ResponseBody>, Error>),
+}
+
+type HeadFuture = BoxFuture<Result<http::Response<ResponseBody>, Error>>;
+
+/// A second attempt raced against a slow one.
+struct Hedge {
+    /// When to send it.
+    at: Instant,
+    /// Armed at `at` once the first attempt has returned `Pending`.
+    sleep: Option<Sleep>,
+    /// The hedge, once sent.
+    second: Option<Second>,
+}
+
+struct Second {
+    fut: HeadFuture,
+    /// What the policies handed out for it.
+    guards: Vec<Guard>,
+    sent: Instant,
+}
+
+/// What happened while an attempt (and maybe its hedge) was in flight.
+enum Event {
+    First(Result<http::Response<ResponseBody>, Error>),
+    Second(Result<http::Response<ResponseBody>, Error>),
+    HedgeDue,
 }
 
 impl Pending {
@@ -198,16 +234,20 @@ impl Call {
             self.send_attempt(now);
             return None;
         }
-        let (stack, guards, mut cx) = self.split(now);
+        let (stack, mut cx) = self.split(now, None);
         for layer in next..stack.len() {
             match stack.layer(layer).before_attempt(&mut cx) {
                 Action::Proceed => {}
-                Action::Hold(guard) => guards.push(guard),
+                Action::Hold(guard) => cx.guards.push(guard),
                 Action::WaitUntil(at) => {
                     self.phase = Phase::Waiting {
                         sleep: cx.timer.sleep_until(at),
                         layer,
                     };
+                    return None;
+                }
+                Action::WaitFor(waiter) => {
+                    self.phase = Phase::WaitingFor { waiter, layer };
                     return None;
                 }
                 Action::Fail(err) => {
@@ -223,8 +263,42 @@ impl Call {
         None
     }
 
-    /// The stack, the attempt's guards, and what a policy sees of the call.
-    fn split(&mut self, now: Option<Instant>) -> (&mut Stack, &mut Vec<Guard>, PolicyContext<'_>) {
+    /// Acts on the answer a [`Waiter`] of layer `layer` resolved to.
+    fn waited(&mut self, layer: usize, action: Action) -> Option<Step> {
+        match action {
+            Action::Hold(guard) => {
+                self.guards.push(guard);
+                self.admit(layer + 1, None)
+            }
+            Action::WaitUntil(at) => {
+                self.phase = Phase::Waiting {
+                    sleep: self.shared.timer().sleep_until(at),
+                    layer,
+                };
+                None
+            }
+            Action::WaitFor(waiter) => {
+                self.phase = Phase::WaitingFor { waiter, layer };
+                None
+            }
+            Action::Fail(err) => {
+                self.phase = Phase::Done;
+                Some(Step::Done(Err(self.finish_error(err))))
+            }
+            Action::Proceed | Action::Reissue { .. } | Action::Deliver => {
+                self.admit(layer + 1, None)
+            }
+        }
+    }
+
+    /// The stack, and what a policy sees of the call: the guards are the attempt's in flight,
+    /// or `guards` (a hedge's) when given.
+    fn split<'a>(
+        &'a mut self,
+        now: Option<Instant>,
+        guards: Option<&'a mut Vec<Guard>>,
+    ) -> (&'a mut Stack, PolicyContext<'a>) {
+        let hedge = guards.is_some();
         let cx = PolicyContext {
             request: &mut self.request,
             body_sent_once: self.body_sent_once,
@@ -236,17 +310,46 @@ impl Call {
             now,
             deadline: self.deadline,
             claimed: false,
+            guards: guards.unwrap_or(&mut self.guards),
+            hedge,
         };
-        (&mut self.stack, &mut self.guards, cx)
+        (&mut self.stack, cx)
     }
 
-    /// Builds the next attempt's request and hands it to the transport.
+    /// Hands the next attempt to the transport, and plans its hedge.
     fn send_attempt(&mut self, now: Instant) {
+        let (attempt, head_by, timeout) = self.build_attempt(now);
+        let hedge = self.stack.hedge().and_then(|policy| {
+            let delay = if policy.observes_latency() {
+                let state = self.shared.store().resolve(&self.origin).lock();
+                policy.delay(state.latencies.as_ref())
+            } else {
+                policy.delay(None)
+            }?;
+            let at = now.checked_add(delay).filter(|&at| at < head_by)?;
+            Some(Box::new(Hedge {
+                at,
+                sleep: None,
+                second: None,
+            }))
+        });
+        self.phase = Phase::Sending {
+            fut: self.shared.send(attempt),
+            sleep: None,
+            head_by,
+            timeout,
+            sent: now,
+            hedge,
+        };
+    }
+
+    /// Builds the next attempt's request, and when its head is due.
+    fn build_attempt(&mut self, now: Instant) -> (http::Request<Body>, Instant, TimeoutPhase) {
         let config = self.shared.config();
         let request = &mut self.request;
         let own_headers = !request.headers.is_empty();
-        // With no policy there is no next attempt to keep the headers for.
-        let mut headers = if self.stack.is_empty() {
+        // With no policy and no hedge there is no next attempt to keep the headers for.
+        let mut headers = if self.stack.is_empty() && self.stack.hedge().is_none() {
             std::mem::take(&mut request.headers)
         } else {
             request.headers.clone()
@@ -299,52 +402,192 @@ impl Call {
             Some(t) if t < self.deadline => (t, TimeoutPhase::Attempt),
             _ => (self.deadline, TimeoutPhase::Deadline),
         };
-        self.phase = Phase::Sending {
-            fut: self.shared.send(attempt),
-            sleep: None,
+        (attempt, head_by, timeout)
+    }
+
+    /// Sends the hedge of the attempt in flight, if the budget and the policies let it go
+    /// now. Returns whether it went.
+    fn send_hedge(&mut self) -> bool {
+        let now = self.shared.timer().now();
+        if let Some(budget) = &mut self.shared.store().resolve(&self.origin).lock().budget {
+            if budget.available(now) == 0 {
+                tracing::debug!(target: "keel::hedge", url = %self.request.url,
+                    "not hedging: the retry budget is spent");
+                return false;
+            }
+        }
+        let mut guards = Vec::new();
+        if self.stack.admits() {
+            let (stack, mut cx) = self.split(Some(now), Some(&mut guards));
+            for layer in 0..stack.len() {
+                match stack.layer(layer).before_attempt(&mut cx) {
+                    Action::Proceed | Action::Reissue { .. } | Action::Deliver => {}
+                    Action::Hold(guard) => cx.guards.push(guard),
+                    // A hedge goes now or not at all; what it was given goes back with
+                    // `guards`.
+                    Action::WaitUntil(_) | Action::WaitFor(_) | Action::Fail(_) => {
+                        tracing::debug!(target: "keel::hedge", url = %cx.request.url(), layer,
+                            "not hedging: a policy would hold it");
+                        return false;
+                    }
+                }
+            }
+        }
+        if let Some(budget) = &mut self.shared.store().resolve(&self.origin).lock().budget {
+            if !budget.try_withdraw(now) {
+                return false;
+            }
+        }
+        let (attempt, due, _) = self.build_attempt(now);
+        tracing::debug!(target: "keel::hedge", method = %self.request.method,
+            url = %self.request.url, "hedging a slow attempt");
+        self.record.push_hedge();
+        let fut = self.shared.send(attempt);
+        if let Phase::Sending {
+            head_by,
+            sleep,
+            hedge: Some(hedge),
+            ..
+        } = &mut self.phase
+        {
+            hedge.second = Some(Second {
+                fut,
+                guards,
+                sent: now,
+            });
+            if due > *head_by {
+                // The pair waits for the later of the two attempts' time limits.
+                *head_by = due;
+                *sleep = None;
+            }
+        }
+        true
+    }
+
+    /// Polls the attempt in flight and its hedge.
+    fn poll_sending(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        let Phase::Sending {
+            fut,
+            sleep,
             head_by,
             timeout,
+            hedge,
+            ..
+        } = &mut self.phase
+        else {
+            unreachable!("poll_sending is called while sending")
         };
+        let timer = self.shared.timer();
+        let event = match fut.as_mut().poll(cx) {
+            Poll::Ready(outcome) => Some(Event::First(outcome)),
+            Poll::Pending => match hedge.as_deref_mut() {
+                None => None,
+                Some(Hedge {
+                    second: Some(second),
+                    ..
+                }) => match second.fut.as_mut().poll(cx) {
+                    Poll::Ready(outcome) => Some(Event::Second(outcome)),
+                    Poll::Pending => None,
+                },
+                Some(Hedge {
+                    at, sleep, second, ..
+                }) => {
+                    debug_assert!(second.is_none());
+                    let due = sleep.get_or_insert_with(|| timer.sleep_until(*at));
+                    due.as_mut().poll(cx).is_ready().then_some(Event::HedgeDue)
+                }
+            },
+        };
+        let outcome = match event {
+            None => {
+                let sleep = sleep.get_or_insert_with(|| timer.sleep_until(*head_by));
+                ready!(sleep.as_mut().poll(cx));
+                Err(Error::new(ErrorKind::Timeout(*timeout)))
+            }
+            Some(Event::HedgeDue) => {
+                if !self.send_hedge() {
+                    if let Phase::Sending { hedge, .. } = &mut self.phase {
+                        *hedge = None;
+                    }
+                }
+                return Poll::Ready(Step::Continue);
+            }
+            Some(Event::First(Err(_))) if hedge.as_ref().is_some_and(|h| h.second.is_some()) => {
+                // The first attempt failed with its hedge still in flight: the hedge carries
+                // on alone (the failure is not shown to the policies, and the first
+                // attempt's guards go back).
+                let second = hedge
+                    .take()
+                    .and_then(|h| h.second)
+                    .expect("a hedge in flight");
+                *fut = second.fut;
+                self.guards = second.guards;
+                if let Phase::Sending { sent, .. } = &mut self.phase {
+                    *sent = second.sent;
+                }
+                return Poll::Ready(Step::Continue);
+            }
+            Some(Event::First(outcome)) => outcome,
+            Some(Event::Second(Err(_))) => {
+                // The hedge failed: the first attempt carries on alone.
+                *hedge = None;
+                return Poll::Ready(Step::Continue);
+            }
+            Some(Event::Second(Ok(head))) => {
+                // The hedge won: its guards are the attempt's now; the first attempt is
+                // dropped below, with the phase, and its guards go back.
+                let second = hedge
+                    .take()
+                    .and_then(|h| h.second)
+                    .expect("a hedge in flight");
+                self.guards = second.guards;
+                if let Phase::Sending { sent, .. } = &mut self.phase {
+                    *sent = second.sent;
+                }
+                Ok(head)
+            }
+        };
+        let Phase::Sending { sent, .. } = std::mem::replace(&mut self.phase, Phase::Done) else {
+            unreachable!("still sending")
+        };
+        if outcome.is_ok() && self.stack.hedge().is_some_and(|p| p.observes_latency()) {
+            let latency = self.shared.timer().now().saturating_duration_since(sent);
+            let origin = self.shared.store().resolve(&self.origin);
+            origin
+                .lock()
+                .latencies
+                .get_or_insert_with(Latencies::new)
+                .record(latency);
+        }
+        Poll::Ready(self.decide(outcome))
     }
 
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
-        let outcome = match &mut self.phase {
-            Phase::Unstarted => return Poll::Ready(self.start().unwrap_or(Step::Continue)),
+        match &mut self.phase {
+            Phase::Unstarted => Poll::Ready(self.start().unwrap_or(Step::Continue)),
             Phase::Admit { next } => {
                 let next = *next;
-                return Poll::Ready(self.admit(next, None).unwrap_or(Step::Continue));
+                Poll::Ready(self.admit(next, None).unwrap_or(Step::Continue))
             }
             Phase::Waiting { sleep, layer } => {
                 ready!(sleep.as_mut().poll(cx));
                 self.phase = Phase::Admit { next: *layer };
-                return Poll::Ready(Step::Continue);
+                Poll::Ready(Step::Continue)
+            }
+            Phase::WaitingFor { waiter, layer } => {
+                let action = ready!(waiter.0.as_mut().poll(cx));
+                let layer = *layer;
+                Poll::Ready(self.waited(layer, action).unwrap_or(Step::Continue))
             }
             Phase::Backoff(sleep) => {
                 ready!(sleep.as_mut().poll(cx));
                 self.phase = Phase::Admit { next: 0 };
-                return Poll::Ready(Step::Continue);
+                Poll::Ready(Step::Continue)
             }
-            Phase::Sending {
-                fut,
-                sleep,
-                head_by,
-                timeout,
-            } => match fut.as_mut().poll(cx) {
-                Poll::Ready(outcome) => outcome,
-                Poll::Pending => {
-                    let timer = self.shared.timer();
-                    let sleep = sleep.get_or_insert_with(|| timer.sleep_until(*head_by));
-                    ready!(sleep.as_mut().poll(cx));
-                    Err(Error::new(ErrorKind::Timeout(*timeout)))
-                }
-            },
-            Phase::Done => {
-                return Poll::Ready(Step::Done(Err(Error::new(ErrorKind::InvalidRequest)
-                    .with_source("the call has no attempt in flight"))))
-            }
-        };
-        self.phase = Phase::Done;
-        Poll::Ready(self.decide(outcome))
+            Phase::Sending { .. } => self.poll_sending(cx),
+            Phase::Done => Poll::Ready(Step::Done(Err(Error::new(ErrorKind::InvalidRequest)
+                .with_source("the call has no attempt in flight")))),
+        }
     }
 
     /// Shows an attempt's outcome to the policies and acts on the answer.
@@ -386,7 +629,7 @@ impl Call {
     /// Shows `outcome` to every policy, innermost first; the first answer other than
     /// `Proceed` decides.
     fn consult(&mut self, outcome: Outcome<'_>) -> Option<Action> {
-        let (stack, _, mut cx) = self.split(None);
+        let (stack, mut cx) = self.split(None, None);
         let mut decided = None;
         for layer in (0..stack.len()).rev() {
             let action = stack.layer(layer).on_outcome(&mut cx, outcome);

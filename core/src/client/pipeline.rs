@@ -98,6 +98,8 @@
 
 use std::any::Any;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -161,6 +163,9 @@ pub enum Action {
     /// Before an attempt: go ahead, and keep this guard until the attempt is over (for a
     /// delivered response, until its body ends).
     Hold(Guard),
+    /// Before an attempt: wait for this future (a permit of a concurrency limit, say), then
+    /// act on the action it resolves to, as if the same policy had answered it.
+    WaitFor(Waiter),
     /// After an attempt: send the request (as the policy left it) again, no earlier than
     /// `at` (`None`: at once).
     Reissue {
@@ -175,12 +180,37 @@ pub enum Action {
 
 /// Something a policy hands out and wants back: dropped when the attempt it was taken for is
 /// over (see the [module documentation](self)).
-pub struct Guard(#[allow(dead_code)] Box<dyn Any + Send + Sync>);
+///
+/// A guard is also where a policy keeps what it needs to know about one attempt when its
+/// outcome comes back ([`PolicyContext::attempt_guard`]): with a hedge in flight, a call has
+/// two attempts at once, and only the guards tell them apart.
+pub struct Guard(Box<dyn Any + Send + Sync>);
 
 impl Guard {
     /// Wraps `value`, whose `Drop` gives the resource back.
     pub fn new(value: impl Any + Send + Sync) -> Self {
         Self(Box::new(value))
+    }
+}
+
+/// A wait a policy asks for before an attempt: a future that resolves to the policy's answer.
+/// See [`Action::WaitFor`].
+///
+/// The future must end by itself: a policy that waits for something which may never come
+/// races it against the call's [`deadline`](PolicyContext::deadline) on its
+/// [`timer`](PolicyContext::timer).
+pub struct Waiter(pub(crate) Pin<Box<dyn Future<Output = Action> + Send>>);
+
+impl Waiter {
+    /// Waits for `fut`, then acts on its answer.
+    pub fn new(fut: impl Future<Output = Action> + Send + 'static) -> Self {
+        Self(Box::pin(fut))
+    }
+}
+
+impl fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Waiter")
     }
 }
 
@@ -205,6 +235,7 @@ pub struct CallRecord {
 struct More {
     gave_up: Option<GiveUpReason>,
     hops: Vec<Hop>,
+    hedges: u32,
 }
 
 impl Default for CallRecord {
@@ -233,6 +264,17 @@ impl CallRecord {
         self.more.as_ref().map_or(&[], |m| &m.hops)
     }
 
+    /// The hedges sent: second attempts of a slow attempt, raced against it (see
+    /// [`ClientBuilder::hedge`](crate::ClientBuilder::hedge)).
+    pub fn hedges(&self) -> u32 {
+        self.more.as_ref().map_or(0, |m| m.hedges)
+    }
+
+    /// Records a hedge sent.
+    pub fn push_hedge(&mut self) {
+        self.more.get_or_insert_with(Box::default).hedges += 1;
+    }
+
     /// Records that the retry machine counted `attempts` attempts.
     pub fn set_attempts(&mut self, attempts: u32) {
         self.attempts = attempts;
@@ -246,7 +288,7 @@ impl CallRecord {
             (more @ None, reason) => {
                 *more = Some(Box::new(More {
                     gave_up: reason,
-                    hops: Vec::new(),
+                    ..More::default()
                 }))
             }
         }
@@ -279,6 +321,10 @@ pub struct PolicyContext<'a> {
     pub(crate) now: Option<Instant>,
     pub(crate) deadline: Instant,
     pub(crate) claimed: bool,
+    /// The guards of the attempt being admitted, or whose outcome is shown.
+    pub(crate) guards: &'a mut Vec<Guard>,
+    /// The attempt being admitted is a hedge: it goes now or not at all.
+    pub(crate) hedge: bool,
 }
 
 impl PolicyContext<'_> {
@@ -290,6 +336,27 @@ impl PolicyContext<'_> {
     /// The current time on the client's timer (read once per step, then remembered).
     pub fn now(&mut self) -> Instant {
         *self.now.get_or_insert_with(|| self.timer.now())
+    }
+
+    /// The client's timer, to race a [`Waiter`] against the deadline.
+    pub fn timer(&self) -> &Arc<dyn Timer> {
+        self.timer
+    }
+
+    /// True when the attempt being admitted is a hedge (a second attempt raced against a slow
+    /// one): it goes now or not at all, so an answer that would wait
+    /// ([`Action::WaitUntil`], [`Action::WaitFor`]) or fail only means "no hedge". A policy
+    /// that would make an attempt wait should answer [`Action::Fail`] for a hedge, giving back
+    /// anything it booked.
+    pub fn is_hedge(&self) -> bool {
+        self.hedge
+    }
+
+    /// The guard of type `G` this policy (or another) handed out for the attempt being
+    /// admitted, or whose outcome is shown: where a policy keeps what it must know about one
+    /// attempt when two are in flight.
+    pub fn attempt_guard<G: Any>(&mut self) -> Option<&mut G> {
+        self.guards.iter_mut().find_map(|g| g.0.downcast_mut::<G>())
     }
 
     /// The wall-clock time, for decisions that need a date.

@@ -11,6 +11,7 @@ use super::{request_error, url, Client, Pending};
 use crate::body::Body;
 use crate::error::{BoxError, Error};
 use crate::machine::credentials::SensitiveHeaders;
+use crate::machine::hedge::HedgePolicy;
 use crate::machine::redirect::RedirectPolicy;
 use crate::machine::retry::RetryPolicy;
 use crate::transport::Transport;
@@ -55,6 +56,9 @@ pub struct Request {
     pub(crate) timeouts: TimeoutOverrides,
     pub(crate) retry: Option<RetryPolicy>,
     pub(crate) redirect: Option<RedirectPolicy>,
+    /// Boxed: rarely set, and the request is moved around whole.
+    pub(crate) hedge: Option<Box<HedgePolicy>>,
+    pub(crate) partition: Option<Arc<str>>,
     pub(crate) extensions: Extensions,
 }
 
@@ -91,6 +95,8 @@ impl Request {
             timeouts: TimeoutOverrides::default(),
             retry: None,
             redirect: None,
+            hedge: None,
+            partition: None,
             extensions: Extensions::new(),
         }
     }
@@ -178,6 +184,27 @@ impl Request {
         self.redirect = policy;
     }
 
+    /// The request's own hedging policy, if it overrides the client's.
+    pub fn hedge_policy(&self) -> Option<&HedgePolicy> {
+        self.hedge.as_deref()
+    }
+
+    /// Overrides the client's hedging policy for this request ([`HedgePolicy::never`] for no
+    /// hedge).
+    pub fn set_hedge_policy(&mut self, policy: Option<HedgePolicy>) {
+        self.hedge = policy.map(Box::new);
+    }
+
+    /// The partition the request belongs to, if it names one.
+    pub fn partition(&self) -> Option<&str> {
+        self.partition.as_deref()
+    }
+
+    /// Names the partition the request belongs to (see [`RequestBuilder::partition`]).
+    pub fn set_partition(&mut self, key: Option<&str>) {
+        self.partition = key.map(Arc::from);
+    }
+
     /// Whether the request declared itself safe (or not) to send twice, overriding its method.
     pub fn idempotent(&self) -> Option<bool> {
         self.idempotent
@@ -218,6 +245,8 @@ impl Request {
             timeouts: self.timeouts,
             retry: self.retry.clone(),
             redirect: self.redirect.clone(),
+            hedge: self.hedge.clone(),
+            partition: self.partition.clone(),
             extensions: self.extensions.clone(),
         })
     }
@@ -472,6 +501,38 @@ impl<T: Transport> RequestBuilder<T> {
     /// ([`RedirectPolicy::none`] to get the 3xx itself).
     pub fn redirect_policy(mut self, policy: RedirectPolicy) -> Self {
         self.request.redirect = Some(policy);
+        self
+    }
+
+    /// The hedging policy for this request only, replacing the client's
+    /// ([`HedgePolicy::never`] for none). Only a request that is safe to send twice (by its
+    /// method, its idempotency key, or [`idempotent`](Self::idempotent)) with a body that can
+    /// be sent again is ever hedged. See [`ClientBuilder::hedge`](crate::ClientBuilder::hedge).
+    pub fn hedge(mut self, policy: HedgePolicy) -> Self {
+        self.request.hedge = Some(Box::new(policy));
+        self
+    }
+
+    /// Names the partition this request belongs to: its circuit breaker and the server's
+    /// quota holds are then the partition's, shared by every request naming it on this
+    /// client, instead of its origin's.
+    ///
+    /// Use it when one origin serves independent things that fail or run out of quota on
+    /// their own: one breaker per downstream service behind a gateway, one quota per account
+    /// or API key. A server whose `RateLimit` fields name a partition (`pk`) holds requests
+    /// naming the same key. The client keeps at most 1,024 partitions, forgetting unused ones
+    /// when it has more.
+    ///
+    /// ```
+    /// # async fn demo<T: keel_core::Transport>(client: keel_core::Client<T>) -> Result<(), keel_core::Error> {
+    /// // Billing and search sit behind one gateway; a failing billing service must not open
+    /// // the breaker for search.
+    /// let invoices = client.get("/billing/invoices").partition("billing").send().await?;
+    /// let hits = client.get("/search?q=keel").partition("search").send().await?;
+    /// # let _ = (invoices, hits); Ok(()) }
+    /// ```
+    pub fn partition(mut self, key: &str) -> Self {
+        self.request.partition = Some(Arc::from(key));
         self
     }
 

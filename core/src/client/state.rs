@@ -16,13 +16,19 @@ use std::time::Instant;
 use http::header::HeaderValue;
 use http::Uri;
 
+use async_lock::Semaphore;
+
 use crate::machine::breaker::Breaker;
+use crate::machine::hedge::Latencies;
 use crate::machine::rate::{Gcra, RateLimit};
 use crate::machine::retry::RetryBudget;
 use crate::transport::Origin;
 
 /// The most origins the store keeps state for besides the base URL's.
 pub(crate) const MAX_ORIGINS: usize = 256;
+
+/// The most partitions (keys requests name, or servers' quota partitions) the store keeps.
+pub(crate) const MAX_PARTITIONS: usize = 1024;
 
 /// Every policy's shared state for one origin.
 #[derive(Debug)]
@@ -35,6 +41,8 @@ pub(crate) struct PolicyState {
     pub(crate) limiter: Option<Gcra>,
     /// No request goes to the origin before this: the server said its quota is spent.
     pub(crate) hold_until: Option<Instant>,
+    /// The latencies of the origin's answers, when a hedging policy needs them.
+    pub(crate) latencies: Option<Latencies>,
 }
 
 /// One origin's state: the policies' (behind their lock), and what the driver works out once
@@ -46,18 +54,37 @@ pub(crate) struct OriginState {
     /// scheme's default), worked out once: backends that would otherwise format it for every
     /// request find it set.
     pub(crate) host: Option<HeaderValue>,
+    /// The permits for requests in flight to the origin, when the client limits them.
+    pub(crate) in_flight: Option<Arc<Semaphore>>,
 }
 
 impl OriginState {
-    fn new(template: &PolicyState, url: &Uri) -> Self {
+    fn new(template: &PolicyState, url: &Uri, in_flight: Option<usize>) -> Self {
         Self {
             state: Mutex::new(PolicyState {
                 budget: template.budget.clone(),
                 breaker: None,
                 limiter: None,
                 hold_until: None,
+                latencies: None,
             }),
             host: host_header(url),
+            in_flight: in_flight.map(|n| Arc::new(Semaphore::new(n))),
+        }
+    }
+
+    /// The state of a partition: a breaker and a quota hold of its own (no budget, no host).
+    fn partition() -> Self {
+        Self {
+            state: Mutex::new(PolicyState {
+                budget: None,
+                breaker: None,
+                limiter: None,
+                hold_until: None,
+                latencies: None,
+            }),
+            host: None,
+            in_flight: None,
         }
     }
 
@@ -82,34 +109,51 @@ pub(crate) struct Store {
     base: Option<(Uri, Origin)>,
     /// The client-wide rate limiter, shared by every origin.
     client_limiter: Option<Mutex<Gcra>>,
+    /// The client-wide permits for requests in flight.
+    in_flight: Option<Arc<Semaphore>>,
+    /// Each origin's permits for requests in flight.
+    in_flight_per_origin: Option<usize>,
     /// The base URL's origin's state (unused by a client without a base URL).
     base_state: Arc<OriginState>,
     others: Mutex<HashMap<Origin, Arc<OriginState>>>,
+    /// The partitions requests name ([`RequestBuilder::partition`](crate::RequestBuilder::partition))
+    /// and servers' quotas name (`pk`): each has its own breaker and quota hold.
+    partitions: Mutex<HashMap<Arc<str>, Arc<OriginState>>>,
+}
+
+/// What the store is built from.
+#[derive(Debug, Default)]
+pub(crate) struct StoreConfig {
+    pub(crate) budget: Option<RetryBudget>,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) max_in_flight: Option<usize>,
+    pub(crate) max_in_flight_per_origin: Option<usize>,
 }
 
 impl Store {
-    pub(crate) fn new(
-        base: Option<&Uri>,
-        budget: Option<RetryBudget>,
-        rate_limit: Option<RateLimit>,
-    ) -> Self {
+    pub(crate) fn new(base: Option<&Uri>, config: StoreConfig) -> Self {
         let template = PolicyState {
-            budget,
+            budget: config.budget,
             breaker: None,
             limiter: None,
             hold_until: None,
+            latencies: None,
         };
+        let per_origin = config.max_in_flight_per_origin;
         let base_state = match base {
-            Some(uri) => OriginState::new(&template, uri),
-            None => OriginState::new(&template, &Uri::default()),
+            Some(uri) => OriginState::new(&template, uri, per_origin),
+            None => OriginState::new(&template, &Uri::default(), per_origin),
         };
         let base = base.and_then(|uri| Some((uri.clone(), Origin::from_uri(uri).ok()?)));
         Self {
-            client_limiter: rate_limit.map(|limit| Mutex::new(Gcra::new(limit))),
+            client_limiter: config.rate_limit.map(|limit| Mutex::new(Gcra::new(limit))),
+            in_flight: config.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
+            in_flight_per_origin: per_origin,
             base_state: Arc::new(base_state),
             template,
             base,
             others: Mutex::default(),
+            partitions: Mutex::default(),
         }
     }
 
@@ -136,7 +180,11 @@ impl Store {
         }
         let Ok(origin) = Origin::from_uri(url) else {
             // The transport will refuse the URL; its calls share one throwaway state.
-            return OriginRef::Other(Arc::new(OriginState::new(&self.template, url)));
+            return OriginRef::Other(Arc::new(OriginState::new(
+                &self.template,
+                url,
+                self.in_flight_per_origin,
+            )));
         };
         if let Some((_, base)) = &self.base {
             // The base origin written another way (`HOST:443`, capitals).
@@ -151,11 +199,49 @@ impl Store {
         if others.len() >= MAX_ORIGINS {
             others.retain(|_, state| Arc::strong_count(state) > 1);
         }
-        let state = Arc::new(OriginState::new(&self.template, url));
+        let state = Arc::new(OriginState::new(
+            &self.template,
+            url,
+            self.in_flight_per_origin,
+        ));
         if others.len() < MAX_ORIGINS {
             others.insert(origin, state.clone());
         }
         OriginRef::Other(state)
+    }
+
+    /// The state of the partition named `key`, made at first use. At most
+    /// [`MAX_PARTITIONS`] are kept: when full, partitions no call is using are forgotten.
+    pub(crate) fn partition(&self, key: &str) -> Arc<OriginState> {
+        let mut partitions = self
+            .partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(state) = partitions.get(key) {
+            return state.clone();
+        }
+        if partitions.len() >= MAX_PARTITIONS {
+            partitions.retain(|_, state| Arc::strong_count(state) > 1);
+        }
+        let state = Arc::new(OriginState::partition());
+        if partitions.len() < MAX_PARTITIONS {
+            partitions.insert(Arc::from(key), state.clone());
+        }
+        state
+    }
+
+    /// The state of the partition named `key`, if one was made.
+    pub(crate) fn find_partition(&self, key: &str) -> Option<Arc<OriginState>> {
+        self.partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    /// The client-wide permits for requests in flight, if the client limits them.
+    pub(crate) fn in_flight(&self) -> Option<&Arc<Semaphore>> {
+        self.in_flight.as_ref()
     }
 
     /// The client-wide rate limiter, locked, if the client has one.

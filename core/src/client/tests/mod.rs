@@ -131,6 +131,8 @@ struct Recorded {
     headers: HeaderMap,
     /// The body, when it was buffered.
     body: Option<Bytes>,
+    /// When it was sent, in virtual time.
+    at: Duration,
 }
 
 struct MockState {
@@ -141,6 +143,8 @@ struct MockState {
     log: Mutex<Vec<Recorded>>,
     /// How many times any response body was polled.
     body_polls: Arc<AtomicUsize>,
+    /// How many sends were dropped before their head (or error) came.
+    cancelled: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for MockState {
@@ -177,6 +181,10 @@ impl MockState {
 
     fn body_polls(&self) -> usize {
         self.body_polls.load(Ordering::SeqCst)
+    }
+
+    fn cancelled(&self) -> usize {
+        self.cancelled.load(Ordering::SeqCst)
     }
 
     /// Drives `fut` to completion in virtual time; panics instead of hanging.
@@ -216,6 +224,7 @@ impl<const FULL: bool> Transport for MockTransport<FULL> {
             uri: parts.uri.to_string(),
             headers: parts.headers,
             body: body.as_bytes(),
+            at: self.state.clock.elapsed(),
         });
         let reply = self
             .state
@@ -226,11 +235,14 @@ impl<const FULL: bool> Transport for MockTransport<FULL> {
             .unwrap_or_else(|| Reply::status(200));
         let clock = self.state.clock.clone();
         let polls = self.state.body_polls.clone();
+        let cancelled = Cancelled(Some(self.state.cancelled.clone()));
         Box::pin(async move {
+            let mut cancelled = cancelled;
             match reply.head_at {
                 Some(at) => clock.sleep_at(at).await,
                 None => std::future::pending().await,
             }
+            cancelled.0 = None;
             let head = reply.outcome?;
             let body = MockBody {
                 steps: head.steps.into(),
@@ -281,9 +293,21 @@ impl<const FULL: bool> Backend for MockTransport<FULL> {
             script: Mutex::default(),
             log: Mutex::default(),
             body_polls: Arc::default(),
+            cancelled: Arc::default(),
         });
         LAST_BUILT.with(|l| *l.borrow_mut() = Some(state.clone()));
         Ok(Self { state })
+    }
+}
+
+/// Counts a send dropped before it finished.
+struct Cancelled(Option<Arc<AtomicUsize>>);
+
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        if let Some(count) = &self.0 {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -1771,4 +1795,5 @@ fn the_budget_caps_retries_across_calls() {
     assert_eq!(m.request_count(), 30, "20 first attempts and 10 retries");
 }
 
+mod limits;
 mod pipeline;
