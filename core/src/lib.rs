@@ -16,15 +16,16 @@
 //! from a small shared set. The order, and why, is in [`pipeline`]:
 //!
 //! ```text
-//!  Request ─► [your policies] ─► redirect ─► retry ─► rate limit ─► breaker ─► attempt
-//!                    ▲               ▲          ▲          ▲            ▲         │
-//!                    └───────────────┴──────────┴──────────┴────────────┴─────────┘
-//!                                                       outcome, innermost first
-//!  Response (+ guards until the body ends, + the CallRecord: attempts, hops, why it stopped)
+//!  Request ─► [your policies] ─► redirect ─► retry ─► in flight ─► rate limit ─► breaker ─► attempt
+//!                    ▲               ▲          ▲          ▲            ▲            ▲      (+ hedge)
+//!                    └───────────────┴──────────┴──────────┴────────────┴────────────┴─────────┘
+//!                                                                    outcome, innermost first
+//!  Response (+ guards until the body ends, + the CallRecord: attempts, hops, hedges, why it stopped)
 //! ```
 //!
 //! State the policies share across calls (retry budgets, breakers, limiters, server quota
-//! holds) lives in one place per client, keyed by [`Origin`].
+//! holds, permits, latencies) lives in one place per client, keyed by [`Origin`], or by a
+//! partition a request names.
 //!
 //! # Example
 //!

@@ -17,13 +17,19 @@
 //!   │ redirect   machine::redirect  301/302/303/307/308, hop limit, │
 //!   │            credentials dropped across origins                 │
 //!   │ retry      machine::retry     backoff, Retry-After, budget    │
+//!   │ in flight  async semaphore    a permit per attempt, held      │
+//!   │                               until the body ends             │
 //!   │ rate limit machine::rate      GCRA pacing, server quota holds │
-//!   │ breaker    machine::breaker   per origin, probes, cool-down   │
+//!   │ breaker    machine::breaker   per origin or partition,        │
+//!   │                               probes, cool-down               │
 //!   └──────────────────────────────────────────────────────────────┘
 //!     │                                        ▲
 //!     ▼  attempt: Transport::send              │ on_outcome, innermost first:
 //!        under the attempt timeout             │ Proceed · Reissue{at} · Deliver · Fail(err)
 //!        and the call's deadline ──────────────┘
+//!        (+ a hedge, machine::hedge: the same
+//!        request again after a delay, admitted
+//!        by every layer; the first head wins)
 //!     │
 //!     ▼
 //!   Response (+ guards held until its body ends; + the CallRecord: attempts, hops, why
@@ -38,9 +44,19 @@
 //! - **Redirect sits above retry**: a hop is a new request, not another attempt of the same
 //!   one, so it never spends the retry policy's attempts, and a retried `503` is never taken
 //!   for a hop.
-//! - **Rate limit and breaker sit inside retry**: every attempt, the retried ones too, is
-//!   paced and passes the breaker, and the breaker counts each attempt's outcome before the
-//!   retry policy decides on it (a retry meets an open breaker and stops).
+//! - **In flight, rate limit and breaker sit inside retry**: every attempt, the retried and
+//!   hedged ones too, takes a permit, is paced and passes the breaker, and the breaker counts
+//!   each attempt's outcome before the retry policy decides on it (a retry meets an open
+//!   breaker and stops). A call backing off before a retry holds no permit.
+//! - **The in-flight permit comes before the rate limit's slot**: an attempt books its slot
+//!   only once it can go, so attempts queued behind a busy semaphore can't bunch up and
+//!   exceed the rate when permits free up together.
+//! - **Hedges are the loop's own**: while an attempt is in flight the loop may send a second
+//!   one (after [`machine::hedge`](crate::machine::hedge)'s delay, for a request safe to send
+//!   twice, with the retry budget's consent). The hedge asks every layer's `before_attempt`
+//!   with [`PolicyContext::is_hedge`] set, and goes only if none would make it wait; the first
+//!   head to arrive is the attempt's outcome, and the other attempt is dropped with its
+//!   guards.
 //! - **Your policies are outermost**: they see the call as the caller does (one request in,
 //!   one response out) and every attempt and hop below them, so a policy that limits or
 //!   counts work sees all of it.

@@ -1,8 +1,10 @@
 //! The state policies share across the calls of one client, kept in one place and keyed by
 //! [`Origin`].
 //!
-//! Each origin has one [`OriginState`]: the retry budget today; breakers and limiters join it.
-//! The machines stay pure: the store only keeps their state and hands it to them as `&mut`
+//! Each origin has one [`OriginState`]: its retry budget, circuit breaker, rate limiter, the
+//! server's quota hold, the latencies hedging learns from, and its in-flight permits. A
+//! partition a request names has one too (its own breaker and quota hold). The machines stay
+//! pure: the store only keeps their state and hands it to them as `&mut`
 //! under one short lock, so two calls never interleave inside a machine.
 //!
 //! The base URL's origin is looked up without hashing or allocating (most calls go there);
