@@ -7,6 +7,7 @@
 //! a hung case is reported as failed instead of hanging the run.
 
 pub mod cases;
+pub mod fanout;
 pub mod limits;
 pub mod redirects;
 pub mod retries;
@@ -195,6 +196,7 @@ macro_rules! __for_each_case {
             breaker_opens_and_a_probe_closes_it
             rate_limit_paces_requests
             server_quota_holds_requests
+            fan_out_keeps_the_asked_order
         }
     };
 }
