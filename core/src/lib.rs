@@ -4,7 +4,8 @@
 //! ([`Client`], [`RequestBuilder`], [`Response`]) that runs over them, and keel's one error type,
 //! [`Error`]. Backends (`keel-hyper`, …) only move bytes; everything that decides what to do —
 //! time limits, body limits, retries, redirects, credentials and the policies to come — lives
-//! here, so every backend behaves the same.
+//! here, so every backend behaves the same. [`fanout`] runs many calls (or any futures) with a
+//! bound on how many are in flight.
 //!
 //! It is **not** an HTTP implementation: it opens no sockets, spawns no tasks and names no
 //! runtime. Most users depend on the `keel` facade, which picks a backend by feature flag.
@@ -92,6 +93,7 @@ mod body;
 mod client;
 pub mod connect;
 mod error;
+pub mod fanout;
 pub mod machine;
 mod transport;
 

@@ -7,6 +7,7 @@
 //! a hung case is reported as failed instead of hanging the run.
 
 pub mod cases;
+pub mod fanout;
 pub mod hedging;
 pub mod limits;
 pub mod redirects;
@@ -197,6 +198,7 @@ macro_rules! __for_each_case {
             rate_limit_paces_requests
             server_quota_holds_requests
             hedged_get_returns_the_fast_answer
+            fan_out_keeps_the_asked_order
         }
     };
 }
