@@ -36,8 +36,8 @@ pub(crate) struct Stack {
     concurrency: Option<ConcurrencyLayer>,
     limiter: Option<LimiterLayer>,
     breaker: Option<BreakerLayer>,
-    /// How the call's attempts are hedged, when they are.
-    hedge: Option<HedgePolicy>,
+    /// Whether the call's attempts are hedged (by the request's policy, else the client's).
+    hedge: bool,
     /// Some layer answers before attempts.
     admits: bool,
     /// Some layer needs to see plain successes.
@@ -74,11 +74,7 @@ impl Stack {
             });
         let concurrency = (origin.in_flight.is_some() || config.max_in_flight.is_some())
             .then_some(ConcurrencyLayer);
-        let hedge = match &request.hedge {
-            Some(policy) => Some(&**policy).filter(|p| p.hedges()),
-            None => config.hedge.as_ref(),
-        }
-        .filter(|_| {
+        let hedge = hedge_policy(config, request).is_some_and(|_| {
             // Only a request that is safe to send twice, with a body that can be.
             let facts = RequestFacts::new(request.method()).with_headers(request.headers());
             let facts = match request.idempotent {
@@ -86,10 +82,9 @@ impl Stack {
                 None => facts,
             };
             retry.is_idempotent(&facts) && request.body_replayable()
-        })
-        .cloned();
+        });
         let retries = retry.max_attempts() != Some(1);
-        if retries || hedge.is_some() {
+        if retries || hedge {
             // One deposit per call, into the budget of the origin the call starts at: retries
             // and hedges draw on it.
             if let Some(budget) = &mut origin.lock().budget {
@@ -138,15 +133,15 @@ impl Stack {
             concurrency: None,
             limiter: None,
             breaker: None,
-            hedge: None,
+            hedge: false,
             admits: false,
             observes_success: false,
         }
     }
 
-    /// How the call's attempts are hedged, if they are.
-    pub(crate) fn hedge(&self) -> Option<&HedgePolicy> {
-        self.hedge.as_ref()
+    /// Whether the call's attempts are hedged (see [`hedge_policy`] for how).
+    pub(crate) fn hedges(&self) -> bool {
+        self.hedge
     }
 
     /// Whether some layer answers before attempts; when none does, the loop sends at once.
@@ -206,6 +201,19 @@ impl Stack {
     /// The attempts the retry policy counted so far (1 without retries).
     pub(crate) fn attempts(&self) -> u32 {
         self.retry.as_ref().map_or(1, |r| r.machine.attempt())
+    }
+}
+
+/// The hedging policy of `request` on a client with `config`: its own, else the client's;
+/// `None` when it never hedges.
+#[inline]
+pub(crate) fn hedge_policy<'a>(
+    config: &'a ClientConfig,
+    request: &'a Request,
+) -> Option<&'a HedgePolicy> {
+    match &request.hedge {
+        Some(policy) => Some(&**policy).filter(|p| p.hedges()),
+        None => config.hedge.as_ref(),
     }
 }
 

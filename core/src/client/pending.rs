@@ -27,7 +27,7 @@ use std::time::Instant;
 use http::header::HOST;
 use http::Method;
 
-use super::layers::Stack;
+use super::layers::{hedge_policy, Stack};
 use super::pipeline::{Action, CallRecord, Guard, PolicyContext, Waiter};
 use super::request::Request;
 use super::response::Limits;
@@ -36,7 +36,7 @@ use super::{merge_default_headers, Dispatch, Response, Timeouts};
 use crate::body::{Body, ResponseBody};
 use crate::error::{Error, ErrorKind, TimeoutPhase};
 use crate::machine::credentials::same_origin;
-use crate::machine::hedge::Latencies;
+use crate::machine::hedge::{HedgePolicy, Latencies};
 use crate::machine::outcome::Outcome;
 use crate::transport::{BoxFuture, CallDeadline, Sleep};
 
@@ -99,9 +99,7 @@ enum Phase {
         sleep: Option<Sleep>,
         head_by: Instant,
         timeout: TimeoutPhase,
-        /// When the attempt went.
-        sent: Instant,
-        /// The attempt's hedge, when the call hedges.
+        /// The attempt's hedge, when the call hedges (boxed: most calls don't).
         hedge: Option<Box<Hedge>>,
     },
     Backoff(Sleep),
@@ -117,8 +115,10 @@ type HeadFuture = BoxFuture<Result<http::Response<ResponseBody>, Error>>;
 
 /// A second attempt raced against a slow one.
 struct Hedge {
-    /// When to send it.
-    at: Instant,
+    /// When the attempt in flight went (for the latencies a percentile hedge learns from).
+    sent: Instant,
+    /// When to send the hedge; `None`: not for this attempt.
+    at: Option<Instant>,
     /// Armed at `at` once the first attempt has returned `Pending`.
     sleep: Option<Sleep>,
     /// The hedge, once sent.
@@ -317,39 +317,43 @@ impl Call {
     }
 
     /// Hands the next attempt to the transport, and plans its hedge.
+    #[inline]
     fn send_attempt(&mut self, now: Instant) {
         let (attempt, head_by, timeout) = self.build_attempt(now);
-        let hedge = self.stack.hedge().and_then(|policy| {
-            let delay = if policy.observes_latency() {
+        let hedge = self.stack.hedges().then(|| {
+            let policy = hedge_policy(self.shared.config(), &self.request);
+            let delay = if policy.is_some_and(HedgePolicy::observes_latency) {
                 let state = self.shared.store().resolve(&self.origin).lock();
-                policy.delay(state.latencies.as_ref())
+                policy.and_then(|p| p.delay(state.latencies.as_ref()))
             } else {
-                policy.delay(None)
-            }?;
-            let at = now.checked_add(delay).filter(|&at| at < head_by)?;
-            Some(Box::new(Hedge {
-                at,
+                policy.and_then(|p| p.delay(None))
+            };
+            Box::new(Hedge {
+                sent: now,
+                at: delay
+                    .and_then(|delay| now.checked_add(delay))
+                    .filter(|&at| at < head_by),
                 sleep: None,
                 second: None,
-            }))
+            })
         });
         self.phase = Phase::Sending {
             fut: self.shared.send(attempt),
             sleep: None,
             head_by,
             timeout,
-            sent: now,
             hedge,
         };
     }
 
     /// Builds the next attempt's request, and when its head is due.
+    #[inline(always)]
     fn build_attempt(&mut self, now: Instant) -> (http::Request<Body>, Instant, TimeoutPhase) {
         let config = self.shared.config();
         let request = &mut self.request;
         let own_headers = !request.headers.is_empty();
         // With no policy and no hedge there is no next attempt to keep the headers for.
-        let mut headers = if self.stack.is_empty() && self.stack.hedge().is_none() {
+        let mut headers = if self.stack.is_empty() && !self.stack.hedges() {
             std::mem::take(&mut request.headers)
         } else {
             request.headers.clone()
@@ -465,6 +469,7 @@ impl Call {
     }
 
     /// Polls the attempt in flight and its hedge.
+    #[inline]
     fn poll_sending(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
         let Phase::Sending {
             fut,
@@ -472,7 +477,6 @@ impl Call {
             head_by,
             timeout,
             hedge,
-            ..
         } = &mut self.phase
         else {
             unreachable!("poll_sending is called while sending")
@@ -489,10 +493,12 @@ impl Call {
                     Poll::Ready(outcome) => Some(Event::Second(outcome)),
                     Poll::Pending => None,
                 },
+                Some(Hedge { at: None, .. }) => None,
                 Some(Hedge {
-                    at, sleep, second, ..
+                    at: Some(at),
+                    sleep,
+                    ..
                 }) => {
-                    debug_assert!(second.is_none());
                     let due = sleep.get_or_insert_with(|| timer.sleep_until(*at));
                     due.as_mut().poll(cx).is_ready().then_some(Event::HedgeDue)
                 }
@@ -505,9 +511,15 @@ impl Call {
                 Err(Error::new(ErrorKind::Timeout(*timeout)))
             }
             Some(Event::HedgeDue) => {
-                if !self.send_hedge() {
-                    if let Phase::Sending { hedge, .. } = &mut self.phase {
-                        *hedge = None;
+                let sent = self.send_hedge();
+                if let Phase::Sending {
+                    hedge: Some(hedge), ..
+                } = &mut self.phase
+                {
+                    if !sent {
+                        // Not this time: the attempt carries on alone.
+                        hedge.at = None;
+                        hedge.sleep = None;
                     }
                 }
                 return Poll::Ready(Step::Continue);
@@ -516,50 +528,58 @@ impl Call {
                 // The first attempt failed with its hedge still in flight: the hedge carries
                 // on alone (the failure is not shown to the policies, and the first
                 // attempt's guards go back).
-                let second = hedge
-                    .take()
-                    .and_then(|h| h.second)
-                    .expect("a hedge in flight");
+                let hedge = hedge.as_mut().expect("a hedge in flight");
+                let second = hedge.second.take().expect("a hedge in flight");
                 *fut = second.fut;
+                hedge.sent = second.sent;
+                hedge.at = None;
                 self.guards = second.guards;
-                if let Phase::Sending { sent, .. } = &mut self.phase {
-                    *sent = second.sent;
-                }
                 return Poll::Ready(Step::Continue);
             }
             Some(Event::First(outcome)) => outcome,
             Some(Event::Second(Err(_))) => {
                 // The hedge failed: the first attempt carries on alone.
-                *hedge = None;
+                if let Some(hedge) = hedge {
+                    hedge.second = None;
+                    hedge.at = None;
+                }
                 return Poll::Ready(Step::Continue);
             }
             Some(Event::Second(Ok(head))) => {
                 // The hedge won: its guards are the attempt's now; the first attempt is
                 // dropped below, with the phase, and its guards go back.
-                let second = hedge
-                    .take()
-                    .and_then(|h| h.second)
-                    .expect("a hedge in flight");
+                let hedge = hedge.as_mut().expect("a hedge in flight");
+                let second = hedge.second.take().expect("a hedge in flight");
+                hedge.sent = second.sent;
                 self.guards = second.guards;
-                if let Phase::Sending { sent, .. } = &mut self.phase {
-                    *sent = second.sent;
-                }
                 Ok(head)
             }
         };
-        let Phase::Sending { sent, .. } = std::mem::replace(&mut self.phase, Phase::Done) else {
-            unreachable!("still sending")
-        };
-        if outcome.is_ok() && self.stack.hedge().is_some_and(|p| p.observes_latency()) {
-            let latency = self.shared.timer().now().saturating_duration_since(sent);
-            let origin = self.shared.store().resolve(&self.origin);
-            origin
-                .lock()
-                .latencies
-                .get_or_insert_with(Latencies::new)
-                .record(latency);
+        if let Phase::Sending {
+            hedge: Some(hedge), ..
+        } = &self.phase
+        {
+            self.learn_latency(hedge.sent, outcome.is_ok());
         }
+        self.phase = Phase::Done;
         Poll::Ready(self.decide(outcome))
+    }
+
+    /// Records how long an answered attempt took, when the call hedges at a percentile of
+    /// the origin's latencies.
+    #[cold]
+    fn learn_latency(&self, sent: Instant, answered: bool) {
+        let policy = hedge_policy(self.shared.config(), &self.request);
+        if !answered || !policy.is_some_and(HedgePolicy::observes_latency) {
+            return;
+        }
+        let latency = self.shared.timer().now().saturating_duration_since(sent);
+        let origin = self.shared.store().resolve(&self.origin);
+        origin
+            .lock()
+            .latencies
+            .get_or_insert_with(Latencies::new)
+            .record(latency);
     }
 
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
