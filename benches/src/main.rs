@@ -305,7 +305,7 @@ fn orchestrate(args: &[String]) -> i32 {
             let shift = rep % order.len().max(1);
             order.rotate_left(shift);
             for client in &order {
-                eprint!("rep {} {} {client:<14} ", rep + 1, scenario.name());
+                eprint!("rep {} {} {client:<18} ", rep + 1, scenario.name());
                 match run_child(&exe, client, *scenario, port, pin, &[]) {
                     Ok(sample) => {
                         eprintln!(
@@ -384,7 +384,7 @@ fn callgrind(exe: &PathBuf, clients: &[String], port: u16, pin: bool) -> Vec<(St
         }
         if let [Some(a), Some(b)] = totals[..] {
             let per = (b as f64 - a as f64) / (large - small) as f64;
-            eprintln!("callgrind {client:<14} {per:>10.0} instructions/request");
+            eprintln!("callgrind {client:<18} {per:>10.0} instructions/request");
             out.push((client.clone(), per));
         }
     }
