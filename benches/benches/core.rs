@@ -1,14 +1,16 @@
-//! Criterion micro-benches of keel-core's hot paths: building a request, mapping errors, and
-//! the driver's per-request overhead over a transport that answers from memory.
+//! Criterion micro-benches of keel-core's hot paths: building a request, mapping errors, the
+//! retry, breaker and rate-limit machines' decisions, and the driver's per-request overhead
+//! over a transport that answers from memory (plain, and with a breaker and a rate limit that
+//! never trip).
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use keel_core::{
-    Backend, Body, BoxFuture, Capabilities, Client, Error, ErrorKind, ResponseBody, Sleep, Stage,
-    Timer, Transport, TransportConfig,
+    Backend, Body, BoxFuture, BreakerPolicy, Capabilities, Client, Error, ErrorKind, RateLimit,
+    ResponseBody, Sleep, Stage, Timer, Transport, TransportConfig,
 };
 
 /// A transport that answers every request at once from memory, so only keel's own work is
@@ -86,6 +88,36 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    // The same client with a circuit breaker (default policy: 5 failures in a row) and a
+    // client-wide rate limit of a billion requests per second in bursts of a thousand: every
+    // response is a 200, so the breaker stays closed, and the limiter books each attempt at its
+    // `now` (a burst's worth of slots spans a microsecond, far more than one iteration takes
+    // to book). Both are asked and told on every call, and nothing waits: with the `NoSleep`
+    // timer a wait would never end, and `block_on` would panic.
+    let guarded = Client::<Canned>::builder()
+        .base_url("http://127.0.0.1:8080/api/v1")
+        .default_header("x-api-key", "secret")
+        .circuit_breaker(BreakerPolicy::default())
+        .rate_limit(
+            RateLimit::per_second(1_000_000_000)
+                .and_then(|limit| limit.burst(1_000))
+                .expect("a valid rate limit"),
+        )
+        .build()
+        .expect("client builds");
+
+    c.bench_function(
+        "driver: send + bytes, with a breaker and a rate limit that never trip",
+        |b| {
+            b.iter(|| {
+                block_on(async {
+                    let resp = guarded.get(black_box("users/42")).send().await.unwrap();
+                    black_box(resp.bytes().await.unwrap())
+                })
+            })
+        },
+    );
+
     c.bench_function("error: build, classify and drop a connect error", |b| {
         b.iter(|| {
             let err = Error::new(ErrorKind::Connect)
@@ -146,5 +178,92 @@ fn retry_machine(c: &mut Criterion) {
     });
 }
 
-criterion_group!(core, benches, retry_machine);
+fn breaker_machine(c: &mut Criterion) {
+    use keel_core::machine::breaker::{Admission, Breaker, CallResult, Window};
+
+    let start = Instant::now();
+
+    // One call through a closed breaker: admitted, then counted as a success. With the default
+    // policy only the consecutive-failure rule counts; with a failure-rate rule each result
+    // also goes into the window.
+    let policies = [
+        ("default policy", BreakerPolicy::default()),
+        (
+            "failure rate over the last 100 calls",
+            BreakerPolicy::builder()
+                .failure_rate(0.5, Window::Count(100), 20)
+                .build()
+                .expect("a valid policy"),
+        ),
+    ];
+    for (name, policy) in policies {
+        c.bench_function(
+            &format!("breaker: closed admit + on_result(success), {name}"),
+            |b| {
+                let mut breaker = Breaker::new(&policy);
+                b.iter(|| {
+                    let (Admission::Allowed(ticket), None) = breaker.admit(black_box(start)) else {
+                        panic!("a closed breaker admits every call");
+                    };
+                    black_box(breaker.on_result(ticket, black_box(CallResult::Success), start))
+                })
+            },
+        );
+    }
+
+    c.bench_function("breaker: open, admit rejected", |b| {
+        let policy = BreakerPolicy::default();
+        let mut breaker = Breaker::new(&policy);
+        // Five failures in a row open it for 5 s; every admit at `start` is inside the
+        // cool-down, so the state never changes.
+        for _ in 0..5 {
+            let (Admission::Allowed(ticket), _) = breaker.admit(start) else {
+                panic!("a closed breaker admits every call");
+            };
+            let _ = breaker.on_result(ticket, CallResult::Failure, start);
+        }
+        b.iter(|| {
+            let (admission, transition) = breaker.admit(black_box(start));
+            assert!(matches!(admission, Admission::Rejected { .. }) && transition.is_none());
+            black_box(admission)
+        })
+    });
+}
+
+fn rate_machine(c: &mut Criterion) {
+    use keel_core::machine::rate::Gcra;
+
+    let start = Instant::now();
+    let limit = RateLimit::per_second(1_000).expect("a valid rate limit");
+    let interval = limit.interval();
+    // The driver always passes the call's deadline; this one is never reached.
+    let deadline = start + Duration::from_secs(1 << 40);
+
+    // Each call comes one interval after the last: it conforms, and goes at once.
+    c.bench_function("rate: Gcra::acquire, goes at once", |b| {
+        let mut limiter = Gcra::new(limit);
+        let mut now = start;
+        b.iter(|| {
+            now += interval;
+            let at = limiter.acquire(black_box(now), Some(deadline));
+            assert_eq!(at, Ok(now));
+            black_box(at)
+        })
+    });
+
+    // Every call comes at the same instant: each books the slot one interval after the
+    // previous one, so the queue grows by a millisecond per iteration (a few days' worth over
+    // a bench run; the cost of a booking doesn't depend on how far ahead it is).
+    c.bench_function("rate: Gcra::acquire, books a later slot", |b| {
+        let mut limiter = Gcra::new(limit);
+        let _ = limiter.acquire(start, None);
+        b.iter(|| {
+            let at = limiter.acquire(black_box(start), Some(deadline));
+            assert!(at.is_ok_and(|at| at > start));
+            black_box(at)
+        })
+    });
+}
+
+criterion_group!(core, benches, retry_machine, breaker_machine, rate_machine);
 criterion_main!(core);

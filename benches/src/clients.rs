@@ -1,7 +1,9 @@
 //! The clients under test, each on the runtime it is normally used with.
 //!
 //! "native" clients use the library directly, the way its own documentation does; "keel-*"
-//! clients go through keel with its default policies (time limits, body limit) on.
+//! clients go through keel with its default policies (time limits, body limit) on. Variants
+//! ([`VARIANTS`]) are a default client with something added, run only when named, to measure
+//! what the addition costs.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
@@ -18,6 +20,35 @@ pub(crate) const ALL: &[&str] = &[
     "smol-native",
     "keel-smol",
 ];
+
+/// Clients run only when named with `--clients`: each is a default client with something
+/// added, reported beside it (see [`base_of`]).
+///
+/// - `keel-hyper-guarded`: `keel-hyper` with a circuit breaker and a client-wide rate limit
+///   that never trip (see [`guarded`]), for the per-request cost of asking and telling them.
+pub(crate) const VARIANTS: &[&str] = &["keel-hyper-guarded"];
+
+/// Whether the benchmark knows `client`, as a default client or a variant.
+pub(crate) fn is_known(client: &str) -> bool {
+    ALL.contains(&client) || VARIANTS.contains(&client)
+}
+
+/// Where `client` goes in the report: the default clients in [`ALL`]'s order, then the
+/// variants, then anything else.
+pub(crate) fn rank(client: &str) -> usize {
+    ALL.iter()
+        .chain(VARIANTS)
+        .position(|c| *c == client)
+        .unwrap_or(usize::MAX)
+}
+
+/// For a variant, the default client it adds to.
+pub(crate) fn base_of(variant: &str) -> Option<&'static str> {
+    match variant {
+        "keel-hyper-guarded" => Some("keel-hyper"),
+        _ => None,
+    }
+}
 
 /// For a keel client, the native client it wraps.
 pub(crate) fn native_of(client: &str) -> Option<&'static str> {
@@ -41,6 +72,14 @@ pub(crate) fn run(client: &str, scenario: Scenario, port: u16) -> Result<Sample,
         }),
         "keel-hyper" => tokio_current_thread(async {
             let c = keel_core::Client::<keel_hyper::HyperTransport>::builder()
+                .base_url(&base)
+                .build()
+                .map_err(|e| e.to_string())?;
+            Ok(scenario::run(&Keel(c), scenario).await)
+        })
+        .and_then(|r| r),
+        "keel-hyper-guarded" => tokio_current_thread(async {
+            let c = guarded(keel_core::Client::<keel_hyper::HyperTransport>::builder())?
                 .base_url(&base)
                 .build()
                 .map_err(|e| e.to_string())?;
@@ -90,6 +129,25 @@ pub(crate) fn run(client: &str, scenario: Scenario, port: u16) -> Result<Sample,
         }),
         other => Err(format!("unknown client {other}")),
     }
+}
+
+/// Adds what `keel-hyper-guarded` adds to `keel-hyper`: a circuit breaker per origin with the
+/// default policy (it opens after 5 failures in a row; the benchmark server never fails), and
+/// a client-wide rate limit of a billion requests per second in bursts of a thousand.
+///
+/// The limiter books every attempt at its `now` and never makes one wait: a burst's worth of
+/// slots spans a microsecond, and one client on one thread can't start a thousand requests in a
+/// microsecond. So both are asked before and told after every attempt, as when they matter,
+/// and nothing else changes.
+fn guarded<T: keel_core::Backend>(
+    builder: keel_core::ClientBuilder<T>,
+) -> Result<keel_core::ClientBuilder<T>, String> {
+    let limit = keel_core::RateLimit::per_second(1_000_000_000)
+        .and_then(|limit| limit.burst(1_000))
+        .map_err(|e| e.to_string())?;
+    Ok(builder
+        .circuit_breaker(keel_core::BreakerPolicy::default())
+        .rate_limit(limit))
 }
 
 /// isahc used as its documentation shows: one `HttpClient`, default settings.

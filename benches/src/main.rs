@@ -6,6 +6,10 @@
 //!                                        [--clients a,b,…] [--callgrind]
 //! ```
 //!
+//! `--clients` may also name a variant (`keel-hyper-guarded`: keel-hyper with a circuit breaker
+//! and a rate limit that never trip), which is reported beside the client it adds to; variants
+//! don't run by default.
+//!
 //! The orchestrator starts the server as a child process pinned to CPU 0, then runs every
 //! (scenario, client) pair as its own child process pinned to CPU 1, in an order that rotates
 //! between repetitions, and reports medians and spreads. See BENCHMARKS.md.
@@ -244,11 +248,12 @@ fn check_args(args: &[String]) -> Result<(), String> {
     let clients = flag(args, "--clients").unwrap_or_default();
     if let Some(unknown) = clients
         .split(',')
-        .find(|c| !c.is_empty() && !clients::ALL.contains(c))
+        .find(|c| !c.is_empty() && !clients::is_known(c))
     {
         return Err(format!(
-            "unknown client `{unknown}` (known: {})",
-            clients::ALL.join(",")
+            "unknown client `{unknown}` (known: {}; variants: {})",
+            clients::ALL.join(","),
+            clients::VARIANTS.join(",")
         ));
     }
     let scenarios = flag(args, "--scenarios").unwrap_or_default();
@@ -269,6 +274,11 @@ fn orchestrate(args: &[String]) -> i32 {
             eprintln!("{why}");
         }
         eprintln!("{USAGE}");
+        eprintln!(
+            "clients (all by default): {}\nvariants (only when named): {}",
+            clients::ALL.join(","),
+            clients::VARIANTS.join(",")
+        );
         return if why.is_empty() { 0 } else { 2 };
     }
     let opts = options(args);
@@ -295,7 +305,7 @@ fn orchestrate(args: &[String]) -> i32 {
             let shift = rep % order.len().max(1);
             order.rotate_left(shift);
             for client in &order {
-                eprint!("rep {} {} {client:<14} ", rep + 1, scenario.name());
+                eprint!("rep {} {} {client:<18} ", rep + 1, scenario.name());
                 match run_child(&exe, client, *scenario, port, pin, &[]) {
                     Ok(sample) => {
                         eprintln!(
@@ -374,7 +384,7 @@ fn callgrind(exe: &PathBuf, clients: &[String], port: u16, pin: bool) -> Vec<(St
         }
         if let [Some(a), Some(b)] = totals[..] {
             let per = (b as f64 - a as f64) / (large - small) as f64;
-            eprintln!("callgrind {client:<14} {per:>10.0} instructions/request");
+            eprintln!("callgrind {client:<18} {per:>10.0} instructions/request");
             out.push((client.clone(), per));
         }
     }
@@ -413,6 +423,10 @@ mod tests {
         assert!(check("--clients keel-smo")
             .unwrap_err()
             .contains("keel-smo"));
+        assert!(check("--clients keel-hyper,keel-hyper-guarded,hyper-native").is_ok());
+        assert!(check("--clients keel-hyper-guard")
+            .unwrap_err()
+            .contains("keel-hyper-guard"));
         assert!(check("--scenarios S5").unwrap_err().contains("S5"));
     }
 }

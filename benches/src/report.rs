@@ -115,12 +115,7 @@ impl Summary {
                     names.push(&r.client);
                 }
             }
-            names.sort_by_key(|n| {
-                clients::ALL
-                    .iter()
-                    .position(|c| c == n)
-                    .unwrap_or(usize::MAX)
-            });
+            names.sort_by_key(|n| clients::rank(n));
             for name in names {
                 let mine: Vec<&Sample> = runs
                     .iter()
@@ -238,6 +233,7 @@ impl Summary {
             );
         }
         out.push_str(&self.tax_markdown());
+        out.push_str(&self.variants_markdown());
         out.push_str(&self.targets_markdown());
         let errors: Vec<&Cell> = self.cells.iter().filter(|c| c.errors > 0).collect();
         if !errors.is_empty() {
@@ -297,6 +293,49 @@ impl Summary {
         }
         out.push('\n');
         out
+    }
+
+    /// Each variant that was measured against the client it adds to; empty when none was.
+    fn variants_markdown(&self) -> String {
+        let mut rows = String::new();
+        for variant in clients::VARIANTS {
+            let Some(base) = clients::base_of(variant) else {
+                continue;
+            };
+            let ratio = |scenario: &str, f: &dyn Fn(&Cell) -> f64| -> Option<String> {
+                match (self.cell(scenario, variant), self.cell(scenario, base)) {
+                    (Some(v), Some(b)) if f(b) > 0.0 => Some(format!("{:.3}", f(v) / f(b))),
+                    _ => None,
+                }
+            };
+            let instr = match (self.instructions_of(variant), self.instructions_of(base)) {
+                (Some(v), Some(b)) => Some(format!("{:.3} ({v:.0} / {b:.0})", v / b)),
+                _ => None,
+            };
+            let cells = [
+                ratio("S1", &|c| c.rps.median),
+                ratio("S1", &|c| c.cpu_us.median),
+                ratio("S2", &|c| c.rps.median),
+                ratio("S2", &|c| c.cpu_us.median),
+                instr,
+            ];
+            if cells.iter().all(Option::is_none) {
+                continue;
+            }
+            let _ = write!(rows, "| {variant} | {base} |");
+            for cell in cells {
+                let _ = write!(rows, " {} |", cell.as_deref().unwrap_or("-"));
+            }
+            rows.push('\n');
+        }
+        if rows.is_empty() {
+            return rows;
+        }
+        format!(
+            "## Variants: what an addition costs (ratio variant / base client)\n\n\
+             | variant | base | S1 req/s | S1 CPU-µs/req | S2 req/s | S2 CPU-µs/req | instructions/req |\n\
+             |---|---|---|---|---|---|---|\n{rows}\n"
+        )
     }
 
     fn targets_markdown(&self) -> String {
@@ -603,4 +642,65 @@ fn children_cpu_us() -> f64 {
     };
     let tv = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
     tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(client: &str, requests: u64, cpu_us: f64) -> Run {
+        Run {
+            client: client.to_owned(),
+            scenario: "S2",
+            sample: Sample {
+                requests,
+                errors: 0,
+                bytes: requests * 1024,
+                secs: 1.0,
+                cpu_us,
+                peak_rss_kib: 1024,
+                latency_us: [100, 150, 200, 300, 400],
+                cdf: Vec::new(),
+                first_error: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_variant_is_reported_against_its_base_client() {
+        let runs = vec![
+            run("keel-hyper-guarded", 900, 18_000.0),
+            run("keel-hyper", 1000, 10_000.0),
+        ];
+        let instructions = vec![
+            ("keel-hyper".to_owned(), 100_000.0),
+            ("keel-hyper-guarded".to_owned(), 102_000.0),
+        ];
+        let md = Summary::new(runs, instructions, None, true, 1).to_markdown();
+        // S2 req/s 900 / 1000, CPU-µs/req 20 / 10; no S1 run.
+        assert!(
+            md.contains(
+                "| keel-hyper-guarded | keel-hyper | - | - | 0.900 | 2.000 | 1.020 (102000 / 100000) |"
+            ),
+            "{md}"
+        );
+        // The variant is listed after its base client, and stays out of the abstraction tax.
+        let base = md.find("| keel-hyper |").expect("a keel-hyper row");
+        let variant = md.find("| keel-hyper-guarded |").expect("a variant row");
+        assert!(base < variant, "{md}");
+        assert!(!md.contains("| hyper-guarded |"), "{md}");
+    }
+
+    #[test]
+    fn no_variant_no_section() {
+        let md = Summary::new(
+            vec![run("keel-hyper", 1000, 10_000.0)],
+            Vec::new(),
+            None,
+            true,
+            1,
+        )
+        .to_markdown();
+        assert!(!md.contains("## Variants"), "{md}");
+    }
 }

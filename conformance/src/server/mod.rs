@@ -77,6 +77,23 @@
 //! Every request is counted (see [`TestServer::requests`] and friends) before
 //! it is answered.
 //!
+//! # Gauges
+//!
+//! Besides the counts, the server keeps, for the plain and TLS listeners:
+//!
+//! - when each request arrived ([`TestServer::arrivals`]): the instant its
+//!   head had been read, on the monotonic clock every thread shares, so a case
+//!   can compare it with its own `Instant`s, and [`most_within`] finds the
+//!   most requests in any stretch of time;
+//! - how many requests were in flight at once ([`TestServer::in_flight`],
+//!   [`TestServer::peak_in_flight`]). A request is in flight from when its
+//!   head has been read until hyper has taken the last byte of its response
+//!   body (a `/delay/{ms}` request is in flight during its delay), or until
+//!   hyper drops the request unanswered: when the connection fails or the
+//!   stream is reset, or at shutdown. Bytes hyper has taken may still sit in
+//!   its write buffer, about to be flushed; a body that never ends (`/stall`)
+//!   keeps its request in flight until the client goes away.
+//!
 //! # Example
 //!
 //! ```
@@ -104,14 +121,16 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Version;
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -176,12 +195,117 @@ struct State {
     open: AtomicUsize,
     /// One request counter per accepted plain/TLS connection, in accept order.
     connections: Mutex<Vec<Arc<AtomicUsize>>>,
-    /// Path (without query) and version of every request, in order.
-    requests: Mutex<Vec<(String, Version)>>,
+    /// Every request, and when each was in flight.
+    log: Mutex<Log>,
     /// Scripts by name.
     scripts: Mutex<HashMap<String, routes::Script>>,
     /// What each raw connection received before it was answered, in answer order.
     raw_requests: Mutex<Vec<Bytes>>,
+}
+
+/// The requests the plain and TLS listeners received, and when each was in
+/// flight.
+#[derive(Debug, Default)]
+struct Log {
+    /// Every request, in arrival order.
+    requests: Vec<Record>,
+    /// Each request going into flight (`true`) and out of it (`false`), by
+    /// its index in `requests`, in the order that happened.
+    flights: Vec<(usize, bool)>,
+}
+
+/// One request, as it arrived.
+#[derive(Debug)]
+struct Record {
+    /// The path, without the query.
+    path: String,
+    version: Version,
+    /// When its head had been read.
+    arrived: Instant,
+}
+
+impl Log {
+    /// Records a request that has just arrived, and puts it in flight.
+    fn arrive(&mut self, path: String, version: Version) -> usize {
+        let index = self.requests.len();
+        self.requests.push(Record {
+            path,
+            version,
+            arrived: Instant::now(),
+        });
+        self.flights.push((index, true));
+        index
+    }
+
+    /// Requests whose path starts with `prefix` in flight now, and at most
+    /// at once so far.
+    fn in_flight(&self, prefix: &str) -> (usize, usize) {
+        let (mut now, mut peak) = (0usize, 0);
+        for &(index, start) in &self.flights {
+            if !self.requests[index].path.starts_with(prefix) {
+                continue;
+            }
+            if start {
+                now += 1;
+                peak = peak.max(now);
+            } else {
+                now -= 1;
+            }
+        }
+        (now, peak)
+    }
+}
+
+/// A request in flight: taken out of flight when dropped, which happens when
+/// its response body has ended or when hyper drops the request or its body
+/// unfinished.
+struct InFlight {
+    state: Arc<State>,
+    index: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.state.log).flights.push((self.index, false));
+    }
+}
+
+/// A response body that keeps its request in flight until it has handed
+/// hyper its last frame (or is dropped). Otherwise the inner body, as is:
+/// same frames, same size hint, same end.
+struct Tracked {
+    body: routes::ResBody,
+    in_flight: Option<InFlight>,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = routes::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, routes::BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(None | Some(Err(_))) => true,
+            Poll::Ready(Some(Ok(_))) => this.body.is_end_stream(),
+            Poll::Pending => false,
+        };
+        if ended {
+            this.in_flight = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Locks a mutex, ignoring poisoning (the data stays consistent: every
@@ -431,20 +555,53 @@ impl TestServer {
     /// Total HTTP requests received on the plain and TLS listeners (each is
     /// counted before it is answered).
     pub fn requests(&self) -> usize {
-        lock(&self.state.requests).len()
+        lock(&self.state.log).requests.len()
     }
 
     /// Requests whose path (without the query) equals `path`.
     pub fn requests_to(&self, path: &str) -> usize {
-        lock(&self.state.requests)
+        lock(&self.state.log)
+            .requests
             .iter()
-            .filter(|(p, _)| p == path)
+            .filter(|r| r.path == path)
             .count()
     }
 
     /// The HTTP version of each request, in the order they arrived.
     pub fn versions(&self) -> Vec<Version> {
-        lock(&self.state.requests).iter().map(|(_, v)| *v).collect()
+        lock(&self.state.log)
+            .requests
+            .iter()
+            .map(|r| r.version)
+            .collect()
+    }
+
+    /// When each request whose path (without the query) equals `path`
+    /// arrived: the instant its head had been read, in arrival order.
+    ///
+    /// [`most_within`] gives the most that arrived in any stretch of time.
+    pub fn arrivals(&self, path: &str) -> Vec<Instant> {
+        lock(&self.state.log)
+            .requests
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| r.arrived)
+            .collect()
+    }
+
+    /// Requests whose path (without the query) starts with `prefix` that are
+    /// in flight now (`""` counts every path); see the
+    /// [module docs](self#gauges) for what counts as in flight.
+    pub fn in_flight(&self, prefix: &str) -> usize {
+        lock(&self.state.log).in_flight(prefix).0
+    }
+
+    /// The most requests whose path (without the query) starts with `prefix`
+    /// that were in flight at once, so far (`""` counts every path). For
+    /// example, `peak_in_flight("/delay/")` is the most `/delay/{ms}`
+    /// requests the server was delaying at once.
+    pub fn peak_in_flight(&self, prefix: &str) -> usize {
+        lock(&self.state.log).in_flight(prefix).1
     }
 
     /// Polls every 10 ms (blocking the calling thread) until
@@ -496,6 +653,38 @@ impl Drop for TestServer {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
     }
+}
+
+/// The most of `instants` that fall in any stretch of time `span` long, both
+/// ends included: the largest count of instants `t` with `from <= t <= from +
+/// span`, over every `from`. The instants may come in any order.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use keel_conformance::server::most_within;
+///
+/// let t0 = Instant::now();
+/// let ms = Duration::from_millis;
+/// let times = [t0, t0 + ms(10), t0 + ms(100), t0 + ms(30)];
+/// assert_eq!(most_within(&times, ms(20)), 2);
+/// assert_eq!(most_within(&times, ms(30)), 3);
+/// assert_eq!(most_within(&times, ms(100)), 4);
+/// assert_eq!(most_within(&[], ms(100)), 0);
+/// ```
+pub fn most_within(instants: &[Instant], span: Duration) -> usize {
+    let mut sorted = instants.to_vec();
+    sorted.sort_unstable();
+    // Two pointers: for each last instant, the first one within `span` before it.
+    let mut first = 0;
+    let mut most = 0;
+    for (last, &t) in sorted.iter().enumerate() {
+        // `checked_add` fails only for a span past the end of time: then all fit.
+        while sorted[first].checked_add(span).is_some_and(|end| end < t) {
+            first += 1;
+        }
+        most = most.max(last - first + 1);
+    }
+    most
 }
 
 /// Binds a non-blocking std listener (tokio adopts it on the server thread).
@@ -571,8 +760,17 @@ where
         let requests = Arc::clone(&requests);
         async move {
             requests.fetch_add(1, Ordering::SeqCst);
-            lock(&state.requests).push((req.uri().path().to_owned(), req.version()));
-            Ok::<_, std::convert::Infallible>(routes::respond(req, &state).await)
+            let index = lock(&state.log).arrive(req.uri().path().to_owned(), req.version());
+            // Dropped with this future if hyper drops it before the response is ready.
+            let in_flight = InFlight {
+                state: Arc::clone(&state),
+                index,
+            };
+            let response = routes::respond(req, &state).await;
+            Ok::<_, std::convert::Infallible>(response.map(|body| Tracked {
+                body,
+                in_flight: Some(in_flight),
+            }))
         }
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);

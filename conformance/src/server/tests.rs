@@ -759,3 +759,146 @@ fn loop_points_a_and_b_at_each_other() {
     assert_eq!((b.status, b.header("location")), (302, Some("/loop/a")));
     assert_eq!(c.get("/loop/c").status, 404);
 }
+
+/// Polls `cond` every 5 ms until it holds or `limit` passes; returns whether it held.
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn arrivals_are_kept_per_path_in_order() {
+    let s = server();
+    let mut c = Conn::open(s.plain_port);
+    let before = Instant::now();
+    assert_eq!(c.get("/status/200").status, 200);
+    let between = Instant::now();
+    assert_eq!(c.get("/status/204?body=x").status, 204);
+    assert_eq!(c.get("/status/200").status, 200);
+    let after = Instant::now();
+
+    let ok = s.arrivals("/status/200");
+    assert_eq!(ok.len(), 2);
+    assert!(before <= ok[0] && ok[0] <= between, "{ok:?}");
+    assert!(between <= ok[1] && ok[1] <= after, "{ok:?}");
+    // The query is not part of the path.
+    let empty = s.arrivals("/status/204");
+    assert_eq!(empty.len(), 1);
+    assert!(ok[0] <= empty[0] && empty[0] <= ok[1]);
+    assert!(s.arrivals("/status").is_empty());
+}
+
+#[test]
+fn delayed_requests_are_in_flight_during_their_delay() {
+    let s = server();
+    let mut delayed: Vec<Conn<TcpStream>> = (0..3).map(|_| Conn::open(s.plain_port)).collect();
+    for c in &mut delayed {
+        c.send("GET", "/delay/1000", &[], b"");
+    }
+    // All three are being delayed at once, well before their delay is over.
+    assert!(wait_until(Duration::from_millis(700), || s
+        .in_flight("/delay/")
+        == 3));
+    assert_eq!(s.in_flight(""), 3);
+
+    // A quick request meanwhile is in flight until its body is taken: gone
+    // once the client has the response.
+    let mut quick = Conn::open(s.plain_port);
+    assert_eq!(quick.get("/status/200").status, 200);
+    assert_eq!(s.in_flight("/status/"), 0);
+    assert_eq!(s.peak_in_flight("/status/"), 1);
+    assert_eq!(s.in_flight("/delay/"), 3);
+
+    for c in &mut delayed {
+        assert_eq!(c.response().body, b"delayed");
+    }
+    assert_eq!(s.in_flight(""), 0);
+    assert_eq!(s.peak_in_flight("/delay/"), 3);
+    assert_eq!(s.peak_in_flight(""), 4);
+    assert_eq!(s.peak_in_flight("/nothing"), 0);
+}
+
+#[test]
+fn sequential_requests_are_never_in_flight_together() {
+    let s = server();
+    let mut c = Conn::open(s.plain_port);
+    for _ in 0..3 {
+        assert_eq!(c.get("/delay/10").status, 200);
+    }
+    assert_eq!(s.requests_to("/delay/10"), 3);
+    assert_eq!(s.peak_in_flight(""), 1);
+}
+
+#[test]
+fn a_request_leaves_flight_when_its_client_goes_away() {
+    let s = server();
+    let mut c = Conn::open(s.plain_port);
+    c.send("GET", "/delay/3000", &[], b"");
+    assert!(wait_until(TIMEOUT, || s.in_flight("/delay/") == 1));
+    let dropped = Instant::now();
+    drop(c);
+    // hyper notices the closed connection and drops the request, long before its delay ends.
+    assert!(
+        wait_until(Duration::from_millis(1500), || s.in_flight("") == 0),
+        "still in flight {:?} after the client went away",
+        dropped.elapsed()
+    );
+    assert_eq!(s.peak_in_flight(""), 1);
+}
+
+#[test]
+fn a_streamed_body_keeps_its_request_in_flight_until_it_ends() {
+    let s = server();
+    let mut c = Conn::open(s.plain_port);
+    // Three chunks 100 ms apart: in flight for about 200 ms after the head.
+    c.send("GET", "/drip?chunk=1&interval_ms=100&count=3", &[], b"");
+    let (status, _) = c.head().expect("head");
+    assert_eq!(status, 200);
+    assert_eq!(s.in_flight("/drip"), 1);
+    let mut rest = c.reader;
+    let mut line = String::new();
+    // Read the chunked body to its last (empty) chunk and the blank line after it.
+    loop {
+        line.clear();
+        rest.read_line(&mut line).expect("chunk line");
+        if line == "0\r\n" {
+            rest.read_line(&mut line).expect("last line");
+            break;
+        }
+    }
+    assert_eq!(s.in_flight("/drip"), 0);
+}
+
+#[test]
+fn http2_requests_leave_flight_too() {
+    let s = server();
+    let authority = format!("127.0.0.1:{}", s.plain_port);
+    let body = h2_get(connect(s.plain_port), false, &authority, "/delay/50");
+    assert_eq!(body, b"delayed");
+    assert_eq!(s.peak_in_flight("/delay/"), 1);
+    assert_eq!(s.in_flight(""), 0);
+}
+
+#[test]
+fn most_within_counts_both_ends_in_any_order() {
+    use super::most_within;
+
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let times = [t0 + ms(40), t0, t0 + ms(20), t0 + ms(20), t0 + ms(41)];
+    assert_eq!(most_within(&times, ms(0)), 2);
+    assert_eq!(most_within(&times, ms(20)), 3);
+    assert_eq!(most_within(&times, ms(21)), 4);
+    assert_eq!(most_within(&times, ms(40)), 4);
+    assert_eq!(most_within(&times, ms(41)), 5);
+    assert_eq!(most_within(&times, Duration::MAX), 5);
+    assert_eq!(most_within(&[t0], ms(1)), 1);
+}

@@ -8,6 +8,7 @@ use keel_core::{Backend, BreakerPolicy, BreakerState, ErrorKind, RateLimit, Retr
 
 use super::{CaseResult, Cx, Outcome};
 use crate::ensure;
+use crate::server::most_within;
 
 /// Five failures open the breaker; the sixth call never reaches the server; after the
 /// cool-down one probe goes through and its success closes the breaker.
@@ -107,6 +108,82 @@ pub async fn rate_limit_paces_requests<T: Backend>(cx: Cx<T>) -> CaseResult {
         "{} requests",
         cx.server.requests_to("/status/200")
     );
+    Ok(Outcome::Pass)
+}
+
+/// 200 requests at 50 per second (burst 1), all sent at once, go one every 20 ms: they take
+/// about 4 s, the server never sees the k-th of them before the k-th slot, and never sees more
+/// in a stretch of time than the limit allows, give or take what delays on the way can bunch.
+pub async fn rate_limit_holds_a_steady_pace<T: Backend>(cx: Cx<T>) -> CaseResult {
+    const REQUESTS: u32 = 200;
+    // How far apart, at most, the delays between a slot and the server's reading of its request
+    // may be spread. See the window check below.
+    const JITTER: Duration = Duration::from_millis(100);
+    let limit = RateLimit::per_second(50)?;
+    let interval = limit.interval();
+    let client = cx.builder().rate_limit(limit).build()?;
+    let started = Instant::now();
+    let calls = (0..REQUESTS).map(|_| client.get("/status/200").send());
+    for result in futures_util::future::join_all(calls).await {
+        let resp = result?;
+        ensure!(resp.status() == StatusCode::OK, "status {}", resp.status());
+    }
+    let took = started.elapsed();
+
+    // With a burst of 1 each slot is at least one interval after the one before, and the first
+    // is no earlier than `started`: the last is at least 199 × 20 ms = 3.98 s in. Up to 2 s
+    // late is allowed for a slow machine.
+    ensure!(
+        took >= interval * (REQUESTS - 1) && took < Duration::from_secs(6),
+        "{REQUESTS} requests at 50/s took {took:?}"
+    );
+    let mut arrivals = cx.server.arrivals("/status/200");
+    ensure!(
+        arrivals.len() == REQUESTS as usize,
+        "the server saw {} requests",
+        arrivals.len()
+    );
+
+    // Each request reaches the server after its slot, never before (the runtimes' timers
+    // never fire before their deadline, and the client's clock is the server's). So the k-th arrival in time order comes after
+    // the k-th slot (the k + 1 first arrivals come after k + 1 distinct slots, the latest of
+    // which is at least k intervals after the first), which is at least `started + k × 20 ms`.
+    // No tolerance is needed this way: a request the limiter let go early, or a burst, fails.
+    arrivals.sort_unstable();
+    for (k, &at) in (0..REQUESTS).zip(&arrivals) {
+        let slot = started + interval * k;
+        ensure!(
+            at >= slot,
+            "request {k} reached the server {:?} before its slot",
+            slot - at
+        );
+    }
+
+    // The limiter lets at most `burst + ⌊50 × P⌋` slots fall in any stretch of time P, both
+    // ends included. The arrivals are the slots plus a delay each (the client's task waking
+    // up, writing, the server reading), and delays that differ can bunch them: an arrival
+    // late by d lands among the arrivals of slots up to d later. If the delays differ by at
+    // most J, the arrivals in a stretch P come from slots within a stretch P + J, so at most
+    // `burst + ⌊50 × (P + J)⌋` of them. A request takes about a millisecond from its slot to
+    // the server, and the spread stayed under 20 ms on every pair when this case was written,
+    // but a busy CI machine can stall the client's or the server's thread for tens of
+    // milliseconds: J = 100 ms allows 5 more requests per window. A
+    // limiter that paced faster would show up here (100/s puts 101 requests in a second), or
+    // in the total time above (55/s would take 3.6 s); one that let bursts through fails the
+    // slot check above.
+    let burst = u64::from(limit.burst_size());
+    for span in [Duration::from_secs(1), Duration::from_millis(200)] {
+        let slots = |p: Duration| {
+            burst + (u128::from(limit.requests()) * p.as_nanos() / limit.period().as_nanos()) as u64
+        };
+        let (strict, allowed) = (slots(span), slots(span + JITTER));
+        let most = most_within(&arrivals, span) as u64;
+        ensure!(
+            most <= allowed,
+            "the server saw {most} requests within {span:?}; the limit allows {strict}, \
+             {allowed} with {JITTER:?} of jitter"
+        );
+    }
     Ok(Outcome::Pass)
 }
 

@@ -196,6 +196,7 @@ macro_rules! __for_each_case {
             redirect_none_delivers_the_3xx
             breaker_opens_and_a_probe_closes_it
             rate_limit_paces_requests
+            rate_limit_holds_a_steady_pace
             server_quota_holds_requests
             hedged_get_returns_the_fast_answer
             fan_out_keeps_the_asked_order
