@@ -40,6 +40,8 @@ pub(crate) struct Stack {
     hedge: bool,
     /// Some layer answers before attempts.
     admits: bool,
+    /// The layers before this one never answer before attempts: admission starts here.
+    first_admitting: usize,
     /// Some layer needs to see plain successes.
     observes_success: bool,
 }
@@ -101,6 +103,15 @@ impl Stack {
             || limiter.is_some()
             || concurrency.is_some()
             || user.iter().any(|p| p.admits());
+        // The redirect and retry layers never answer before attempts.
+        let first_admitting = match user.iter().position(|p| p.admits()) {
+            Some(first) => first,
+            None => {
+                user.len()
+                    + usize::from(redirect.follows())
+                    + usize::from(retry.is_some())
+            }
+        };
         let observes_success = breaker.is_some()
             || limiter.as_ref().is_some_and(|l| l.server_quotas)
             || user.iter().any(|p| p.observes_success())
@@ -120,6 +131,7 @@ impl Stack {
             }),
             hedge,
             admits,
+            first_admitting,
             observes_success,
         }
     }
@@ -135,6 +147,7 @@ impl Stack {
             breaker: None,
             hedge: false,
             admits: false,
+            first_admitting: 0,
             observes_success: false,
         }
     }
@@ -142,6 +155,11 @@ impl Stack {
     /// Whether the call's attempts are hedged (see [`hedge_policy`] for how).
     pub(crate) fn hedges(&self) -> bool {
         self.hedge
+    }
+
+    /// The first layer that may answer before attempts (the ones before it never do).
+    pub(crate) fn first_admitting(&self) -> usize {
+        self.first_admitting
     }
 
     /// Whether some layer answers before attempts; when none does, the loop sends at once.
@@ -170,32 +188,43 @@ impl Stack {
     }
 
     /// The layer at `index`, outermost first.
+    #[inline]
     pub(crate) fn layer(&mut self, index: usize) -> &mut dyn Policy {
-        let Self {
-            user,
-            redirect,
-            retry,
-            concurrency,
-            limiter,
-            breaker,
-            ..
-        } = self;
-        let users = user.len();
+        let users = self.user.len();
         if index < users {
-            return &mut *user[index];
+            return &mut *self.user[index];
         }
-        let built_in: [Option<&mut dyn Policy>; 5] = [
-            redirect.as_mut().map(|l| l as &mut dyn Policy),
-            retry.as_mut().map(|l| l as &mut dyn Policy),
-            concurrency.as_mut().map(|l| l as &mut dyn Policy),
-            limiter.as_mut().map(|l| l as &mut dyn Policy),
-            breaker.as_mut().map(|l| l as &mut dyn Policy),
-        ];
-        built_in
-            .into_iter()
-            .flatten()
-            .nth(index - users)
-            .unwrap_or_else(|| panic!("no layer {index} in the stack"))
+        // The built-in layers in order, skipping those the call doesn't have: a few branches,
+        // asked once per layer per attempt.
+        let mut rest = index - users;
+        if let Some(layer) = &mut self.redirect {
+            if rest == 0 {
+                return layer;
+            }
+            rest -= 1;
+        }
+        if let Some(layer) = &mut self.retry {
+            if rest == 0 {
+                return layer;
+            }
+            rest -= 1;
+        }
+        if let Some(layer) = &mut self.concurrency {
+            if rest == 0 {
+                return layer;
+            }
+            rest -= 1;
+        }
+        if let Some(layer) = &mut self.limiter {
+            if rest == 0 {
+                return layer;
+            }
+            rest -= 1;
+        }
+        match &mut self.breaker {
+            Some(layer) if rest == 0 => layer,
+            _ => panic!("no layer {index} in the stack"),
+        }
     }
 
     /// The attempts the retry policy counted so far (1 without retries).

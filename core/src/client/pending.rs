@@ -28,7 +28,7 @@ use http::header::HOST;
 use http::Method;
 
 use super::layers::{hedge_policy, Stack};
-use super::pipeline::{Action, CallRecord, Guard, PolicyContext, Waiter};
+use super::pipeline::{Action, CallRecord, Guards, PolicyContext, Waiter};
 use super::request::Request;
 use super::response::Limits;
 use super::state::OriginRef;
@@ -72,7 +72,7 @@ pub(crate) struct Call {
     stack: Stack,
     record: CallRecord,
     /// Guards the policies handed out for the attempt in flight.
-    guards: Vec<Guard>,
+    guards: Guards,
     phase: Phase,
 }
 
@@ -128,7 +128,7 @@ struct Hedge {
 struct Second {
     fut: HeadFuture,
     /// What the policies handed out for it.
-    guards: Vec<Guard>,
+    guards: Guards,
     sent: Instant,
 }
 
@@ -163,7 +163,7 @@ impl Pending {
                 origin,
                 stack: Stack::empty(),
                 record: CallRecord::default(),
-                guards: Vec::new(),
+                guards: Guards::new(),
                 phase: Phase::Unstarted,
             })),
         }
@@ -235,7 +235,7 @@ impl Call {
             return None;
         }
         let (stack, mut cx) = self.split(now, None);
-        for layer in next..stack.len() {
+        for layer in next.max(stack.first_admitting())..stack.len() {
             match stack.layer(layer).before_attempt(&mut cx) {
                 Action::Proceed => {}
                 Action::Hold(guard) => cx.guards.push(guard),
@@ -296,7 +296,7 @@ impl Call {
     fn split<'a>(
         &'a mut self,
         now: Option<Instant>,
-        guards: Option<&'a mut Vec<Guard>>,
+        guards: Option<&'a mut Guards>,
     ) -> (&'a mut Stack, PolicyContext<'a>) {
         let hedge = guards.is_some();
         let cx = PolicyContext {
@@ -420,10 +420,10 @@ impl Call {
                 return false;
             }
         }
-        let mut guards = Vec::new();
+        let mut guards = Guards::new();
         if self.stack.admits() {
             let (stack, mut cx) = self.split(Some(now), Some(&mut guards));
-            for layer in 0..stack.len() {
+            for layer in stack.first_admitting()..stack.len() {
                 match stack.layer(layer).before_attempt(&mut cx) {
                     Action::Proceed | Action::Reissue { .. } | Action::Deliver => {}
                     Action::Hold(guard) => cx.guards.push(guard),
@@ -649,13 +649,22 @@ impl Call {
     /// Shows `outcome` to every policy, innermost first; the first answer other than
     /// `Proceed` decides.
     fn consult(&mut self, outcome: Outcome<'_>) -> Option<Action> {
+        // A layer that doesn't look at successes isn't shown one.
+        let success = matches!(outcome, Outcome::Response { status, .. } if status.is_success());
         let (stack, mut cx) = self.split(None, None);
         let mut decided = None;
         for layer in (0..stack.len()).rev() {
-            let action = stack.layer(layer).on_outcome(&mut cx, outcome);
-            if decided.is_none() && !matches!(action, Action::Proceed) {
-                decided = Some(action);
-                cx.claimed = true;
+            let policy = stack.layer(layer);
+            if success && !policy.observes_success() {
+                continue;
+            }
+            match policy.on_outcome(&mut cx, outcome) {
+                Action::Proceed => {}
+                action if decided.is_none() => {
+                    decided = Some(action);
+                    cx.claimed = true;
+                }
+                _ => {}
             }
         }
         decided

@@ -151,7 +151,8 @@ pub trait Policy: Send + 'static {
     }
 
     /// Whether [`on_outcome`](Self::on_outcome) needs to see plain successes (a `2xx` head).
-    /// When no policy of a call does, a `2xx` is handed over without asking any. Default true.
+    /// A policy that says no is not shown them, and when no policy of a call does, a `2xx` is
+    /// handed over without asking any. Default true.
     fn observes_success(&self) -> bool {
         true
     }
@@ -208,6 +209,10 @@ impl Guard {
         Self(Box::new(value))
     }
 }
+
+/// The guards of one attempt: most attempts hold one or two (a breaker ticket, a permit),
+/// kept inline.
+pub(crate) type Guards = smallvec::SmallVec<[Guard; 2]>;
 
 /// A wait a policy asks for before an attempt: a future that resolves to the policy's answer.
 /// See [`Action::WaitFor`].
@@ -338,7 +343,7 @@ pub struct PolicyContext<'a> {
     pub(crate) deadline: Instant,
     pub(crate) claimed: bool,
     /// The guards of the attempt being admitted, or whose outcome is shown.
-    pub(crate) guards: &'a mut Vec<Guard>,
+    pub(crate) guards: &'a mut Guards,
     /// The attempt being admitted is a hedge: it goes now or not at all.
     pub(crate) hedge: bool,
 }

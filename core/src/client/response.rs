@@ -14,7 +14,7 @@ use http_body::Body as _;
 use serde::de::DeserializeOwned;
 
 use super::pending::Call;
-use super::pipeline::{CallRecord, Guard};
+use super::pipeline::{CallRecord, Guards};
 use super::DEFAULT_MAX_BODY_SIZE;
 use crate::body::ResponseBody;
 use crate::error::{Error, ErrorKind, Stage, TimeoutPhase};
@@ -63,7 +63,7 @@ impl Response {
         timer: Arc<dyn Timer>,
         limits: Limits,
         record: CallRecord,
-        guards: Vec<Guard>,
+        guards: Guards,
         resume: Option<Box<Call>>,
     ) -> Self {
         let (parts, body) = head.into_parts();
@@ -343,7 +343,7 @@ struct BodyReader {
     body: ResponseBody,
     /// What the policies hold for this response (permits, probe slots): given back when the
     /// body ends or the response is dropped.
-    guards: Vec<Guard>,
+    guards: Guards,
     timer: Arc<dyn Timer>,
     read_idle: Duration,
     deadline: Instant,
