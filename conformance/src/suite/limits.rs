@@ -187,12 +187,12 @@ pub async fn rate_limit_holds_a_steady_pace<T: Backend>(cx: Cx<T>) -> CaseResult
     Ok(Outcome::Pass)
 }
 
-/// A server answering `RateLimit: "default";r=0;t=1` makes the client hold its next request
-/// about a second, without a 429.
+/// A server answering `RateLimit: "default";r=0;t=2` makes the client hold its next request
+/// about two seconds, without a 429.
 pub async fn server_quota_holds_requests<T: Backend>(cx: Cx<T>) -> CaseResult {
     let client = cx.builder().server_quotas(true).build()?;
-    // `RateLimit: "default";r=0;t=1`, through the test server's `header=` parameter.
-    let spent = "/status/200?header=RateLimit:%22default%22%3Br%3D0%3Bt%3D1";
+    // `RateLimit: "default";r=0;t=2`, through the test server's `header=` parameter.
+    let spent = "/status/200?header=RateLimit:%22default%22%3Br%3D0%3Bt%3D2";
     let first = client.get(spent).send().await?;
     ensure!(
         first.status() == StatusCode::OK,
@@ -210,8 +210,46 @@ pub async fn server_quota_holds_requests<T: Backend>(cx: Cx<T>) -> CaseResult {
     let held = started.elapsed();
     ensure!(next.status() == StatusCode::OK, "status {}", next.status());
     ensure!(
-        held >= Duration::from_millis(950) && held < Duration::from_secs(3),
+        // The reset, plus up to 10 % of jitter, plus scheduling.
+        held >= Duration::from_millis(1_950) && held < Duration::from_secs(4),
         "the next request was held {held:?}"
+    );
+    Ok(Outcome::Pass)
+}
+
+/// `max_in_flight(10)` with 100 concurrent calls: the server never has more than 10 of them
+/// open at once (each counts until its body is sent), and the calls still use all 10.
+pub async fn max_in_flight_bounds_what_the_server_sees<T: Backend>(cx: Cx<T>) -> CaseResult {
+    let client = cx
+        .builder()
+        .retry_policy(RetryPolicy::disabled())
+        .max_in_flight(10)
+        .build()?;
+    let client = &client;
+    let started = Instant::now();
+    // Each call reads its body: the permit is held until the body ends.
+    let calls = (0..100).map(|_| async move {
+        let resp = client.get("/delay/50").send().await?;
+        let status = resp.status();
+        resp.bytes().await?;
+        Ok::<_, keel_core::Error>(status)
+    });
+    for status in futures_util::future::join_all(calls).await {
+        let status = status?;
+        ensure!(status == StatusCode::OK, "status {status}");
+    }
+    let took = started.elapsed();
+    let peak = cx.server.peak_in_flight("/delay/");
+    ensure!(peak <= 10, "the server had {peak} requests open at once");
+    ensure!(peak >= 5, "only {peak} at once: the limit was not used");
+    ensure!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(10),
+        "100 calls of 50 ms, 10 at a time, took {took:?}"
+    );
+    ensure!(
+        cx.server.requests_to("/delay/50") == 100,
+        "{} requests",
+        cx.server.requests_to("/delay/50")
     );
     Ok(Outcome::Pass)
 }

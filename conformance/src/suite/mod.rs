@@ -198,6 +198,7 @@ macro_rules! __for_each_case {
             rate_limit_paces_requests
             rate_limit_holds_a_steady_pace
             server_quota_holds_requests
+            max_in_flight_bounds_what_the_server_sees
             hedged_get_returns_the_fast_answer
             fan_out_keeps_the_asked_order
         }

@@ -106,11 +106,7 @@ impl Stack {
         // The redirect and retry layers never answer before attempts.
         let first_admitting = match user.iter().position(|p| p.admits()) {
             Some(first) => first,
-            None => {
-                user.len()
-                    + usize::from(redirect.follows())
-                    + usize::from(retry.is_some())
-            }
+            None => user.len() + usize::from(redirect.follows()) + usize::from(retry.is_some()),
         };
         let observes_success = breaker.is_some()
             || limiter.as_ref().is_some_and(|l| l.server_quotas)
