@@ -419,8 +419,10 @@ struct BreakerLayer {
 /// attempt is dropped before (a half-open probe slot, most importantly: a cancelled call or a
 /// hedge that lost must not hold it).
 struct TicketGuard {
-    /// The origin's (or the partition's) state, where the breaker is.
-    home: Arc<OriginState>,
+    /// Where the breaker is, when it is not the attempt's origin's (a partition's), or when the
+    /// ticket is a probe that must be given back on drop; `None` otherwise (no reference count
+    /// is taken for the common case).
+    home: Option<Arc<OriginState>>,
     ticket: Ticket,
     sent: Instant,
     counted: bool,
@@ -428,9 +430,12 @@ struct TicketGuard {
 
 impl Drop for TicketGuard {
     fn drop(&mut self) {
-        if !self.counted {
-            if let Some(breaker) = &mut self.home.lock().breaker {
-                breaker.release(self.ticket);
+        // Only a probe's slot needs giving back.
+        if !self.counted && self.ticket.is_probe() {
+            if let Some(home) = &self.home {
+                if let Some(breaker) = &mut home.lock().breaker {
+                    breaker.release(self.ticket);
+                }
             }
         }
     }
@@ -448,12 +453,16 @@ impl BreakerLayer {
 impl Policy for BreakerLayer {
     fn before_attempt(&mut self, cx: &mut PolicyContext<'_>) -> Action {
         let now = cx.now();
-        let home = match &cx.request.partition {
-            Some(key) => cx.store.partition(key),
-            None => cx.store.handle(cx.origin_ref),
-        };
+        let partition = cx
+            .request
+            .partition
+            .as_ref()
+            .map(|key| cx.store.partition(key));
         let (admission, transition) = {
-            let mut state = home.lock();
+            let mut state = match &partition {
+                Some(state) => state.lock(),
+                None => cx.origin().lock(),
+            };
             let policy = &self.policy;
             state
                 .breaker
@@ -462,12 +471,19 @@ impl Policy for BreakerLayer {
         };
         Self::report(cx, transition);
         match admission {
-            Admission::Allowed(ticket) => Action::Hold(Guard::new(TicketGuard {
-                home,
-                ticket,
-                sent: now,
-                counted: false,
-            })),
+            Admission::Allowed(ticket) => {
+                let home = match partition {
+                    Some(state) => Some(state),
+                    None if ticket.is_probe() => Some(cx.store.handle(cx.origin_ref)),
+                    None => None,
+                };
+                Action::Hold(Guard::new(TicketGuard {
+                    home,
+                    ticket,
+                    sent: now,
+                    counted: false,
+                }))
+            }
             Admission::Rejected { until } => {
                 let err = Error::new(ErrorKind::CircuitOpen);
                 Action::Fail(match until {
@@ -485,15 +501,24 @@ impl Policy for BreakerLayer {
             return Action::Proceed;
         };
         guard.counted = true;
-        let result = self
-            .policy
-            .classify(&outcome, now.saturating_duration_since(guard.sent));
-        let transition = guard
-            .home
-            .lock()
-            .breaker
-            .as_mut()
-            .and_then(|breaker| breaker.on_result(guard.ticket, result, now));
+        let (ticket, sent) = (guard.ticket, guard.sent);
+        let home = guard.home.clone();
+        // Only a slow-call rule needs the attempt's duration.
+        let elapsed = match self.policy.slow_call() {
+            Some(_) => now.saturating_duration_since(sent),
+            None => Duration::ZERO,
+        };
+        let result = self.policy.classify(&outcome, elapsed);
+        let transition = {
+            let mut state = match &home {
+                Some(state) => state.lock(),
+                None => cx.origin().lock(),
+            };
+            state
+                .breaker
+                .as_mut()
+                .and_then(|breaker| breaker.on_result(ticket, result, now))
+        };
         Self::report(cx, transition);
         Action::Proceed
     }
