@@ -374,7 +374,9 @@ impl From<Error> for io::Error {
             ErrorKind::InvalidUrl | ErrorKind::InvalidRequest | ErrorKind::Config => {
                 io::ErrorKind::InvalidInput
             }
-            ErrorKind::BodyTooLarge { .. } => io::ErrorKind::FileTooLarge,
+            ErrorKind::BodyTooLarge { .. }
+            | ErrorKind::LineTooLong { .. }
+            | ErrorKind::EventTooLarge { .. } => io::ErrorKind::FileTooLarge,
             ErrorKind::Redirect(_) => io::ErrorKind::Other,
             ErrorKind::CircuitOpen | ErrorKind::RateLimited => io::ErrorKind::WouldBlock,
             ErrorKind::Status(_) => io::ErrorKind::Other,

@@ -18,6 +18,7 @@ pub mod pipeline;
 mod request;
 mod response;
 mod state;
+mod streams;
 mod url;
 
 use std::fmt;
@@ -33,6 +34,7 @@ use http::{HeaderMap, Method};
 pub use pending::Pending;
 pub use request::{Request, RequestBuilder};
 pub use response::{BodyStream, Response};
+pub use streams::{EndReason, EventSource, Lines, Ndjson};
 
 use self::pipeline::{Policy, PolicyFactory};
 use self::request::Redacted;
@@ -355,7 +357,47 @@ impl<T: Transport> Client<T> {
     /// [`execute`](Self::execute), skipping the URL checks for a URL this client joined (and
     /// so checked) itself.
     #[inline]
-    pub(crate) fn execute_checked(&self, mut request: Request, url_checked: bool) -> Pending {
+    pub(crate) fn execute_checked(&self, request: Request, url_checked: bool) -> Pending {
+        match self.prepare(request, url_checked) {
+            Ok(request) => {
+                let shared: Arc<dyn Dispatch> = self.shared.clone();
+                Pending::new(shared, request, self.shared.epoch)
+            }
+            Err(err) => Pending::failed(err),
+        }
+    }
+
+    /// Reads server-sent events from `request`, sending it again when the connection drops
+    /// (with `Last-Event-ID`); see [`EventSource`]. `GET` or `POST` (the streaming APIs of
+    /// language models take a JSON body): anything [`execute`](Self::execute) takes.
+    ///
+    /// ```
+    /// # async fn demo<T: keel_core::Transport>(client: keel_core::Client<T>) -> Result<(), keel_core::Error> {
+    /// use futures_util::StreamExt as _;
+    ///
+    /// let mut events = client.get("/v1/updates").event_source();
+    /// while let Some(event) = events.next().await {
+    ///     let event = event?;
+    ///     println!("{} {}: {}", event.event, event.id.as_deref().unwrap_or("-"), event.data);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn event_source(&self, request: Request) -> EventSource {
+        let shared: Arc<dyn Dispatch> = self.shared.clone();
+        match self.prepare(request, false) {
+            Ok(request) => EventSource::new(shared, self.shared.epoch, request),
+            Err(err) => EventSource::failed(shared, self.shared.epoch, err),
+        }
+    }
+
+    /// An event source that only reports `err`.
+    pub(crate) fn event_source_failed(&self, err: Error) -> EventSource {
+        EventSource::failed(self.shared.clone(), self.shared.epoch, err)
+    }
+
+    /// Joins a relative URL to the base URL and checks the request's settings.
+    #[inline]
+    fn prepare(&self, mut request: Request, url_checked: bool) -> Result<Request, Error> {
         if url_checked {
             // Joined by `request()`: absolute, http or https, with a host.
         } else if request.url.scheme().is_none() {
@@ -364,21 +406,16 @@ impl<T: Transport> Client<T> {
                 .path_and_query()
                 .map_or("", |p| p.as_str())
                 .to_owned();
-            match url::join(self.shared.config.base_url.as_ref(), &target) {
-                Ok(url) => request.url = url,
-                Err(err) => return Pending::failed(err),
-            }
-        } else if let Err(err) = url::check(&request.url) {
-            return Pending::failed(err);
+            request.url = url::join(self.shared.config.base_url.as_ref(), &target)?;
+        } else {
+            url::check(&request.url)?;
         }
         if request.timeouts.any_zero() {
-            return Pending::failed(
-                request_error("a time limit must be greater than zero").with_url(request.url),
+            return Err(
+                request_error("a time limit must be greater than zero").with_url(request.url)
             );
         }
-        let epoch = self.shared.epoch;
-        let shared: Arc<dyn Dispatch> = self.shared.clone();
-        Pending::new(shared, request, epoch)
+        Ok(request)
     }
 
     /// Starts a `GET` request.

@@ -585,6 +585,15 @@ impl<T: Transport> RequestBuilder<T> {
         }
     }
 
+    /// Reads server-sent events from this request, sending it again when the connection
+    /// drops; see [`Client::event_source`](crate::Client::event_source).
+    pub fn event_source(self) -> crate::EventSource {
+        match self.error {
+            None => self.client.event_source(self.request),
+            Some(err) => self.client.event_source_failed(err),
+        }
+    }
+
     /// Sends the request; the returned future resolves to the response once its head arrives.
     ///
     /// Nothing starts until the future is first polled: the deadline, the attempt and every

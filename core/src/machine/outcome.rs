@@ -52,7 +52,9 @@ pub fn is_retryable(kind: ErrorKind, unsent: bool) -> bool {
         | ErrorKind::Config
         | ErrorKind::Redirect(_)
         | ErrorKind::CircuitOpen
-        | ErrorKind::RateLimited => false,
+        | ErrorKind::RateLimited
+        | ErrorKind::LineTooLong { .. }
+        | ErrorKind::EventTooLarge { .. } => false,
     }
 }
 
@@ -229,6 +231,18 @@ pub enum ErrorKind {
     /// A rate limit would make the request wait past the call's deadline: it was not sent.
     /// [`Error::retry_in`](crate::Error::retry_in) says when it could have gone.
     RateLimited,
+    /// A line of a body read as lines or NDJSON was longer than the limit (the line is
+    /// skipped; the stream goes on).
+    LineTooLong {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// A server-sent event was larger than the limit (the event is skipped; the stream goes
+    /// on).
+    EventTooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
 }
 
 /// Which time limit ran out.
@@ -301,6 +315,15 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Redirect(refusal) => write!(f, "redirect refused: {refusal}"),
             ErrorKind::CircuitOpen => f.write_str("circuit breaker open"),
             ErrorKind::RateLimited => f.write_str("rate limited"),
+            ErrorKind::LineTooLong { limit } => {
+                write!(f, "a line is longer than the limit of {limit} bytes")
+            }
+            ErrorKind::EventTooLarge { limit } => {
+                write!(
+                    f,
+                    "a server-sent event is larger than the limit of {limit} bytes"
+                )
+            }
         }
     }
 }

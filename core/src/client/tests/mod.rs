@@ -1797,3 +1797,4 @@ fn the_budget_caps_retries_across_calls() {
 
 mod limits;
 mod pipeline;
+mod streams;
