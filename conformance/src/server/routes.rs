@@ -193,6 +193,9 @@ async fn route(req: Request<Incoming>, state: &State) -> Result<Response<ResBody
         ["redirect", code] => redirect(code, &query, req).await,
         ["chain", n] => chain(n),
         ["loop", which] => redirect_loop(which),
+        ["sse", "feed"] => sse_feed(&req, &query),
+        ["sse", "chat"] => sse_chat(req).await,
+        ["ndjson"] => ndjson(&query),
         _ => Err(Reject(
             StatusCode::NOT_FOUND,
             format!("no route for {path}"),
@@ -606,4 +609,118 @@ mod tests {
         assert_eq!(pattern(0).count().await, 0);
         assert_eq!(pattern(CHUNK as u64).count().await, 1);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streams: server-sent events and NDJSON.
+
+fn event_stream<S>(body: S) -> Response<ResBody>
+where
+    S: Stream<Item = Result<Frame<Bytes>, BoxError>> + Send + 'static,
+{
+    let mut res = streaming(body, None);
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    res
+}
+
+/// `/sse/feed?events=N&per=K`: events `1..=N` (`id: k`, `data: event k`), `K` per
+/// connection. A connection that isn't the last is cut in the middle of an event; the last
+/// ends cleanly; a request whose `Last-Event-ID` is `N` gets `204`. A `Last-Event-ID` that is
+/// not where a connection ended is refused with `400`, so a client that loses or repeats an
+/// event fails. Every connection starts with `retry: 50`.
+fn sse_feed(req: &Request<Incoming>, query: &Query) -> Result<Response<ResBody>, Reject> {
+    let total: u64 = query.num("events", 10)?;
+    let per: u64 = query.num("per", 4)?.max(1);
+    let last: u64 = match req.headers().get("last-event-id") {
+        None => 0,
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Reject::bad("Last-Event-ID is not a number"))?,
+    };
+    if last >= total {
+        let mut res = Response::new(full(Bytes::new()));
+        *res.status_mut() = StatusCode::NO_CONTENT;
+        return Ok(res);
+    }
+    if last % per != 0 {
+        return Err(Reject::bad(format!(
+            "Last-Event-ID {last} is not where a connection ended"
+        )));
+    }
+    let end = (last + per).min(total);
+    let mut text = String::from(": a comment, then the reconnection time\nretry: 50\n\n");
+    for k in last + 1..=end {
+        text.push_str(&format!("id: {k}\ndata: event {k}\n\n"));
+    }
+    let first = stream::once(async move { Ok(Frame::data(Bytes::from(text))) });
+    if end < total {
+        let half = stream::once(async {
+            Ok(Frame::data(Bytes::from_static(
+                b"id: never\ndata: cut in the middle of an ev",
+            )))
+        });
+        let fail = stream::once(async {
+            tokio::time::sleep(FLUSH_GRACE).await;
+            Err::<Frame<Bytes>, BoxError>("deliberate cut by the conformance server".into())
+        });
+        Ok(event_stream(first.chain(half).chain(fail)))
+    } else {
+        Ok(event_stream(first))
+    }
+}
+
+/// `POST /sse/chat` with `{"prompt": "..."}`: one event per word of the prompt
+/// (`data: {"token":"word "}`), then `data: [DONE]`, as the streaming APIs of language models
+/// answer.
+async fn sse_chat(req: Request<Incoming>) -> Result<Response<ResBody>, Reject> {
+    if req.method() != http::Method::POST {
+        return Err(Reject(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST a JSON body".to_owned(),
+        ));
+    }
+    let body = Limited::new(req.into_body(), 1 << 20)
+        .collect()
+        .await
+        .map_err(|e| Reject::bad(format!("reading the body: {e}")))?
+        .to_bytes();
+    let prompt: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| Reject::bad(format!("not JSON: {e}")))?;
+    let prompt = prompt["prompt"]
+        .as_str()
+        .ok_or_else(|| Reject::bad("no \"prompt\" string"))?
+        .to_owned();
+    let events: Vec<Result<Frame<Bytes>, BoxError>> = prompt
+        .split_whitespace()
+        .map(|word| {
+            let token = serde_json::json!({ "token": format!("{word} ") });
+            Ok(Frame::data(Bytes::from(format!("data: {token}\n\n"))))
+        })
+        .chain(std::iter::once(Ok(Frame::data(Bytes::from_static(
+            b"data: [DONE]\n\n",
+        )))))
+        .collect();
+    Ok(event_stream(stream::iter(events)))
+}
+
+/// `/ndjson?lines=N`: `{"n":k}` for `k` in `0..N`, one per line, generated lazily in chunks
+/// of 1,000 lines.
+fn ndjson(query: &Query) -> Result<Response<ResBody>, Reject> {
+    let lines: u64 = query.num("lines", 1000)?;
+    let chunks = stream::iter((0..lines).step_by(1000)).map(move |start| {
+        let mut text = String::new();
+        for n in start..(start + 1000).min(lines) {
+            text.push_str(&format!("{{\"n\":{n}}}\n"));
+        }
+        Ok::<_, BoxError>(Frame::data(Bytes::from(text)))
+    });
+    let mut res = streaming(chunks, None);
+    res.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(res)
 }

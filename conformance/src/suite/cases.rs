@@ -16,6 +16,7 @@ pub use super::hedging::*;
 pub use super::limits::*;
 pub use super::redirects::*;
 pub use super::retries::*;
+pub use super::streams::*;
 
 /// The JSON the server's `/echo` route answers with.
 #[derive(Debug, Deserialize)]

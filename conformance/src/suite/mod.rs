@@ -12,6 +12,7 @@ pub mod hedging;
 pub mod limits;
 pub mod redirects;
 pub mod retries;
+pub mod streams;
 
 use std::fmt;
 use std::future::Future;
@@ -201,6 +202,9 @@ macro_rules! __for_each_case {
             max_in_flight_bounds_what_the_server_sees
             hedged_get_returns_the_fast_answer
             fan_out_keeps_the_asked_order
+            sse_reconnects_with_the_last_event_id
+            sse_post_streams_a_completion
+            ndjson_streams_100k_lines
         }
     };
 }
