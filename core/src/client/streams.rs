@@ -267,7 +267,8 @@ enum State {
     /// Send the request (again) when next polled.
     Connect,
     Connecting(Pending),
-    Streaming(BodyStream),
+    /// Boxed: the body reader is large, and a source spends most of its life here anyway.
+    Streaming(Box<BodyStream>),
     Waiting(Sleep),
     /// Building the request failed: the error, once.
     Failed(Option<Error>),
@@ -463,7 +464,7 @@ impl EventSource {
                 .with_source(message)));
         }
         self.failures = 0;
-        self.state = State::Streaming(resp.bytes_stream());
+        self.state = State::Streaming(Box::new(resp.bytes_stream()));
         None
     }
 }
@@ -515,7 +516,7 @@ impl Stream for EventSource {
                         Some(Err(err))
                     }
                 },
-                State::Streaming(body) => match ready!(Pin::new(body).poll_next(cx)) {
+                State::Streaming(body) => match ready!(Pin::new(&mut **body).poll_next(cx)) {
                     Some(Ok(chunk)) => {
                         this.parser.feed(&chunk);
                         while let Some(event) = this.parser.next_event() {
