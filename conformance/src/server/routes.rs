@@ -569,48 +569,6 @@ fn percent_decode(raw: &str, plus_is_space: bool) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_decoding() {
-        let q = Query::parse(Some("a=1&b=x%20y+z&header=A:1&header=B:2&bad=%zz&a=3"));
-        assert_eq!(q.get("a"), Some("3"));
-        assert_eq!(q.get("b"), Some("x y z"));
-        assert_eq!(q.all("header").collect::<Vec<_>>(), ["A:1", "B:2"]);
-        assert_eq!(q.get("bad"), Some("%zz"));
-        assert_eq!(q.get("missing"), None);
-        assert!(q.num::<u64>("b", 0).is_err());
-        assert_eq!(q.num::<u64>("missing", 7).ok(), Some(7));
-    }
-
-    #[test]
-    fn script_repeats_the_last_reply() {
-        let mut s = Script::new(vec![Reply::status(503), Reply::status(200)]);
-        let codes: Vec<u16> = (0..4)
-            .filter_map(|_| s.next_reply())
-            .map(|r| r.status)
-            .collect();
-        assert_eq!(codes, [503, 200, 200, 200]);
-        assert!(Script::new(Vec::new()).next_reply().is_none());
-    }
-
-    #[tokio::test]
-    async fn pattern_is_exact_and_chunked() {
-        let frames: Vec<Bytes> = pattern(200_000)
-            .filter_map(|f| async move { f.into_data().ok() })
-            .collect()
-            .await;
-        assert!(frames.iter().all(|f| f.len() <= CHUNK));
-        let all: Vec<u8> = frames.concat();
-        assert_eq!(all.len(), 200_000);
-        assert!(all.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
-        assert_eq!(pattern(0).count().await, 0);
-        assert_eq!(pattern(CHUNK as u64).count().await, 1);
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Streams: server-sent events and NDJSON.
 
@@ -723,4 +681,46 @@ fn ndjson(query: &Query) -> Result<Response<ResBody>, Reject> {
         HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let q = Query::parse(Some("a=1&b=x%20y+z&header=A:1&header=B:2&bad=%zz&a=3"));
+        assert_eq!(q.get("a"), Some("3"));
+        assert_eq!(q.get("b"), Some("x y z"));
+        assert_eq!(q.all("header").collect::<Vec<_>>(), ["A:1", "B:2"]);
+        assert_eq!(q.get("bad"), Some("%zz"));
+        assert_eq!(q.get("missing"), None);
+        assert!(q.num::<u64>("b", 0).is_err());
+        assert_eq!(q.num::<u64>("missing", 7).ok(), Some(7));
+    }
+
+    #[test]
+    fn script_repeats_the_last_reply() {
+        let mut s = Script::new(vec![Reply::status(503), Reply::status(200)]);
+        let codes: Vec<u16> = (0..4)
+            .filter_map(|_| s.next_reply())
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(codes, [503, 200, 200, 200]);
+        assert!(Script::new(Vec::new()).next_reply().is_none());
+    }
+
+    #[tokio::test]
+    async fn pattern_is_exact_and_chunked() {
+        let frames: Vec<Bytes> = pattern(200_000)
+            .filter_map(|f| async move { f.into_data().ok() })
+            .collect()
+            .await;
+        assert!(frames.iter().all(|f| f.len() <= CHUNK));
+        let all: Vec<u8> = frames.concat();
+        assert_eq!(all.len(), 200_000);
+        assert!(all.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+        assert_eq!(pattern(0).count().await, 0);
+        assert_eq!(pattern(CHUNK as u64).count().await, 1);
+    }
 }
