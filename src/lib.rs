@@ -62,11 +62,11 @@ pub use keel_core::http;
 pub use keel_core::{fanout, pipeline};
 pub use keel_core::{
     Body, BodyStream, BoxTransport, BreakerControl, BreakerEvent, BreakerPolicy, BreakerState,
-    Capabilities, Certificate, Error, ErrorKind, Failure, GiveUpReason, HedgePolicy, Hop,
-    InvalidRetryConfig, Jitter, Outcome, Pacing, Pending, RateLimit, RedirectAttempt,
-    RedirectDecision, RedirectEvent, RedirectPolicy, RedirectRefusal, Request, RequestFacts,
-    Response, RetryBudget, RetryEvent, RetryPolicy, RetryPolicyBuilder, RetryReason,
-    SensitiveHeaders, Stage, TimeoutPhase, Timeouts,
+    Capabilities, Certificate, EndReason, Error, ErrorKind, EventSource, Failure, GiveUpReason,
+    HedgePolicy, Hop, InvalidRetryConfig, Jitter, Lines, Ndjson, Outcome, Pacing, Pending,
+    RateLimit, RedirectAttempt, RedirectDecision, RedirectEvent, RedirectPolicy, RedirectRefusal,
+    Request, RequestFacts, Response, RetryBudget, RetryEvent, RetryPolicy, RetryPolicyBuilder,
+    RetryReason, SensitiveHeaders, Stage, TimeoutPhase, Timeouts,
 };
 
 #[cfg(feature = "hyper")]
