@@ -19,6 +19,8 @@
 //!   fixed delay or a percentile of the latencies observed.
 //! - [`rate`]: pacing requests to a rate limit (GCRA), and the holds a server's quota headers
 //!   ask for.
+//! - [`lines`]: splitting a body that arrives in chunks into lines, and NDJSON (JSON Lines)
+//!   values.
 //!
 //! # Time
 //!
@@ -29,6 +31,7 @@
 pub mod breaker;
 pub mod credentials;
 pub mod hedge;
+pub mod lines;
 pub mod outcome;
 pub mod rate;
 pub mod redirect;
