@@ -21,6 +21,8 @@
 //!   ask for.
 //! - [`lines`]: splitting a body that arrives in chunks into lines, and NDJSON (JSON Lines)
 //!   values.
+//! - [`sse`]: server-sent events, parsed from a body that arrives in chunks, as the HTML
+//!   standard's event stream interpretation says.
 //!
 //! # Time
 //!
@@ -36,6 +38,7 @@ pub mod outcome;
 pub mod rate;
 pub mod redirect;
 pub mod retry;
+pub mod sse;
 
 use std::error::Error as StdError;
 use std::fmt;
