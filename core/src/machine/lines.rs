@@ -194,6 +194,7 @@ impl LineDecoder {
     /// [`finish`](Self::finish), at the end).
     ///
     /// An error stands for one line, too long or not UTF-8; the line after it comes next.
+    #[must_use]
     pub fn next_line(&mut self) -> Option<Result<String, LineError>> {
         let number = self.lines + 1;
         match self.next_line_bytes()? {
@@ -214,6 +215,7 @@ impl LineDecoder {
     /// the end).
     ///
     /// This allocates nothing: parse the line in place, or copy it.
+    #[must_use]
     pub fn next_line_bytes(&mut self) -> Option<Result<&[u8], LineTooLong>> {
         if self.dropping {
             // `feed` keeps nothing of a line being dropped, and stops dropping at its end.
@@ -450,6 +452,7 @@ impl<T: DeserializeOwned> NdjsonDecoder<T> {
 
     /// The next value, or `None` until more is fed (or, after [`finish`](Self::finish), at the
     /// end). An error stands for one line; the next line's value comes after it.
+    #[must_use]
     pub fn next_value(&mut self) -> Option<Result<T, NdjsonError>> {
         loop {
             // A line given is always the one after the last line ended.

@@ -261,6 +261,7 @@ impl SseParser {
     ///
     /// An error stands for an event too large, which the parser dropped; the events after it
     /// come next.
+    #[must_use]
     pub fn next_event(&mut self) -> Option<Result<Event, SseError>> {
         self.ready.pop_front()
     }
