@@ -2,7 +2,7 @@
 //! never give a line longer than their limit, and give the same lines, values and errors
 //! (by line number) whether the body comes whole, in random chunks or byte by byte.
 //!
-//! Run from `fuzz/`: `cargo +nightly fuzz run lines -s none -a -- -runs=10000000` (see the README).
+//! Run from `fuzz/`: `cargo +nightly fuzz run lines -s none -a -- -runs=10000000 -max_len=256` (see the README).
 #![no_main]
 
 use keel_core::machine::lines::{LineDecoder, LineError, NdjsonDecoder};

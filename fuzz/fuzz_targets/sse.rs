@@ -3,7 +3,7 @@
 //! time whether the stream comes whole, in random chunks or byte by byte; twice over, with
 //! `finish()` between the two streams.
 //!
-//! Run from `fuzz/`: `cargo +nightly fuzz run sse -s none -a -- -runs=10000000` (see the README).
+//! Run from `fuzz/`: `cargo +nightly fuzz run sse -s none -a -- -runs=10000000 -max_len=512` (see the README).
 #![no_main]
 
 use std::time::Duration;
