@@ -62,11 +62,12 @@ pub use keel_core::http;
 pub use keel_core::{fanout, machine, pipeline};
 pub use keel_core::{
     Body, BodyStream, BoxTransport, BreakerControl, BreakerEvent, BreakerPolicy, BreakerState,
-    Capabilities, Certificate, EndReason, Error, ErrorKind, EventSource, Failure, GiveUpReason,
-    HedgePolicy, Hop, InvalidRetryConfig, Jitter, Lines, Ndjson, Outcome, Pacing, Pending,
-    RateLimit, RedirectAttempt, RedirectDecision, RedirectEvent, RedirectPolicy, RedirectRefusal,
-    Request, RequestFacts, Response, RetryBudget, RetryEvent, RetryPolicy, RetryPolicyBuilder,
-    RetryReason, SensitiveHeaders, Stage, TimeoutPhase, Timeouts,
+    Capabilities, Certificate, Checksum, Download, DownloadReport, EndReason, Error, ErrorKind,
+    EventSource, Failure, GiveUpReason, HedgePolicy, Hop, InvalidRetryConfig, Jitter, Lines,
+    Ndjson, Outcome, Pacing, Pending, Progress, RateLimit, RedirectAttempt, RedirectDecision,
+    RedirectEvent, RedirectPolicy, RedirectRefusal, Request, RequestFacts, Response, RetryBudget,
+    RetryEvent, RetryPolicy, RetryPolicyBuilder, RetryReason, SensitiveHeaders, Stage,
+    TimeoutPhase, Timeouts,
 };
 
 #[cfg(feature = "hyper")]

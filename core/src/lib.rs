@@ -108,9 +108,10 @@ pub use async_io_timer::AsyncIoTimer;
 pub use body::{Body, FramedBody, ResponseBody};
 pub use client::pipeline;
 pub use client::{
-    BodyStream, BreakerControl, BreakerEvent, BreakerHook, Client, ClientBuilder, EndReason,
-    EventSource, Lines, Ndjson, Pending, RedirectEvent, RedirectHook, Request, RequestBuilder,
-    Response, RetryEvent, RetryHook, Timeouts, DEFAULT_MAX_BODY_SIZE,
+    BodyStream, BreakerControl, BreakerEvent, BreakerHook, Checksum, Client, ClientBuilder,
+    Download, DownloadReport, EndReason, EventSource, Lines, Ndjson, Pending, Progress,
+    RedirectEvent, RedirectHook, Request, RequestBuilder, Response, RetryEvent, RetryHook,
+    Timeouts, DEFAULT_MAX_BODY_SIZE,
 };
 pub use error::{
     find_in_chain, find_io_in_chain, find_source, BoxError, Error, ErrorKind, Stage, TimeoutPhase,

@@ -196,6 +196,7 @@ async fn route(req: Request<Incoming>, state: &State) -> Result<Response<ResBody
         ["sse", "feed"] => sse_feed(&req, &query),
         ["sse", "chat"] => sse_chat(req).await,
         ["ndjson"] => ndjson(&query),
+        ["file", _name] => file(&req, &query, state, &path),
         _ => Err(Reject(
             StatusCode::NOT_FOUND,
             format!("no route for {path}"),
@@ -290,6 +291,93 @@ fn reset(query: &Query) -> Result<Response<ResBody>, Reject> {
     });
     let body = pattern(after).map(Ok).chain(fail);
     Ok(streaming(body, Some(declared)))
+}
+
+/// `/file/{name}?bytes=N&etag=E&reset_every=K&etag_changes_after=C`: a resource of `N`
+/// bytes that supports `Range: bytes=S-` (a `206` with `Content-Range`) and `If-Range`
+/// (a mismatch gets the whole body, `200`), with a strong `ETag: "E-v"`. Version `v` is 1
+/// until `C` requests to this path were served, then 2; byte `i` of version `v` is
+/// `(i + 7 * (v - 1)) % 251`, so bytes of the two versions never agree. With `K`, every
+/// response body is reset after `K` bytes (a failure mid-body).
+fn file(
+    req: &Request<Incoming>,
+    query: &Query,
+    state: &State,
+    path: &str,
+) -> Result<Response<ResBody>, Reject> {
+    let len: u64 = query.required("bytes")?;
+    let etag = query.get("etag").unwrap_or("file");
+    let reset_every: u64 = query.num("reset_every", 0)?;
+    let changes_after: u64 = query.num("etag_changes_after", u64::MAX)?;
+    // This request is already in the log: earlier ones are the others.
+    let served = lock(&state.log)
+        .requests
+        .iter()
+        .filter(|r| r.path == path)
+        .count()
+        .saturating_sub(1) as u64;
+    let version: u64 = if served >= changes_after { 2 } else { 1 };
+    let tag = format!("\"{etag}-{version}\"");
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let if_range_ok = header(http::header::IF_RANGE).is_none_or(|v| v == tag);
+    let start = header(http::header::RANGE)
+        .filter(|_| if_range_ok)
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|r| r.parse::<u64>().ok());
+    let mut res = match start {
+        Some(start) if start >= len => {
+            let mut res = text(StatusCode::RANGE_NOT_SATISFIABLE, "");
+            res.headers_mut().insert(
+                http::header::CONTENT_RANGE,
+                header_value(&format!("bytes */{len}"))?,
+            );
+            res
+        }
+        start => {
+            let from = start.unwrap_or(0);
+            let rest = len - from;
+            let shift = 7 * (version - 1);
+            let body = pattern_from(from + shift, rest).map(Ok);
+            let mut res = match reset_every {
+                0 => streaming(body, Some(rest)),
+                k if k < rest => {
+                    let fail = stream::once(async {
+                        tokio::time::sleep(FLUSH_GRACE).await;
+                        Err::<Frame<Bytes>, BoxError>(
+                            "deliberate reset by the conformance server".into(),
+                        )
+                    });
+                    let cut = pattern_from(from + shift, k).map(Ok).chain(fail);
+                    streaming(cut, Some(rest))
+                }
+                _ => streaming(body, Some(rest)),
+            };
+            if start.is_some() {
+                *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+                res.headers_mut().insert(
+                    http::header::CONTENT_RANGE,
+                    header_value(&format!("bytes {from}-{}/{len}", len - 1))?,
+                );
+            }
+            res
+        }
+    };
+    res.headers_mut()
+        .insert(http::header::ETAG, header_value(&tag)?);
+    res.headers_mut().insert(
+        http::header::ACCEPT_RANGES,
+        HeaderValue::from_static("bytes"),
+    );
+    Ok(res)
+}
+
+fn header_value(value: &str) -> Result<HeaderValue, Reject> {
+    HeaderValue::from_str(value).map_err(|_| Reject::bad(format!("invalid header value {value:?}")))
 }
 
 /// `/wrong-length?declared=D&actual=A`.
@@ -460,6 +548,11 @@ where
 /// The first `len` bytes of the infinite pattern `i % 251`, as data frames
 /// of at most 64 KiB, generated lazily without copying.
 fn pattern(len: u64) -> impl Stream<Item = Frame<Bytes>> + Send + 'static {
+    pattern_from(0, len)
+}
+
+/// `len` bytes of the pattern `i % 251` from byte `from` on, as [`pattern`] gives them.
+fn pattern_from(from: u64, len: u64) -> impl Stream<Item = Frame<Bytes>> + Send + 'static {
     static PATTERN: OnceLock<Bytes> = OnceLock::new();
     let source = PATTERN
         .get_or_init(|| {
@@ -471,7 +564,7 @@ fn pattern(len: u64) -> impl Stream<Item = Frame<Bytes>> + Send + 'static {
         .clone();
     stream::iter((0..len).step_by(CHUNK)).map(move |at| {
         let size = usize::try_from(len - at).map_or(CHUNK, |rest| rest.min(CHUNK));
-        let start = (at % PERIOD as u64) as usize;
+        let start = ((from.wrapping_add(at)) % PERIOD as u64) as usize;
         Frame::data(source.slice(start..start + size))
     })
 }

@@ -7,6 +7,7 @@
 //! a hung case is reported as failed instead of hanging the run.
 
 pub mod cases;
+pub mod downloads;
 pub mod fanout;
 pub mod hedging;
 pub mod limits;
@@ -205,6 +206,8 @@ macro_rules! __for_each_case {
             sse_reconnects_with_the_last_event_id
             sse_post_streams_a_completion
             ndjson_streams_100k_lines
+            download_resumes_a_100_mib_body_cut_three_times
+            download_restarts_from_zero_when_the_etag_changes
         }
     };
 }

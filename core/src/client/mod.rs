@@ -12,6 +12,7 @@
 //! back to the pool only after a complete exchange, so the next request never reads the tail of
 //! someone else's response.
 
+mod download;
 mod layers;
 mod pending;
 pub mod pipeline;
@@ -31,6 +32,7 @@ use http::header::{HeaderName, HeaderValue, AUTHORIZATION, USER_AGENT};
 use http::Uri;
 use http::{HeaderMap, Method};
 
+pub use download::{Checksum, Download, DownloadReport, Progress};
 pub use pending::Pending;
 pub use request::{Request, RequestBuilder};
 pub use response::{BodyStream, Response};
@@ -388,6 +390,27 @@ impl<T: Transport> Client<T> {
             Ok(request) => EventSource::new(shared, self.shared.epoch, request),
             Err(err) => EventSource::failed(shared, self.shared.epoch, err),
         }
+    }
+
+    /// Downloads the body of `request`, resuming with `Range` + `If-Range` after a mid-body
+    /// failure; see [`Download`]. Nothing is sent until a terminal method
+    /// ([`to_file`](Download::to_file), [`to_vec`](Download::to_vec),
+    /// [`to_writer`](Download::to_writer)) is awaited.
+    ///
+    /// ```
+    /// # async fn demo<T: keel_core::Transport>(client: keel_core::Client<T>) -> Result<(), keel_core::Error> {
+    /// let request = client.get("/exports/2024.csv").build()?;
+    /// let body: Vec<u8> = client.download(request).max_resumes(20).to_vec().await?;
+    /// # let _ = body; Ok(()) }
+    /// ```
+    pub fn download(&self, request: Request) -> Download {
+        let shared: Arc<dyn Dispatch> = self.shared.clone();
+        Download::new(shared, self.shared.epoch, self.prepare(request, false))
+    }
+
+    /// A download that only reports `err`.
+    pub(crate) fn download_failed(&self, err: Error) -> Download {
+        Download::new(self.shared.clone(), self.shared.epoch, Err(err))
     }
 
     /// An event source that only reports `err`.

@@ -594,6 +594,16 @@ impl<T: Transport> RequestBuilder<T> {
         }
     }
 
+    /// Downloads the body, resuming with `Range` + `If-Range` after a mid-body failure; see
+    /// [`Client::download`](crate::Client::download) and [`Download`](crate::Download).
+    pub fn download(self) -> crate::Download {
+        match self.error {
+            None => self.client.download(self.request),
+            Some(err) if self.request.url == Uri::default() => self.client.download_failed(err),
+            Some(err) => self.client.download_failed(err.with_url(self.request.url)),
+        }
+    }
+
     /// Sends the request; the returned future resolves to the response once its head arrives.
     ///
     /// Nothing starts until the future is first polled: the deadline, the attempt and every

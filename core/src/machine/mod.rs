@@ -19,6 +19,8 @@
 //!   fixed delay or a percentile of the latencies observed.
 //! - [`rate`]: pacing requests to a rate limit (GCRA), and the holds a server's quota headers
 //!   ask for.
+//! - [`download`]: resumable downloads: whether a response continues the bytes kept
+//!   (`Range` + `If-Range`), replaces them, or can't be used; `Content-Range` parsing.
 //! - [`lines`]: splitting a body that arrives in chunks into lines, and NDJSON (JSON Lines)
 //!   values.
 //! - [`sse`]: server-sent events, parsed from a body that arrives in chunks, as the HTML
@@ -32,6 +34,7 @@
 
 pub mod breaker;
 pub mod credentials;
+pub mod download;
 pub mod hedge;
 pub mod lines;
 pub mod outcome;

@@ -1795,6 +1795,7 @@ fn the_budget_caps_retries_across_calls() {
     assert_eq!(m.request_count(), 30, "20 first attempts and 10 retries");
 }
 
+mod download;
 mod limits;
 mod pipeline;
 mod streams;
