@@ -19,6 +19,8 @@
 //!   fixed delay or a percentile of the latencies observed.
 //! - [`rate`]: pacing requests to a rate limit (GCRA), and the holds a server's quota headers
 //!   ask for.
+//! - [`decode`]: undoing a response's `Content-Encoding` (gzip, deflate, br, zstd) piece by
+//!   piece, with limits on the decoded size and the decompression ratio.
 //!
 //! # Time
 //!
@@ -28,6 +30,7 @@
 
 pub mod breaker;
 pub mod credentials;
+pub mod decode;
 pub mod hedge;
 pub mod outcome;
 pub mod rate;
