@@ -1795,5 +1795,13 @@ fn the_budget_caps_retries_across_calls() {
     assert_eq!(m.request_count(), 30, "20 first attempts and 10 retries");
 }
 
+// Decodes every coding: needs all four compiled in.
+#[cfg(all(
+    feature = "gzip",
+    feature = "deflate",
+    feature = "brotli",
+    feature = "zstd"
+))]
+mod decoding;
 mod limits;
 mod pipeline;

@@ -226,7 +226,9 @@ fn default_rule(outcome: &Outcome<'_>) -> CallResult {
         | ErrorKind::InvalidRequest
         | ErrorKind::Config
         | ErrorKind::Decode
-        | ErrorKind::BodyTooLarge { .. } => CallResult::Ignored,
+        | ErrorKind::BodyTooLarge { .. }
+        | ErrorKind::DecodedTooLarge { .. }
+        | ErrorKind::DecompressionRatio { .. } => CallResult::Ignored,
     }
 }
 
