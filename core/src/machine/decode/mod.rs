@@ -247,8 +247,9 @@ impl DecodeLimits {
         }
     }
 
-    /// The most bytes a body may decode to, or `None` for no limit. Past it, decoding fails
-    /// with [`DecodeError::TooLarge`]; the bytes handed out never exceed it.
+    /// The most bytes a body may decode to, or `None` for no limit. A body that decodes to
+    /// more is handed out up to the limit, exactly, then decoding fails with
+    /// [`DecodeError::TooLarge`].
     #[must_use]
     pub const fn max_decoded_size(mut self, max: Option<u64>) -> Self {
         self.max_decoded_size = max;
@@ -457,7 +458,20 @@ impl ContentDecoder {
             Ok((consumed, written)) => {
                 self.encoded += consumed as u64;
                 self.decoded += written as u64;
-                self.check_limits()?;
+                if let Some(limit) = self.limits.max_decoded_size {
+                    if self.decoded > limit {
+                        // One byte over: the bytes up to the limit are handed out, and the
+                        // next call fails.
+                        self.failed = Some(Failed::TooLarge(limit));
+                        let keep = written - (self.decoded - limit) as usize;
+                        self.decoded = limit;
+                        return match keep {
+                            0 => Err(DecodeError::TooLarge { limit }),
+                            keep => Ok((consumed, keep)),
+                        };
+                    }
+                }
+                self.check_ratio()?;
                 Ok((consumed, written))
             }
             Err(err) => {
@@ -467,13 +481,7 @@ impl ContentDecoder {
         }
     }
 
-    fn check_limits(&mut self) -> Result<(), DecodeError> {
-        if let Some(limit) = self.limits.max_decoded_size {
-            if self.decoded > limit {
-                self.failed = Some(Failed::TooLarge(limit));
-                return Err(DecodeError::TooLarge { limit });
-            }
-        }
+    fn check_ratio(&mut self) -> Result<(), DecodeError> {
         if let Some(ratio) = self.limits.max_ratio {
             if self.decoded > RATIO_GRACE
                 && self.decoded > self.encoded.saturating_mul(u64::from(ratio))
