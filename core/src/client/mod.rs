@@ -774,7 +774,8 @@ impl<T: Backend> ClientBuilder<T> {
     }
 
     /// The most bytes a response body may decode to, in any way of reading it, or `None` for
-    /// no limit; past it, reading fails with [`ErrorKind::DecodedTooLarge`]. Default
+    /// no limit. A stream hands out the body up to the limit, exactly, then fails with
+    /// [`ErrorKind::DecodedTooLarge`]. Default
     /// [`DEFAULT_MAX_DECODED_SIZE`](crate::machine::decode::DEFAULT_MAX_DECODED_SIZE), 1 GiB.
     ///
     /// It is what bounds a streamed decoded body ([`Response::chunk`],

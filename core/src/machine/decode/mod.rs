@@ -454,7 +454,21 @@ impl ContentDecoder {
             None => output.len(),
         };
         let output = &mut output[..room];
-        match self.run(input, eof, output) {
+        let ran = self
+            .run(input, eof, output)
+            .and_then(|(consumed, written)| {
+                if written == 0 && consumed < input.len() && !output.is_empty() {
+                    // The codecs took nothing more and gave nothing: never leave input behind
+                    // silently.
+                    let coding = self.stages[0].coding;
+                    return Err(DecodeError::Corrupt {
+                        coding,
+                        source: io::Error::other("the decoder made no progress"),
+                    });
+                }
+                Ok((consumed, written))
+            });
+        match ran {
             Ok((consumed, written)) => {
                 self.encoded += consumed as u64;
                 self.decoded += written as u64;
