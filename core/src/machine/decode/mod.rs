@@ -414,7 +414,8 @@ impl ContentDecoder {
 
     /// Says the body has ended and writes what is left to `output`; returns how many bytes
     /// it wrote. Call it until it writes nothing: then the body is complete. A stream cut
-    /// short is [`DecodeError::Truncated`].
+    /// short is [`DecodeError::Truncated`]. `output` must not be empty (nothing can be
+    /// written to it, so nothing would tell the end from a pause).
     pub fn finish(&mut self, output: &mut [u8]) -> Result<usize, DecodeError> {
         self.pump(&[], true, output).map(|(_, written)| written)
     }
