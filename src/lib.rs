@@ -13,6 +13,11 @@
 //! With several features on, [`DefaultTransport`] is hyper, else smol, else isahc; the others
 //! are still usable as `keel::core::Client<keel_smol::SmolTransport>` and so on.
 //!
+//! The features `gzip`, `deflate`, `brotli` and `zstd` (all on by default) pick the content
+//! codings the core asks for and decodes, the same way on every backend (see
+//! [`ClientBuilder::decompress`](keel_core::ClientBuilder::decompress)); `zstd` builds the
+//! zstd C library, so it needs a C compiler. Without them, bodies are handed over as they came.
+//!
 //! Everything that decides what to do lives in the sans-IO core ([`keel_core`]), so every
 //! backend behaves the same; the conformance suite (`keel-conformance`) proves it against a
 //! fault-injecting loopback server.

@@ -103,8 +103,9 @@
 //!
 //! # What libcurl may do
 //!
-//! Off: following redirects, automatic decompression (no `Accept-Encoding` is sent and nothing
-//! is decoded), cookies, proxies from the environment (`http_proxy` and friends),
+//! Off: following redirects, automatic decompression (libcurl adds no `Accept-Encoding` of its
+//! own and decodes nothing, whatever the response says: keel-core sends `Accept-Encoding` and
+//! decodes the body, once, as on every backend), cookies, proxies from the environment (`http_proxy` and friends),
 //! `Expect: 100-continue`. Retries are keel's, with one exception that needs no permission:
 //! like hyper-util, libcurl sends a request again on a new connection when a reused connection
 //! turns out to have been closed before any response byte arrived.
@@ -209,6 +210,7 @@ impl IsahcTransport {
         };
         let mut builder = isahc::HttpClient::builder()
             .redirect_policy(RedirectPolicy::None)
+            // keel-core decodes bodies; libcurl must hand them over as they came.
             .automatic_decompression(false)
             .expect_continue(ExpectContinue::disabled())
             .proxy(None)

@@ -26,7 +26,9 @@ pub(crate) const ALL: &[&str] = &[
 ///
 /// - `keel-hyper-guarded`: `keel-hyper` with a circuit breaker and a client-wide rate limit
 ///   that never trip (see [`guarded`]), for the per-request cost of asking and telling them.
-pub(crate) const VARIANTS: &[&str] = &["keel-hyper-guarded"];
+/// - `keel-hyper-nodecode`: `keel-hyper` with decompression off (no `Accept-Encoding` sent),
+///   for the per-request cost of asking for compressed answers.
+pub(crate) const VARIANTS: &[&str] = &["keel-hyper-guarded", "keel-hyper-nodecode"];
 
 /// Whether the benchmark knows `client`, as a default client or a variant.
 pub(crate) fn is_known(client: &str) -> bool {
@@ -45,7 +47,7 @@ pub(crate) fn rank(client: &str) -> usize {
 /// For a variant, the default client it adds to.
 pub(crate) fn base_of(variant: &str) -> Option<&'static str> {
     match variant {
-        "keel-hyper-guarded" => Some("keel-hyper"),
+        "keel-hyper-guarded" | "keel-hyper-nodecode" => Some("keel-hyper"),
         _ => None,
     }
 }
@@ -73,6 +75,15 @@ pub(crate) fn run(client: &str, scenario: Scenario, port: u16) -> Result<Sample,
         "keel-hyper" => tokio_current_thread(async {
             let c = keel_core::Client::<keel_hyper::HyperTransport>::builder()
                 .base_url(&base)
+                .build()
+                .map_err(|e| e.to_string())?;
+            Ok(scenario::run(&Keel(c), scenario).await)
+        })
+        .and_then(|r| r),
+        "keel-hyper-nodecode" => tokio_current_thread(async {
+            let c = keel_core::Client::<keel_hyper::HyperTransport>::builder()
+                .base_url(&base)
+                .decompress(false)
                 .build()
                 .map_err(|e| e.to_string())?;
             Ok(scenario::run(&Keel(c), scenario).await)

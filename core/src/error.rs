@@ -26,6 +26,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use crate::client::pipeline::CallRecord;
+use crate::machine::decode::DecodeError;
 use crate::machine::outcome::{self, Failure, Outcome};
 pub use crate::machine::outcome::{ErrorKind, Stage, TimeoutPhase};
 use crate::machine::redirect::Hop;
@@ -375,8 +376,10 @@ impl From<Error> for io::Error {
                 io::ErrorKind::InvalidInput
             }
             ErrorKind::BodyTooLarge { .. }
+            | ErrorKind::DecodedTooLarge { .. }
             | ErrorKind::LineTooLong { .. }
             | ErrorKind::EventTooLarge { .. } => io::ErrorKind::FileTooLarge,
+            ErrorKind::DecompressionRatio { .. } => io::ErrorKind::InvalidData,
             ErrorKind::Redirect(_) => io::ErrorKind::Other,
             ErrorKind::CircuitOpen | ErrorKind::RateLimited => io::ErrorKind::WouldBlock,
             ErrorKind::Status(_) => io::ErrorKind::Other,
@@ -393,6 +396,21 @@ impl<'a> From<&'a Error> for Outcome<'a> {
             unsent: err.inner.unsent,
             headers: err.response_headers(),
         })
+    }
+}
+
+impl From<DecodeError> for Error {
+    /// A body that could not be decoded out of its `Content-Encoding`, in [`Stage::Body`]:
+    /// [`ErrorKind::DecodedTooLarge`], [`ErrorKind::DecompressionRatio`], or
+    /// [`ErrorKind::Decode`] for a corrupt or truncated stream; the [`DecodeError`] is the
+    /// source.
+    fn from(err: DecodeError) -> Self {
+        let kind = match err {
+            DecodeError::TooLarge { limit } => ErrorKind::DecodedTooLarge { limit },
+            DecodeError::RatioExceeded { limit } => ErrorKind::DecompressionRatio { limit },
+            _ => ErrorKind::Decode,
+        };
+        Error::new(kind).with_stage(Stage::Body).with_source(err)
     }
 }
 

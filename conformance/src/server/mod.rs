@@ -59,6 +59,15 @@
 //!     protocol error: with `A < D` the body fails after `A` bytes; with
 //!     `A > D` the body fails before any bytes are delivered (the
 //!     overflowing DATA frame is refused).
+//! - `/encoded/{coding}?bytes=N&truncate=K` — 200 with `Content-Encoding` and the first `N`
+//!   bytes (default 1000, at most 16 MiB) of [`encoded_sample`] compressed in `coding`:
+//!   `gzip`, `deflate` (zlib), `deflate-raw` (raw deflate, sent as `deflate`), `br` or
+//!   `zstd` (others get 404). `truncate=K` drops the last `K` bytes of the compressed body
+//!   (the `Content-Length` says what is sent: the HTTP framing is right, the compressed
+//!   stream is cut short). Streamed in 64 KiB chunks with `Content-Length`.
+//! - `/bomb?mib=N` — 200 with `Content-Encoding: gzip` and a gzip body that decodes to `N`
+//!   MiB of zeros (default 1024, at most 4096) in about `N` KiB, with `Content-Length`;
+//!   made in microseconds whatever `N` (see the `encoded` module).
 //! - `/echo` — 200, `Content-Type: application/json`, a JSON object
 //!   `{"method","path","query" (string or null),"headers" (lowercase name →
 //!   array of all values, in order),"body" (UTF-8, lossy),"body_len","version"
@@ -139,12 +148,14 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+mod encoded;
 mod routes;
 mod tls;
 
 #[cfg(test)]
 mod tests;
 
+pub use encoded::encoded_sample;
 pub use routes::Reply;
 
 /// How long `Drop` waits for the server thread before detaching it.

@@ -7,12 +7,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use http::header::{
+    HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, LOCATION,
+};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited, StreamBody};
 use hyper::body::{Body as _, Frame, Incoming};
 
+use super::encoded::encoded_sample;
 use super::{lock, State};
 
 /// The error type of response bodies.
@@ -29,6 +32,12 @@ const CHUNK: usize = 64 * 1024;
 
 /// The period of the `/bytes` pattern: byte `i` is `(i % 251) as u8`.
 const PERIOD: usize = 251;
+
+/// Largest `bytes` accepted by `/encoded`.
+const MAX_ENCODED: usize = 16 * 1024 * 1024;
+
+/// Largest `mib` accepted by `/bomb`: 4 GiB decoded (gzip counts the size mod 2^32).
+const MAX_BOMB_MIB: u64 = 4096;
 
 /// Declared length of a `/stall` response.
 const STALL_LENGTH: u64 = 1_000_000;
@@ -189,6 +198,8 @@ async fn route(req: Request<Incoming>, state: &State) -> Result<Response<ResBody
         ["bytes", n] => bytes(n),
         ["reset"] => reset(&query),
         ["wrong-length"] => wrong_length(&query),
+        ["encoded", coding] => encoded(coding, &query),
+        ["bomb"] => bomb(&query),
         ["echo"] => echo(req).await,
         ["redirect", code] => redirect(code, &query, req).await,
         ["chain", n] => chain(n),
@@ -388,6 +399,46 @@ fn wrong_length(query: &Query) -> Result<Response<ResBody>, Reject> {
         .filter_map(|()| async { None::<Result<Frame<Bytes>, BoxError>> });
     let body = pattern(actual).map(Ok).chain(end);
     Ok(streaming(body, Some(declared)))
+}
+
+/// `/encoded/{coding}?bytes=N&truncate=K`.
+fn encoded(coding: &str, query: &Query) -> Result<Response<ResBody>, Reject> {
+    let n: usize = query.num("bytes", 1000)?;
+    let truncate: usize = query.num("truncate", 0)?;
+    if n > MAX_ENCODED {
+        return Err(Reject::bad(format!("bytes must be at most {MAX_ENCODED}")));
+    }
+    let (mut body, content_encoding) = super::encoded::encode(coding, &encoded_sample(n))
+        .ok_or_else(|| Reject(StatusCode::NOT_FOUND, format!("no coding {coding:?}")))?;
+    body.truncate(body.len().saturating_sub(truncate));
+    let body = Bytes::from(body);
+    let len = body.len() as u64;
+    let frames = (0..body.len())
+        .step_by(CHUNK)
+        .map(move |at| Ok(Frame::data(body.slice(at..(at + CHUNK).min(body.len())))))
+        .collect::<Vec<_>>();
+    let mut res = streaming(stream::iter(frames), Some(len));
+    let headers = res.headers_mut();
+    headers.insert(CONTENT_ENCODING, HeaderValue::from_static(content_encoding));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(res)
+}
+
+/// `/bomb?mib=N`.
+fn bomb(query: &Query) -> Result<Response<ResBody>, Reject> {
+    let mib: u64 = query.num("mib", 1024)?;
+    if mib > MAX_BOMB_MIB {
+        return Err(Reject::bad(format!("mib must be at most {MAX_BOMB_MIB}")));
+    }
+    let (parts, len) = super::encoded::gzip_bomb(mib);
+    let frames = stream::iter(parts.into_iter().map(|part| Ok(Frame::data(part))));
+    let mut res = streaming(frames, Some(len));
+    res.headers_mut()
+        .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    Ok(res)
 }
 
 /// `/echo`.

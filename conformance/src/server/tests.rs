@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Reply, TestServer};
+use super::{encoded_sample, Reply, TestServer};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const SHORT: Duration = Duration::from_millis(200);
@@ -901,4 +901,67 @@ fn most_within_counts_both_ends_in_any_order() {
     assert_eq!(most_within(&times, ms(41)), 5);
     assert_eq!(most_within(&times, Duration::MAX), 5);
     assert_eq!(most_within(&[t0], ms(1)), 1);
+}
+
+fn decoded(coding: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    match coding {
+        "gzip" => flate2::read::GzDecoder::new(body).read_to_end(&mut out),
+        "deflate" => flate2::read::ZlibDecoder::new(body).read_to_end(&mut out),
+        "deflate-raw" => flate2::read::DeflateDecoder::new(body).read_to_end(&mut out),
+        "br" => brotli::Decompressor::new(body, 4096).read_to_end(&mut out),
+        "zstd" => zstd::stream::read::Decoder::new(body).and_then(|mut d| d.read_to_end(&mut out)),
+        other => panic!("no coding {other}"),
+    }
+    .expect("a valid stream");
+    out
+}
+
+#[test]
+fn encoded_serves_the_sample_in_each_coding() {
+    let s = server();
+    let mut c = Conn::open(s.plain_port);
+    let n = 200_003;
+    for (coding, header) in [
+        ("gzip", "gzip"),
+        ("deflate", "deflate"),
+        ("deflate-raw", "deflate"),
+        ("br", "br"),
+        ("zstd", "zstd"),
+    ] {
+        let resp = c.get(&format!("/encoded/{coding}?bytes={n}"));
+        assert_eq!(resp.status, 200, "{coding}");
+        assert_eq!(resp.header("content-encoding"), Some(header));
+        let len: usize = resp.header("content-length").unwrap().parse().unwrap();
+        assert_eq!(len, resp.body.len());
+        assert!(len < n / 2, "{coding}: {len} bytes");
+        assert_eq!(decoded(coding, &resp.body), encoded_sample(n), "{coding}");
+    }
+    let whole = c.get("/encoded/gzip?bytes=5000");
+    let cut = c.get("/encoded/gzip?bytes=5000&truncate=10");
+    assert_eq!(cut.body, whole.body[..whole.body.len() - 10]);
+    assert_eq!(c.get("/encoded/compress").status, 404);
+    assert_eq!(c.get("/encoded/gzip?bytes=99999999999").status, 400);
+}
+
+#[test]
+fn bomb_is_a_small_valid_gzip_of_many_zeros() {
+    let s = server();
+    let mut c = Conn::open(s.plain_port);
+    let resp = c.get("/bomb?mib=70");
+    assert_eq!(resp.header("content-encoding"), Some("gzip"));
+    assert!(resp.body.len() < 100 * 1024, "{} bytes", resp.body.len());
+    let zeros = decoded("gzip", &resp.body);
+    assert_eq!(zeros.len(), 70 << 20);
+    assert!(zeros.iter().all(|&b| b == 0));
+    // The default, 1 GiB, in about 1 MiB: only its head is read here.
+    c.send("GET", "/bomb", &[], b"");
+    let (status, headers) = c.head().unwrap();
+    assert_eq!(status, 200);
+    let len: u64 = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap();
+    assert!(len < 2 << 20, "{len} bytes");
 }

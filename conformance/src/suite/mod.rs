@@ -7,6 +7,7 @@
 //! a hung case is reported as failed instead of hanging the run.
 
 pub mod cases;
+pub mod decoding;
 pub mod downloads;
 pub mod fanout;
 pub mod hedging;
@@ -178,6 +179,10 @@ macro_rules! __for_each_case {
             status_error
             decode_error_path
             empty_body_framing
+            decodes_gzip_deflate_br_and_zstd
+            decompress_off_gets_the_bytes_as_sent
+            decompression_bomb_stopped_at_the_limits
+            truncated_gzip_is_a_decode_error
             retry_503_twice_then_200
             retry_after_429
             post_retried_only_with_idempotency_key

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION, USER_AGENT};
+use http::header::{HeaderName, HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, USER_AGENT};
 use http::Uri;
 use http::{HeaderMap, Method};
 
@@ -45,6 +45,7 @@ use crate::body::{Body, ResponseBody};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::machine::breaker::{Breaker, BreakerPolicy, BreakerState, Transition};
 use crate::machine::credentials::SensitiveHeaders;
+use crate::machine::decode::{Coding, DecodeLimits};
 use crate::machine::hedge::HedgePolicy;
 use crate::machine::rate::RateLimit;
 use crate::machine::redirect::{Hop, RedirectPolicy};
@@ -121,6 +122,13 @@ pub(crate) struct ClientConfig {
     pub(crate) sensitive: SensitiveHeaders,
     timeouts: Timeouts,
     max_body_size: u64,
+    /// Responses are decoded out of their `Content-Encoding` (unless a request says not).
+    pub(crate) decompress: bool,
+    pub(crate) decode_limits: DecodeLimits,
+    /// `Accept-Encoding` listing the codings compiled in; `None` when there are none.
+    pub(crate) accept_encoding: Option<HeaderValue>,
+    /// The default headers hold the `Accept-Encoding` keel added (not one the caller set).
+    pub(crate) default_accept_encoding: bool,
     retry: RetryPolicy,
     redirect: RedirectPolicy,
     budget: Option<RetryBudget>,
@@ -226,6 +234,8 @@ impl fmt::Debug for ClientConfig {
             .field("sensitive", &self.sensitive)
             .field("timeouts", &self.timeouts)
             .field("max_body_size", &self.max_body_size)
+            .field("decompress", &self.decompress)
+            .field("decode_limits", &self.decode_limits)
             .field("retry", &self.retry)
             .field("redirect", &self.redirect)
             .field("budget", &self.budget)
@@ -608,6 +618,10 @@ impl<T: Backend> ClientBuilder<T> {
                 sensitive: SensitiveHeaders::default(),
                 timeouts: Timeouts::default(),
                 max_body_size: DEFAULT_MAX_BODY_SIZE,
+                decompress: true,
+                decode_limits: DecodeLimits::new(),
+                accept_encoding: accept_encoding(),
+                default_accept_encoding: false,
                 retry: RetryPolicy::default(),
                 redirect: RedirectPolicy::default(),
                 budget: Some(RetryBudget::default()),
@@ -789,9 +803,68 @@ impl<T: Backend> ClientBuilder<T> {
     }
 
     /// The largest body [`Response::bytes`], [`Response::text`] and [`Response::json`] will
-    /// buffer. Default [`DEFAULT_MAX_BODY_SIZE`] (16 MiB). Streams are not limited.
+    /// buffer, counted in decoded bytes for a body keel decodes. Default
+    /// [`DEFAULT_MAX_BODY_SIZE`] (16 MiB). Streams are not limited (a decoded one is held to
+    /// [`max_decoded_size`](Self::max_decoded_size)).
     pub fn max_body_size(mut self, bytes: u64) -> Self {
         self.config.max_body_size = bytes;
+        self
+    }
+
+    /// Whether responses are decoded out of their `Content-Encoding`. Default true.
+    ///
+    /// When on, every request says `Accept-Encoding: gzip, deflate, br, zstd` (the codings
+    /// compiled in: keel-core's cargo features `gzip`, `deflate`, `brotli` and `zstd`, on by
+    /// default), unless it sets its own `Accept-Encoding` (or the client has it as a default
+    /// header), and a response in codings keel knows is decoded as it is read, in bounded
+    /// pieces: its `Content-Encoding` and `Content-Length` are removed from
+    /// [`Response::headers`] (the length is the encoded body's, see
+    /// [`Response::encoded_length`]). A response in a coding keel doesn't know (or in more
+    /// than three stacked codings) is handed over as it came, headers and all. The body of a
+    /// `HEAD`, `204` or `304` is not decoded (there is none), and its headers are left alone.
+    /// A corrupt or truncated compressed body is an [`ErrorKind::Decode`] error.
+    ///
+    /// When off, no `Accept-Encoding` is sent and bodies are handed over as they came. A
+    /// request can choose for itself with [`RequestBuilder::decompress`].
+    ///
+    /// Backends never decode: keel-core does it once, the same way on every backend.
+    pub fn decompress(mut self, enabled: bool) -> Self {
+        self.config.decompress = enabled;
+        self
+    }
+
+    /// The most bytes a response body may decode to, in any way of reading it, or `None` for
+    /// no limit. A stream hands out the body up to the limit, exactly, then fails with
+    /// [`ErrorKind::DecodedTooLarge`]. Default
+    /// [`DEFAULT_MAX_DECODED_SIZE`](crate::machine::decode::DEFAULT_MAX_DECODED_SIZE), 1 GiB.
+    ///
+    /// It is what bounds a streamed decoded body ([`Response::chunk`],
+    /// [`Response::bytes_stream`]); [`Response::bytes`], [`Response::text`] and
+    /// [`Response::json`] also hold the decoded body to [`max_body_size`](Self::max_body_size),
+    /// with [`ErrorKind::BodyTooLarge`], like any other body.
+    pub fn max_decoded_size(mut self, max: Option<u64>) -> Self {
+        self.config.decode_limits = self.config.decode_limits.max_decoded_size(max);
+        self
+    }
+
+    /// The most decoded bytes per encoded byte a response body may reach, or `None` for no
+    /// limit; past it, reading fails with [`ErrorKind::DecompressionRatio`]. Default
+    /// [`DEFAULT_MAX_RATIO`](crate::machine::decode::DEFAULT_MAX_RATIO), 100:1, checked once
+    /// the body has decoded to more than
+    /// [`RATIO_GRACE`](crate::machine::decode::RATIO_GRACE) (1 MiB).
+    ///
+    /// # Why a ratio
+    ///
+    /// A decompression bomb is a small body that decodes to a huge one: 1 MiB of gzip can
+    /// hold 1 GiB of zeros, and brotli or zstd far more. A size limit alone stops it only
+    /// once the damage is done (1 GiB decoded, or held in memory); the ratio stops it after
+    /// a little over 1 MiB. Real answers stay well under 100:1 (JSON and text compress about
+    /// 3 to 20 times); the bound is the one Apache POI puts on zip entries (a minimum inflate
+    /// ratio of 1 %), and small answers, which can be more compressible still, are under the
+    /// grace. Most HTTP clients (curl, Go's `net/http`, .NET's `HttpClient`, reqwest) have no
+    /// such limit. A ratio of 0 is taken as 1.
+    pub fn max_decompression_ratio(mut self, max: Option<u32>) -> Self {
+        self.config.decode_limits = self.config.decode_limits.max_ratio(max);
         self
     }
 
@@ -1091,6 +1164,13 @@ impl<T: Backend> ClientBuilder<T> {
                 .as_ref()
                 .is_some_and(|(_, h)| framing(h));
         self.config.defaults_host = self.config.headers.contains_key(http::header::HOST);
+        if self.config.decompress && !self.config.headers.contains_key(ACCEPT_ENCODING) {
+            // A default header like any other: one more entry in the merge, no work per call.
+            if let Some(value) = &self.config.accept_encoding {
+                self.config.headers.insert(ACCEPT_ENCODING, value.clone());
+                self.config.default_accept_encoding = true;
+            }
+        }
         Ok((self.config, self.transport))
     }
 
@@ -1159,6 +1239,15 @@ pub(crate) fn announce_breaker(
             transition,
         });
     }
+}
+
+/// `Accept-Encoding` listing the codings compiled in, or `None` when there are none.
+fn accept_encoding() -> Option<HeaderValue> {
+    let tokens: Vec<&str> = Coding::compiled().iter().map(|c| c.token()).collect();
+    if tokens.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&tokens.join(", ")).ok()
 }
 
 /// `Bearer <token>`, marked sensitive.

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use http::header::HOST;
+use http::header::{ACCEPT_ENCODING, HOST};
 use http::Method;
 
 use super::layers::{hedge_policy, Stack};
@@ -352,6 +352,9 @@ impl Call {
         let config = self.shared.config();
         let request = &mut self.request;
         let own_headers = !request.headers.is_empty();
+        // A request that asks for the body as sent keeps an Accept-Encoding it set itself.
+        let own_accept_encoding =
+            request.decompress == Some(false) && request.headers.contains_key(ACCEPT_ENCODING);
         // With no policy and no hedge there is no next attempt to keep the headers for.
         let mut headers = if self.stack.is_empty() && !self.stack.hedges() {
             std::mem::take(&mut request.headers)
@@ -359,6 +362,17 @@ impl Call {
             request.headers.clone()
         };
         merge_default_headers(&mut headers, &config.headers);
+        match request.decompress {
+            Some(false) if config.default_accept_encoding && !own_accept_encoding => {
+                headers.remove(ACCEPT_ENCODING);
+            }
+            Some(true) if !config.decompress && !headers.contains_key(ACCEPT_ENCODING) => {
+                if let Some(value) = &config.accept_encoding {
+                    headers.insert(ACCEPT_ENCODING, value.clone());
+                }
+            }
+            _ => {}
+        }
         let host = &self.shared.store().resolve(&self.origin).host;
         if let (true, Some(host)) = (config.set_host, host) {
             // Unless the caller set one, the origin's Host, worked out once for the origin.
@@ -701,6 +715,11 @@ impl Call {
             deadline: self.deadline,
             max_body_size: config.max_body_size,
             head_request: self.request.method == Method::HEAD,
+            decode: self
+                .request
+                .decompress
+                .unwrap_or(config.decompress)
+                .then_some(config.decode_limits),
         };
         let timer = self.shared.timer().clone();
         let url = self.request.url.clone();

@@ -59,6 +59,9 @@ pub struct Request {
     /// Boxed: rarely set, and the request is moved around whole.
     pub(crate) hedge: Option<Box<HedgePolicy>>,
     pub(crate) partition: Option<Arc<str>>,
+    /// Whether the response is decoded out of its `Content-Encoding`; `None` takes the
+    /// client's setting.
+    pub(crate) decompress: Option<bool>,
     pub(crate) extensions: Extensions,
 }
 
@@ -97,6 +100,7 @@ impl Request {
             redirect: None,
             hedge: None,
             partition: None,
+            decompress: None,
             extensions: Extensions::new(),
         }
     }
@@ -205,6 +209,18 @@ impl Request {
         self.partition = key.map(Arc::from);
     }
 
+    /// Whether the response is decoded out of its `Content-Encoding`, if the request overrides
+    /// the client's [`decompress`](crate::ClientBuilder::decompress).
+    pub fn decompress(&self) -> Option<bool> {
+        self.decompress
+    }
+
+    /// Overrides the client's [`decompress`](crate::ClientBuilder::decompress) for this
+    /// request (see [`RequestBuilder::decompress`]).
+    pub fn set_decompress(&mut self, decompress: Option<bool>) {
+        self.decompress = decompress;
+    }
+
     /// Whether the request declared itself safe (or not) to send twice, overriding its method.
     pub fn idempotent(&self) -> Option<bool> {
         self.idempotent
@@ -247,6 +263,7 @@ impl Request {
             redirect: self.redirect.clone(),
             hedge: self.hedge.clone(),
             partition: self.partition.clone(),
+            decompress: self.decompress,
             extensions: self.extensions.clone(),
         })
     }
@@ -558,6 +575,27 @@ impl<T: Transport> RequestBuilder<T> {
     /// Longest silence between two body chunks, for this request only.
     pub fn read_idle_timeout(mut self, timeout: Duration) -> Self {
         self.request.timeouts.read_idle = Some(timeout);
+        self
+    }
+
+    /// Whether this response is decoded out of its `Content-Encoding`, overriding the
+    /// client's [`decompress`](crate::ClientBuilder::decompress).
+    ///
+    /// `false` gets the body's bytes as the server sent them: keel sends no
+    /// `Accept-Encoding` of its own (one the request sets, or a client default header, is sent
+    /// as set) and decodes nothing, so `Content-Encoding` and `Content-Length` stay in the
+    /// headers. `true` on a client that doesn't decompress asks for and decodes the codings
+    /// compiled in, for this request.
+    ///
+    /// ```
+    /// # async fn demo<T: keel_core::Transport>(client: keel_core::Client<T>) -> Result<(), keel_core::Error> {
+    /// // A gzip file to store as it is, not to read.
+    /// let archive = client.get("/exports/2026-12.json.gz").decompress(false).send().await?;
+    /// let raw = archive.bytes().await?;
+    /// # let _ = raw; Ok(()) }
+    /// ```
+    pub fn decompress(mut self, decompress: bool) -> Self {
+        self.request.decompress = Some(decompress);
         self
     }
 

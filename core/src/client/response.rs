@@ -2,12 +2,12 @@ use std::fmt;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf as _, Bytes, BytesMut};
 use futures_core::Stream;
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::Uri;
 use http::{HeaderMap, StatusCode, Version};
 use http_body::Body as _;
@@ -18,6 +18,7 @@ use super::pipeline::{CallRecord, Guards};
 use super::DEFAULT_MAX_BODY_SIZE;
 use crate::body::ResponseBody;
 use crate::error::{Error, ErrorKind, Stage, TimeoutPhase};
+use crate::machine::decode::{ContentDecoder, DecodeLimits};
 use crate::machine::redirect::Hop;
 use crate::machine::retry::GiveUpReason;
 use crate::transport::{Sleep, Timer};
@@ -28,6 +29,13 @@ use crate::transport::{Sleep, Timer};
 /// deadline. [`bytes`](Response::bytes), [`text`](Response::text) and [`json`](Response::json)
 /// also refuse bodies over the client's size limit; [`chunk`](Response::chunk) and
 /// [`bytes_stream`](Response::bytes_stream) hold one chunk at a time, whatever the size.
+///
+/// A body in a `Content-Encoding` keel knows (gzip, deflate, br, zstd) is decoded as it is
+/// read, in pieces of at most [`DECODED_PIECE`](Response::DECODED_PIECE) bytes, under the
+/// client's decoded-size and ratio limits (see
+/// [`ClientBuilder::decompress`](crate::ClientBuilder::decompress)); the size limit of the
+/// buffered readers counts decoded bytes. Such a response shows neither `Content-Encoding`
+/// nor `Content-Length` in its [`headers`](Response::headers): they describe the encoded body.
 ///
 /// Dropping a response before its body is read to the end closes its connection.
 pub struct Response {
@@ -51,11 +59,17 @@ pub(super) struct Limits {
     pub(super) deadline: Instant,
     pub(super) max_body_size: u64,
     pub(super) head_request: bool,
+    /// Decode the body out of its `Content-Encoding`, under these limits.
+    pub(super) decode: Option<DecodeLimits>,
 }
 
 impl Response {
     /// The most body bytes [`error_for_status`](Response::error_for_status) keeps on the error.
     pub const SNIPPET_LIMIT: usize = 4096;
+
+    /// The largest chunk a decoded body is read in: 64 KiB. However small the encoded chunk
+    /// that arrives, no more than this is decoded from it at a time.
+    pub const DECODED_PIECE: usize = 64 * 1024;
 
     pub(super) fn new(
         head: http::Response<ResponseBody>,
@@ -66,7 +80,17 @@ impl Response {
         guards: Guards,
         resume: Option<Box<Call>>,
     ) -> Self {
-        let (parts, body) = head.into_parts();
+        let (mut parts, body) = head.into_parts();
+        let decoding = match limits.decode {
+            Some(decode)
+                if !limits.head_request
+                    && has_body(parts.status)
+                    && parts.headers.contains_key(CONTENT_ENCODING) =>
+            {
+                Decoding::start(&mut parts.headers, decode)
+            }
+            _ => None,
+        };
         Self {
             status: parts.status,
             version: parts.version,
@@ -85,6 +109,7 @@ impl Response {
                 idle_from: None,
                 sleep: None,
                 done: false,
+                decoding,
             },
         }
     }
@@ -132,11 +157,29 @@ impl Response {
     }
 
     /// The `Content-Length` the server declared, if any.
+    ///
+    /// `None` for a body keel decodes: the server's length is the encoded body's (see
+    /// [`encoded_length`](Self::encoded_length)), and the decoded length is known only at its
+    /// end.
     pub fn content_length(&self) -> Option<u64> {
-        self.headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.parse().ok())
+        parse_length(&self.headers)
+    }
+
+    /// The codings keel undoes as the body is read, in the order the server applied them
+    /// (the `Content-Encoding` it removed from the headers); empty when the body is read as
+    /// it came.
+    pub fn decoded_from(&self) -> Vec<crate::machine::decode::Coding> {
+        self.body
+            .decoding
+            .as_ref()
+            .map(|d| d.decoder.codings().collect())
+            .unwrap_or_default()
+    }
+
+    /// For a body keel decodes, the `Content-Length` the server declared for the encoded body
+    /// (removed from the headers).
+    pub fn encoded_length(&self) -> Option<u64> {
+        self.body.decoding.as_ref().and_then(|d| d.encoded_length)
     }
 
     /// Turns a 4xx or 5xx response into an [`ErrorKind::Status`] error that keeps the headers
@@ -213,7 +256,8 @@ impl Response {
         };
         // The backend's size hint is exact when the length is declared (and zero after a HEAD);
         // the header is the fallback for backends that give no hint.
-        let declared = if self.head_request {
+        let declared = if self.head_request || self.body.decoding.is_some() {
+            // A decoded body's length is known only at its end.
             None
         } else {
             self.body
@@ -325,6 +369,7 @@ impl fmt::Debug for BodyStream {
         f.debug_struct("BodyStream")
             .field("url", &self.url)
             .field("done", &self.body.done)
+            .field("decoding", &self.body.decoding.is_some())
             .finish()
     }
 }
@@ -351,14 +396,137 @@ struct BodyReader {
     idle_from: Option<Instant>,
     sleep: Option<Sleep>,
     done: bool,
+    /// The decoder, for a body in a `Content-Encoding` keel undoes (boxed: most bodies are
+    /// read as they came).
+    decoding: Option<Box<Decoding>>,
+}
+
+/// A body being decoded: the machine, the encoded chunk it is working through, and the
+/// buffer it decodes into.
+struct Decoding {
+    decoder: ContentDecoder,
+    /// What is left of the last encoded chunk.
+    input: Bytes,
+    /// The decoder may have more to give without more input.
+    more: bool,
+    /// The encoded body has ended: what is left comes from `finish`.
+    ended: bool,
+    /// Everything was handed out, or decoding failed.
+    over: bool,
+    /// Decoded bytes are written here, then copied out in a chunk of their exact size.
+    piece: Box<[u8]>,
+    encoded_length: Option<u64>,
+}
+
+impl Decoding {
+    /// A decoder for a response with these headers, which lose their `Content-Encoding` and
+    /// `Content-Length`; `None` (headers untouched) when the body is to be read as it came.
+    fn start(headers: &mut http::HeaderMap, limits: DecodeLimits) -> Option<Box<Self>> {
+        let decoder = ContentDecoder::from_headers(headers, limits)?;
+        let encoded_length = parse_length(headers);
+        headers.remove(CONTENT_ENCODING);
+        headers.remove(CONTENT_LENGTH);
+        Some(Box::new(Self {
+            decoder,
+            input: Bytes::new(),
+            more: false,
+            ended: false,
+            over: false,
+            piece: vec![0; Response::DECODED_PIECE].into_boxed_slice(),
+            encoded_length,
+        }))
+    }
+}
+
+/// Whether a response with this status has a body at all (RFC 9110, 6.4.1).
+fn has_body(status: StatusCode) -> bool {
+    !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED)
+}
+
+fn parse_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok())
 }
 
 impl BodyReader {
+    /// The next chunk of the body, decoded when it has a `Content-Encoding` keel undoes.
     fn poll_chunk(
         &mut self,
         cx: &mut Context<'_>,
         url: &Uri,
     ) -> Poll<Result<Option<Bytes>, Error>> {
+        let Some(mut decoding) = self.decoding.take() else {
+            return self.poll_wire(cx, url);
+        };
+        let polled = self.poll_decoded(&mut decoding, cx, url);
+        self.decoding = Some(decoding);
+        polled
+    }
+
+    /// The next decoded piece: from what the decoder holds, or from the next encoded chunk.
+    /// The read-idle timeout and the deadline apply to the encoded chunks, as they arrive.
+    fn poll_decoded(
+        &mut self,
+        d: &mut Decoding,
+        cx: &mut Context<'_>,
+        url: &Uri,
+    ) -> Poll<Result<Option<Bytes>, Error>> {
+        loop {
+            if d.over {
+                return Poll::Ready(Ok(None));
+            }
+            let decoded = if d.ended {
+                d.decoder.finish(&mut d.piece)
+            } else if d.more {
+                d.decoder
+                    .decode(&d.input, &mut d.piece)
+                    .map(|(used, written)| {
+                        d.input.advance(used);
+                        written
+                    })
+            } else {
+                match ready!(self.poll_wire(cx, url)) {
+                    Ok(Some(chunk)) => {
+                        d.input = chunk;
+                        d.more = true;
+                    }
+                    Ok(None) => d.ended = true,
+                    Err(err) => {
+                        d.over = true;
+                        return Poll::Ready(Err(err));
+                    }
+                }
+                continue;
+            };
+            match decoded {
+                Ok(0) if d.ended => {
+                    d.over = true;
+                    return Poll::Ready(Ok(None));
+                }
+                Ok(0) => {
+                    // All of the chunk is in: the next one is needed.
+                    d.more = false;
+                    d.input = Bytes::new();
+                }
+                Ok(written) => {
+                    return Poll::Ready(Ok(Some(Bytes::copy_from_slice(&d.piece[..written]))));
+                }
+                Err(err) => {
+                    d.over = true;
+                    self.finish();
+                    return Poll::Ready(Err(Error::from(err).with_url(url.clone())));
+                }
+            }
+        }
+    }
+
+    /// The next chunk as the backend delivers it, under the read-idle timeout and the
+    /// deadline.
+    fn poll_wire(&mut self, cx: &mut Context<'_>, url: &Uri) -> Poll<Result<Option<Bytes>, Error>> {
         if self.done {
             return Poll::Ready(Ok(None));
         }

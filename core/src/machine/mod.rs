@@ -19,6 +19,8 @@
 //!   fixed delay or a percentile of the latencies observed.
 //! - [`rate`]: pacing requests to a rate limit (GCRA), and the holds a server's quota headers
 //!   ask for.
+//! - [`decode`]: undoing a response's `Content-Encoding` (gzip, deflate, br, zstd) piece by
+//!   piece, with limits on the decoded size and the decompression ratio.
 //! - [`download`]: resumable downloads: whether a response continues the bytes kept
 //!   (`Range` + `If-Range`), replaces them, or can't be used; `Content-Range` parsing.
 //! - [`lines`]: splitting a body that arrives in chunks into lines, and NDJSON (JSON Lines)
@@ -34,6 +36,7 @@
 
 pub mod breaker;
 pub mod credentials;
+pub mod decode;
 pub mod download;
 pub mod hedge;
 pub mod lines;

@@ -47,6 +47,8 @@ pub fn is_retryable(kind: ErrorKind, unsent: bool) -> bool {
         ErrorKind::Tls
         | ErrorKind::Decode
         | ErrorKind::BodyTooLarge { .. }
+        | ErrorKind::DecodedTooLarge { .. }
+        | ErrorKind::DecompressionRatio { .. }
         | ErrorKind::InvalidUrl
         | ErrorKind::InvalidRequest
         | ErrorKind::Config
@@ -207,12 +209,28 @@ pub enum ErrorKind {
     /// The server broke the HTTP protocol (a malformed head, a body that contradicts its
     /// framing).
     Protocol,
-    /// The body could not be decoded as the requested type; see [`Error::json_path`](crate::Error::json_path).
+    /// The body could not be decoded: as the requested type (see
+    /// [`Error::json_path`](crate::Error::json_path)), or out of its `Content-Encoding` (a
+    /// corrupt or truncated compressed stream; the source is a
+    /// [`DecodeError`](crate::machine::decode::DecodeError) saying which).
     Decode,
     /// The response body is larger than the configured limit, in bytes.
     BodyTooLarge {
         /// The limit that was exceeded.
         limit: u64,
+    },
+    /// The response body decodes (out of its `Content-Encoding`) to more than the client's
+    /// [`max_decoded_size`](crate::ClientBuilder::max_decoded_size), in bytes.
+    DecodedTooLarge {
+        /// The limit that was exceeded.
+        limit: u64,
+    },
+    /// The response body decodes to more bytes per encoded byte than the client's
+    /// [`max_decompression_ratio`](crate::ClientBuilder::max_decompression_ratio) allows: a
+    /// decompression bomb, most likely.
+    DecompressionRatio {
+        /// The ratio that was exceeded (decoded bytes per encoded byte).
+        limit: u32,
     },
     /// The URL could not be parsed, joined to the base URL, or has a scheme keel can't use.
     InvalidUrl,
@@ -309,6 +327,13 @@ impl fmt::Display for ErrorKind {
             ErrorKind::BodyTooLarge { limit } => {
                 write!(f, "response body is larger than the limit of {limit} bytes")
             }
+            ErrorKind::DecodedTooLarge { limit } => {
+                write!(f, "response body decodes to more than {limit} bytes")
+            }
+            ErrorKind::DecompressionRatio { limit } => write!(
+                f,
+                "response body decodes to more than {limit} bytes per encoded byte"
+            ),
             ErrorKind::InvalidUrl => f.write_str("invalid url"),
             ErrorKind::InvalidRequest => f.write_str("invalid request"),
             ErrorKind::Config => f.write_str("invalid client configuration"),

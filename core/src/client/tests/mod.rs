@@ -1796,6 +1796,14 @@ fn the_budget_caps_retries_across_calls() {
 }
 
 mod download;
+// Decodes every coding: needs all four compiled in.
+#[cfg(all(
+    feature = "gzip",
+    feature = "deflate",
+    feature = "brotli",
+    feature = "zstd"
+))]
+mod decoding;
 mod limits;
 mod pipeline;
 mod streams;

@@ -228,7 +228,9 @@ fn default_rule(outcome: &Outcome<'_>) -> CallResult {
         | ErrorKind::Decode
         | ErrorKind::BodyTooLarge { .. }
         | ErrorKind::LineTooLong { .. }
-        | ErrorKind::EventTooLarge { .. } => CallResult::Ignored,
+        | ErrorKind::EventTooLarge { .. }
+        | ErrorKind::DecodedTooLarge { .. }
+        | ErrorKind::DecompressionRatio { .. } => CallResult::Ignored,
     }
 }
 
