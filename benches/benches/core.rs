@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use keel_core::machine::decode::{Coding, ContentDecoder, DecodeLimits};
 use keel_core::{
     Backend, Body, BoxFuture, BreakerPolicy, Capabilities, Client, Error, ErrorKind, RateLimit,
     ResponseBody, Sleep, Stage, Timer, Transport, TransportConfig,
@@ -265,5 +266,103 @@ fn rate_machine(c: &mut Criterion) {
     });
 }
 
-criterion_group!(core, benches, retry_machine, breaker_machine, rate_machine);
+/// A JSON-like body of `len` bytes: an API answer, compressing about as well as real ones.
+fn json_body(len: usize) -> Vec<u8> {
+    let mut body = Vec::with_capacity(len + 128);
+    let mut id = 0u64;
+    body.push(b'[');
+    while body.len() < len {
+        id += 1;
+        let item = format!(
+            "{{\"id\":{id},\"name\":\"user-{}\",\"score\":{},\"active\":{}}},",
+            id.wrapping_mul(2654435761) % 100_000,
+            id.wrapping_mul(40503) % 1000,
+            id % 3 == 0
+        );
+        body.extend_from_slice(item.as_bytes());
+    }
+    body.truncate(len);
+    body
+}
+
+fn encode(coding: Coding, data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    match coding {
+        Coding::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        Coding::Deflate => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        Coding::Brotli => {
+            let mut out = Vec::new();
+            {
+                let mut e = brotli::CompressorWriter::new(&mut out, 64 * 1024, 5, 22);
+                e.write_all(data).unwrap();
+            }
+            out
+        }
+        Coding::Zstd => zstd::encode_all(data, 3).unwrap(),
+        _ => unreachable!("no other coding is compiled in"),
+    }
+}
+
+/// Decoding throughput per codec: an 8 MiB JSON body, fed in 16 KiB chunks (as a connection
+/// delivers it) and decoded into the 64 KiB pieces the body reader uses.
+fn decode_machine(c: &mut Criterion) {
+    let body = json_body(8 << 20);
+    let mut group = c.benchmark_group("decode 8 MiB JSON");
+    group.throughput(criterion::Throughput::Bytes(body.len() as u64));
+    for &coding in Coding::compiled() {
+        let encoded = encode(coding, &body);
+        group.bench_function(
+            format!(
+                "{} (ratio {:.1})",
+                coding.token(),
+                body.len() as f64 / encoded.len() as f64
+            ),
+            |b| {
+                let mut out = vec![0u8; 64 * 1024];
+                b.iter(|| {
+                    let mut decoder = ContentDecoder::new(&[coding], DecodeLimits::new()).unwrap();
+                    let mut decoded = 0usize;
+                    for chunk in encoded.chunks(16 * 1024) {
+                        let mut input = chunk;
+                        loop {
+                            let (used, written) = decoder.decode(input, &mut out).unwrap();
+                            decoded += written;
+                            input = &input[used..];
+                            if written == 0 && input.is_empty() {
+                                break;
+                            }
+                        }
+                    }
+                    loop {
+                        let written = decoder.finish(&mut out).unwrap();
+                        if written == 0 {
+                            break;
+                        }
+                        decoded += written;
+                    }
+                    assert_eq!(decoded, body.len());
+                    black_box(decoded)
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(
+    core,
+    benches,
+    retry_machine,
+    breaker_machine,
+    rate_machine,
+    decode_machine
+);
 criterion_main!(core);
