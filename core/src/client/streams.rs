@@ -33,6 +33,75 @@ use crate::transport::Sleep;
 // ---------------------------------------------------------------------------------------------
 // Lines
 
+/// A pure decoder fed a body's chunks, giving items: the one loop [`Lines`] and [`Ndjson`]
+/// share.
+trait Feed {
+    type Item;
+    fn feed(&mut self, chunk: &[u8]);
+    fn finish(&mut self);
+    fn next_item(&mut self) -> Option<Result<Self::Item, Error>>;
+}
+
+impl Feed for LineDecoder {
+    type Item = String;
+
+    fn feed(&mut self, chunk: &[u8]) {
+        LineDecoder::feed(self, chunk);
+    }
+
+    fn finish(&mut self) {
+        LineDecoder::finish(self);
+    }
+
+    fn next_item(&mut self) -> Option<Result<String, Error>> {
+        self.next_line().map(|line| line.map_err(line_error))
+    }
+}
+
+impl<T: DeserializeOwned> Feed for NdjsonDecoder<T> {
+    type Item = T;
+
+    fn feed(&mut self, chunk: &[u8]) {
+        NdjsonDecoder::feed(self, chunk);
+    }
+
+    fn finish(&mut self) {
+        NdjsonDecoder::finish(self);
+    }
+
+    fn next_item(&mut self) -> Option<Result<T, Error>> {
+        self.next_value().map(|value| value.map_err(ndjson_error))
+    }
+}
+
+/// Gives the decoder's next item, feeding it the body's chunks until it has one; at the end
+/// of the body, what `finish` leaves; after a body error, that error and then nothing.
+fn poll_decoded<D: Feed>(
+    body: &mut Option<BodyStream>,
+    decoder: &mut D,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<D::Item, Error>>> {
+    loop {
+        if let Some(item) = decoder.next_item() {
+            return Poll::Ready(Some(item));
+        }
+        let Some(stream) = body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(Pin::new(stream).poll_next(cx)) {
+            Some(Ok(chunk)) => decoder.feed(&chunk),
+            Some(Err(err)) => {
+                *body = None;
+                return Poll::Ready(Some(Err(err)));
+            }
+            None => {
+                *body = None;
+                decoder.finish();
+            }
+        }
+    }
+}
+
 /// The body of a [`Response`] as a [`Stream`] of lines, from [`Response::lines`].
 ///
 /// Lines end with `\n` or `\r\n` (neither is part of the line); a last line without one is
@@ -66,25 +135,7 @@ impl Stream for Lines {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        loop {
-            if let Some(line) = this.decoder.next_line() {
-                return Poll::Ready(Some(line.map_err(line_error)));
-            }
-            let Some(body) = this.body.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match ready!(Pin::new(body).poll_next(cx)) {
-                Some(Ok(chunk)) => this.decoder.feed(&chunk),
-                Some(Err(err)) => {
-                    this.body = None;
-                    return Poll::Ready(Some(Err(err)));
-                }
-                None => {
-                    this.body = None;
-                    this.decoder.finish();
-                }
-            }
-        }
+        poll_decoded(&mut this.body, &mut this.decoder, cx)
     }
 }
 
@@ -144,25 +195,7 @@ impl<T: DeserializeOwned> Stream for Ndjson<T> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        loop {
-            if let Some(value) = this.decoder.next_value() {
-                return Poll::Ready(Some(value.map_err(ndjson_error)));
-            }
-            let Some(body) = this.body.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match ready!(Pin::new(body).poll_next(cx)) {
-                Some(Ok(chunk)) => this.decoder.feed(&chunk),
-                Some(Err(err)) => {
-                    this.body = None;
-                    return Poll::Ready(Some(Err(err)));
-                }
-                None => {
-                    this.body = None;
-                    this.decoder.finish();
-                }
-            }
-        }
+        poll_decoded(&mut this.body, &mut this.decoder, cx)
     }
 }
 
