@@ -25,6 +25,8 @@
 //!   (`Range` + `If-Range`), replaces them, or can't be used; `Content-Range` parsing.
 //! - [`lines`]: splitting a body that arrives in chunks into lines, and NDJSON (JSON Lines)
 //!   values.
+//! - [`paginate`]: following a paged listing (`Link` header, cursors, next URLs, page
+//!   numbers, offsets) with a page limit, cycle detection and resumable checkpoints.
 //! - [`sse`]: server-sent events, parsed from a body that arrives in chunks, as the HTML
 //!   standard's event stream interpretation says.
 //!
@@ -41,6 +43,7 @@ pub mod download;
 pub mod hedge;
 pub mod lines;
 pub mod outcome;
+pub mod paginate;
 pub mod rate;
 pub mod redirect;
 pub mod retry;
