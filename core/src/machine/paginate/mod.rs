@@ -239,7 +239,8 @@ impl Strategy {
     ///
     /// let url: Uri = "https://api.example/items?limit=10&cursor=a".parse().unwrap();
     /// let body = serde_json::json!({"meta": {"next": "b c"}});
-    /// let page = Page::new(&url, &http::HeaderMap::new(), &body, &[]);
+    /// let headers = HeaderMap::new();
+    /// let page = Page::new(&url, &headers, &body, &[]);
     /// let next = Strategy::cursor("/meta/next", "cursor").next(&page).unwrap();
     /// assert_eq!(next, Next::Page("https://api.example/items?limit=10&cursor=b+c".parse().unwrap()));
     /// ```
@@ -263,7 +264,8 @@ impl Strategy {
     /// let url: Uri = "https://api.stripe.com/v1/customers?limit=2".parse().unwrap();
     /// let body = serde_json::json!({"data": [{"id": "cus_1"}, {"id": "cus_2"}], "has_more": true});
     /// let items = items_at(&body, Some("/data")).unwrap();
-    /// let page = Page::new(&url, &http::HeaderMap::new(), &body, items);
+    /// let headers = HeaderMap::new();
+    /// let page = Page::new(&url, &headers, &body, items);
     /// let strategy = Strategy::cursor_from_last_item("/has_more", "/id", "starting_after");
     /// assert_eq!(
     ///     strategy.next(&page).unwrap(),
@@ -290,7 +292,8 @@ impl Strategy {
     ///
     /// let url: Uri = "https://api.example/v1/articles".parse().unwrap();
     /// let body = serde_json::json!({"links": {"next": "articles?page[cursor]=x"}});
-    /// let page = Page::new(&url, &http::HeaderMap::new(), &body, &[]);
+    /// let headers = HeaderMap::new();
+    /// let page = Page::new(&url, &headers, &body, &[]);
     /// let next = Strategy::next_url("/links/next").next(&page).unwrap();
     /// assert_eq!(next, Next::Page("https://api.example/v1/articles?page[cursor]=x".parse().unwrap()));
     /// ```
@@ -313,7 +316,8 @@ impl Strategy {
     /// let url: Uri = "https://api.example/items?page=2".parse().unwrap();
     /// let body = serde_json::json!({"items": [1], "total_pages": 3});
     /// let items = [serde_json::json!(1)];
-    /// let page = Page::new(&url, &http::HeaderMap::new(), &body, &items);
+    /// let headers = HeaderMap::new();
+    /// let page = Page::new(&url, &headers, &body, &items);
     /// let strategy = Strategy::page_number("page", 1).with_total("/total_pages");
     /// assert_eq!(strategy.next(&page).unwrap(), Next::Page("https://api.example/items?page=3".parse().unwrap()));
     /// ```
@@ -339,7 +343,8 @@ impl Strategy {
     /// let url: Uri = "https://api.example/items?offset=20&limit=2".parse().unwrap();
     /// let body = serde_json::json!([1, 2]);
     /// let items = body.as_array().unwrap();
-    /// let page = Page::new(&url, &http::HeaderMap::new(), &body, items);
+    /// let headers = HeaderMap::new();
+    /// let page = Page::new(&url, &headers, &body, items);
     /// let strategy = Strategy::offset("offset", "limit", 2);
     /// assert_eq!(strategy.next(&page).unwrap(), Next::Page("https://api.example/items?offset=22&limit=2".parse().unwrap()));
     /// ```
@@ -369,7 +374,8 @@ impl Strategy {
     /// });
     /// let url: Uri = "https://api.example/items".parse().unwrap();
     /// let body = serde_json::json!([]);
-    /// let page = Page::new(&url, &HeaderMap::new(), &body, &[]);
+    /// let headers = HeaderMap::new();
+    /// let page = Page::new(&url, &headers, &body, &[]);
     /// assert_eq!(strategy.next(&page).unwrap(), Next::Done);
     /// ```
     pub fn custom(f: impl Fn(&Page<'_>) -> Next + Send + Sync + 'static) -> Self {
