@@ -109,7 +109,7 @@ pub use body::{Body, FramedBody, ResponseBody};
 pub use client::pipeline;
 pub use client::{
     BodyStream, BreakerControl, BreakerEvent, BreakerHook, Checksum, Client, ClientBuilder,
-    Download, DownloadReport, EndReason, EventSource, Lines, Ndjson, Pending, Progress,
+    Download, DownloadReport, EndReason, EventSource, Lines, Ndjson, Paginate, Pending, Progress,
     RedirectEvent, RedirectHook, Request, RequestBuilder, Response, RetryEvent, RetryHook,
     Timeouts, DEFAULT_MAX_BODY_SIZE,
 };

@@ -207,6 +207,7 @@ async fn route(req: Request<Incoming>, state: &State) -> Result<Response<ResBody
         ["sse", "feed"] => sse_feed(&req, &query),
         ["sse", "chat"] => sse_chat(req).await,
         ["ndjson"] => ndjson(&query),
+        ["collection"] => collection(&query),
         ["file", _name] => file(&req, &query, state, &path),
         _ => Err(Reject(
             StatusCode::NOT_FOUND,
@@ -824,6 +825,77 @@ fn ndjson(query: &Query) -> Result<Response<ResBody>, Reject> {
         CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),
     );
+    Ok(res)
+}
+
+/// `/collection?style=S&per=N&total=T` (T = 10,000 by default): the items `{"id": k}` for
+/// `k` in `0..T`, paginated in style S:
+/// - `link`: `?page=P` (from 1), the items as the body, `Link: <...>; rel="next"` (relative,
+///   quoted rel, with a `last` link in the same header) until the last page;
+/// - `cursor`: `?cursor=C`, `{"data": [...], "next_cursor": "..."|null}`;
+/// - `next`: `?page=P`, `{"data": [...], "links": {"next": "/collection?..."|null}}`;
+/// - `offset`: `?offset=O&limit=L`, `{"results": [...], "total": T}`;
+/// - `page`: `?page=P`, `{"items": [...], "total_pages": ...}`;
+/// - `cycle`: like `link`, but page 3's next link points back to page 2.
+fn collection(query: &Query) -> Result<Response<ResBody>, Reject> {
+    let style = query.get("style").unwrap_or("link").to_owned();
+    let total: u64 = query.num("total", 10_000)?;
+    let per: u64 = query.num("per", 100)?.max(1);
+    let (start, count) = match style.as_str() {
+        "cursor" => {
+            let cursor: u64 = query.num("cursor", 0)?;
+            (cursor, per)
+        }
+        "offset" => (query.num("offset", 0)?, query.num("limit", per)?),
+        _ => {
+            let page: u64 = query.num("page", 1)?.max(1);
+            ((page - 1) * per, per)
+        }
+    };
+    let end = start.saturating_add(count).min(total);
+    let items: Vec<serde_json::Value> = (start.min(end)..end)
+        .map(|k| serde_json::json!({ "id": k }))
+        .collect();
+    let more = end < total;
+    let page = start / per + 1;
+    let mut headers = Vec::new();
+    let body = match style.as_str() {
+        "link" | "cycle" => {
+            let next = if style == "cycle" && page == 3 {
+                2
+            } else {
+                page + 1
+            };
+            let last = total.div_ceil(per).max(1);
+            if more {
+                headers.push(format!(
+                    "</collection?style={style}&per={per}&total={total}&page={next}>; rel=\"next\", \
+                     </collection?style={style}&per={per}&total={total}&page={last}>; rel=last"
+                ));
+            }
+            serde_json::Value::Array(items)
+        }
+        "cursor" => serde_json::json!({
+            "data": items,
+            "next_cursor": if more { serde_json::Value::String(end.to_string()) } else { serde_json::Value::Null },
+        }),
+        "next" => serde_json::json!({
+            "data": items,
+            "links": { "next": if more {
+                serde_json::Value::String(format!("/collection?style=next&per={per}&total={total}&page={}", page + 1))
+            } else { serde_json::Value::Null } },
+        }),
+        "offset" => serde_json::json!({ "results": items, "total": total }),
+        "page" => serde_json::json!({ "items": items, "total_pages": total.div_ceil(per) }),
+        other => return Err(Reject::bad(format!("no pagination style {other:?}"))),
+    };
+    let mut res = Response::new(full(Bytes::from(body.to_string())));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for link in headers {
+        let value = HeaderValue::from_str(&link).map_err(|_| Reject::bad("bad link"))?;
+        res.headers_mut().append(http::header::LINK, value);
+    }
     Ok(res)
 }
 

@@ -12,6 +12,7 @@ pub mod downloads;
 pub mod fanout;
 pub mod hedging;
 pub mod limits;
+pub mod paginate;
 pub mod redirects;
 pub mod retries;
 pub mod streams;
@@ -213,6 +214,9 @@ macro_rules! __for_each_case {
             ndjson_streams_100k_lines
             download_resumes_a_100_mib_body_cut_three_times
             download_restarts_from_zero_when_the_etag_changes
+            paginate_link_header
+            paginate_body_strategies
+            paginate_cycle_and_resume
         }
     };
 }

@@ -14,6 +14,7 @@
 
 mod download;
 mod layers;
+mod paginate;
 mod pending;
 pub mod pipeline;
 mod request;
@@ -33,6 +34,7 @@ use http::Uri;
 use http::{HeaderMap, Method};
 
 pub use download::{Checksum, Download, DownloadReport, Progress};
+pub use paginate::Paginate;
 pub use pending::Pending;
 pub use request::{Request, RequestBuilder};
 pub use response::{BodyStream, Response};
@@ -47,6 +49,7 @@ use crate::machine::breaker::{Breaker, BreakerPolicy, BreakerState, Transition};
 use crate::machine::credentials::SensitiveHeaders;
 use crate::machine::decode::{Coding, DecodeLimits};
 use crate::machine::hedge::HedgePolicy;
+use crate::machine::paginate::{Checkpoint, Paginator, Strategy};
 use crate::machine::rate::RateLimit;
 use crate::machine::redirect::{Hop, RedirectPolicy};
 use crate::machine::retry::{Pacing, RetryBudget, RetryPolicy, RetryReason};
@@ -421,6 +424,65 @@ impl<T: Transport> Client<T> {
     /// A download that only reports `err`.
     pub(crate) fn download_failed(&self, err: Error) -> Download {
         Download::new(self.shared.clone(), self.shared.epoch, Err(err))
+    }
+
+    /// The items of a paginated listing, fetched page by page as the stream is read; see
+    /// [`Paginate`] and [`machine::paginate`](crate::machine::paginate) for the strategies.
+    ///
+    /// ```
+    /// # async fn demo<T: keel_core::Transport>(client: keel_core::Client<T>) -> Result<(), keel_core::Error> {
+    /// use futures_util::StreamExt as _;
+    /// use keel_core::machine::paginate::Strategy;
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Issue { number: u64 }
+    ///
+    /// // GitHub style: the next page is the `Link: <...>; rel="next"` of each page.
+    /// let request = client.get("/repos/o/r/issues?per_page=100").build()?;
+    /// let mut issues = client.paginate::<Issue>(request, Strategy::link_header());
+    /// while let Some(issue) = issues.next().await {
+    ///     println!("#{}", issue?.number);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn paginate<I: serde::de::DeserializeOwned>(
+        &self,
+        request: Request,
+        strategy: Strategy,
+    ) -> Paginate<I> {
+        let shared: Arc<dyn Dispatch> = self.shared.clone();
+        match self.prepare(request, false) {
+            Ok(request) => {
+                let first = strategy.first_url(&request.url);
+                let pager = Ok(Paginator::new(strategy, first));
+                Paginate::new(shared, self.shared.epoch, request, pager)
+            }
+            Err(err) => Paginate::failed(shared, self.shared.epoch, err),
+        }
+    }
+
+    /// Resumes a listing where a [`Checkpoint`] (from [`Paginate::checkpoint`], stored by an
+    /// earlier stream, maybe in another process) says it stopped: the page it was in, less
+    /// the items already taken. `request` gives the method, headers and settings (its URL is
+    /// replaced by the checkpoint's); `strategy` must be the one the listing started with.
+    pub fn resume_paginate<I: serde::de::DeserializeOwned>(
+        &self,
+        request: Request,
+        strategy: Strategy,
+        checkpoint: &Checkpoint,
+    ) -> Paginate<I> {
+        let shared: Arc<dyn Dispatch> = self.shared.clone();
+        match self.prepare(request, false) {
+            Ok(request) => {
+                let pager = Paginator::resume(strategy, checkpoint).map_err(|err| {
+                    Error::new(ErrorKind::InvalidRequest)
+                        .with_url(request.url.clone())
+                        .with_source(err)
+                });
+                Paginate::new(shared, self.shared.epoch, request, pager)
+            }
+            Err(err) => Paginate::failed(shared, self.shared.epoch, err),
+        }
     }
 
     /// An event source that only reports `err`.

@@ -623,6 +623,24 @@ impl<T: Transport> RequestBuilder<T> {
         }
     }
 
+    /// The items of the paginated listing this request starts, as a stream; see
+    /// [`Client::paginate`](crate::Client::paginate).
+    pub fn paginate<I: serde::de::DeserializeOwned>(
+        self,
+        strategy: crate::machine::paginate::Strategy,
+    ) -> crate::Paginate<I> {
+        match self.error {
+            None => self.client.paginate(self.request, strategy),
+            Some(err) => {
+                let mut stream = self
+                    .client
+                    .paginate(Request::new(Method::GET, Uri::default()), strategy);
+                stream.fail_with(err);
+                stream
+            }
+        }
+    }
+
     /// Reads server-sent events from this request, sending it again when the connection
     /// drops; see [`Client::event_source`](crate::Client::event_source).
     pub fn event_source(self) -> crate::EventSource {

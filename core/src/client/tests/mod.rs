@@ -1805,5 +1805,6 @@ mod download;
 ))]
 mod decoding;
 mod limits;
+mod paginate;
 mod pipeline;
 mod streams;
