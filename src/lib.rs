@@ -69,10 +69,10 @@ pub use keel_core::{
     Body, BodyStream, BoxTransport, BreakerControl, BreakerEvent, BreakerPolicy, BreakerState,
     Capabilities, Certificate, Checksum, Download, DownloadReport, EndReason, Error, ErrorKind,
     EventSource, Failure, GiveUpReason, HedgePolicy, Hop, InvalidRetryConfig, Jitter, Lines,
-    Ndjson, Outcome, Pacing, Pending, Progress, RateLimit, RedirectAttempt, RedirectDecision,
-    RedirectEvent, RedirectPolicy, RedirectRefusal, Request, RequestFacts, Response, RetryBudget,
-    RetryEvent, RetryPolicy, RetryPolicyBuilder, RetryReason, SensitiveHeaders, Stage,
-    TimeoutPhase, Timeouts,
+    Ndjson, Outcome, Pacing, Paginate, Pending, Progress, RateLimit, RedirectAttempt,
+    RedirectDecision, RedirectEvent, RedirectPolicy, RedirectRefusal, Request, RequestFacts,
+    Response, RetryBudget, RetryEvent, RetryPolicy, RetryPolicyBuilder, RetryReason,
+    SensitiveHeaders, Stage, TimeoutPhase, Timeouts,
 };
 
 #[cfg(feature = "hyper")]
