@@ -1,0 +1,76 @@
+//! Peak memory of a paginated listing read to the end: flat, whatever the number of pages.
+//!
+//! ```sh
+//! cargo run --release --example paginate_rss
+//! ```
+//!
+//! Reads 10,000 pages of 10 items from the loopback test server's `/collection` (a `Link`
+//! header on each page), and prints the process's peak resident set (`VmHWM`, Linux) after
+//! 100 pages and after all 10,000: the stream holds one page at a time, so the second figure
+//! is the first. BENCHMARKS.md records the figures.
+
+use std::time::Instant;
+
+use futures_util::StreamExt as _;
+use keel::machine::paginate::Strategy;
+
+/// The process's peak resident set, in KiB (Linux), or 0 where `/proc` has none.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[derive(serde::Deserialize)]
+struct Item {
+    id: u64,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let server = keel_conformance::server::TestServer::start()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = keel::Client::builder().base_url(&server.url("")).build()?;
+        let started = Instant::now();
+        let mut items = client
+            .get("/collection?style=link&per=10&total=100000")
+            .paginate::<Item>(Strategy::link_header());
+        let mut count = 0u64;
+        let mut marks = Vec::new();
+        while let Some(item) = items.next().await {
+            assert_eq!(item?.id, count);
+            count += 1;
+            if [1_000, 10_000, 50_000].contains(&count) {
+                marks.push((count / 10, peak_rss_kib()));
+            }
+        }
+        let after_all = peak_rss_kib();
+        marks.push((items.pages(), after_all));
+        let after_100_pages = marks[0].1;
+        assert_eq!(items.pages(), 10_000);
+        println!(
+            "{count} items in {} pages, {:.2} s ({:.0} pages/s)",
+            items.pages(),
+            started.elapsed().as_secs_f64(),
+            items.pages() as f64 / started.elapsed().as_secs_f64()
+        );
+        for (pages, kib) in &marks {
+            println!("peak RSS after {pages:>6} pages: {kib} KiB");
+        }
+        println!(
+            "growth from 100 to 10,000 pages: {:+} KiB",
+            after_all as i64 - after_100_pages as i64
+        );
+        Ok::<(), keel::Error>(())
+    })?;
+    Ok(())
+}
