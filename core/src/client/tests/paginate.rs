@@ -92,3 +92,155 @@ fn a_page_that_is_not_json_ends_the_stream_after_the_items_before_it() {
         ErrorKind::Status(StatusCode::INTERNAL_SERVER_ERROR)
     );
 }
+
+/// Answers `/items?page=N` from a fixed listing, with a `Link` to page `N + 1`, and a `503`
+/// in place of every `fail_every`-th answer (the retry policy sends the request again).
+#[derive(Debug)]
+struct Listing {
+    timer: Arc<dyn Timer>,
+    clock: Arc<Clock>,
+    pages: Vec<std::ops::Range<u64>>,
+    fail_every: usize,
+    sent: AtomicUsize,
+}
+
+impl Transport for Listing {
+    fn send(
+        &self,
+        request: http::Request<Body>,
+    ) -> crate::BoxFuture<Result<http::Response<ResponseBody>, Error>> {
+        let n = self.sent.fetch_add(1, Ordering::SeqCst) + 1;
+        let page: usize = request
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("page="))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(1);
+        let mut response = http::Response::new(ResponseBody::empty());
+        if self.fail_every > 0 && n % self.fail_every == 0 {
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        } else if let Some(ids) = self.pages.get(page - 1) {
+            let body: Vec<_> = ids
+                .clone()
+                .map(|id| serde_json::json!({ "id": id }))
+                .collect();
+            response = http::Response::new(ResponseBody::full(serde_json::to_vec(&body).unwrap()));
+            if page < self.pages.len() {
+                let link = format!("</items?page={}>; rel=\"next\"", page + 1);
+                response
+                    .headers_mut()
+                    .insert("link", HeaderValue::from_str(&link).unwrap());
+            }
+        } else {
+            *response.status_mut() = StatusCode::NOT_FOUND;
+        }
+        Box::pin(std::future::ready(Ok(response)))
+    }
+
+    fn timer(&self) -> &Arc<dyn Timer> {
+        &self.timer
+    }
+}
+
+impl Backend for Listing {
+    const NAME: &'static str = "listing";
+
+    fn capabilities() -> Capabilities {
+        Capabilities::none()
+    }
+
+    fn from_config(_: &TransportConfig) -> Result<Self, Error> {
+        let clock = Clock::new();
+        let (pages, fail_every) = NEXT_LISTING
+            .with(|l| l.borrow_mut().take())
+            .unwrap_or_default();
+        Ok(Self {
+            timer: Arc::new(VirtualTimer(clock.clone())),
+            clock,
+            pages,
+            fail_every,
+            sent: AtomicUsize::new(0),
+        })
+    }
+}
+
+thread_local! {
+    /// The pages and failure rate of the next `Listing` built on this thread.
+    static NEXT_LISTING: RefCell<Option<(Vec<std::ops::Range<u64>>, usize)>> =
+        const { RefCell::new(None) };
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Random page sizes (empty pages too), a 503 every few answers, and a consumer that
+    /// stops at random points, keeps the checkpoint and resumes from it: every item comes
+    /// exactly once, in order.
+    #[test]
+    fn every_item_exactly_once_in_order(
+        sizes in proptest::collection::vec(0u64..7, 1..12),
+        fail_every in 0usize..5,
+        stops in proptest::collection::vec(0usize..9, 0..6),
+    ) {
+        let mut pages = Vec::new();
+        let mut next = 0;
+        for size in sizes {
+            pages.push(next..next + size);
+            next += size;
+        }
+        let total = next;
+        // Never more 503s in a row than the 3 attempts absorb.
+        let fail_every = if fail_every == 1 { 2 } else { fail_every };
+        NEXT_LISTING.with(|l| *l.borrow_mut() = Some((pages, fail_every)));
+        let client = Client::<Listing>::builder()
+            .base_url("http://h")
+            .retry_policy(
+                crate::RetryPolicy::builder()
+                    .max_attempts(3)
+                    .jitter(crate::Jitter::None)
+                    .build()
+                    .unwrap(),
+            )
+            .retry_budget(None)
+            .build()
+            .unwrap();
+        let clock = client.transport().clock.clone();
+        let mut seen = Vec::new();
+        let mut checkpoint = None;
+        let mut stops = stops.into_iter();
+        loop {
+            let mut items = match &checkpoint {
+                None => {
+                    let request = client.get("items?page=1").build().unwrap();
+                    client.paginate::<Item>(request, Strategy::link_header())
+                }
+                Some(checkpoint) => {
+                    let template = client.get("/").build().unwrap();
+                    client.resume_paginate::<Item>(template, Strategy::link_header(), checkpoint)
+                }
+            };
+            let stop_after = stops.next();
+            let mut taken = 0;
+            let finished = loop {
+                if stop_after == Some(taken) {
+                    break false;
+                }
+                match clock::run(&clock, items.next()) {
+                    Some(item) => {
+                        seen.push(item.unwrap().id);
+                        taken += 1;
+                    }
+                    None => break true,
+                }
+            };
+            if finished {
+                break;
+            }
+            // Through JSON, as a process that died would have stored it.
+            let stored = serde_json::to_string(&items.checkpoint()).unwrap();
+            checkpoint = Some(serde_json::from_str(&stored).unwrap());
+        }
+        let want: Vec<u64> = (0..total).collect();
+        proptest::prop_assert_eq!(seen, want);
+    }
+}
