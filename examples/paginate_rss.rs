@@ -54,14 +54,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         let after_all = peak_rss_kib();
-        marks.push((items.pages(), after_all));
+        marks.push((items.pages_done(), after_all));
         let after_100_pages = marks[0].1;
-        assert_eq!(items.pages(), 10_000);
+        assert_eq!(items.pages_done(), 10_000);
         println!(
             "{count} items in {} pages, {:.2} s ({:.0} pages/s)",
-            items.pages(),
+            items.pages_done(),
             started.elapsed().as_secs_f64(),
-            items.pages() as f64 / started.elapsed().as_secs_f64()
+            items.pages_done() as f64 / started.elapsed().as_secs_f64()
         );
         for (pages, kib) in &marks {
             println!("peak RSS after {pages:>6} pages: {kib} KiB");

@@ -109,9 +109,9 @@ pub use body::{Body, FramedBody, ResponseBody};
 pub use client::pipeline;
 pub use client::{
     BodyStream, BreakerControl, BreakerEvent, BreakerHook, Checksum, Client, ClientBuilder,
-    Download, DownloadReport, EndReason, EventSource, Lines, Ndjson, Paginate, Pending, Progress,
-    RedirectEvent, RedirectHook, Request, RequestBuilder, Response, RetryEvent, RetryHook,
-    Timeouts, DEFAULT_MAX_BODY_SIZE,
+    Download, DownloadReport, EndReason, EventSource, Lines, ListingPage, Ndjson, Pages, Paginate,
+    Pending, Progress, RedirectEvent, RedirectHook, Request, RequestBuilder, Response, RetryEvent,
+    RetryHook, Timeouts, DEFAULT_MAX_BODY_SIZE,
 };
 pub use error::{
     find_in_chain, find_io_in_chain, find_source, BoxError, Error, ErrorKind, Stage, TimeoutPhase,

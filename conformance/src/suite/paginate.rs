@@ -32,7 +32,7 @@ async fn read_all<T: Backend>(
         ensure!(item.id == seen, "item {seen} had id {}", item.id);
         seen += 1;
     }
-    Ok((seen, items.pages()))
+    Ok((seen, items.pages_done()))
 }
 
 /// GitHub style: 10,000 items over 100 pages of `Link: <...>; rel="next"`.

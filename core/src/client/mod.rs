@@ -34,7 +34,7 @@ use http::Uri;
 use http::{HeaderMap, Method};
 
 pub use download::{Checksum, Download, DownloadReport, Progress};
-pub use paginate::Paginate;
+pub use paginate::{ListingPage, Pages, Paginate};
 pub use pending::Pending;
 pub use request::{Request, RequestBuilder};
 pub use response::{BodyStream, Response};

@@ -58,14 +58,23 @@ pub struct Paginate<T> {
     items: VecDeque<Value>,
     /// The error that ends the stream once the current page's items are given.
     error: Option<Error>,
+    /// The URL and headers of the page just loaded, for [`Pages`].
+    last: Option<(Uri, HeaderMap)>,
+    prefetch: bool,
+    ahead: Option<Ahead>,
     _items: PhantomData<fn() -> T>,
 }
 
 enum State {
     Idle,
-    Fetching(Pending),
-    Reading(PageFuture),
+    Loading(PageFuture),
     Done,
+}
+
+/// The next page, loaded while the consumer reads this one.
+enum Ahead {
+    Loading(PageFuture),
+    Loaded(Result<(Uri, HeaderMap, Value), Error>),
 }
 
 impl<T: DeserializeOwned> Paginate<T> {
@@ -96,6 +105,9 @@ impl<T: DeserializeOwned> Paginate<T> {
             items_pointer: None,
             items: VecDeque::new(),
             error,
+            last: None,
+            prefetch: false,
+            ahead: None,
             _items: PhantomData,
         }
     }
@@ -133,19 +145,39 @@ impl<T: DeserializeOwned> Paginate<T> {
     }
 
     /// Pages received so far (counting those before a resume).
-    pub fn pages(&self) -> u64 {
+    pub fn pages_done(&self) -> u64 {
         self.pager.pages()
     }
 
-    fn fetch(&mut self, url: Uri) -> Option<Pending> {
+    /// Loads the next page while the consumer reads this one (off by default): one page
+    /// more is held, and a consumer that stops early has made one request too many.
+    pub fn prefetch(mut self, ahead: bool) -> Self {
+        self.prefetch = ahead;
+        self
+    }
+
+    /// The listing a page at a time, with each page's URL and headers.
+    pub fn pages(self) -> Pages<T> {
+        Pages { inner: self }
+    }
+
+    /// The page at `url`: fetched through the pipeline, refused unless `2xx`, read as JSON.
+    fn fetch(&mut self, url: Uri) -> Option<PageFuture> {
         let mut request = self.template.try_clone()?;
         request.url = url;
-        Some(Pending::new(self.shared.clone(), request, self.epoch))
+        let pending = Pending::new(self.shared.clone(), request, self.epoch);
+        Some(Box::pin(async move {
+            let resp = pending.await?.error_for_status().await?;
+            let (url, headers) = (resp.url().clone(), resp.headers().clone());
+            let body = resp.json::<Value>().await?;
+            Ok((url, headers, body))
+        }))
     }
 
     /// A page arrived: hands it to the paginator and keeps its items (less those a resume
     /// skips).
     fn on_page(&mut self, url: Uri, headers: HeaderMap, mut body: Value) {
+        self.last = Some((url.clone(), headers.clone()));
         let found = self
             .pager
             .items_at(&body, self.items_pointer.as_deref())
@@ -182,6 +214,80 @@ fn paginate_error(err: PaginateError, url: &Uri) -> Error {
         .with_source(err)
 }
 
+impl<T: DeserializeOwned> Paginate<T> {
+    /// Loads the next page into `items`: `Ready(Some(Ok(())))` when one was loaded (it may
+    /// have no items, or end with `error` set), `Ready(Some(Err(_)))` when fetching it
+    /// failed, `Ready(None)` at the end of the listing.
+    fn poll_page(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(), Error>>> {
+        loop {
+            match &mut self.state {
+                State::Done => return Poll::Ready(None),
+                State::Idle => match self.ahead.take() {
+                    Some(Ahead::Loaded(page)) => return Poll::Ready(Some(self.loaded(page))),
+                    Some(Ahead::Loading(page)) => self.state = State::Loading(page),
+                    None => {
+                        let Some(url) = self.pager.poll_request().cloned() else {
+                            self.state = State::Done;
+                            return Poll::Ready(None);
+                        };
+                        match self.fetch(url) {
+                            Some(page) => self.state = State::Loading(page),
+                            None => {
+                                self.state = State::Done;
+                                return Poll::Ready(Some(Err(one_shot())));
+                            }
+                        }
+                    }
+                },
+                State::Loading(page) => {
+                    let page = ready!(page.as_mut().poll(cx));
+                    self.state = State::Idle;
+                    return Poll::Ready(Some(self.loaded(page)));
+                }
+            }
+        }
+    }
+
+    /// A page's answer arrived (or failed).
+    fn loaded(&mut self, page: Result<(Uri, HeaderMap, Value), Error>) -> Result<(), Error> {
+        match page {
+            Ok((url, headers, body)) => {
+                self.on_page(url, headers, body);
+                self.start_prefetch();
+                Ok(())
+            }
+            Err(err) => {
+                self.state = State::Done;
+                Err(err)
+            }
+        }
+    }
+
+    /// With prefetching on, starts loading the next page while this one is read.
+    fn start_prefetch(&mut self) {
+        if !self.prefetch || self.ahead.is_some() || self.error.is_some() {
+            return;
+        }
+        if let Some(url) = self.pager.poll_request().cloned() {
+            self.ahead = self.fetch(url).map(Ahead::Loading);
+        }
+    }
+
+    /// Moves the page being prefetched along, so it is ready when the consumer gets there.
+    fn poll_ahead(&mut self, cx: &mut Context<'_>) {
+        if let Some(Ahead::Loading(page)) = &mut self.ahead {
+            if let Poll::Ready(page) = page.as_mut().poll(cx) {
+                self.ahead = Some(Ahead::Loaded(page));
+            }
+        }
+    }
+}
+
+fn one_shot() -> Error {
+    Error::new(ErrorKind::InvalidRequest)
+        .with_source("a one-shot body can't be sent for every page")
+}
+
 impl<T: DeserializeOwned> Stream for Paginate<T> {
     type Item = Result<T, Error>;
 
@@ -189,59 +295,102 @@ impl<T: DeserializeOwned> Stream for Paginate<T> {
         let this = self.get_mut();
         loop {
             if let Some(item) = this.items.pop_front() {
+                this.poll_ahead(cx);
                 this.pager.on_item();
-                let item = serde_path_to_error::deserialize(item).map_err(|e| {
-                    let path = e.path().to_string();
-                    Error::decode(path, e.into_inner())
-                });
-                return Poll::Ready(Some(item));
+                return Poll::Ready(Some(decode_item(item)));
             }
             if let Some(err) = this.error.take() {
                 this.state = State::Done;
                 return Poll::Ready(Some(Err(err)));
             }
-            match &mut this.state {
-                State::Done => return Poll::Ready(None),
-                State::Idle => {
-                    let Some(url) = this.pager.poll_request().cloned() else {
-                        this.state = State::Done;
-                        return Poll::Ready(None);
-                    };
-                    match this.fetch(url) {
-                        Some(pending) => this.state = State::Fetching(pending),
-                        None => {
-                            this.state = State::Done;
-                            return Poll::Ready(Some(Err(Error::new(ErrorKind::InvalidRequest)
-                                .with_source("a one-shot body can't be sent for every page"))));
-                        }
-                    }
-                }
-                State::Fetching(pending) => match ready!(Pin::new(pending).poll(cx)) {
-                    Ok(resp) => {
-                        this.state = State::Reading(Box::pin(async move {
-                            let resp = resp.error_for_status().await?;
-                            let (url, headers) = (resp.url().clone(), resp.headers().clone());
-                            let body = resp.json::<Value>().await?;
-                            Ok((url, headers, body))
-                        }));
-                    }
-                    Err(err) => {
-                        this.state = State::Done;
-                        return Poll::Ready(Some(Err(err)));
-                    }
-                },
-                State::Reading(page) => match ready!(page.as_mut().poll(cx)) {
-                    Ok((url, headers, body)) => {
-                        this.state = State::Idle;
-                        this.on_page(url, headers, body);
-                    }
-                    Err(err) => {
-                        this.state = State::Done;
-                        return Poll::Ready(Some(Err(err)));
-                    }
-                },
+            match ready!(this.poll_page(cx)) {
+                Some(Ok(())) => {}
+                Some(Err(err)) => return Poll::Ready(Some(Err(err))),
+                None => return Poll::Ready(None),
             }
         }
+    }
+}
+
+fn decode_item<T: DeserializeOwned>(item: Value) -> Result<T, Error> {
+    serde_path_to_error::deserialize(item).map_err(|e| {
+        let path = e.path().to_string();
+        Error::decode(path, e.into_inner())
+    })
+}
+
+/// One page of a listing, from [`Pages`]: where it came from, its headers, and its items.
+#[non_exhaustive]
+#[derive(Debug)]
+pub struct ListingPage<T> {
+    /// The page's number, from 1 (counting pages before a resume).
+    pub number: u64,
+    /// The URL that answered (after redirects).
+    pub url: Uri,
+    /// The page's response headers (rate-limit counters, totals, `Link`).
+    pub headers: HeaderMap,
+    /// The page's items (less those a resume skips).
+    pub items: Vec<T>,
+}
+
+/// The pages of a paginated listing, for callers that need each page's headers or want to
+/// handle a page at a time: [`Paginate::pages`]. A page counts as taken when it is given, so
+/// a [`checkpoint`](Self::checkpoint) taken after it resumes at the next page.
+#[must_use = "streams do nothing unless polled"]
+pub struct Pages<T> {
+    inner: Paginate<T>,
+}
+
+impl<T: DeserializeOwned> Pages<T> {
+    /// Where the consumer is; see [`Paginate::checkpoint`].
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.inner.checkpoint()
+    }
+}
+
+impl<T: DeserializeOwned> Stream for Pages<T> {
+    type Item = Result<ListingPage<T>, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut self.get_mut().inner;
+        loop {
+            if !this.items.is_empty() || this.last.is_some() {
+                let (url, headers) = this.last.take().unwrap_or_default();
+                let mut items = Vec::with_capacity(this.items.len());
+                for item in std::mem::take(&mut this.items) {
+                    this.pager.on_item();
+                    match decode_item(item) {
+                        Ok(item) => items.push(item),
+                        Err(err) => return Poll::Ready(Some(Err(err))),
+                    }
+                }
+                this.poll_ahead(cx);
+                return Poll::Ready(Some(Ok(ListingPage {
+                    number: this.pager.pages(),
+                    url,
+                    headers,
+                    items,
+                })));
+            }
+            // The page was given; what its next link led to comes after it.
+            if let Some(err) = this.error.take() {
+                this.state = State::Done;
+                return Poll::Ready(Some(Err(err)));
+            }
+            match ready!(this.poll_page(cx)) {
+                Some(Ok(())) => {}
+                Some(Err(err)) => return Poll::Ready(Some(Err(err))),
+                None => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for Pages<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pages")
+            .field("pages", &self.inner.pager.pages())
+            .finish_non_exhaustive()
     }
 }
 

@@ -173,14 +173,15 @@ thread_local! {
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
 
-    /// Random page sizes (empty pages too), a 503 every few answers, and a consumer that
-    /// stops at random points, keeps the checkpoint and resumes from it: every item comes
-    /// exactly once, in order.
+    /// Random page sizes (empty pages too), a 503 every few answers, prefetching on or off,
+    /// and a consumer that stops at random points, keeps the checkpoint and resumes from it:
+    /// every item comes exactly once, in order.
     #[test]
     fn every_item_exactly_once_in_order(
         sizes in proptest::collection::vec(0u64..7, 1..12),
         fail_every in 0usize..5,
         stops in proptest::collection::vec(0usize..9, 0..6),
+        prefetch in proptest::bool::ANY,
     ) {
         let mut pages = Vec::new();
         let mut next = 0;
@@ -218,7 +219,8 @@ proptest::proptest! {
                     let template = client.get("/").build().unwrap();
                     client.resume_paginate::<Item>(template, Strategy::link_header(), checkpoint)
                 }
-            };
+            }
+            .prefetch(prefetch);
             let stop_after = stops.next();
             let mut taken = 0;
             let finished = loop {
@@ -243,4 +245,43 @@ proptest::proptest! {
         let want: Vec<u64> = (0..total).collect();
         proptest::prop_assert_eq!(seen, want);
     }
+}
+
+#[test]
+fn pages_come_with_their_headers_and_prefetch_loads_the_next_one_early() {
+    let c = client_with("http://h");
+    let m = mock(&c);
+    m.push(page(0..2, Some("</items?page=2>; rel=\"next\"")).header("x-total", "3"));
+    m.push(page(2..3, None));
+    let request = c.get("items").build().unwrap();
+    let mut pages = c.paginate::<Item>(request, Strategy::link_header()).pages();
+    let first = m.run(pages.next()).unwrap().unwrap();
+    assert_eq!(first.number, 1);
+    assert_eq!(first.headers["x-total"], "3");
+    assert_eq!(first.items, [Item { id: 0 }, Item { id: 1 }]);
+    let second = m.run(pages.next()).unwrap().unwrap();
+    assert_eq!((second.number, second.items.len()), (2, 1));
+    assert_eq!(second.url.to_string(), "http://h/items?page=2");
+    assert!(m.run(pages.next()).is_none());
+
+    // With prefetch, the second page is asked for while the first is being read.
+    m.push(page(0..2, Some("</items?page=2>; rel=\"next\"")));
+    m.push(page(2..3, None));
+    let request = c.get("items").build().unwrap();
+    let mut items = c
+        .paginate::<Item>(request, Strategy::link_header())
+        .prefetch(true);
+    assert_eq!(m.run(items.next()).unwrap().unwrap().id, 0);
+    assert_eq!(
+        m.request_count(),
+        4,
+        "page 2 went out with page 1's first item"
+    );
+    let rest: Vec<u64> = m
+        .run(items.collect::<Vec<_>>())
+        .into_iter()
+        .map(|i| i.unwrap().id)
+        .collect();
+    assert_eq!(rest, [1, 2]);
+    assert_eq!(m.request_count(), 4);
 }
