@@ -20,6 +20,7 @@ use super::pending::Pending;
 use super::request::Request;
 use super::Dispatch;
 use crate::error::{Error, ErrorKind, Stage};
+use crate::machine::credentials::same_origin;
 use crate::machine::paginate::{Checkpoint, Page, PaginateError, Paginator, Strategy};
 
 type PageFuture = Pin<Box<dyn Future<Output = Result<(Uri, HeaderMap, Value), Error>> + Send>>;
@@ -164,6 +165,20 @@ impl<T: DeserializeOwned> Paginate<T> {
     /// The page at `url`: fetched through the pipeline, refused unless `2xx`, read as JSON.
     fn fetch(&mut self, url: Uri) -> Option<PageFuture> {
         let mut request = self.template.try_clone()?;
+        if !same_origin(&self.template.url, &url) {
+            // A next link to another origin gets none of the request's credentials: the
+            // redirect rule, for pages.
+            let sensitive = &self.shared.config().sensitive;
+            let names: Vec<_> = request
+                .headers
+                .keys()
+                .filter(|name| sensitive.contains(name))
+                .cloned()
+                .collect();
+            for name in names {
+                request.headers.remove(name);
+            }
+        }
         request.url = url;
         let pending = Pending::new(self.shared.clone(), request, self.epoch);
         Some(Box::pin(async move {

@@ -285,3 +285,36 @@ fn pages_come_with_their_headers_and_prefetch_loads_the_next_one_early() {
     assert_eq!(rest, [1, 2]);
     assert_eq!(m.request_count(), 4);
 }
+
+#[test]
+fn a_next_link_to_another_origin_gets_no_credentials() {
+    let c = client_with("http://h");
+    let m = mock(&c);
+    m.push(page(
+        0..1,
+        Some("<http://elsewhere/items?page=2>; rel=\"next\""),
+    ));
+    m.push(page(1..2, Some("</items?page=3>; rel=\"next\"")));
+    m.push(page(2..3, None));
+    let request = c
+        .get("items")
+        .bearer_auth("secret")
+        .header("x-trace", "t1")
+        .build()
+        .unwrap();
+    let items: Vec<_> = m.run(
+        c.paginate::<Item>(request, Strategy::link_header())
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(items.len(), 3);
+    let log = m.requests();
+    assert!(log[0].headers.contains_key(AUTHORIZATION));
+    for r in &log[1..] {
+        assert!(
+            !r.headers.contains_key(AUTHORIZATION),
+            "{} got the token",
+            r.uri
+        );
+        assert_eq!(values(&r.headers, "x-trace"), ["t1"], "other headers stay");
+    }
+}
