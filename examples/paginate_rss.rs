@@ -5,9 +5,9 @@
 //! ```
 //!
 //! Reads 10,000 pages of 10 items from the loopback test server's `/collection` (a `Link`
-//! header on each page), and prints the process's peak resident set (`VmHWM`, Linux) after
-//! 100 pages and after all 10,000: the stream holds one page at a time, so the second figure
-//! is the first. BENCHMARKS.md records the figures.
+//! header on each page; the server runs in a child process), and prints the client process's
+//! peak resident set (`VmHWM`, Linux) as the pages go by: the stream holds one page at a
+//! time. BENCHMARKS.md records the figures.
 
 use std::time::Instant;
 
@@ -34,12 +34,39 @@ struct Item {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = keel_conformance::server::TestServer::start()?;
+    // The server runs in a child process (this program with `--serve`), so that what is
+    // measured here is the client's memory only.
+    if std::env::args().any(|a| a == "--serve") {
+        let server = keel_conformance::server::TestServer::start()?;
+        println!("{}", server.url(""));
+        // Serve until the parent closes our stdin.
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        return Ok(());
+    }
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--serve")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut base = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?),
+        &mut base,
+    )?;
+    let base = base.trim().to_owned();
+    let result = measure(&base);
+    drop(child.stdin.take());
+    let _ = child.wait();
+    result
+}
+
+fn measure(base: &str) -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let client = keel::Client::builder().base_url(&server.url("")).build()?;
+        let client = keel::Client::builder().base_url(base).build()?;
         let started = Instant::now();
         let mut items = client
             .get("/collection?style=link&per=10&total=100000")

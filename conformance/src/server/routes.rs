@@ -833,6 +833,7 @@ fn ndjson(query: &Query) -> Result<Response<ResBody>, Reject> {
 /// - `link`: `?page=P` (from 1), the items as the body, `Link: <...>; rel="next"` (relative,
 ///   quoted rel, with a `last` link in the same header) until the last page;
 /// - `cursor`: `?cursor=C`, `{"data": [...], "next_cursor": "..."|null}`;
+/// - `stripe`: `?starting_after=ID`, `{"data": [...], "has_more": bool}`;
 /// - `next`: `?page=P`, `{"data": [...], "links": {"next": "/collection?..."|null}}`;
 /// - `offset`: `?offset=O&limit=L`, `{"results": [...], "total": T}`;
 /// - `page`: `?page=P`, `{"items": [...], "total_pages": ...}`;
@@ -846,6 +847,10 @@ fn collection(query: &Query) -> Result<Response<ResBody>, Reject> {
             let cursor: u64 = query.num("cursor", 0)?;
             (cursor, per)
         }
+        "stripe" => match query.get("starting_after") {
+            None => (0, per),
+            Some(id) => (parse_segment::<u64>("starting_after", id)? + 1, per),
+        },
         "offset" => (query.num("offset", 0)?, query.num("limit", per)?),
         _ => {
             let page: u64 = query.num("page", 1)?.max(1);
@@ -886,6 +891,7 @@ fn collection(query: &Query) -> Result<Response<ResBody>, Reject> {
             } else { serde_json::Value::Null } },
         }),
         "offset" => serde_json::json!({ "results": items, "total": total }),
+        "stripe" => serde_json::json!({ "object": "list", "data": items, "has_more": more }),
         "page" => serde_json::json!({ "items": items, "total_pages": total.div_ceil(per) }),
         other => return Err(Reject::bad(format!("no pagination style {other:?}"))),
     };

@@ -2,7 +2,7 @@
 //! paginates a 10,000-item collection in each common style.
 
 use futures_util::StreamExt as _;
-use keel_core::machine::paginate::{Checkpoint, Strategy};
+use keel_core::machine::paginate::{Checkpoint, Next, Strategy};
 use keel_core::{Backend, Client, ErrorKind};
 use serde::Deserialize;
 
@@ -57,8 +57,9 @@ pub async fn paginate_link_header<T: Backend>(cx: Cx<T>) -> CaseResult {
     Ok(Outcome::Pass)
 }
 
-/// Slack/Stripe style cursors, a next URL in the body, offset/limit with a total, and page
-/// numbers with a total-pages field: each reads the 10,000 items once, in order.
+/// Slack style cursors, a next URL in the body, offset/limit with a total, page numbers with
+/// a total-pages field, Stripe's `has_more` + the last item's id, and a custom rule: each
+/// reads the 10,000 items once, in order.
 pub async fn paginate_body_strategies<T: Backend>(cx: Cx<T>) -> CaseResult {
     let client = cx.builder().build()?;
     let cases = [
@@ -82,11 +83,40 @@ pub async fn paginate_body_strategies<T: Backend>(cx: Cx<T>) -> CaseResult {
             Strategy::page_number("page", 1).with_total("/total_pages"),
             Some("/items"),
         ),
+        (
+            "/collection?style=stripe&per=250",
+            Strategy::cursor_from_last_item("/has_more", "/id", "starting_after"),
+            Some("/data"),
+        ),
+        (
+            // Anything else: the caller's own rule (here, page numbers until a short page).
+            "/collection?style=page&per=250&page=1",
+            Strategy::custom(|page| {
+                let number: u64 = page
+                    .url()
+                    .query()
+                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("page=")))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1);
+                match page.items().len() {
+                    250 => keel_core::machine::paginate::set_query_param(
+                        page.url(),
+                        "page",
+                        &(number + 1).to_string(),
+                    )
+                    .map_or(Next::Done, Next::Page),
+                    _ => Next::Done,
+                }
+            }),
+            Some("/items"),
+        ),
     ];
     for (path, strategy, items_at) in cases {
         let (items, pages) = read_all(&client, path, strategy, items_at).await?;
+        // The custom rule only knows it is done at a short page: one more, empty.
+        let want = if path.ends_with("page=1") { 41 } else { 40 };
         ensure!(
-            items == 10_000 && pages == 40,
+            items == 10_000 && pages == want,
             "{path}: {items} items in {pages} pages"
         );
     }

@@ -50,9 +50,10 @@
 //!
 //! # Memory
 //!
-//! Cycle detection keeps a 64-bit hash of every URL requested: 8 bytes per page (plus the
-//! hash set's overhead), at most [`max_pages`](Paginator::max_pages) of them (10,000 by
-//! default, about 80 KB for the hashes).
+//! Cycle detection keeps a 64-bit hash of the last [`CYCLE_WINDOW`] URLs requested (a few
+//! tens of KB at most), so memory stays flat however long the listing: a next URL equal to
+//! one of the last 4,096 requested is a cycle; a longer cycle (a server that goes round more
+//! than 4,096 pages) is stopped by [`max_pages`](Paginator::max_pages).
 //!
 //! # Example
 //!
@@ -85,7 +86,7 @@
 
 mod link;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::error::Error as StdError;
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -748,15 +749,19 @@ pub struct Paginator {
     /// `on_page` failed: nothing more is requested, and checkpoints stay on the current page.
     failed: bool,
     seen: HashSet<u64>,
+    /// The hashes in `seen`, oldest first: the window cycle detection looks back over.
+    window: VecDeque<u64>,
 }
+
+/// How many of the URLs last requested cycle detection remembers.
+pub const CYCLE_WINDOW: usize = 4096;
 
 impl Paginator {
     /// A paginator that starts at `first`, as [`Strategy::first_url`] adjusts it, with the
     /// [default page limit](DEFAULT_MAX_PAGES).
     pub fn new(strategy: Strategy, first: Uri) -> Self {
         let first = strategy.first_url(&first);
-        let mut seen = HashSet::new();
-        seen.insert(url_hash(&first));
+        let hash = url_hash(&first);
         Paginator {
             strategy,
             max_pages: DEFAULT_MAX_PAGES,
@@ -768,7 +773,8 @@ impl Paginator {
             skip_in_page: 0,
             resume_skip: 0,
             failed: false,
-            seen,
+            seen: HashSet::from([hash]),
+            window: VecDeque::from([hash]),
         }
     }
 
@@ -802,10 +808,7 @@ impl Paginator {
                     .map_err(|_| PaginateError::BadCheckpoint { next: url.clone() })?,
             ),
         };
-        let mut seen = HashSet::new();
-        if let Some(url) = &request {
-            seen.insert(url_hash(url));
-        }
+        let hashes: Vec<u64> = request.iter().map(url_hash).collect();
         Ok(Paginator {
             strategy,
             max_pages: DEFAULT_MAX_PAGES,
@@ -817,7 +820,8 @@ impl Paginator {
             skip_in_page: 0,
             resume_skip: checkpoint.skip_in_page,
             failed: false,
-            seen,
+            seen: hashes.iter().copied().collect(),
+            window: hashes.into_iter().collect(),
         })
     }
 
@@ -881,11 +885,18 @@ impl Paginator {
     fn decide(&mut self, page: &Page<'_>) -> Result<Next, PaginateError> {
         let next = self.strategy.next(page)?;
         if let Next::Page(url) = &next {
-            if !self.seen.insert(url_hash(url)) {
+            let hash = url_hash(url);
+            if !self.seen.insert(hash) {
                 return Err(PaginateError::Cycle {
                     page: page.number,
                     url: url.clone(),
                 });
+            }
+            self.window.push_back(hash);
+            if self.window.len() > CYCLE_WINDOW {
+                if let Some(oldest) = self.window.pop_front() {
+                    self.seen.remove(&oldest);
+                }
             }
             if page.number >= self.max_pages {
                 return Err(PaginateError::TooManyPages {

@@ -542,6 +542,22 @@ fn cycle_is_detected() {
 }
 
 #[test]
+fn cycle_detection_remembers_a_bounded_window() {
+    let s = Strategy::page_number("page", 1);
+    let mut pager = Paginator::new(s, uri("https://a.example/i")).max_pages(100_000);
+    let body = json!(["x"]);
+    for _ in 0..(CYCLE_WINDOW + 500) {
+        let url = pager.poll_request().unwrap().clone();
+        let items = items_at(&body, None).unwrap();
+        assert!(pager
+            .on_page(&Page::new(&url, &HeaderMap::new(), &body, items))
+            .is_ok());
+    }
+    assert_eq!(pager.seen.len(), CYCLE_WINDOW, "flat, however many pages");
+    assert_eq!(pager.window.len(), CYCLE_WINDOW);
+}
+
+#[test]
 fn too_many_pages() {
     let s = Strategy::page_number("page", 1);
     let mut pager = Paginator::new(s, uri("https://a.example/i")).max_pages(3);
