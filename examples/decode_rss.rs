@@ -14,19 +14,10 @@ use std::time::Instant;
 
 use futures_util::StreamExt as _;
 
-/// The process's peak resident set, in KiB (Linux), or 0 where `/proc` has none.
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse().ok())
-        })
-        .unwrap_or(0)
-}
+#[path = "common/rss.rs"]
+mod rss;
+
+use rss::peak_rss_kib;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mib: u64 = std::env::args()

@@ -352,8 +352,8 @@ impl Download {
                     .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
             }
             request.timeouts.deadline = Some(match until {
-                // A century: the download lives as long as it makes progress.
-                None => Duration::from_secs(100 * 365 * 24 * 3600),
+                // The download lives as long as it makes progress.
+                None => super::NEVER,
                 Some(end) => {
                     let left = end.saturating_duration_since(timer.now());
                     if left.is_zero() {
@@ -379,10 +379,7 @@ impl Download {
             }
             let now = timer.now();
             let store = self.shared.store();
-            let refused = match &mut store.resolve(&store.find(&url)).lock().budget {
-                Some(budget) => !budget.try_withdraw(now),
-                None => false,
-            };
+            let refused = !store.resolve(&store.find(&url)).try_withdraw_retry(now);
             if refused {
                 tracing::debug!(target: "keel::download", %url, "not resuming: the retry budget is spent");
                 return Err(err);

@@ -1333,10 +1333,12 @@ fn basic(user: &str, password: Option<&str>) -> HeaderValue {
     value
 }
 
+/// A century: "never" for a request (a deadline lifted for a long-lived stream or
+/// download); it keeps the arithmetic in range on every platform.
+pub(crate) const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 fn add_saturating(t: Instant, d: Duration) -> Instant {
-    // A century is "never" for a request; it keeps the arithmetic in range on every platform.
-    t.checked_add(d)
-        .unwrap_or_else(|| t + Duration::from_secs(100 * 365 * 24 * 3600))
+    t.checked_add(d).unwrap_or_else(|| t + NEVER)
 }
 
 fn merge_default_headers(headers: &mut HeaderMap, defaults: &HeaderMap) {

@@ -451,10 +451,13 @@ impl Call {
                 }
             }
         }
-        if let Some(budget) = &mut self.shared.store().resolve(&self.origin).lock().budget {
-            if !budget.try_withdraw(now) {
-                return false;
-            }
+        if !self
+            .shared
+            .store()
+            .resolve(&self.origin)
+            .try_withdraw_retry(now)
+        {
+            return false;
         }
         let (attempt, due, _) = self.build_attempt(now);
         tracing::debug!(target: "keel::hedge", method = %self.request.method,

@@ -90,6 +90,16 @@ impl OriginState {
         }
     }
 
+    /// Takes one retry from the origin's retry budget (retries, hedges, reconnections and
+    /// resumed downloads all draw on it): false when the budget is spent, true when it had
+    /// one or the client has no budget.
+    pub(crate) fn try_withdraw_retry(&self, now: Instant) -> bool {
+        match &mut self.lock().budget {
+            Some(budget) => budget.try_withdraw(now),
+            None => true,
+        }
+    }
+
     /// Locks the state; a lock poisoned by a panicking hook still works (the state is plain
     /// data, valid between any two calls).
     pub(crate) fn lock(&self) -> MutexGuard<'_, PolicyState> {

@@ -323,8 +323,8 @@ impl EventSource {
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         }
         if request.timeouts.deadline.is_none() {
-            // A century: the stream lives as long as the server keeps it up.
-            request.timeouts.deadline = Some(Duration::from_secs(100 * 365 * 24 * 3600));
+            // The stream lives as long as the server keeps it up.
+            request.timeouts.deadline = Some(super::NEVER);
         }
         let reconnect_on_end = request.method == Method::GET;
         Self {
@@ -432,11 +432,9 @@ impl EventSource {
         let now = timer.now();
         let refused = self.request.as_ref().is_some_and(|request| {
             let store = self.shared.store();
-            let origin = store.find(&request.url);
-            let refused = match &mut store.resolve(&origin).lock().budget {
-                Some(budget) => !budget.try_withdraw(now),
-                None => false,
-            };
+            let refused = !store
+                .resolve(&store.find(&request.url))
+                .try_withdraw_retry(now);
             if refused {
                 tracing::debug!(target: "keel::sse", url = %request.url,
                     "not reconnecting: the retry budget is spent");

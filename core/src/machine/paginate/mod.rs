@@ -712,21 +712,9 @@ fn total_at(page: &Page<'_>, pointer: &str) -> Result<u64, PaginateError> {
     })
 }
 
-/// Resolves a URI reference against `base`; `None` unless the result is an `http` or
-/// `https` URL with a host that `http::Uri` accepts. The fragment and any user info go.
+/// Resolves a URI reference against `base`, as a redirect's `Location` is.
 fn resolve(base: &Uri, reference: &str) -> Option<Uri> {
-    let mut url = match url::Url::parse(&base.to_string()) {
-        Ok(base) => base.join(reference),
-        Err(_) => url::Url::parse(reference),
-    }
-    .ok()?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return None;
-    }
-    url.set_fragment(None);
-    url.set_username("").ok()?;
-    url.set_password(None).ok()?;
-    url.as_str().parse().ok()
+    crate::machine::redirect::resolve_reference(base, reference)
 }
 
 /// Runs a [`Strategy`] over a listing: the next URL to request, a page limit, cycle

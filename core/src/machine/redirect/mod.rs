@@ -773,10 +773,16 @@ fn next_method(status: StatusCode, method: &Method) -> Method {
 /// Resolves a `Location` against the URL of the request that got it; `None` unless the result
 /// is an `http` or `https` URL with a host that `http::Uri` accepts.
 fn resolve(base: &Uri, location: &[u8]) -> Option<Uri> {
-    let location = std::str::from_utf8(location).ok()?;
+    resolve_reference(base, std::str::from_utf8(location).ok()?)
+}
+
+/// Resolves a URI reference (a `Location`, a `Link` target, a next URL in a page) against
+/// `base`; `None` unless the result is an `http` or `https` URL with a host that `http::Uri`
+/// accepts. The fragment and any user info go.
+pub(crate) fn resolve_reference(base: &Uri, reference: &str) -> Option<Uri> {
     let mut url = match url::Url::parse(&base.to_string()) {
-        Ok(base) => base.join(location),
-        Err(_) => url::Url::parse(location),
+        Ok(base) => base.join(reference),
+        Err(_) => url::Url::parse(reference),
     }
     .ok()?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
