@@ -95,6 +95,7 @@ pub mod connect;
 mod error;
 pub mod fanout;
 pub mod machine;
+pub mod redact;
 mod transport;
 
 #[cfg(test)]
