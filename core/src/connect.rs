@@ -191,7 +191,12 @@ impl<'t> Dialer<'t> {
         let mut deadline: Option<Sleep> = None;
         poll_fn(|cx| loop {
             match attempts.poll_next_unpin(cx) {
-                Poll::Ready(Some((_, Ok(stream)))) => return Poll::Ready(Ok(stream)),
+                Poll::Ready(Some((addr, Ok(stream)))) => {
+                    tracing::debug!(target: "keel::connect", %addr, "connected");
+                    #[cfg(feature = "metrics")]
+                    metrics::counter!("keel.client.connections.opened").increment(1);
+                    return Poll::Ready(Ok(stream));
+                }
                 Poll::Ready(Some((addr, Err(e)))) => {
                     tracing::debug!(%addr, error = %e, "connection attempt failed");
                     last_err = Some(e);

@@ -107,12 +107,12 @@ pub mod tls;
 #[cfg(feature = "async-io")]
 pub use async_io_timer::AsyncIoTimer;
 pub use body::{Body, FramedBody, ResponseBody};
-pub use client::pipeline;
+pub use client::{hooks, pipeline};
 pub use client::{
-    BodyStream, BreakerControl, BreakerEvent, BreakerHook, Checksum, Client, ClientBuilder,
-    Download, DownloadReport, EndReason, EventSource, Lines, ListingPage, Ndjson, Pages, Paginate,
-    Pending, Progress, RedirectEvent, RedirectHook, Request, RequestBuilder, Response, RetryEvent,
-    RetryHook, Timeouts, DEFAULT_MAX_BODY_SIZE,
+    BodyStream, BreakerControl, BreakerEvent, Checksum, Client, ClientBuilder, Download,
+    DownloadReport, EndReason, EventSource, Lines, ListingPage, Ndjson, Pages, Paginate, Pending,
+    Progress, RedirectEvent, Request, RequestBuilder, Response, RetryEvent, Timeouts,
+    DEFAULT_MAX_BODY_SIZE,
 };
 pub use error::{
     find_in_chain, find_io_in_chain, find_source, BoxError, Error, ErrorKind, Stage, TimeoutPhase,

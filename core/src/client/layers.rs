@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use async_lock::{Semaphore, SemaphoreGuardArc};
 use futures_util::future::{select, Either};
 
+use super::hooks::{Event, WaitEvent, WaitReason};
+use super::observe;
 use super::pipeline::{Action, Guard, Policy, PolicyContext, Waiter};
 use super::request::Request;
 use super::state::OriginState;
@@ -294,24 +296,22 @@ impl Policy for RetryLayer {
                 pacing,
             } => {
                 let (method, url) = (cx.request.method(), cx.request.url());
-                tracing::debug!(target: "keel::retry", %method, %url, attempt, %reason,
-                    ?delay, ?pacing, "retrying");
-                if let Some(hook) = &cx.config.on_retry {
-                    hook(&RetryEvent {
+                observe::event(
+                    cx.config,
+                    &Event::Retry(&RetryEvent {
                         attempt,
                         reason,
                         delay,
                         pacing,
                         method: method.clone(),
                         url: url.clone(),
-                    });
-                }
+                    }),
+                );
                 cx.record.set_gave_up(None);
                 Action::Reissue { at: Some(at) }
             }
             RetryAction::GiveUp(reason) => {
-                tracing::debug!(target: "keel::retry", method = %cx.request.method(),
-                    url = %cx.request.url(), %reason, "not retrying");
+                tracing::debug!(target: "keel::retry", %reason, "not retrying");
                 cx.record.set_gave_up(Some(reason));
                 Action::Proceed
             }
@@ -373,11 +373,10 @@ impl Policy for RedirectLayer {
                     .and_then(|m| m.hops().last())
                     .cloned()
                     .expect("a followed redirect is recorded");
-                tracing::debug!(target: "keel::redirect", %hop, cross_origin = follow.cross_origin,
-                    "following redirect");
-                if let Some(hook) = &cx.config.on_redirect {
-                    hook(&RedirectEvent { hop: hop.clone() });
-                }
+                observe::event(
+                    cx.config,
+                    &Event::Redirect(&RedirectEvent { hop: hop.clone() }),
+                );
                 cx.record.push_hop(hop);
                 let sensitive = &cx.config.sensitive;
                 let request = &mut *cx.request;
@@ -394,8 +393,7 @@ impl Policy for RedirectLayer {
                 Action::Reissue { at: None }
             }
             RedirectAction::Refuse(refusal) => {
-                tracing::debug!(target: "keel::redirect", url = %cx.request.url(), %refusal,
-                    "redirect refused");
+                tracing::info!(target: "keel::redirect", %refusal, "redirect refused");
                 Action::Fail(
                     Error::new(ErrorKind::Redirect(refusal)).with_url(cx.request.url().clone()),
                 )
@@ -595,6 +593,7 @@ impl Policy for ConcurrencyLayer {
         if cx.is_hedge() {
             return Action::Fail(Error::new(ErrorKind::RateLimited));
         }
+        wait_event(cx, WaitReason::InFlight, None);
         let sleep = cx.timer().sleep_until(cx.deadline());
         Action::WaitFor(Self::wait(
             origin.map(|s| (s, origin_permit)),
@@ -661,6 +660,7 @@ impl Policy for LimiterLayer {
                     return Self::limited(now, until);
                 }
                 // Asked again at `until`, when the hold is over (unless the server extended it).
+                wait_event(cx, WaitReason::ServerQuota, Some(until - now));
                 return Action::WaitUntil(until);
             }
         }
@@ -696,6 +696,7 @@ impl Policy for LimiterLayer {
         }
         if at > now {
             self.booked = Some(at);
+            wait_event(cx, WaitReason::RateLimit, Some(at - now));
             return Action::WaitUntil(at);
         }
         Action::Proceed
@@ -725,7 +726,7 @@ impl Policy for LimiterLayer {
             .partition
             .as_deref()
             .map(|own| hold.partition.as_deref().unwrap_or(own));
-        tracing::debug!(target: "keel::rate", url = %cx.request.url(), partition, ?delay,
+        tracing::info!(target: "keel::wait", partition, delay_ms = delay.as_millis() as u64,
             "the server's quota is spent: holding requests");
         let home = match partition {
             Some(key) => cx.store.partition(key),
@@ -735,4 +736,18 @@ impl Policy for LimiterLayer {
         state.hold_until = Some(state.hold_until.map_or(until, |held| held.max(until)));
         Action::Proceed
     }
+}
+
+/// Reports that an attempt waits before it may go.
+#[cold]
+fn wait_event(cx: &PolicyContext<'_>, reason: WaitReason, delay: Option<Duration>) {
+    observe::event(
+        cx.config,
+        &Event::Wait(&WaitEvent {
+            reason,
+            delay,
+            method: cx.request.method().clone(),
+            url: cx.request.url().clone(),
+        }),
+    );
 }

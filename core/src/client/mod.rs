@@ -13,7 +13,9 @@
 //! someone else's response.
 
 mod download;
+pub mod hooks;
 mod layers;
+mod observe;
 mod paginate;
 mod pending;
 pub mod pipeline;
@@ -136,10 +138,8 @@ pub(crate) struct ClientConfig {
     redirect: RedirectPolicy,
     budget: Option<RetryBudget>,
     seed: Option<u64>,
-    on_retry: Option<RetryHook>,
-    on_redirect: Option<RedirectHook>,
+    pub(crate) hooks: hooks::Hooks,
     pub(crate) breaker: Option<BreakerPolicy>,
-    on_breaker: Option<BreakerHook>,
     rate_limit: Option<RateLimit>,
     pub(crate) rate_limit_per_origin: Option<RateLimit>,
     pub(crate) server_quotas: bool,
@@ -158,9 +158,6 @@ pub(crate) struct ClientConfig {
     set_host: bool,
 }
 
-/// A function called before every retry; see [`ClientBuilder::on_retry`].
-pub type RetryHook = Arc<dyn Fn(&RetryEvent) + Send + Sync>;
-
 /// What [`ClientBuilder::on_retry`] hooks receive before the driver sleeps for a retry.
 #[non_exhaustive]
 #[derive(Clone, Debug)]
@@ -178,9 +175,6 @@ pub struct RetryEvent {
     /// The request's URL.
     pub url: Uri,
 }
-
-/// A function called on every circuit breaker state change; see [`ClientBuilder::on_breaker`].
-pub type BreakerHook = Arc<dyn Fn(&BreakerEvent) + Send + Sync>;
 
 /// What [`ClientBuilder::on_breaker`] hooks receive when a breaker changes state.
 #[non_exhaustive]
@@ -207,9 +201,6 @@ pub enum BreakerControl {
     /// Back to closed, counters cleared.
     Reset,
 }
-
-/// A function called before every redirect is followed; see [`ClientBuilder::on_redirect`].
-pub type RedirectHook = Arc<dyn Fn(&RedirectEvent) + Send + Sync>;
 
 /// What [`ClientBuilder::on_redirect`] hooks receive before a redirect is followed.
 #[non_exhaustive]
@@ -242,10 +233,8 @@ impl fmt::Debug for ClientConfig {
             .field("retry", &self.retry)
             .field("redirect", &self.redirect)
             .field("budget", &self.budget)
-            .field("on_retry", &self.on_retry.is_some())
-            .field("on_redirect", &self.on_redirect.is_some())
+            .field("hooks", &self.hooks)
             .field("breaker", &self.breaker)
-            .field("on_breaker", &self.on_breaker.is_some())
             .field("rate_limit", &self.rate_limit)
             .field("rate_limit_per_origin", &self.rate_limit_per_origin)
             .field("server_quotas", &self.server_quotas)
@@ -688,10 +677,8 @@ impl<T: Backend> ClientBuilder<T> {
                 redirect: RedirectPolicy::default(),
                 budget: Some(RetryBudget::default()),
                 seed: None,
-                on_retry: None,
-                on_redirect: None,
+                hooks: hooks::Hooks::default(),
                 breaker: None,
-                on_breaker: None,
                 rate_limit: None,
                 rate_limit_per_origin: None,
                 server_quotas: false,
@@ -951,9 +938,12 @@ impl<T: Backend> ClientBuilder<T> {
 
     /// Calls `hook` before every retry, with the attempt number, the reason and the delay.
     /// Each retry is also a `tracing` event at debug level.
-    pub fn on_retry(mut self, hook: impl Fn(&RetryEvent) + Send + Sync + 'static) -> Self {
-        self.config.on_retry = Some(Arc::new(hook));
-        self
+    pub fn on_retry(self, hook: impl Fn(&RetryEvent) + Send + Sync + 'static) -> Self {
+        self.on_event(move |event| {
+            if let hooks::Event::Retry(retry) = event {
+                hook(retry)
+            }
+        })
     }
 
     /// How redirects are followed. Default [`RedirectPolicy::default`]: up to 10 hops of 301,
@@ -966,9 +956,12 @@ impl<T: Backend> ClientBuilder<T> {
 
     /// Calls `hook` before every redirect is followed, with the hop. Each hop is also a
     /// `tracing` event at debug level (target `keel::redirect`).
-    pub fn on_redirect(mut self, hook: impl Fn(&RedirectEvent) + Send + Sync + 'static) -> Self {
-        self.config.on_redirect = Some(Arc::new(hook));
-        self
+    pub fn on_redirect(self, hook: impl Fn(&RedirectEvent) + Send + Sync + 'static) -> Self {
+        self.on_event(move |event| {
+            if let hooks::Event::Redirect(redirect) = event {
+                hook(redirect)
+            }
+        })
     }
 
     /// A circuit breaker per origin, asked before every attempt (retries included): after the
@@ -1111,9 +1104,103 @@ impl<T: Backend> ClientBuilder<T> {
 
     /// Calls `hook` on every circuit breaker state change. Each change is also a `tracing`
     /// event at info level (target `keel::breaker`).
-    pub fn on_breaker(mut self, hook: impl Fn(&BreakerEvent) + Send + Sync + 'static) -> Self {
-        self.config.on_breaker = Some(Arc::new(hook));
+    pub fn on_breaker(self, hook: impl Fn(&BreakerEvent) + Send + Sync + 'static) -> Self {
+        self.on_event(move |event| {
+            if let hooks::Event::Breaker(breaker) = event {
+                hook(breaker)
+            }
+        })
+    }
+
+    /// Adds a [`Hook`](hooks::Hook): it sees the request of every attempt before it is sent,
+    /// the head of every response before the policies do, and every decision of a policy (see
+    /// [`hooks`] for where each runs). Hooks run in the order added (`after_response` in the
+    /// reverse order).
+    pub fn hook(mut self, hook: impl hooks::Hook) -> Self {
+        self.config.hooks.push(hooks::Entry::Sync(Arc::new(hook)));
         self
+    }
+
+    /// Adds a hook that sees (and may change) the request of every attempt just before it is
+    /// sent, after every policy admitted it. See [`hooks`].
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// let client = keel_core::Client::<T>::builder()
+    ///     .before_attempt(|attempt, request| {
+    ///         request.headers_mut().insert("x-attempt", attempt.number().into());
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn before_attempt(
+        self,
+        hook: impl Fn(&hooks::Attempt, &mut http::Request<Body>) -> Result<(), Error>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.hook(hooks::FnHook {
+            before: hook,
+            after: |_: &hooks::Attempt, _: &mut http::Response<ResponseBody>| Ok(()),
+            event: |_: &hooks::Event<'_>| {},
+        })
+    }
+
+    /// Adds an async hook that takes the request of every attempt just before it is sent and
+    /// gives it back, changed: for what needs an `await` (a token refreshed when it has
+    /// expired, a request signed with a key fetched from a vault). It runs inside the attempt:
+    /// its time counts toward the attempt's time limit, and an error fails the attempt (as
+    /// unsent). See [`hooks`].
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// let client = keel_core::Client::<T>::builder()
+    ///     .before_attempt_async(|mut request, _attempt| async move {
+    ///         let token = "fresh-token"; // e.g. `tokens.current().await?`
+    ///         let value = http::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    ///         request.headers_mut().insert(http::header::AUTHORIZATION, value);
+    ///         Ok(request)
+    ///     })
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn before_attempt_async<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(http::Request<Body>, hooks::Attempt) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<http::Request<Body>, Error>> + Send + 'static,
+    {
+        let hook: hooks::AsyncBefore =
+            Arc::new(move |request, attempt| Box::pin(hook(request, attempt)) as BoxFuture<_>);
+        self.config.hooks.push(hooks::Entry::Async(hook));
+        self
+    }
+
+    /// Adds a hook that sees (and may change, or turn into an error) the head of every
+    /// response before the policies see it. See [`hooks`].
+    pub fn after_response(
+        self,
+        hook: impl Fn(&hooks::Attempt, &mut http::Response<ResponseBody>) -> Result<(), Error>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.hook(hooks::FnHook {
+            before: |_: &hooks::Attempt, _: &mut http::Request<Body>| Ok(()),
+            after: hook,
+            event: |_: &hooks::Event<'_>| {},
+        })
+    }
+
+    /// Adds a hook that sees every decision of a policy: retries, redirects, hedges, breaker
+    /// changes, waits. See [`hooks::Event`].
+    pub fn on_event(self, hook: impl Fn(&hooks::Event<'_>) + Send + Sync + 'static) -> Self {
+        self.hook(hooks::FnHook {
+            before: |_: &hooks::Attempt, _: &mut http::Request<Body>| Ok(()),
+            after: |_: &hooks::Attempt, _: &mut http::Response<ResponseBody>| Ok(()),
+            event: hook,
+        })
     }
 
     /// Adds a policy to every call's pipeline, outside the built-in ones (see
@@ -1292,14 +1379,15 @@ pub(crate) fn announce_breaker(
     partition: Option<&Arc<str>>,
     transition: Transition,
 ) {
-    tracing::info!(target: "keel::breaker", %url, partition = partition.map(|p| &**p),
-        from = ?transition.from, to = ?transition.to, "circuit breaker state changed");
-    if let (Some(hook), Ok(origin)) = (&config.on_breaker, Origin::from_uri(url)) {
-        hook(&BreakerEvent {
-            origin,
-            partition: partition.cloned(),
-            transition,
-        });
+    if let Ok(origin) = Origin::from_uri(url) {
+        observe::event(
+            config,
+            &hooks::Event::Breaker(&BreakerEvent {
+                origin,
+                partition: partition.cloned(),
+                transition,
+            }),
+        );
     }
 }
 

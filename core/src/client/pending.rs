@@ -27,7 +27,11 @@ use std::time::Instant;
 use http::header::{ACCEPT_ENCODING, HOST};
 use http::Method;
 
+use tracing::Span;
+
+use super::hooks::{self, Attempt, HedgeEvent};
 use super::layers::{hedge_policy, Stack};
+use super::observe;
 use super::pipeline::{Action, CallRecord, Guards, PolicyContext, Waiter};
 use super::request::Request;
 use super::response::Limits;
@@ -74,6 +78,12 @@ pub(crate) struct Call {
     /// Guards the policies handed out for the attempt in flight.
     guards: Guards,
     phase: Phase,
+    /// The call's span (disabled when no subscriber wants it).
+    span: Span,
+    /// How many attempts went to the transport (hedges too).
+    sent: u32,
+    /// When the call started (its first poll).
+    started: Instant,
 }
 
 enum Phase {
@@ -101,6 +111,9 @@ enum Phase {
         timeout: TimeoutPhase,
         /// The attempt's hedge, when the call hedges (boxed: most calls don't).
         hedge: Option<Box<Hedge>>,
+        /// The attempt's number in the call, and its span.
+        number: u32,
+        span: Span,
     },
     Backoff(Sleep),
     Done,
@@ -130,6 +143,8 @@ struct Second {
     /// What the policies handed out for it.
     guards: Guards,
     sent: Instant,
+    number: u32,
+    span: Span,
 }
 
 /// What happened while an attempt (and maybe its hedge) was in flight.
@@ -165,6 +180,9 @@ impl Pending {
                 record: CallRecord::default(),
                 guards: Guards::new(),
                 phase: Phase::Unstarted,
+                span: Span::none(),
+                sent: 0,
+                started: epoch,
             })),
         }
     }
@@ -190,6 +208,11 @@ impl Future for Pending {
                 })))
             }
         };
+        if matches!(call.phase, Phase::Unstarted) {
+            call.span = observe::call_span(&call.request.method, &call.request.url);
+        }
+        let span = call.span.clone();
+        let _entered = span.enter();
         loop {
             match call.poll_step(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -215,6 +238,7 @@ impl Call {
     /// The first poll: the clock is read, the deadline set and the policies built.
     fn start(&mut self) -> Option<Step> {
         let start = self.shared.timer().now();
+        self.started = start;
         self.deadline = super::add_saturating(start, self.timeouts.deadline);
         self.stack = Stack::new(
             self.shared.config(),
@@ -320,6 +344,16 @@ impl Call {
     #[inline]
     fn send_attempt(&mut self, now: Instant) {
         let (attempt, head_by, timeout) = self.build_attempt(now);
+        self.sent += 1;
+        let number = self.sent;
+        let span = observe::attempt_span(
+            &self.span,
+            &self.request.method,
+            &self.request.url,
+            number,
+            false,
+        );
+        let fut = self.launch(attempt, Attempt::new(number, false), &span);
         let hedge = self.stack.hedges().then(|| {
             let policy = hedge_policy(self.shared.config(), &self.request);
             let delay = if policy.is_some_and(HedgePolicy::observes_latency) {
@@ -338,12 +372,35 @@ impl Call {
             })
         });
         self.phase = Phase::Sending {
-            fut: self.shared.send(attempt),
+            fut,
             sleep: None,
             head_by,
             timeout,
             hedge,
+            number,
+            span,
         };
+    }
+
+    /// Hands an attempt to the transport, through the client's `before_attempt` hooks.
+    #[inline]
+    fn launch(&self, mut attempt: http::Request<Body>, info: Attempt, span: &Span) -> HeadFuture {
+        #[cfg(feature = "metrics")]
+        observe::metrics::attempt(attempt.uri(), info.is_hedge());
+        let hooks = &self.shared.config().hooks;
+        if hooks.is_empty() {
+            return self.shared.send(attempt);
+        }
+        if !hooks.has_async() {
+            let _entered = span.enter();
+            if let Err(err) = hooks.before_sync(&info, &mut attempt) {
+                return Box::pin(std::future::ready(Err(err)));
+            }
+            return self.shared.send(attempt);
+        }
+        let shared = self.shared.clone();
+        let before = hooks.before_all(info, attempt);
+        Box::pin(async move { shared.send(before.await?).await })
     }
 
     /// Builds the next attempt's request, and when its head is due.
@@ -429,8 +486,7 @@ impl Call {
         let now = self.shared.timer().now();
         if let Some(budget) = &mut self.shared.store().resolve(&self.origin).lock().budget {
             if budget.available(now) == 0 {
-                tracing::debug!(target: "keel::hedge", url = %self.request.url,
-                    "not hedging: the retry budget is spent");
+                tracing::debug!(target: "keel::hedge", "not hedging: the retry budget is spent");
                 return false;
             }
         }
@@ -444,7 +500,7 @@ impl Call {
                     // A hedge goes now or not at all; what it was given goes back with
                     // `guards`.
                     Action::WaitUntil(_) | Action::WaitFor(_) | Action::Fail(_) => {
-                        tracing::debug!(target: "keel::hedge", url = %cx.request.url(), layer,
+                        tracing::debug!(target: "keel::hedge", layer,
                             "not hedging: a policy would hold it");
                         return false;
                     }
@@ -460,10 +516,30 @@ impl Call {
             return false;
         }
         let (attempt, due, _) = self.build_attempt(now);
-        tracing::debug!(target: "keel::hedge", method = %self.request.method,
-            url = %self.request.url, "hedging a slow attempt");
+        if let Phase::Sending {
+            hedge: Some(hedge), ..
+        } = &self.phase
+        {
+            observe::event(
+                self.shared.config(),
+                &hooks::Event::Hedge(&HedgeEvent {
+                    method: self.request.method.clone(),
+                    url: self.request.url.clone(),
+                    after: now.saturating_duration_since(hedge.sent),
+                }),
+            );
+        }
         self.record.push_hedge();
-        let fut = self.shared.send(attempt);
+        self.sent += 1;
+        let number = self.sent;
+        let span = observe::attempt_span(
+            &self.span,
+            &self.request.method,
+            &self.request.url,
+            number,
+            true,
+        );
+        let fut = self.launch(attempt, Attempt::new(number, true), &span);
         if let Phase::Sending {
             head_by,
             sleep,
@@ -475,6 +551,8 @@ impl Call {
                 fut,
                 guards,
                 sent: now,
+                number,
+                span,
             });
             if due > *head_by {
                 // The pair waits for the later of the two attempts' time limits.
@@ -494,22 +572,31 @@ impl Call {
             head_by,
             timeout,
             hedge,
+            number,
+            span,
         } = &mut self.phase
         else {
             unreachable!("poll_sending is called while sending")
         };
         let timer = self.shared.timer();
-        let event = match fut.as_mut().poll(cx) {
+        let first = {
+            let _entered = span.enter();
+            fut.as_mut().poll(cx)
+        };
+        let event = match first {
             Poll::Ready(outcome) => Some(Event::First(outcome)),
             Poll::Pending => match hedge.as_deref_mut() {
                 None => None,
                 Some(Hedge {
                     second: Some(second),
                     ..
-                }) => match second.fut.as_mut().poll(cx) {
-                    Poll::Ready(outcome) => Some(Event::Second(outcome)),
-                    Poll::Pending => None,
-                },
+                }) => {
+                    let _entered = second.span.enter();
+                    match second.fut.as_mut().poll(cx) {
+                        Poll::Ready(outcome) => Some(Event::Second(outcome)),
+                        Poll::Pending => None,
+                    }
+                }
                 Some(Hedge { at: None, .. }) => None,
                 Some(Hedge {
                     at: Some(at),
@@ -521,6 +608,7 @@ impl Call {
                 }
             },
         };
+        let mut winner_is_hedge = false;
         let outcome = match event {
             None => {
                 let sleep = sleep.get_or_insert_with(|| timer.sleep_until(*head_by));
@@ -541,23 +629,28 @@ impl Call {
                 }
                 return Poll::Ready(Step::Continue);
             }
-            Some(Event::First(Err(_))) if hedge.as_ref().is_some_and(|h| h.second.is_some()) => {
+            Some(Event::First(Err(err))) if hedge.as_ref().is_some_and(|h| h.second.is_some()) => {
                 // The first attempt failed with its hedge still in flight: the hedge carries
                 // on alone (the failure is not shown to the policies, and the first
                 // attempt's guards go back).
+                observe::record_error(span, &err);
                 let hedge = hedge.as_mut().expect("a hedge in flight");
                 let second = hedge.second.take().expect("a hedge in flight");
                 *fut = second.fut;
+                *number = second.number;
+                *span = second.span;
                 hedge.sent = second.sent;
                 hedge.at = None;
                 self.guards = second.guards;
                 return Poll::Ready(Step::Continue);
             }
             Some(Event::First(outcome)) => outcome,
-            Some(Event::Second(Err(_))) => {
+            Some(Event::Second(Err(err))) => {
                 // The hedge failed: the first attempt carries on alone.
                 if let Some(hedge) = hedge {
-                    hedge.second = None;
+                    if let Some(second) = hedge.second.take() {
+                        observe::record_error(&second.span, &err);
+                    }
                     hedge.at = None;
                 }
                 return Poll::Ready(Step::Continue);
@@ -569,8 +662,26 @@ impl Call {
                 let second = hedge.second.take().expect("a hedge in flight");
                 hedge.sent = second.sent;
                 self.guards = second.guards;
+                *number = second.number;
+                *span = second.span;
+                winner_is_hedge = true;
                 Ok(head)
             }
+        };
+        let (number, span) = (*number, std::mem::replace(span, Span::none()));
+        let outcome = {
+            let _entered = span.enter();
+            let hooks = &self.shared.config().hooks;
+            let outcome = if hooks.is_empty() {
+                outcome
+            } else {
+                hooks.after(&Attempt::new(number, winner_is_hedge), outcome)
+            };
+            match &outcome {
+                Ok(head) => observe::record_head(&span, head.status(), head.version()),
+                Err(err) => observe::record_error(&span, err),
+            }
+            outcome
         };
         if let Phase::Sending {
             hedge: Some(hedge), ..
@@ -579,6 +690,7 @@ impl Call {
             self.learn_latency(hedge.sent, outcome.is_ok());
         }
         self.phase = Phase::Done;
+        drop(span);
         Poll::Ready(self.decide(outcome))
     }
 
@@ -633,8 +745,6 @@ impl Call {
         if let Ok(head) = &outcome {
             if head.status().is_success() && !self.stack.observes_success() {
                 // No policy of this call looks at a success: hand it over without asking.
-                tracing::debug!(method = %self.request.method, url = %self.request.url,
-                    status = head.status().as_u16(), "response head");
                 return Step::Done(outcome);
             }
         }
@@ -649,16 +759,8 @@ impl Call {
             }
             Some(Action::Fail(err)) => Step::Done(Err(self.finish_error(err))),
             _ => match outcome {
-                Ok(head) => {
-                    tracing::debug!(method = %self.request.method, url = %self.request.url,
-                        status = head.status().as_u16(), "response head");
-                    Step::Done(Ok(head))
-                }
-                Err(err) => {
-                    tracing::debug!(method = %self.request.method, url = %self.request.url,
-                        error = %err, "request failed");
-                    Step::Done(Err(self.finish_error(err)))
-                }
+                Ok(head) => Step::Done(Ok(head)),
+                Err(err) => Step::Done(Err(self.finish_error(err))),
             },
         }
     }
@@ -701,6 +803,7 @@ impl Call {
     /// The error that ends the call, with the URL and what the call did.
     fn finish_error(&mut self, err: Error) -> Error {
         self.guards.clear();
+        self.finished(None, Some(&err));
         let err = if err.url().is_none() {
             err.with_url(self.request.url.clone())
         } else {
@@ -712,6 +815,7 @@ impl Call {
     /// Hands the head to the caller; the call rides along so that a failure while reading the
     /// body can still be shown to the policies.
     fn into_response(mut self: Box<Self>, head: http::Response<ResponseBody>) -> Response {
+        self.finished(Some(&head), None);
         let config = self.shared.config();
         let limits = Limits {
             read_idle: self.timeouts.read_idle,
@@ -727,9 +831,36 @@ impl Call {
         let timer = self.shared.timer().clone();
         let url = self.request.url.clone();
         let record = std::mem::take(&mut self.record);
-        let guards = std::mem::take(&mut self.guards);
+        let mut guards = std::mem::take(&mut self.guards);
+        if !self.span.is_disabled() {
+            // The call's span lasts until the body ends (or the response is dropped).
+            guards.push(super::pipeline::Guard::new(self.span.clone()));
+        }
         let resume = (!self.stack.is_empty()).then_some(self);
         Response::new(head, url, timer, limits, record, guards, resume)
+    }
+
+    /// The call ended with a head or an error: its span and metrics say so.
+    #[inline]
+    fn finished(&self, head: Option<&http::Response<ResponseBody>>, err: Option<&Error>) {
+        if let Some(head) = head {
+            observe::record_head(&self.span, head.status(), head.version());
+        }
+        if let Some(err) = err {
+            observe::record_error(&self.span, err);
+            tracing::debug!(target: "keel", error = %err, "call failed");
+        }
+        #[cfg(feature = "metrics")]
+        observe::metrics::call(
+            &self.request.method,
+            &self.request.url,
+            self.shared
+                .timer()
+                .now()
+                .saturating_duration_since(self.started),
+            head.map(http::Response::status),
+            err.map(Error::kind),
+        );
     }
 
     /// After the body of a response failed mid-way in a buffered read: the re-issued call to
