@@ -897,7 +897,7 @@ impl fmt::Debug for Call {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pending")
             .field("method", &self.request.method)
-            .field("url", &format_args!("{}", self.request.url))
+            .field("url", &crate::redact::url(&self.request.url))
             .field("attempt", &self.stack.attempts())
             .field("started", &!matches!(self.phase, Phase::Unstarted))
             .finish_non_exhaustive()

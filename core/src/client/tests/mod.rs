@@ -1805,6 +1805,7 @@ mod download;
 ))]
 mod decoding;
 mod limits;
+mod observe;
 mod paginate;
 mod pipeline;
 mod streams;
