@@ -178,7 +178,7 @@ pub enum Event<'a> {
 
 /// What [`Event::Hedge`] tells.
 #[non_exhaustive]
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HedgeEvent {
     /// The request's method.
     pub method: Method,
@@ -190,7 +190,7 @@ pub struct HedgeEvent {
 
 /// What [`Event::Wait`] tells: an attempt was held before it could go.
 #[non_exhaustive]
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WaitEvent {
     /// Who holds it.
     pub reason: WaitReason,
@@ -200,6 +200,27 @@ pub struct WaitEvent {
     pub method: Method,
     /// The request's URL.
     pub url: Uri,
+}
+
+impl fmt::Debug for HedgeEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HedgeEvent")
+            .field("method", &self.method)
+            .field("url", &crate::redact::url(&self.url))
+            .field("after", &self.after)
+            .finish()
+    }
+}
+
+impl fmt::Debug for WaitEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaitEvent")
+            .field("reason", &self.reason)
+            .field("delay", &self.delay)
+            .field("method", &self.method)
+            .field("url", &crate::redact::url(&self.url))
+            .finish()
+    }
 }
 
 /// Why an attempt waits; see [`WaitEvent`].

@@ -138,6 +138,8 @@ pub(crate) struct ClientConfig {
     redirect: RedirectPolicy,
     budget: Option<RetryBudget>,
     seed: Option<u64>,
+    /// Attempts carry W3C trace context from their span (feature `opentelemetry`).
+    pub(crate) propagate: bool,
     pub(crate) hooks: hooks::Hooks,
     pub(crate) breaker: Option<BreakerPolicy>,
     rate_limit: Option<RateLimit>,
@@ -678,6 +680,7 @@ impl<T: Backend> ClientBuilder<T> {
                 budget: Some(RetryBudget::default()),
                 seed: None,
                 hooks: hooks::Hooks::default(),
+                propagate: false,
                 breaker: None,
                 rate_limit: None,
                 rate_limit_per_origin: None,
@@ -1110,6 +1113,24 @@ impl<T: Backend> ClientBuilder<T> {
                 hook(breaker)
             }
         })
+    }
+
+    /// Sends W3C trace context (`traceparent`, and `tracestate` when there is one) with every
+    /// attempt, from the attempt's span, so the server's spans join the caller's trace. Needs
+    /// `tracing-opentelemetry`'s layer on the subscriber (without it spans have no trace id,
+    /// and nothing is sent). Off by default. A `traceparent` the request sets itself is kept.
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// let client = keel_core::Client::<T>::builder()
+    ///     .propagate_trace_context(true)
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    #[cfg(feature = "opentelemetry")]
+    pub fn propagate_trace_context(mut self, enabled: bool) -> Self {
+        self.config.propagate = enabled;
+        self
     }
 
     /// Adds a [`Hook`](hooks::Hook): it sees the request of every attempt before it is sent,

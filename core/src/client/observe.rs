@@ -210,9 +210,42 @@ fn status_str(status: StatusCode) -> &'static str {
         502 => "502",
         503 => "503",
         504 => "504",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
+        _ if status.is_client_error() => "4xx",
+        _ if status.is_server_error() => "5xx",
         _ => "_OTHER",
+    }
+}
+
+/// Adds W3C trace context from `span`'s OpenTelemetry context to `headers` (unless they have
+/// a `traceparent` already).
+#[cfg(feature = "opentelemetry")]
+pub(crate) fn inject_trace_context(span: &Span, headers: &mut http::HeaderMap) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    if span.is_disabled() || headers.contains_key("traceparent") {
+        return;
+    }
+    let context = span.context();
+    let otel = context.span();
+    let span_context = otel.span_context();
+    if !span_context.is_valid() {
+        return;
+    }
+    let traceparent = format!(
+        "00-{}-{}-{:02x}",
+        span_context.trace_id(),
+        span_context.span_id(),
+        span_context.trace_flags().to_u8()
+    );
+    if let Ok(value) = http::HeaderValue::from_str(&traceparent) {
+        headers.insert("traceparent", value);
+    }
+    let state = span_context.trace_state().header();
+    if !state.is_empty() {
+        if let Ok(value) = http::HeaderValue::from_str(&state) {
+            headers.insert("tracestate", value);
+        }
     }
 }
 

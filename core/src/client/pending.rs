@@ -387,6 +387,10 @@ impl Call {
     fn launch(&self, mut attempt: http::Request<Body>, info: Attempt, span: &Span) -> HeadFuture {
         #[cfg(feature = "metrics")]
         observe::metrics::attempt(attempt.uri(), info.is_hedge());
+        #[cfg(feature = "opentelemetry")]
+        if self.shared.config().propagate {
+            observe::inject_trace_context(span, attempt.headers_mut());
+        }
         let hooks = &self.shared.config().hooks;
         if hooks.is_empty() {
             return self.shared.send(attempt);

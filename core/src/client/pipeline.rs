@@ -430,7 +430,7 @@ impl PolicyContext<'_> {
 impl fmt::Debug for PolicyContext<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PolicyContext")
-            .field("url", self.request.url())
+            .field("url", &crate::redact::url(self.request.url()))
             .field("record", &self.record)
             .field("claimed", &self.claimed)
             .finish_non_exhaustive()

@@ -658,3 +658,52 @@ fn metrics_count_attempts_errors_and_time_calls() {
         "{histograms:#?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Trace context
+
+#[cfg(feature = "opentelemetry")]
+#[test]
+fn every_attempt_carries_the_w3c_trace_context_of_its_own_span() {
+    use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("keel-test")));
+    let c = retrying_builder(policy().max_attempts(2).base_delay(millis(100)))
+        .propagate_trace_context(true)
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    m.push(Reply::status(503));
+    m.push(Reply::status(200));
+    let trace_id = tracing::subscriber::with_default(subscriber, || {
+        let outer = tracing::info_span!("handle order");
+        let trace_id = outer.context().span().span_context().trace_id();
+        let _entered = outer.enter();
+        m.run(c.get("x").send()).unwrap();
+        trace_id
+    });
+    let log = m.requests();
+    let parents: Vec<&str> = log
+        .iter()
+        .map(|r| r.headers["traceparent"].to_str().unwrap())
+        .collect();
+    assert_eq!(parents.len(), 2);
+    for parent in &parents {
+        let parts: Vec<&str> = parent.split('-').collect();
+        assert_eq!(parts.len(), 4, "{parent}");
+        assert_eq!(parts[0], "00");
+        assert_eq!(parts[1], trace_id.to_string(), "the caller's trace");
+        assert_eq!(parts[2].len(), 16);
+        assert_eq!(parts[3], "01", "sampled");
+    }
+    assert_ne!(parents[0], parents[1], "each attempt is its own span");
+    drop(log);
+
+    // Without a tracing-opentelemetry layer there is no trace id, and no header.
+    m.push(Reply::status(200));
+    m.run(c.get("y").send()).unwrap();
+    assert!(!m.requests()[2].headers.contains_key("traceparent"));
+}
