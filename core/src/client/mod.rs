@@ -43,7 +43,6 @@ pub use response::{BodyStream, Response};
 pub use streams::{EndReason, EventSource, Lines, Ndjson};
 
 use self::pipeline::{Policy, PolicyFactory};
-use self::request::Redacted;
 use self::state::{OriginState, Store, StoreConfig};
 use crate::body::{Body, ResponseBody};
 use crate::error::{BoxError, Error, ErrorKind};
@@ -55,6 +54,7 @@ use crate::machine::paginate::{Checkpoint, Paginator, Strategy};
 use crate::machine::rate::RateLimit;
 use crate::machine::redirect::{Hop, RedirectPolicy};
 use crate::machine::retry::{Pacing, RetryBudget, RetryPolicy, RetryReason};
+use crate::redact;
 use crate::transport::{
     Backend, BoxFuture, BoxTransport, Certificate, Origin, Timer, Transport, TransportConfig,
 };
@@ -159,8 +159,10 @@ pub(crate) struct ClientConfig {
 }
 
 /// What [`ClientBuilder::on_retry`] hooks receive before the driver sleeps for a retry.
+///
+/// Its `Debug` shows the URL through [`redact::url`](crate::redact::url).
 #[non_exhaustive]
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RetryEvent {
     /// The number of the attempt about to be made (2 for the first retry).
     pub attempt: u32,
@@ -203,6 +205,8 @@ pub enum BreakerControl {
 }
 
 /// What [`ClientBuilder::on_redirect`] hooks receive before a redirect is followed.
+///
+/// Its `Debug` shows the hop's URLs through [`redact::url`](crate::redact::url).
 #[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct RedirectEvent {
@@ -210,20 +214,36 @@ pub struct RedirectEvent {
     pub hop: Hop,
 }
 
+impl fmt::Debug for RetryEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryEvent")
+            .field("attempt", &self.attempt)
+            .field("reason", &self.reason)
+            .field("delay", &self.delay)
+            .field("pacing", &self.pacing)
+            .field("method", &self.method)
+            .field("url", &redact::url(&self.url))
+            .finish()
+    }
+}
+
 impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
             .field(
                 "base_url",
-                &self.base_url.as_ref().map(url::BaseUrl::as_uri),
+                &self.base_url.as_ref().map(|b| redact::url(b.as_uri())),
             )
-            .field("headers", &Redacted(&self.headers, Some(&self.sensitive)))
+            .field(
+                "headers",
+                &redact::headers_with(&self.headers, &self.sensitive),
+            )
             .field(
                 "scoped_headers",
                 &self
                     .scoped_headers
                     .as_ref()
-                    .map(|(_, h)| Redacted(h, Some(&self.sensitive))),
+                    .map(|(_, h)| redact::headers_with(h, &self.sensitive)),
             )
             .field("sensitive", &self.sensitive)
             .field("timeouts", &self.timeouts)
@@ -634,7 +654,7 @@ impl<T: fmt::Debug> fmt::Debug for Client<T> {
                     .config
                     .base_url
                     .as_ref()
-                    .map(url::BaseUrl::as_uri),
+                    .map(|b| redact::url(b.as_uri())),
             )
             .field("timeouts", &self.shared.config.timeouts)
             .field("max_body_size", &self.shared.config.max_body_size)

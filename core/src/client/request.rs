@@ -14,6 +14,7 @@ use crate::machine::credentials::SensitiveHeaders;
 use crate::machine::hedge::HedgePolicy;
 use crate::machine::redirect::RedirectPolicy;
 use crate::machine::retry::RetryPolicy;
+use crate::redact;
 use crate::transport::Transport;
 
 /// Rebuilds a request body for another attempt; see [`RequestBuilder::body_with`].
@@ -284,33 +285,11 @@ impl fmt::Debug for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Request")
             .field("method", &self.method)
-            .field("url", &format_args!("{}", self.url))
-            .field("headers", &Redacted(&self.headers, None))
+            .field("url", &redact::url(&self.url))
+            .field("headers", &redact::headers(&self.headers))
             .field("body", &self.body)
             .field("body_factory", &self.rebuild.is_some())
             .finish_non_exhaustive()
-    }
-}
-
-/// Headers as `Debug` shows them: a credential's value prints as `Sensitive`.
-pub(crate) struct Redacted<'a>(
-    pub(crate) &'a HeaderMap,
-    pub(crate) Option<&'a SensitiveHeaders>,
-);
-
-impl fmt::Debug for Redacted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let default = SensitiveHeaders::default();
-        let sensitive = self.1.unwrap_or(&default);
-        let mut map = f.debug_map();
-        for (name, value) in self.0 {
-            if value.is_sensitive() || sensitive.contains(name) {
-                map.entry(name, &format_args!("Sensitive"));
-            } else {
-                map.entry(name, value);
-            }
-        }
-        map.finish()
     }
 }
 
@@ -681,13 +660,10 @@ impl<T> fmt::Debug for RequestBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestBuilder")
             .field("method", &self.request.method)
-            .field("url", &format_args!("{}", self.request.url))
+            .field("url", &redact::url(&self.request.url))
             .field(
                 "headers",
-                &Redacted(
-                    &self.request.headers,
-                    Some(&self.client.shared.config.sensitive),
-                ),
+                &redact::headers_with(&self.request.headers, &self.client.shared.config.sensitive),
             )
             .field("body", &self.request.body)
             .finish()
