@@ -67,9 +67,14 @@ pub(crate) fn join(base: Option<&BaseUrl>, target: &str) -> Result<Uri, Error> {
         return Ok(uri);
     }
     let Some(base) = base else {
-        return Err(invalid(format!(
-            "`{target}` is a relative url and the client has no base url"
-        )));
+        // The target is echoed as keel prints URLs (its secrets hidden), or not at all.
+        return Err(invalid(match target.parse::<Uri>() {
+            Ok(relative) => format!(
+                "`{}` is a relative url and the client has no base url",
+                crate::redact::url(&relative)
+            ),
+            Err(_) => "a relative url, and the client has no base url".to_owned(),
+        }));
     };
     let rel = target.trim_start_matches('/');
     if is_plain(rel) {
