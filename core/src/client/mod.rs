@@ -354,6 +354,25 @@ impl<T: Transport> Client<T> {
     /// appended to the base URL's path, whether or not either has a slash at the join:
     /// with base `https://api.example.com/v1`, both `users` and `/users` give
     /// `https://api.example.com/v1/users`.
+    ///
+    /// # Credentials in the URL
+    ///
+    /// User info in an absolute URL (`https://user:pass@api.example.com/…`, percent-encoded
+    /// as URLs have it) is taken out of the URL and sent as `Authorization: Basic` (as reqwest
+    /// and httpx do), marked sensitive, unless the request sets its own `Authorization`. The
+    /// URL the backend sees, the `Host` header, [`RequestBuilder::url`], the response's URL,
+    /// logs and errors never hold it, and like any credential it is not sent across a redirect
+    /// to another origin.
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Transport>(client: keel_core::Client<T>) {
+    /// let request = client.get("https://alice:s3cret@api.example.com/v1/me").build().unwrap();
+    /// assert_eq!(request.url(), "https://api.example.com/v1/me");
+    /// // "Basic " + base64("alice:s3cret")
+    /// assert_eq!(request.headers()["authorization"], "Basic YWxpY2U6czNjcmV0");
+    /// assert!(!format!("{request:?}").contains("s3cret"));
+    /// # }
+    /// ```
     #[inline]
     pub fn request(&self, method: Method, url: &str) -> RequestBuilder<T> {
         let url = url::join(self.shared.config.base_url.as_ref(), url);
@@ -499,7 +518,8 @@ impl<T: Transport> Client<T> {
         EventSource::failed(self.shared.clone(), self.shared.epoch, err)
     }
 
-    /// Joins a relative URL to the base URL and checks the request's settings.
+    /// Joins a relative URL to the base URL (or takes the credentials out of an absolute one:
+    /// see [`request`](Self::request)) and checks the request's settings.
     #[inline]
     fn prepare(&self, mut request: Request, url_checked: bool) -> Result<Request, Error> {
         if url_checked {
@@ -513,6 +533,13 @@ impl<T: Transport> Client<T> {
             request.url = url::join(self.shared.config.base_url.as_ref(), &target)?;
         } else {
             url::check(&request.url)?;
+            if url::has_userinfo(&request.url) {
+                let (stripped, credentials) = url::take_credentials(request.url)?;
+                request.url = stripped;
+                if let Some(value) = credentials {
+                    request.headers.entry(AUTHORIZATION).or_insert(value);
+                }
+            }
         }
         if request.timeouts.any_zero() {
             return Err(
@@ -522,7 +549,8 @@ impl<T: Transport> Client<T> {
         Ok(request)
     }
 
-    /// Starts a `GET` request.
+    /// Starts a `GET` request; `url` as [`request`](Self::request) takes it (credentials in
+    /// it become `Authorization: Basic`, never part of the URL sent).
     #[inline]
     pub fn get(&self, url: &str) -> RequestBuilder<T> {
         self.request(Method::GET, url)
@@ -723,6 +751,11 @@ impl<T: Backend> ClientBuilder<T> {
     }
 
     /// The URL that relative request paths are joined to. Must be `http` or `https`.
+    ///
+    /// User info in it (`https://user:pass@api.example.com`) is taken out of the URL and sent as
+    /// `Authorization: Basic` to the base URL's origin only, as a credential set with
+    /// [`basic_auth`](Self::basic_auth) is, unless the client sets its own `Authorization`
+    /// default; it never shows in the URLs sent, logged or reported.
     pub fn base_url(mut self, url: &str) -> Self {
         match url::BaseUrl::parse(url) {
             Ok(base) => {
@@ -1321,6 +1354,13 @@ impl<T: Backend> ClientBuilder<T> {
         }
         self.transport.connect_timeout = t.connect;
         T::capabilities().check(&self.transport)?;
+        if let Some(credentials) = self.config.base_url.as_ref().and_then(|b| b.credentials()) {
+            if !self.config.headers.contains_key(AUTHORIZATION) {
+                self.config
+                    .headers
+                    .insert(AUTHORIZATION, credentials.clone());
+            }
+        }
         self.scope_credentials()?;
         let framing = |h: &HeaderMap| {
             h.contains_key(http::header::CONTENT_LENGTH)
@@ -1429,11 +1469,16 @@ fn bearer(token: &str) -> Result<HeaderValue, http::header::InvalidHeaderValue> 
 
 /// `Basic <base64(user:password)>`, marked sensitive.
 fn basic(user: &str, password: Option<&str>) -> HeaderValue {
+    basic_bytes(user.as_bytes(), password.map(str::as_bytes))
+}
+
+/// [`basic`] of raw bytes (a URL's percent-decoded user info need not be UTF-8).
+fn basic_bytes(user: &[u8], password: Option<&[u8]>) -> HeaderValue {
     use base64::Engine as _;
-    let credentials = match password {
-        Some(password) => format!("{user}:{password}"),
-        None => format!("{user}:"),
-    };
+    let mut credentials = Vec::with_capacity(user.len() + 1 + password.map_or(0, <[u8]>::len));
+    credentials.extend_from_slice(user);
+    credentials.push(b':');
+    credentials.extend_from_slice(password.unwrap_or_default());
     let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
     let mut value = HeaderValue::try_from(format!("Basic {encoded}"))
         .expect("base64 is always a valid header value");

@@ -86,7 +86,9 @@ impl Request {
     /// A request with `method` to `url`, no headers and no body, with the client's settings.
     ///
     /// `url` is absolute, or a path (with no scheme) that [`Client::execute`] joins to the
-    /// client's base URL.
+    /// client's base URL. User info in an absolute `url` (`https://user:pass@host/`) is taken
+    /// out of it when the request is sent, and sent as `Authorization: Basic` unless the
+    /// request has its own `Authorization` (see [`Client::request`]).
     #[inline]
     pub fn new(method: Method, url: Uri) -> Self {
         Self {
@@ -298,24 +300,47 @@ impl fmt::Debug for Request {
 ///
 /// Mistakes (an invalid header, a body that fails to serialize) are kept and returned by
 /// `send` or `build`, so calls chain without `?` at every step.
+///
+/// Credentials in the URL (`https://user:pass@host/…`) are taken out of it at once and sent
+/// as `Authorization: Basic`, marked sensitive, unless the request sets its own
+/// `Authorization` ([`header`](Self::header), [`bearer_auth`](Self::bearer_auth),
+/// [`basic_auth`](Self::basic_auth)): see [`Client::request`]. Its `Debug` shows no
+/// credential.
 #[must_use = "a request does nothing until it is sent"]
 pub struct RequestBuilder<T> {
     client: Client<T>,
     request: Request,
     error: Option<Error>,
+    /// `Authorization: Basic` from the URL's user info, for a request that sets no
+    /// `Authorization` of its own.
+    url_credentials: Option<HeaderValue>,
 }
 
 impl<T: Transport> RequestBuilder<T> {
     #[inline]
     pub(super) fn new(client: Client<T>, method: Method, url: Result<Uri, Error>) -> Self {
-        let (url, error) = match url {
-            Ok(url) => (url, None),
-            Err(err) => (Uri::default(), Some(err)),
+        let url = match url {
+            Ok(url) if url::has_userinfo(&url) => url::take_credentials(url),
+            Ok(url) => Ok((url, None)),
+            Err(err) => Err(err),
+        };
+        let (url, error, url_credentials) = match url {
+            Ok((url, credentials)) => (url, None, credentials),
+            Err(err) => (Uri::default(), Some(err), None),
         };
         Self {
             client,
             request: Request::new(method, url),
             error,
+            url_credentials,
+        }
+    }
+
+    /// Puts the URL's credentials in `Authorization`, unless the request set its own.
+    #[inline]
+    fn take_url_credentials(&mut self) {
+        if let Some(value) = self.url_credentials.take() {
+            self.request.headers.entry(AUTHORIZATION).or_insert(value);
         }
     }
 
@@ -594,7 +619,8 @@ impl<T: Transport> RequestBuilder<T> {
 
     /// The request, to send later with [`Client::execute`] (or to copy and send several
     /// times), or the first mistake made building it.
-    pub fn build(self) -> Result<Request, Error> {
+    pub fn build(mut self) -> Result<Request, Error> {
+        self.take_url_credentials();
         match self.error {
             Some(err) if self.request.url == Uri::default() => Err(err),
             Some(err) => Err(err.with_url(self.request.url)),
@@ -605,9 +631,10 @@ impl<T: Transport> RequestBuilder<T> {
     /// The items of the paginated listing this request starts, as a stream; see
     /// [`Client::paginate`](crate::Client::paginate).
     pub fn paginate<I: serde::de::DeserializeOwned>(
-        self,
+        mut self,
         strategy: crate::machine::paginate::Strategy,
     ) -> crate::Paginate<I> {
+        self.take_url_credentials();
         match self.error {
             None => self.client.paginate(self.request, strategy),
             Some(err) => {
@@ -622,7 +649,8 @@ impl<T: Transport> RequestBuilder<T> {
 
     /// Reads server-sent events from this request, sending it again when the connection
     /// drops; see [`Client::event_source`](crate::Client::event_source).
-    pub fn event_source(self) -> crate::EventSource {
+    pub fn event_source(mut self) -> crate::EventSource {
+        self.take_url_credentials();
         match self.error {
             None => self.client.event_source(self.request),
             Some(err) => self.client.event_source_failed(err),
@@ -631,7 +659,8 @@ impl<T: Transport> RequestBuilder<T> {
 
     /// Downloads the body, resuming with `Range` + `If-Range` after a mid-body failure; see
     /// [`Client::download`](crate::Client::download) and [`Download`](crate::Download).
-    pub fn download(self) -> crate::Download {
+    pub fn download(mut self) -> crate::Download {
+        self.take_url_credentials();
         match self.error {
             None => self.client.download(self.request),
             Some(err) if self.request.url == Uri::default() => self.client.download_failed(err),
@@ -647,7 +676,8 @@ impl<T: Transport> RequestBuilder<T> {
     ///
     /// A status of 4xx or 5xx is not an error here; see [`Response::error_for_status`](crate::Response::error_for_status).
     #[inline]
-    pub fn send(self) -> Pending {
+    pub fn send(mut self) -> Pending {
+        self.take_url_credentials();
         match self.error {
             None => self.client.execute_checked(self.request, true),
             Some(err) if self.request.url == Uri::default() => Pending::failed(err),
@@ -666,6 +696,7 @@ impl<T> fmt::Debug for RequestBuilder<T> {
                 &redact::headers_with(&self.request.headers, &self.client.shared.config.sensitive),
             )
             .field("body", &self.request.body)
+            .field("url_credentials", &self.url_credentials.is_some())
             .finish()
     }
 }
