@@ -198,6 +198,65 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 256,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5ec2e7),
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// Whatever the URL, its credentials and the values of its signature parameters (in
+        /// any case, anywhere in the query) never print; everything else prints as it is.
+        #[test]
+        fn no_credential_or_signature_ever_prints(
+            host in "[a-m]{1,8}(\\.[a-m]{2,3})?",
+            port in proptest::option::of(1u16..),
+            user in "[n-z]{6,12}",
+            password in proptest::option::of("[n-z]{6,12}"),
+            path in "(/[a-m0-9]{0,6}){0,3}",
+            params in proptest::collection::vec(
+                (proptest::bool::ANY, 0..SECRET_PARAMS.len(), proptest::bool::ANY, "[n-z]{6,12}"),
+                0..5,
+            ),
+            plain in proptest::collection::vec(("[a-h]{1,4}", "[a-m0-9]{0,6}"), 0..3),
+        ) {
+            let userinfo = match &password {
+                Some(password) => format!("{user}:{password}@"),
+                None => format!("{user}@"),
+            };
+            let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+            let mut query = Vec::new();
+            let mut secrets = vec![user.clone()];
+            secrets.extend(password.clone());
+            for (i, (upper, which, secret, value)) in params.iter().enumerate() {
+                // A secret parameter (its name in either case) or a plain one, mixed in.
+                if *secret {
+                    let name = SECRET_PARAMS[*which];
+                    let name = if *upper { name.to_ascii_uppercase() } else { name.to_ascii_lowercase() };
+                    query.push(format!("{name}={value}"));
+                    secrets.push(value.clone());
+                } else if let Some((name, v)) = plain.get(i % plain.len().max(1)) {
+                    query.push(format!("{name}={v}"));
+                }
+            }
+            for (name, v) in &plain {
+                query.push(format!("{name}={v}"));
+            }
+            let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+            let text = format!("https://{userinfo}{host}{port}{path}{query}");
+            let Ok(uri) = text.parse::<Uri>() else { return Ok(()) };
+            let shown = url(&uri).to_string();
+            for secret in &secrets {
+                proptest::prop_assert!(!shown.contains(secret.as_str()), "{} in {}", secret, shown);
+            }
+            proptest::prop_assert!(shown.starts_with("https://REDACTED:REDACTED@"), "{}", shown);
+            for (name, v) in &plain {
+                let pair = format!("{name}={v}");
+                proptest::prop_assert!(shown.contains(&pair), "{} lost from {}", pair, shown);
+            }
+        }
+    }
+
     #[test]
     fn header_maps_hide_credentials_and_marked_values() {
         use http::HeaderValue;

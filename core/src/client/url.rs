@@ -396,7 +396,10 @@ mod tests {
         assert_eq!(base.credentials().unwrap(), "Basic dXNlcjpwYSBzcw==");
         assert!(base.credentials().unwrap().is_sensitive());
         let shown = format!("{base:?}");
-        assert!(!shown.contains("pa%20ss") && !shown.contains("user:"), "{shown}");
+        assert!(
+            !shown.contains("pa%20ss") && !shown.contains("user:"),
+            "{shown}"
+        );
         assert!(BaseUrl::parse("https://api.example.com/")
             .unwrap()
             .credentials()
