@@ -31,6 +31,7 @@ use crate::machine::outcome::{self, Failure, Outcome};
 pub use crate::machine::outcome::{ErrorKind, Stage, TimeoutPhase};
 use crate::machine::redirect::Hop;
 use crate::machine::retry::{GiveUpReason, InvalidRetryConfig};
+use crate::redact;
 
 /// A boxed error from a backend or a decoder, used as an [`Error`]'s source.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -291,7 +292,7 @@ impl fmt::Debug for Error {
             d.field("unsent", &true);
         }
         if let Some(url) = &self.inner.url {
-            d.field("url", &format_args!("{url}"));
+            d.field("url", &redact::url(url));
         }
         if let Some(path) = &self.inner.json_path {
             d.field("json_path", path);
@@ -341,7 +342,7 @@ impl fmt::Display for Error {
             write!(f, " (during {at})")?;
         }
         if let Some(url) = &self.inner.url {
-            write!(f, " for {url}")?;
+            write!(f, " for {}", redact::url(url))?;
         }
         if self.inner.attempts > 1 {
             write!(f, " after {} attempts", self.inner.attempts)?;

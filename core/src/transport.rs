@@ -440,12 +440,17 @@ impl Origin {
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
-            _ => return Err(invalid(format!("`{uri}` is not an http or https url"))),
+            _ => {
+                return Err(invalid(format!(
+                    "`{}` is not an http or https url",
+                    crate::redact::url(uri)
+                )))
+            }
         };
         let host = uri
             .host()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| invalid(format!("`{uri}` has no host")))?;
+            .ok_or_else(|| invalid(format!("`{}` has no host", crate::redact::url(uri))))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         Ok(Self {

@@ -100,6 +100,67 @@ pub async fn methods<T: Backend>(cx: Cx<T>) -> CaseResult {
     Ok(Outcome::Pass)
 }
 
+/// Credentials in a URL (`user:pass@`, percent-encoded) arrive as `Authorization: Basic`,
+/// never in the request target or the `Host` header, over HTTP/1.1 and over TLS (HTTP/2 where
+/// the backend offers it); a request's own `Authorization` wins over them.
+pub async fn url_credentials_become_basic_auth<T: Backend>(cx: Cx<T>) -> CaseResult {
+    // "Basic " + base64("al@ice:s3cret")
+    const BASIC: &str = "Basic YWxAaWNlOnMzY3JldA==";
+    let with_credentials = |url: String| url.replacen("://", "://al%40ice:s3cret@", 1);
+    let mut builder = cx.builder();
+    let tls = cx.capabilities().root_certificates;
+    if tls {
+        builder = builder.add_root_certificate(cx.server_root());
+    }
+    let client = builder.build()?;
+    let mut urls = vec![with_credentials(cx.server.url("/echo?a=1"))];
+    if tls {
+        urls.push(with_credentials(cx.server.tls_url("/echo?a=1")));
+    }
+    for url in &urls {
+        let resp = client.get(url).send().await?.error_for_status().await?;
+        ensure!(
+            !resp.url().to_string().contains("s3cret"),
+            "the response's url is {}",
+            resp.url()
+        );
+        let echo: Echo = resp.json().await?;
+        ensure!(
+            echo.header("authorization") == [BASIC],
+            "{} sent authorization {:?}",
+            echo.version,
+            echo.header("authorization")
+        );
+        ensure!(
+            echo.path == "/echo" && echo.query.as_deref() == Some("a=1"),
+            "{} sent the target {} {:?}",
+            echo.version,
+            echo.path,
+            echo.query
+        );
+        for host in echo.header("host") {
+            ensure!(
+                !host.contains('@') && !host.contains("s3cret"),
+                "{} sent host {host}",
+                echo.version
+            );
+        }
+        let own: Echo = client
+            .get(url)
+            .bearer_auth("mine")
+            .send()
+            .await?
+            .json()
+            .await?;
+        ensure!(
+            own.header("authorization") == ["Bearer mine"],
+            "with its own authorization, the request sent {:?}",
+            own.header("authorization")
+        );
+    }
+    Ok(Outcome::Pass)
+}
+
 /// Default headers, per-request headers (replacing defaults of the same name), repeated
 /// values and the user agent all arrive.
 pub async fn headers<T: Backend>(cx: Cx<T>) -> CaseResult {

@@ -156,6 +156,7 @@ macro_rules! __for_each_case {
         $crate::$mac! { [$($args)*]
             methods
             headers
+            url_credentials_become_basic_auth
             query
             json_round_trip
             body_10_mib

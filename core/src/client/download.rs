@@ -23,6 +23,7 @@ use super::Dispatch;
 use crate::error::{BoxError, Error, ErrorKind, Stage, TimeoutPhase};
 use crate::machine::download::{Decision, Resume, Validator};
 use crate::machine::outcome::RETRYABLE_STATUSES;
+use crate::redact;
 
 /// How far a [`Download`] got, given to its [`on_progress`](Download::on_progress) callback.
 #[non_exhaustive]
@@ -381,14 +382,14 @@ impl Download {
             let store = self.shared.store();
             let refused = !store.resolve(&store.find(&url)).try_withdraw_retry(now);
             if refused {
-                tracing::debug!(target: "keel::download", %url, "not resuming: the retry budget is spent");
+                tracing::debug!(target: "keel::download", url = %redact::url(&url), "not resuming: the retry budget is spent");
                 return Err(err);
             }
             let doublings = (failures - 1).min(16);
             let delay = Self::FIRST_DELAY
                 .saturating_mul(1 << doublings)
                 .min(Self::MAX_DELAY);
-            tracing::debug!(target: "keel::download", %url, offset = resume.offset(),
+            tracing::debug!(target: "keel::download", url = %redact::url(&url), offset = resume.offset(),
                 ?delay, error = %err, "resuming the download");
             timer
                 .sleep_until(now.checked_add(delay).unwrap_or(now))

@@ -43,7 +43,6 @@ pub use response::{BodyStream, Response};
 pub use streams::{EndReason, EventSource, Lines, Ndjson};
 
 use self::pipeline::{Policy, PolicyFactory};
-use self::request::Redacted;
 use self::state::{OriginState, Store, StoreConfig};
 use crate::body::{Body, ResponseBody};
 use crate::error::{BoxError, Error, ErrorKind};
@@ -55,6 +54,7 @@ use crate::machine::paginate::{Checkpoint, Paginator, Strategy};
 use crate::machine::rate::RateLimit;
 use crate::machine::redirect::{Hop, RedirectPolicy};
 use crate::machine::retry::{Pacing, RetryBudget, RetryPolicy, RetryReason};
+use crate::redact;
 use crate::transport::{
     Backend, BoxFuture, BoxTransport, Certificate, Origin, Timer, Transport, TransportConfig,
 };
@@ -161,8 +161,10 @@ pub(crate) struct ClientConfig {
 }
 
 /// What [`ClientBuilder::on_retry`] hooks receive before the driver sleeps for a retry.
+///
+/// Its `Debug` shows the URL through [`redact::url`](crate::redact::url).
 #[non_exhaustive]
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RetryEvent {
     /// The number of the attempt about to be made (2 for the first retry).
     pub attempt: u32,
@@ -205,6 +207,8 @@ pub enum BreakerControl {
 }
 
 /// What [`ClientBuilder::on_redirect`] hooks receive before a redirect is followed.
+///
+/// Its `Debug` shows the hop's URLs through [`redact::url`](crate::redact::url).
 #[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct RedirectEvent {
@@ -212,20 +216,36 @@ pub struct RedirectEvent {
     pub hop: Hop,
 }
 
+impl fmt::Debug for RetryEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryEvent")
+            .field("attempt", &self.attempt)
+            .field("reason", &self.reason)
+            .field("delay", &self.delay)
+            .field("pacing", &self.pacing)
+            .field("method", &self.method)
+            .field("url", &redact::url(&self.url))
+            .finish()
+    }
+}
+
 impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
             .field(
                 "base_url",
-                &self.base_url.as_ref().map(url::BaseUrl::as_uri),
+                &self.base_url.as_ref().map(|b| redact::url(b.as_uri())),
             )
-            .field("headers", &Redacted(&self.headers, Some(&self.sensitive)))
+            .field(
+                "headers",
+                &redact::headers_with(&self.headers, &self.sensitive),
+            )
             .field(
                 "scoped_headers",
                 &self
                     .scoped_headers
                     .as_ref()
-                    .map(|(_, h)| Redacted(h, Some(&self.sensitive))),
+                    .map(|(_, h)| redact::headers_with(h, &self.sensitive)),
             )
             .field("sensitive", &self.sensitive)
             .field("timeouts", &self.timeouts)
@@ -336,6 +356,25 @@ impl<T: Transport> Client<T> {
     /// appended to the base URL's path, whether or not either has a slash at the join:
     /// with base `https://api.example.com/v1`, both `users` and `/users` give
     /// `https://api.example.com/v1/users`.
+    ///
+    /// # Credentials in the URL
+    ///
+    /// User info in an absolute URL (`https://user:pass@api.example.com/…`, percent-encoded
+    /// as URLs have it) is taken out of the URL and sent as `Authorization: Basic` (as reqwest
+    /// and httpx do), marked sensitive, unless the request sets its own `Authorization`. The
+    /// URL the backend sees, the `Host` header, [`RequestBuilder::url`], the response's URL,
+    /// logs and errors never hold it, and like any credential it is not sent across a redirect
+    /// to another origin.
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Transport>(client: keel_core::Client<T>) {
+    /// let request = client.get("https://alice:s3cret@api.example.com/v1/me").build().unwrap();
+    /// assert_eq!(request.url(), "https://api.example.com/v1/me");
+    /// // "Basic " + base64("alice:s3cret")
+    /// assert_eq!(request.headers()["authorization"], "Basic YWxpY2U6czNjcmV0");
+    /// assert!(!format!("{request:?}").contains("s3cret"));
+    /// # }
+    /// ```
     #[inline]
     pub fn request(&self, method: Method, url: &str) -> RequestBuilder<T> {
         let url = url::join(self.shared.config.base_url.as_ref(), url);
@@ -481,7 +520,8 @@ impl<T: Transport> Client<T> {
         EventSource::failed(self.shared.clone(), self.shared.epoch, err)
     }
 
-    /// Joins a relative URL to the base URL and checks the request's settings.
+    /// Joins a relative URL to the base URL (or takes the credentials out of an absolute one:
+    /// see [`request`](Self::request)) and checks the request's settings.
     #[inline]
     fn prepare(&self, mut request: Request, url_checked: bool) -> Result<Request, Error> {
         if url_checked {
@@ -495,6 +535,13 @@ impl<T: Transport> Client<T> {
             request.url = url::join(self.shared.config.base_url.as_ref(), &target)?;
         } else {
             url::check(&request.url)?;
+            if url::has_userinfo(&request.url) {
+                let (stripped, credentials) = url::take_credentials(request.url)?;
+                request.url = stripped;
+                if let Some(value) = credentials {
+                    request.headers.entry(AUTHORIZATION).or_insert(value);
+                }
+            }
         }
         if request.timeouts.any_zero() {
             return Err(
@@ -504,7 +551,8 @@ impl<T: Transport> Client<T> {
         Ok(request)
     }
 
-    /// Starts a `GET` request.
+    /// Starts a `GET` request; `url` as [`request`](Self::request) takes it (credentials in
+    /// it become `Authorization: Basic`, never part of the URL sent).
     #[inline]
     pub fn get(&self, url: &str) -> RequestBuilder<T> {
         self.request(Method::GET, url)
@@ -636,7 +684,7 @@ impl<T: fmt::Debug> fmt::Debug for Client<T> {
                     .config
                     .base_url
                     .as_ref()
-                    .map(url::BaseUrl::as_uri),
+                    .map(|b| redact::url(b.as_uri())),
             )
             .field("timeouts", &self.shared.config.timeouts)
             .field("max_body_size", &self.shared.config.max_body_size)
@@ -706,6 +754,11 @@ impl<T: Backend> ClientBuilder<T> {
     }
 
     /// The URL that relative request paths are joined to. Must be `http` or `https`.
+    ///
+    /// User info in it (`https://user:pass@api.example.com`) is taken out of the URL and sent as
+    /// `Authorization: Basic` to the base URL's origin only, as a credential set with
+    /// [`basic_auth`](Self::basic_auth) is, unless the client sets its own `Authorization`
+    /// default; it never shows in the URLs sent, logged or reported.
     pub fn base_url(mut self, url: &str) -> Self {
         match url::BaseUrl::parse(url) {
             Ok(base) => {
@@ -1322,6 +1375,13 @@ impl<T: Backend> ClientBuilder<T> {
         }
         self.transport.connect_timeout = t.connect;
         T::capabilities().check(&self.transport)?;
+        if let Some(credentials) = self.config.base_url.as_ref().and_then(|b| b.credentials()) {
+            if !self.config.headers.contains_key(AUTHORIZATION) {
+                self.config
+                    .headers
+                    .insert(AUTHORIZATION, credentials.clone());
+            }
+        }
         self.scope_credentials()?;
         let framing = |h: &HeaderMap| {
             h.contains_key(http::header::CONTENT_LENGTH)
@@ -1430,11 +1490,16 @@ fn bearer(token: &str) -> Result<HeaderValue, http::header::InvalidHeaderValue> 
 
 /// `Basic <base64(user:password)>`, marked sensitive.
 fn basic(user: &str, password: Option<&str>) -> HeaderValue {
+    basic_bytes(user.as_bytes(), password.map(str::as_bytes))
+}
+
+/// [`basic`] of raw bytes (a URL's percent-decoded user info need not be UTF-8).
+fn basic_bytes(user: &[u8], password: Option<&[u8]>) -> HeaderValue {
     use base64::Engine as _;
-    let credentials = match password {
-        Some(password) => format!("{user}:{password}"),
-        None => format!("{user}:"),
-    };
+    let mut credentials = Vec::with_capacity(user.len() + 1 + password.map_or(0, <[u8]>::len));
+    credentials.extend_from_slice(user);
+    credentials.push(b':');
+    credentials.extend_from_slice(password.unwrap_or_default());
     let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
     let mut value = HeaderValue::try_from(format!("Basic {encoded}"))
         .expect("base64 is always a valid header value");

@@ -14,6 +14,7 @@ use crate::machine::credentials::SensitiveHeaders;
 use crate::machine::hedge::HedgePolicy;
 use crate::machine::redirect::RedirectPolicy;
 use crate::machine::retry::RetryPolicy;
+use crate::redact;
 use crate::transport::Transport;
 
 /// Rebuilds a request body for another attempt; see [`RequestBuilder::body_with`].
@@ -85,7 +86,9 @@ impl Request {
     /// A request with `method` to `url`, no headers and no body, with the client's settings.
     ///
     /// `url` is absolute, or a path (with no scheme) that [`Client::execute`] joins to the
-    /// client's base URL.
+    /// client's base URL. User info in an absolute `url` (`https://user:pass@host/`) is taken
+    /// out of it when the request is sent, and sent as `Authorization: Basic` unless the
+    /// request has its own `Authorization` (see [`Client::request`]).
     #[inline]
     pub fn new(method: Method, url: Uri) -> Self {
         Self {
@@ -284,33 +287,11 @@ impl fmt::Debug for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Request")
             .field("method", &self.method)
-            .field("url", &format_args!("{}", self.url))
-            .field("headers", &Redacted(&self.headers, None))
+            .field("url", &redact::url(&self.url))
+            .field("headers", &redact::headers(&self.headers))
             .field("body", &self.body)
             .field("body_factory", &self.rebuild.is_some())
             .finish_non_exhaustive()
-    }
-}
-
-/// Headers as `Debug` shows them: a credential's value prints as `Sensitive`.
-pub(crate) struct Redacted<'a>(
-    pub(crate) &'a HeaderMap,
-    pub(crate) Option<&'a SensitiveHeaders>,
-);
-
-impl fmt::Debug for Redacted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let default = SensitiveHeaders::default();
-        let sensitive = self.1.unwrap_or(&default);
-        let mut map = f.debug_map();
-        for (name, value) in self.0 {
-            if value.is_sensitive() || sensitive.contains(name) {
-                map.entry(name, &format_args!("Sensitive"));
-            } else {
-                map.entry(name, value);
-            }
-        }
-        map.finish()
     }
 }
 
@@ -319,24 +300,47 @@ impl fmt::Debug for Redacted<'_> {
 ///
 /// Mistakes (an invalid header, a body that fails to serialize) are kept and returned by
 /// `send` or `build`, so calls chain without `?` at every step.
+///
+/// Credentials in the URL (`https://user:pass@host/…`) are taken out of it at once and sent
+/// as `Authorization: Basic`, marked sensitive, unless the request sets its own
+/// `Authorization` ([`header`](Self::header), [`bearer_auth`](Self::bearer_auth),
+/// [`basic_auth`](Self::basic_auth)): see [`Client::request`]. Its `Debug` shows no
+/// credential.
 #[must_use = "a request does nothing until it is sent"]
 pub struct RequestBuilder<T> {
     client: Client<T>,
     request: Request,
     error: Option<Error>,
+    /// `Authorization: Basic` from the URL's user info, for a request that sets no
+    /// `Authorization` of its own.
+    url_credentials: Option<HeaderValue>,
 }
 
 impl<T: Transport> RequestBuilder<T> {
     #[inline]
     pub(super) fn new(client: Client<T>, method: Method, url: Result<Uri, Error>) -> Self {
-        let (url, error) = match url {
-            Ok(url) => (url, None),
-            Err(err) => (Uri::default(), Some(err)),
+        let url = match url {
+            Ok(url) if url::has_userinfo(&url) => url::take_credentials(url),
+            Ok(url) => Ok((url, None)),
+            Err(err) => Err(err),
+        };
+        let (url, error, url_credentials) = match url {
+            Ok((url, credentials)) => (url, None, credentials),
+            Err(err) => (Uri::default(), Some(err), None),
         };
         Self {
             client,
             request: Request::new(method, url),
             error,
+            url_credentials,
+        }
+    }
+
+    /// Puts the URL's credentials in `Authorization`, unless the request set its own.
+    #[inline]
+    fn take_url_credentials(&mut self) {
+        if let Some(value) = self.url_credentials.take() {
+            self.request.headers.entry(AUTHORIZATION).or_insert(value);
         }
     }
 
@@ -615,7 +619,8 @@ impl<T: Transport> RequestBuilder<T> {
 
     /// The request, to send later with [`Client::execute`] (or to copy and send several
     /// times), or the first mistake made building it.
-    pub fn build(self) -> Result<Request, Error> {
+    pub fn build(mut self) -> Result<Request, Error> {
+        self.take_url_credentials();
         match self.error {
             Some(err) if self.request.url == Uri::default() => Err(err),
             Some(err) => Err(err.with_url(self.request.url)),
@@ -626,9 +631,10 @@ impl<T: Transport> RequestBuilder<T> {
     /// The items of the paginated listing this request starts, as a stream; see
     /// [`Client::paginate`](crate::Client::paginate).
     pub fn paginate<I: serde::de::DeserializeOwned>(
-        self,
+        mut self,
         strategy: crate::machine::paginate::Strategy,
     ) -> crate::Paginate<I> {
+        self.take_url_credentials();
         match self.error {
             None => self.client.paginate(self.request, strategy),
             Some(err) => {
@@ -643,7 +649,8 @@ impl<T: Transport> RequestBuilder<T> {
 
     /// Reads server-sent events from this request, sending it again when the connection
     /// drops; see [`Client::event_source`](crate::Client::event_source).
-    pub fn event_source(self) -> crate::EventSource {
+    pub fn event_source(mut self) -> crate::EventSource {
+        self.take_url_credentials();
         match self.error {
             None => self.client.event_source(self.request),
             Some(err) => self.client.event_source_failed(err),
@@ -652,7 +659,8 @@ impl<T: Transport> RequestBuilder<T> {
 
     /// Downloads the body, resuming with `Range` + `If-Range` after a mid-body failure; see
     /// [`Client::download`](crate::Client::download) and [`Download`](crate::Download).
-    pub fn download(self) -> crate::Download {
+    pub fn download(mut self) -> crate::Download {
+        self.take_url_credentials();
         match self.error {
             None => self.client.download(self.request),
             Some(err) if self.request.url == Uri::default() => self.client.download_failed(err),
@@ -668,7 +676,8 @@ impl<T: Transport> RequestBuilder<T> {
     ///
     /// A status of 4xx or 5xx is not an error here; see [`Response::error_for_status`](crate::Response::error_for_status).
     #[inline]
-    pub fn send(self) -> Pending {
+    pub fn send(mut self) -> Pending {
+        self.take_url_credentials();
         match self.error {
             None => self.client.execute_checked(self.request, true),
             Some(err) if self.request.url == Uri::default() => Pending::failed(err),
@@ -681,15 +690,13 @@ impl<T> fmt::Debug for RequestBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestBuilder")
             .field("method", &self.request.method)
-            .field("url", &format_args!("{}", self.request.url))
+            .field("url", &redact::url(&self.request.url))
             .field(
                 "headers",
-                &Redacted(
-                    &self.request.headers,
-                    Some(&self.client.shared.config.sensitive),
-                ),
+                &redact::headers_with(&self.request.headers, &self.client.shared.config.sensitive),
             )
             .field("body", &self.request.body)
+            .field("url_credentials", &self.url_credentials.is_some())
             .finish()
     }
 }

@@ -18,9 +18,11 @@ use super::pipeline::{CallRecord, Guards};
 use super::DEFAULT_MAX_BODY_SIZE;
 use crate::body::ResponseBody;
 use crate::error::{Error, ErrorKind, Stage, TimeoutPhase};
+use crate::machine::credentials::SensitiveHeaders;
 use crate::machine::decode::{ContentDecoder, DecodeLimits};
 use crate::machine::redirect::Hop;
 use crate::machine::retry::GiveUpReason;
+use crate::redact;
 use crate::transport::{Sleep, Timer};
 
 /// A response whose head has arrived; the body is read on demand.
@@ -81,6 +83,9 @@ impl Response {
         resume: Option<Box<Call>>,
     ) -> Self {
         let (mut parts, body) = head.into_parts();
+        // `Set-Cookie` (and any other credential a server sends back) never prints, not even
+        // through `headers()` or a status error's `response_headers()`.
+        SensitiveHeaders::default().mark(&mut parts.headers);
         let decoding = match limits.decode {
             Some(decode)
                 if !limits.head_request
@@ -125,6 +130,9 @@ impl Response {
     }
 
     /// The response headers.
+    ///
+    /// The values of `Set-Cookie`, `Cookie`, `Authorization` and `Proxy-Authorization` are
+    /// marked [sensitive](http::HeaderValue::is_sensitive): their `Debug` prints `Sensitive`.
     pub fn headers(&self) -> &HeaderMap {
         &self.headers
     }
@@ -340,10 +348,10 @@ impl Response {
 impl fmt::Debug for Response {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Response")
-            .field("url", &self.url)
+            .field("url", &redact::url(&self.url))
             .field("status", &self.status)
             .field("version", &self.version)
-            .field("headers", &self.headers)
+            .field("headers", &redact::headers(&self.headers))
             .finish()
     }
 }
@@ -367,7 +375,7 @@ impl Stream for BodyStream {
 impl fmt::Debug for BodyStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BodyStream")
-            .field("url", &self.url)
+            .field("url", &redact::url(&self.url))
             .field("done", &self.body.done)
             .field("decoding", &self.body.decoding.is_some())
             .finish()

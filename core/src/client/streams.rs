@@ -28,6 +28,7 @@ use crate::error::{Error, ErrorKind, Stage};
 use crate::machine::lines::{LineDecoder, LineError, NdjsonDecoder, NdjsonError};
 use crate::machine::outcome::RETRYABLE_STATUSES;
 use crate::machine::sse::{Event, SseError, SseParser};
+use crate::redact;
 use crate::transport::Sleep;
 
 // ---------------------------------------------------------------------------------------------
@@ -436,7 +437,7 @@ impl EventSource {
                 .resolve(&store.find(&request.url))
                 .try_withdraw_retry(now);
             if refused {
-                tracing::debug!(target: "keel::sse", url = %request.url,
+                tracing::debug!(target: "keel::sse", url = %redact::url(&request.url),
                     "not reconnecting: the retry budget is spent");
             }
             refused
@@ -451,7 +452,7 @@ impl EventSource {
                 .min(Self::MAX_DELAY)
         });
         if let Some(request) = &self.request {
-            tracing::debug!(target: "keel::sse", url = %request.url, ?delay,
+            tracing::debug!(target: "keel::sse", url = %redact::url(&request.url), ?delay,
                 last_event_id = self.parser.last_event_id(), error = err.as_ref().map(tracing::field::display),
                 "reconnecting");
         }

@@ -5,16 +5,22 @@
 //! else (spaces or non-ASCII to percent-encode, dot segments to remove, an international host
 //! name, a fragment to drop) goes through the `url` crate's WHATWG parser first, so the result
 //! is the same either way and only its cost differs.
+//!
+//! Credentials in a URL (`https://user:pass@host/`) never stay in it: [`take_credentials`]
+//! turns them into an `Authorization: Basic` value, as reqwest and httpx do, and the URL goes
+//! on without them, so they are never in what a transport sends, a `Host` header, a log line
+//! or an error.
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::Uri;
+use http::{HeaderValue, Uri};
 
 use crate::error::{BoxError, Error, ErrorKind};
 
 /// A parsed base URL: what relative targets are appended to.
 #[derive(Clone, Debug)]
 pub(crate) struct BaseUrl {
+    /// Without user info: that is in `credentials`.
     uri: Uri,
     scheme: Scheme,
     authority: Authority,
@@ -22,15 +28,22 @@ pub(crate) struct BaseUrl {
     path: Box<str>,
     /// The same URL for the slow path.
     url: url::Url,
+    /// `Authorization: Basic` from the URL's user info, marked sensitive.
+    credentials: Option<HeaderValue>,
 }
 
 impl BaseUrl {
-    /// Parses an absolute `http` or `https` URL with a host.
+    /// Parses an absolute `http` or `https` URL with a host, taking its user info out into
+    /// [`credentials`](Self::credentials).
     pub(crate) fn parse(input: &str) -> Result<Self, BoxError> {
-        let url = url::Url::parse(input)?;
+        let mut url = url::Url::parse(input)?;
         if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
             return Err("the base url must be an absolute http or https url".into());
         }
+        let credentials = basic_from_userinfo(url.username(), url.password());
+        // Both only fail for URLs without a host, checked above.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
         let uri = to_uri(&url)?;
         let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned())
         else {
@@ -43,13 +56,75 @@ impl BaseUrl {
             authority,
             path,
             url,
+            credentials,
         })
     }
 
-    /// The base URL as given (normalized).
+    /// The base URL as given (normalized), without user info.
     pub(crate) fn as_uri(&self) -> &Uri {
         &self.uri
     }
+
+    /// `Authorization: Basic` made of the base URL's user info, marked sensitive.
+    pub(crate) fn credentials(&self) -> Option<&HeaderValue> {
+        self.credentials.as_ref()
+    }
+}
+
+/// Takes the user info (`user:pass@`) out of `uri`: the URL without it, and the
+/// `Authorization: Basic` value made of it (percent-decoded, as reqwest and httpx do), marked
+/// sensitive. `None` for a URL without user info, or with an empty one (`http://@host/`).
+pub(crate) fn take_credentials(uri: Uri) -> Result<(Uri, Option<HeaderValue>), Error> {
+    let Some((userinfo, host)) = uri.authority().and_then(|a| a.as_str().rsplit_once('@')) else {
+        return Ok((uri, None));
+    };
+    let (user, password) = match userinfo.split_once(':') {
+        Some((user, password)) => (user, Some(password)),
+        None => (userinfo, None),
+    };
+    let credentials = basic_from_userinfo(user, password);
+    let authority = Authority::try_from(host).map_err(|_| invalid("the url has no valid host"))?;
+    let mut parts = uri.into_parts();
+    parts.authority = Some(authority);
+    let uri = Uri::from_parts(parts).map_err(invalid)?;
+    Ok((uri, credentials))
+}
+
+/// Whether `uri` has user info (`…@` in its authority).
+pub(crate) fn has_userinfo(uri: &Uri) -> bool {
+    uri.authority().is_some_and(|a| a.as_str().contains('@'))
+}
+
+/// `Basic <base64(user:password)>` of a URL's percent-encoded user and password; `None` when
+/// both are empty (no user, no password).
+fn basic_from_userinfo(user: &str, password: Option<&str>) -> Option<HeaderValue> {
+    if user.is_empty() && password.is_none_or(str::is_empty) {
+        return None;
+    }
+    let user = percent_decode(user);
+    let password = password.map(percent_decode);
+    Some(super::basic_bytes(&user, password.as_deref()))
+}
+
+/// `%XX` escapes decoded; a `%` that starts no escape is kept as it is.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    let hex = |c: u8| (c as char).to_digit(16);
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(hi), Some(lo)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                // Two hex digits: below 256.
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
 }
 
 /// Joins `target` to `base`, as [`Client::request`](crate::Client::request) documents.
@@ -67,9 +142,14 @@ pub(crate) fn join(base: Option<&BaseUrl>, target: &str) -> Result<Uri, Error> {
         return Ok(uri);
     }
     let Some(base) = base else {
-        return Err(invalid(format!(
-            "`{target}` is a relative url and the client has no base url"
-        )));
+        // The target is echoed as keel prints URLs (its secrets hidden), or not at all.
+        return Err(invalid(match target.parse::<Uri>() {
+            Ok(relative) => format!(
+                "`{}` is a relative url and the client has no base url",
+                crate::redact::url(&relative)
+            ),
+            Err(_) => "a relative url, and the client has no base url".to_owned(),
+        }));
     };
     let rel = target.trim_start_matches('/');
     if is_plain(rel) {
@@ -268,6 +348,62 @@ mod tests {
         ] {
             assert!(!has_scheme(rel), "{rel}");
         }
+    }
+
+    #[test]
+    fn credentials_are_taken_out_of_the_url() {
+        let take = |s: &str| {
+            let (uri, credentials) = take_credentials(s.parse().unwrap()).unwrap();
+            let credentials = credentials.map(|v| {
+                assert!(v.is_sensitive());
+                v.to_str().unwrap().to_owned()
+            });
+            (uri.to_string(), credentials)
+        };
+        let basic = |s: &str| Some(format!("Basic {s}"));
+        assert_eq!(
+            take("http://u:p@h:8080/a?b=1"),
+            ("http://h:8080/a?b=1".to_owned(), basic("dTpw"))
+        );
+        assert_eq!(
+            take("https://u:p@[::1]/"),
+            ("https://[::1]/".to_owned(), basic("dTpw"))
+        );
+        // user `a@b`, password ``: the host starts after the last `@`.
+        assert_eq!(
+            take("http://a%40b:@h/"),
+            ("http://h/".to_owned(), basic("YUBiOg=="))
+        );
+        assert_eq!(take("http://@h/"), ("http://h/".to_owned(), None));
+        assert_eq!(take("http://h/x"), ("http://h/x".to_owned(), None));
+        assert!(!has_userinfo(&"http://h/x@y".parse().unwrap()));
+        assert!(has_userinfo(&"http://u@h/".parse().unwrap()));
+    }
+
+    #[test]
+    fn percent_decoding_keeps_what_is_no_escape() {
+        assert_eq!(percent_decode("a%20b%2Fc"), b"a b/c");
+        assert_eq!(percent_decode("100%"), b"100%");
+        assert_eq!(percent_decode("%zz%4"), b"%zz%4");
+        assert_eq!(percent_decode("%ff"), [0xff]);
+    }
+
+    #[test]
+    fn a_base_url_keeps_its_credentials_apart() {
+        let base = BaseUrl::parse("https://user:pa%20ss@api.example.com/v1").unwrap();
+        assert_eq!(base.as_uri(), "https://api.example.com/v1");
+        // base64("user:pa ss")
+        assert_eq!(base.credentials().unwrap(), "Basic dXNlcjpwYSBzcw==");
+        assert!(base.credentials().unwrap().is_sensitive());
+        let shown = format!("{base:?}");
+        assert!(
+            !shown.contains("pa%20ss") && !shown.contains("user:"),
+            "{shown}"
+        );
+        assert!(BaseUrl::parse("https://api.example.com/")
+            .unwrap()
+            .credentials()
+            .is_none());
     }
 
     #[test]

@@ -1808,4 +1808,5 @@ mod limits;
 mod observe;
 mod paginate;
 mod pipeline;
+mod secrets;
 mod streams;

@@ -98,13 +98,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::form_urlencoded;
 
+use crate::redact;
+
 pub use link::{next_link, parse_links, Link};
 
 /// The default [`Paginator::max_pages`].
 pub const DEFAULT_MAX_PAGES: u64 = 10_000;
 
 /// One page, as a strategy sees it.
-#[derive(Clone, Copy, Debug)]
+///
+/// Its `Debug` shows the URL through [`redact::url`] and the headers through
+/// [`redact::headers`].
+#[derive(Clone, Copy)]
 pub struct Page<'a> {
     url: &'a Uri,
     headers: &'a HeaderMap,
@@ -158,15 +163,37 @@ impl<'a> Page<'a> {
     }
 }
 
+impl fmt::Debug for Page<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Page")
+            .field("url", &redact::url(self.url))
+            .field("headers", &redact::headers(self.headers))
+            .field("items", &self.items.len())
+            .field("number", &self.number)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What follows a page.
+///
+/// Its `Debug` shows the URL through [`redact::url`].
 #[must_use]
 #[non_exhaustive]
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Next {
     /// Request this URL for the next page.
     Page(Uri),
     /// This was the last page.
     Done,
+}
+
+impl fmt::Debug for Next {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Next::Page(url) => f.debug_tuple("Page").field(&redact::url(url)).finish(),
+            Next::Done => f.write_str("Done"),
+        }
+    }
 }
 
 /// How a listing is paged: how to find the next page's URL from a page, and when to stop.
@@ -719,7 +746,9 @@ fn resolve(base: &Uri, reference: &str) -> Option<Uri> {
 
 /// Runs a [`Strategy`] over a listing: the next URL to request, a page limit, cycle
 /// detection, counts, and [`Checkpoint`]s. See the [module docs](self) for the states.
-#[derive(Clone, Debug)]
+///
+/// Its `Debug` shows URLs through [`redact::url`].
+#[derive(Clone)]
 pub struct Paginator {
     strategy: Strategy,
     max_pages: u64,
@@ -739,6 +768,24 @@ pub struct Paginator {
     seen: HashSet<u64>,
     /// The hashes in `seen`, oldest first: the window cycle detection looks back over.
     window: VecDeque<u64>,
+}
+
+impl fmt::Debug for Paginator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Paginator")
+            .field("strategy", &self.strategy)
+            .field("max_pages", &self.max_pages)
+            .field("request", &self.request.as_ref().map(redact::url))
+            .field("pages_seen", &self.pages_seen)
+            .field("items_done", &self.items_done)
+            .field("current", &self.current.as_ref().map(redact::url))
+            .field("items_in_page", &self.items_in_page)
+            .field("skip_in_page", &self.skip_in_page)
+            .field("resume_skip", &self.resume_skip)
+            .field("failed", &self.failed)
+            .field("urls_remembered", &self.window.len())
+            .finish()
+    }
 }
 
 /// How many of the URLs last requested cycle detection remembers.
@@ -967,8 +1014,11 @@ fn url_hash(url: &Uri) -> u64 {
 /// assert_eq!(done.next, None); // nothing left to request
 /// assert_eq!(serde_json::to_string(&done).unwrap(), json);
 /// ```
+///
+/// Its `Debug` shows the URL through [`redact::url`]; serialized, it holds the URL as it is
+/// (signature parameters of a pre-signed URL included), so store it as you would the URL.
 #[non_exhaustive]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// The URL of the page the caller was in (or the next one, if it had finished a page);
     /// `None` when the listing is done.
@@ -981,9 +1031,27 @@ pub struct Checkpoint {
     pub skip_in_page: usize,
 }
 
+impl fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let next = self.next.as_deref().map(|next| match next.parse::<Uri>() {
+            Ok(url) => redact::url(&url).to_string(),
+            // Not a URL: nothing to recognize a secret in, and nothing to request either.
+            Err(_) => "(not a url)".to_owned(),
+        });
+        f.debug_struct("Checkpoint")
+            .field("next", &next)
+            .field("pages_done", &self.pages_done)
+            .field("items_done", &self.items_done)
+            .field("skip_in_page", &self.skip_in_page)
+            .finish()
+    }
+}
+
 /// Why pagination stopped early. Pages are numbered from 1.
+///
+/// Its `Debug` and `Display` show URLs through [`redact::url`].
 #[non_exhaustive]
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum PaginateError {
     /// Page `page` leads to `url`, which was requested before: the server sends the listing
     /// round in circles.
@@ -1040,7 +1108,11 @@ impl fmt::Display for PaginateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PaginateError::Cycle { page, url } => {
-                write!(f, "page {page} leads back to {url}, requested before")
+                write!(
+                    f,
+                    "page {page} leads back to {}, requested before",
+                    redact::url(url)
+                )
             }
             PaginateError::TooManyPages { max } => write!(f, "more than {max} pages"),
             PaginateError::NoItems { page, pointer } => {
@@ -1060,6 +1132,44 @@ impl fmt::Display for PaginateError {
             }
             PaginateError::BadCheckpoint { next } => {
                 write!(f, "checkpoint: `{next}` isn't a URL")
+            }
+        }
+    }
+}
+
+impl fmt::Debug for PaginateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PaginateError::Cycle { page, url } => f
+                .debug_struct("Cycle")
+                .field("page", page)
+                .field("url", &redact::url(url))
+                .finish(),
+            PaginateError::TooManyPages { max } => {
+                f.debug_struct("TooManyPages").field("max", max).finish()
+            }
+            PaginateError::NoItems { page, pointer } => f
+                .debug_struct("NoItems")
+                .field("page", page)
+                .field("pointer", pointer)
+                .finish(),
+            PaginateError::BadCursor { page, pointer } => f
+                .debug_struct("BadCursor")
+                .field("page", page)
+                .field("pointer", pointer)
+                .finish(),
+            PaginateError::BadTotal { page, pointer } => f
+                .debug_struct("BadTotal")
+                .field("page", page)
+                .field("pointer", pointer)
+                .finish(),
+            PaginateError::BadParam { page, param } => f
+                .debug_struct("BadParam")
+                .field("page", page)
+                .field("param", param)
+                .finish(),
+            PaginateError::BadCheckpoint { next } => {
+                f.debug_struct("BadCheckpoint").field("next", next).finish()
             }
         }
     }

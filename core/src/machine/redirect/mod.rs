@@ -201,6 +201,7 @@ use http::header::{
 use http::{Method, StatusCode, Uri};
 
 use super::credentials::{same_origin, SensitiveHeaders};
+use crate::redact;
 
 /// The most redirects a call follows by default, and under [`RedirectPolicy::custom`] unless
 /// [`max_hops`](RedirectPolicy::max_hops) says otherwise.
@@ -365,7 +366,9 @@ impl fmt::Debug for RedirectPolicy {
 }
 
 /// A redirect about to be followed, as a [`RedirectPolicy::custom`] predicate sees it.
-#[derive(Clone, Copy, Debug)]
+///
+/// Its `Debug` shows URLs through [`redact::url`](crate::redact::url).
+#[derive(Clone, Copy)]
 pub struct RedirectAttempt<'a> {
     status: StatusCode,
     from: &'a Uri,
@@ -415,8 +418,11 @@ pub enum RedirectDecision {
 
 /// One redirect a call followed.
 ///
-/// Its `Display` is `302 http://a.example/x -> http://b.example/y`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Its `Display` is `302 http://a.example/x -> http://b.example/y`, its URLs shown through
+/// [`redact::url`](crate::redact::url) (as are those of its `Debug`): a signature in a
+/// pre-signed URL a server redirects to prints as `REDACTED`. [`from`](Hop::from) and
+/// [`to`](Hop::to) give the URLs themselves.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Hop {
     status: StatusCode,
     from: Uri,
@@ -459,7 +465,36 @@ impl Hop {
 
 impl fmt::Display for Hop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} -> {}", self.status.as_u16(), self.from, self.to)
+        write!(
+            f,
+            "{} {} -> {}",
+            self.status.as_u16(),
+            redact::url(&self.from),
+            redact::url(&self.to)
+        )
+    }
+}
+
+impl fmt::Debug for Hop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hop")
+            .field("status", &self.status)
+            .field("from", &redact::url(&self.from))
+            .field("to", &redact::url(&self.to))
+            .field("method", &self.method)
+            .finish()
+    }
+}
+
+impl fmt::Debug for RedirectAttempt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedirectAttempt")
+            .field("status", &self.status)
+            .field("from", &redact::url(self.from))
+            .field("to", &redact::url(self.to))
+            .field("method", self.method)
+            .field("previous", &self.previous)
+            .finish()
     }
 }
 
@@ -517,7 +552,9 @@ pub enum BodyState {
 }
 
 /// What [`Redirects::on_response`] needs to know about the request that got the response.
-#[derive(Clone, Copy, Debug)]
+///
+/// Its `Debug` shows the URL through [`redact::url`](crate::redact::url).
+#[derive(Clone, Copy)]
 pub struct RedirectRequest<'a> {
     /// Its method.
     pub method: &'a Method,
@@ -534,6 +571,16 @@ impl<'a> RedirectRequest<'a> {
     }
 }
 
+impl fmt::Debug for RedirectRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedirectRequest")
+            .field("method", self.method)
+            .field("url", &redact::url(self.url))
+            .field("body", &self.body)
+            .finish()
+    }
+}
+
 /// What the driver must do with a response; see the [module documentation](self).
 #[must_use]
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -547,7 +594,9 @@ pub enum RedirectAction {
 }
 
 /// The next request of a followed redirect.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Its `Debug` shows the URL through [`redact::url`](crate::redact::url).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Follow {
     /// Where to send it: absolute, `http` or `https`, without a fragment.
     pub url: Uri,
@@ -561,6 +610,18 @@ pub struct Follow {
     pub cross_origin: bool,
     /// The redirect's status.
     pub status: StatusCode,
+}
+
+impl fmt::Debug for Follow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Follow")
+            .field("url", &redact::url(&self.url))
+            .field("method", &self.method)
+            .field("keep_body", &self.keep_body)
+            .field("cross_origin", &self.cross_origin)
+            .field("status", &self.status)
+            .finish()
+    }
 }
 
 /// One call's redirect machine: feed it each response, act on what it answers.
