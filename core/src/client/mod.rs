@@ -1194,6 +1194,21 @@ impl<T: Backend> ClientBuilder<T> {
         })
     }
 
+    /// Checks the settings and builds the client over `transport`, a transport made by the
+    /// caller (a [`MockTransport`](crate::mock::MockTransport) the test keeps a clone of, or
+    /// a backend configured by hand) instead of one built from the builder's transport
+    /// settings.
+    ///
+    /// The settings are checked as [`build`](ClientBuilder::build) checks them, including
+    /// against `T`'s capabilities; the transport settings themselves (connect timeout, pool,
+    /// TLS roots, HTTP/2) are not applied to `transport`, which was built already.
+    pub fn build_with(self, transport: T) -> Result<Client<T>, Error> {
+        let (config, _) = self.finish()?;
+        Ok(Client {
+            shared: Arc::new(Shared::new(transport, config)),
+        })
+    }
+
     fn finish(mut self) -> Result<(ClientConfig, TransportConfig), Error> {
         if let Some(err) = self.error {
             return Err(err);
