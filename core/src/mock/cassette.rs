@@ -7,13 +7,13 @@
 //! { "keel_cassette": 1,
 //!   "interactions": [
 //!     { "request": { "method": "GET", "url": "http://127.0.0.1:8080/v1/items?page=2",
-//!                    "headers": [["authorization", "REDACTED"], ["user-agent", "keel/0.1.0"]],
+//!                    "headers": ["authorization: REDACTED", "user-agent: keel/0.1.0"],
 //!                    "body": null },
-//!       "response": { "status": 200, "headers": [["content-type", "application/json"]],
+//!       "response": { "status": 200, "headers": ["content-type: application/json"],
 //!                     "body": { "text": "[1,2]" }, "end": "complete" } } ] }
 //! ```
 //!
-//! A body is `{"text": …}` when it is UTF-8, `{"base64": …}` otherwise, and `null` for a
+//! Headers are `"name: value"` strings, in the order sent or received. A body is `{"text": …}` when it is UTF-8, `{"base64": …}` otherwise, and `null` for a
 //! request body that was a stream. A response's `end` is `"complete"`, `"incomplete"` (the
 //! caller stopped reading, or hadn't finished when the cassette was taken) or
 //! `{"error": {…}}`. An exchange whose attempt failed before a head has `"error"` instead of
@@ -268,14 +268,14 @@ struct WireInteraction {
 struct WireRequest {
     method: String,
     url: String,
-    headers: Vec<(String, String)>,
+    headers: Vec<String>,
     body: Option<WireBody>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct WireResponse {
     status: u16,
-    headers: Vec<(String, String)>,
+    headers: Vec<String>,
     body: WireBody,
     end: WireEnd,
 }
@@ -326,6 +326,26 @@ impl TryFrom<WireBody> for Bytes {
                 .map_err(|e| format!("a body that isn't valid base64: {e}")),
         }
     }
+}
+
+fn to_wire(headers: &[(String, String)]) -> Vec<String> {
+    headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}"))
+        .collect()
+}
+
+fn from_wire(headers: Vec<String>) -> Result<Vec<(String, String)>, String> {
+    headers
+        .into_iter()
+        .map(|line| match line.split_once(':') {
+            Some((name, value)) => Ok((
+                name.to_owned(),
+                value.strip_prefix(' ').unwrap_or(value).to_owned(),
+            )),
+            None => Err(format!("a header without a colon: {line:?}")),
+        })
+        .collect()
 }
 
 const STAGES: [(Stage, &str); 6] = [
@@ -415,7 +435,7 @@ impl From<&Exchange> for WireInteraction {
             } => (
                 Some(WireResponse {
                     status: *status,
-                    headers: headers.clone(),
+                    headers: to_wire(headers),
                     body: WireBody::from(body),
                     end: match end {
                         End::Complete => WireEnd::Complete,
@@ -430,7 +450,7 @@ impl From<&Exchange> for WireInteraction {
             request: WireRequest {
                 method: x.method.clone(),
                 url: x.url.clone(),
-                headers: x.request_headers.clone(),
+                headers: to_wire(&x.request_headers),
                 body: x.request_body.as_ref().map(WireBody::from),
             },
             response,
@@ -449,7 +469,7 @@ impl TryFrom<WireInteraction> for Exchange {
             (None, Some(f)) => Outcome::Failed(f.try_into()?),
             (Some(r), None) => Outcome::Response {
                 status: r.status,
-                headers: r.headers,
+                headers: from_wire(r.headers)?,
                 body: r.body.try_into()?,
                 end: match r.end {
                     WireEnd::Complete => End::Complete,
@@ -461,7 +481,7 @@ impl TryFrom<WireInteraction> for Exchange {
         Ok(Self {
             method: w.request.method,
             url: w.request.url,
-            request_headers: w.request.headers,
+            request_headers: from_wire(w.request.headers)?,
             request_body: w.request.body.map(Bytes::try_from).transpose()?,
             outcome,
         })
@@ -506,6 +526,7 @@ mod tests {
         let json = cassette.to_json();
         assert!(json.contains("\"base64\": \"/wBiaW5hcnk=\""), "{json}");
         assert!(json.contains("\"timeout_read_idle\""), "{json}");
+        assert!(json.contains("\"authorization: REDACTED\""), "{json}");
         let back = Cassette::from_json(&json).unwrap();
         assert_eq!(back.to_json(), json);
         assert_eq!(back.len(), 2);
