@@ -533,3 +533,51 @@ fn a_body_fails_mid_stream_where_the_answer_says() {
     assert_eq!(*seen.lock().unwrap(), ["abc"]);
     assert_eq!(mock.elapsed(), millis(10));
 }
+
+#[test]
+fn a_recording_of_a_timeout_and_of_a_body_left_unread_replays_them() {
+    use keel_core::mock::Recorder;
+
+    let client = Client::<Recorder<MockTransport>>::builder()
+        .base_url("https://api.example.com/v1/")
+        .retry_policy(RetryPolicy::disabled())
+        .attempt_timeout(secs(1))
+        .build()
+        .unwrap();
+    let live = client.transport().inner().clone();
+    live.mount(Rule::when(Matcher::path("/v1/slow")).respond(Answer::status(200).delay(secs(10))));
+    live.mount(
+        Rule::when(Matcher::path("/v1/big"))
+            .respond(Answer::status(200).chunk("a").chunk("b").chunk("c")),
+    );
+    let err = live.run(client.get("slow").send()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Attempt));
+    let first = live
+        .run(async {
+            let mut stream = client.get("big").send().await?.bytes_stream();
+            stream.next().await.transpose()
+        })
+        .unwrap();
+    assert_eq!(first.as_deref(), Some(&b"a"[..]));
+    let cassette = client.transport().cassette();
+    assert_eq!(cassette.len(), 2);
+    let json = cassette.to_json();
+    assert!(json.contains("\"end\": \"incomplete\""), "{json}");
+
+    let replay = MockTransport::from_cassette(&cassette);
+    let offline = single_attempt()
+        .attempt_timeout(secs(1))
+        .build_with(replay.clone())
+        .unwrap();
+    // The head that never came times out again, at the client's limit.
+    let err = replay.run(offline.get("slow").send()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Attempt));
+    assert_eq!(replay.elapsed(), secs(1));
+    // The body is there as far as it was read, and fails past that.
+    let err = replay
+        .run(async { offline.get("big").send().await?.bytes().await })
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Body);
+    let why = std::error::Error::source(&err).unwrap().to_string();
+    assert!(why.contains("recording of this body stops here"), "{why}");
+}
