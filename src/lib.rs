@@ -75,6 +75,11 @@ pub use keel_core::{
     SensitiveHeaders, Stage, TimeoutPhase, Timeouts,
 };
 
+/// Testing without a network: `MockTransport`, virtual time, record and replay (feature `mock`).
+#[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
+pub use keel_core::mock;
+
 #[cfg(feature = "hyper")]
 pub use keel_hyper;
 #[cfg(feature = "isahc")]
