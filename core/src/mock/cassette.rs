@@ -1,24 +1,5 @@
 //! [`Cassette`]: recorded exchanges, as a [`Recorder`](super::Recorder) saves them and a
 //! [`MockTransport`](super::MockTransport) replays them.
-//!
-//! The file is JSON:
-//!
-//! ```json
-//! { "keel_cassette": 1,
-//!   "interactions": [
-//!     { "request": { "method": "GET", "url": "http://127.0.0.1:8080/v1/items?page=2",
-//!                    "headers": ["authorization: REDACTED", "user-agent: keel/0.1.0"],
-//!                    "body": null },
-//!       "response": { "status": 200, "headers": ["content-type: application/json"],
-//!                     "body": { "text": "[1,2]" }, "end": "complete" } } ] }
-//! ```
-//!
-//! Headers are `"name: value"` strings, in the order sent or received. A body is `{"text": …}` when it is UTF-8, `{"base64": …}` otherwise, and `null` for a
-//! request body that was a stream. A response's `end` is `"complete"`, `"incomplete"` (the
-//! caller stopped reading, or hadn't finished when the cassette was taken) or
-//! `{"error": {…}}`. An exchange whose attempt failed before a head has `"error"` instead of
-//! `"response"`; one the client gave up on (a timeout) has neither. Header values that aren't
-//! visible ASCII are stored lossily (as UTF-8 with replacement characters).
 
 use std::fmt;
 use std::path::Path;
@@ -34,8 +15,31 @@ use crate::error::{Error, ErrorKind, Stage, TimeoutPhase};
 const VERSION: u32 = 1;
 
 /// Recorded exchanges: made by [`Recorder::cassette`](super::Recorder::cassette), saved as
-/// JSON (see the [module documentation](self) for the format), replayed by
-/// [`MockTransport::from_cassette`](super::MockTransport::from_cassette).
+/// JSON, replayed by [`MockTransport::from_cassette`](super::MockTransport::from_cassette).
+///
+/// The file is JSON:
+///
+/// ```json
+/// { "keel_cassette": 1,
+///   "interactions": [
+///     { "request": { "method": "GET", "url": "http://127.0.0.1:8080/v1/items?page=2",
+///                    "headers": ["authorization: REDACTED", "user-agent: keel/0.1.0"],
+///                    "body": null },
+///       "response": { "status": 200, "headers": ["content-type: application/json"],
+///                     "body": { "text": "[1,2]" }, "end": "complete" } } ] }
+/// ```
+///
+/// Headers are `"name: value"` strings, in the order sent or received; values that aren't
+/// visible ASCII are stored lossily (as UTF-8 with replacement characters). A body is
+/// `{"text": …}` when it is UTF-8, `{"base64": …}` otherwise, and `null` for a request body
+/// that was a stream. A response's `end` is `"complete"`, `"incomplete"` (the caller stopped
+/// reading, or hadn't finished when the cassette was taken) or `{"error": {…}}`. An exchange
+/// whose attempt failed before a head has `"error"` instead of `"response"`; one the client gave
+/// up on (a timeout) has neither. An error is
+/// `{"kind": …, "stage": …, "unsent": …, "message": …}`, its kind one of `connect`, `tls`,
+/// `body`, `protocol`, `timeout_connect`, `timeout_attempt`, `timeout_deadline`,
+/// `timeout_read_idle`, its stage one of `dns`, `connect`, `tls`, `send_request`,
+/// `await_head`, `body` (or absent).
 #[derive(Clone, Default)]
 pub struct Cassette {
     pub(crate) exchanges: Vec<Exchange>,

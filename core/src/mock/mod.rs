@@ -73,7 +73,7 @@
 //! A `MockTransport` carries a [`VirtualTimer`] as its [`Transport::timer`]: the client reads
 //! that clock and sleeps on it. [`MockTransport::run`] drives a future on it (exact, also for
 //! concurrent calls); under another executor (`#[tokio::test]`, `block_on`) its sleeps move the
-//! clock by themselves, so such tests finish at once too (see [`clock`](self::clock) for the
+//! clock by themselves, so such tests finish at once too (see [`clock`] for the
 //! rules of each).
 //!
 //! # Record and replay
