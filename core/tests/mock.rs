@@ -581,3 +581,16 @@ fn a_recording_of_a_timeout_and_of_a_body_left_unread_replays_them() {
     let why = std::error::Error::source(&err).unwrap().to_string();
     assert!(why.contains("recording of this body stops here"), "{why}");
 }
+
+#[test]
+fn a_boxed_client_can_run_over_a_mock_the_test_keeps() {
+    let mock = MockTransport::new();
+    mock.mount(
+        Rule::when(Matcher::path("/v1/x"))
+            .respond(Answer::status(202))
+            .expect(1),
+    );
+    let client: Client<keel_core::BoxTransport> = builder().build_boxed_with(mock.clone()).unwrap();
+    assert_eq!(client.transport().backend_name(), "mock");
+    assert_eq!(mock.run(client.get("x").send()).unwrap().status(), 202);
+}

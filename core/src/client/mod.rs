@@ -1209,6 +1209,16 @@ impl<T: Backend> ClientBuilder<T> {
         })
     }
 
+    /// [`build_with`](ClientBuilder::build_with), the transport's type erased: for code that
+    /// takes a `Client<BoxTransport>`, given a transport the caller keeps a handle to (a
+    /// [`MockTransport`](crate::mock::MockTransport) clone, say).
+    pub fn build_boxed_with(self, transport: T) -> Result<Client<BoxTransport>, Error> {
+        let (config, _) = self.finish()?;
+        Ok(Client {
+            shared: Arc::new(Shared::new(BoxTransport::new(transport), config)),
+        })
+    }
+
     fn finish(mut self) -> Result<(ClientConfig, TransportConfig), Error> {
         if let Some(err) = self.error {
             return Err(err);
