@@ -116,3 +116,8 @@ pub use keel_core::{Client, ClientBuilder, RequestBuilder};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The examples of the draft of the README's testing section, compiled and run as doctests.
+#[cfg(all(doctest, feature = "mock"))]
+#[doc = include_str!("../TESTING.md")]
+struct TestingDoctests;
