@@ -1195,9 +1195,9 @@ impl<T: Backend> ClientBuilder<T> {
     }
 
     /// Checks the settings and builds the client over `transport`, a transport made by the
-    /// caller (a [`MockTransport`](crate::mock::MockTransport) the test keeps a clone of, or
-    /// a backend configured by hand) instead of one built from the builder's transport
-    /// settings.
+    /// caller instead of one built from the builder's transport settings: a
+    /// `keel_core::mock::MockTransport` (feature `mock`) the test keeps a clone of, or a
+    /// backend configured by hand.
     ///
     /// The settings are checked as [`build`](ClientBuilder::build) checks them, including
     /// against `T`'s capabilities; the transport settings themselves (connect timeout, pool,
@@ -1210,8 +1210,8 @@ impl<T: Backend> ClientBuilder<T> {
     }
 
     /// [`build_with`](ClientBuilder::build_with), the transport's type erased: for code that
-    /// takes a `Client<BoxTransport>`, given a transport the caller keeps a handle to (a
-    /// [`MockTransport`](crate::mock::MockTransport) clone, say).
+    /// takes a `Client<BoxTransport>`, given a transport the caller keeps a handle to (a clone
+    /// of a `keel_core::mock::MockTransport`, say).
     pub fn build_boxed_with(self, transport: T) -> Result<Client<BoxTransport>, Error> {
         let (config, _) = self.finish()?;
         Ok(Client {
