@@ -75,6 +75,11 @@ pub use keel_core::{
     SensitiveHeaders, Stage, TimeoutPhase, Timeouts,
 };
 
+/// Testing without a network: `MockTransport`, virtual time, record and replay (feature `mock`).
+#[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
+pub use keel_core::mock;
+
 #[cfg(feature = "hyper")]
 pub use keel_hyper;
 #[cfg(feature = "isahc")]
@@ -111,3 +116,8 @@ pub use keel_core::{Client, ClientBuilder, RequestBuilder};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The examples of the draft of the README's testing section, compiled and run as doctests.
+#[cfg(all(doctest, feature = "mock"))]
+#[doc = include_str!("../TESTING.md")]
+struct TestingDoctests;

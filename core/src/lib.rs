@@ -95,6 +95,9 @@ pub mod connect;
 mod error;
 pub mod fanout;
 pub mod machine;
+#[cfg(any(test, feature = "mock"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
+pub mod mock;
 pub mod redact;
 mod transport;
 

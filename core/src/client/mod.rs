@@ -1355,6 +1355,31 @@ impl<T: Backend> ClientBuilder<T> {
         })
     }
 
+    /// Checks the settings and builds the client over `transport`, a transport made by the
+    /// caller instead of one built from the builder's transport settings: a
+    /// `keel_core::mock::MockTransport` (feature `mock`) the test keeps a clone of, or a
+    /// backend configured by hand.
+    ///
+    /// The settings are checked as [`build`](ClientBuilder::build) checks them, including
+    /// against `T`'s capabilities; the transport settings themselves (connect timeout, pool,
+    /// TLS roots, HTTP/2) are not applied to `transport`, which was built already.
+    pub fn build_with(self, transport: T) -> Result<Client<T>, Error> {
+        let (config, _) = self.finish()?;
+        Ok(Client {
+            shared: Arc::new(Shared::new(transport, config)),
+        })
+    }
+
+    /// [`build_with`](ClientBuilder::build_with), the transport's type erased: for code that
+    /// takes a `Client<BoxTransport>`, given a transport the caller keeps a handle to (a clone
+    /// of a `keel_core::mock::MockTransport`, say).
+    pub fn build_boxed_with(self, transport: T) -> Result<Client<BoxTransport>, Error> {
+        let (config, _) = self.finish()?;
+        Ok(Client {
+            shared: Arc::new(Shared::new(BoxTransport::new(transport), config)),
+        })
+    }
+
     fn finish(mut self) -> Result<(ClientConfig, TransportConfig), Error> {
         if let Some(err) = self.error {
             return Err(err);
