@@ -90,6 +90,8 @@
 #[cfg(feature = "async-io")]
 mod async_io_timer;
 mod body;
+#[cfg(feature = "blocking")]
+pub mod blocking;
 mod client;
 pub mod connect;
 mod error;

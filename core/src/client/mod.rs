@@ -38,6 +38,8 @@ pub use paginate::{ListingPage, Pages, Paginate};
 pub use pending::Pending;
 pub use request::{Request, RequestBuilder};
 pub use response::{BodyStream, Response};
+#[cfg(feature = "blocking")]
+pub(crate) use response::{decode_json, text_encoding};
 pub use streams::{EndReason, EventSource, Lines, Ndjson};
 
 use self::pipeline::{Policy, PolicyFactory};
