@@ -89,9 +89,9 @@
 
 #[cfg(feature = "async-io")]
 mod async_io_timer;
-mod body;
 #[cfg(feature = "blocking")]
 pub mod blocking;
+mod body;
 mod client;
 pub mod connect;
 mod error;

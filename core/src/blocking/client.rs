@@ -173,8 +173,7 @@ impl<T: Runtime> Client<T> {
         I: DeserializeOwned + Send + 'static,
     {
         Paginate::new(
-            self.client()
-                .resume_paginate(request, strategy, checkpoint),
+            self.client().resume_paginate(request, strategy, checkpoint),
             self.handle().clone(),
         )
     }

@@ -178,7 +178,9 @@ impl Future for Driver {
             let mut closed = false;
             loop {
                 match this.jobs.as_mut().poll_next(cx) {
-                    Poll::Ready(Some(job)) => this.running.push(AssertUnwindSafe(job).catch_unwind()),
+                    Poll::Ready(Some(job)) => {
+                        this.running.push(AssertUnwindSafe(job).catch_unwind())
+                    }
                     Poll::Ready(None) => {
                         closed = true;
                         break;

@@ -327,7 +327,10 @@ impl Stream for ReaderStream {
 
 /// Reads `reader` to its end (or its first error) into `chunks`; stops early when the body is
 /// dropped.
-fn pump_reader(mut reader: Box<dyn Read + Send>, chunks: &async_channel::Sender<io::Result<Bytes>>) {
+fn pump_reader(
+    mut reader: Box<dyn Read + Send>,
+    chunks: &async_channel::Sender<io::Result<Bytes>>,
+) {
     loop {
         let mut buf = BytesMut::zeroed(UPLOAD_CHUNK);
         let item = match reader.read(&mut buf) {

@@ -211,7 +211,10 @@ fn a_panic_on_the_driver_resumes_on_the_caller_and_the_driver_goes_on() {
         payload.downcast_ref::<&str>(),
         Some(&"the transport panicked")
     );
-    assert_eq!(client.get("/after").send().unwrap().text().unwrap(), "/after");
+    assert_eq!(
+        client.get("/after").send().unwrap().text().unwrap(),
+        "/after"
+    );
 }
 
 #[test]
@@ -228,7 +231,10 @@ fn the_driver_stops_with_the_last_handle_and_not_before() {
     assert_eq!(ended(), before);
     assert_eq!(response.chunk().unwrap().as_deref(), Some(&b"one"[..]));
     drop(response);
-    assert!(eventually(|| ended() == before + 1), "the driver still runs");
+    assert!(
+        eventually(|| ended() == before + 1),
+        "the driver still runs"
+    );
 }
 
 #[test]
