@@ -35,6 +35,12 @@
 //! tell cheaply that a call comes from inside its runtime (keel-hyper asks tokio), the client
 //! logs a `tracing` warning, once per client (target `keel::blocking`).
 //!
+//! # Hooks and callbacks
+//!
+//! Hooks ([`ClientBuilder::on_retry`], …) and download progress callbacks run on the driver
+//! thread. A blocking call made from there to the same client would wait for the driver that
+//! runs it: it fails at once with [`ErrorKind::InvalidRequest`] instead.
+//!
 //! # Panics
 //!
 //! A panic in the code the driver runs for a call (a hook of yours, such as
@@ -217,6 +223,8 @@ impl fmt::Debug for Driver {
 /// one is dropped.
 pub(crate) struct Handle {
     jobs: async_channel::Sender<Job>,
+    /// The driver thread, where a blocking call would wait for itself.
+    driver: std::thread::ThreadId,
     /// The "called from inside an async runtime" warning was logged.
     warned: AtomicBool,
     in_async_context: fn() -> bool,
@@ -232,7 +240,7 @@ impl Handle {
             running: FuturesUnordered::new(),
             started: Some(started_tx.clone()),
         };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("keel-blocking-{}", T::NAME))
             .spawn(move || {
                 if let Err(err) = T::run(driver) {
@@ -243,6 +251,7 @@ impl Handle {
         match started_rx.recv() {
             Ok(Ok(())) => Ok(Self {
                 jobs: jobs_tx,
+                driver: thread.thread().id(),
                 warned: AtomicBool::new(false),
                 in_async_context: T::in_async_context,
             }),
@@ -270,6 +279,14 @@ impl Handle {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        if std::thread::current().id() == self.driver {
+            // From a hook or a progress callback of this very client: the driver would wait
+            // for itself, forever.
+            return Err(Error::new(ErrorKind::InvalidRequest).with_source(
+                "a blocking call from the client's own driver thread (in a hook or a callback) \
+                 would wait for itself",
+            ));
+        }
         let (reply_tx, reply_rx) = mpsc::sync_channel(1);
         let job = async move {
             let out = AssertUnwindSafe(fut).catch_unwind().await;

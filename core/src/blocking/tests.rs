@@ -29,6 +29,7 @@ impl Timer for NeverSleeps {
 /// - `/fail-mid-body`: `start`, then a connection failure;
 /// - `/panic`: panics in the send future;
 /// - `/echo-length`: the length of the request body it read;
+/// - `/redirect`: a 302 to `/after-redirect`;
 /// - anything else: the path.
 macro_rules! canned_backend {
     ($name:ident, $ended:ident, $run:expr) => {
@@ -104,6 +105,15 @@ async fn answer(req: http::Request<Body>) -> Result<http::Response<ResponseBody>
                 .await
                 .map_err(|e| Error::new(ErrorKind::Body).with_source(e))?;
             ResponseBody::full(body.to_bytes().len().to_string())
+        }
+        "/redirect" => {
+            let mut response = http::Response::new(ResponseBody::empty());
+            *response.status_mut() = http::StatusCode::FOUND;
+            response.headers_mut().insert(
+                http::header::LOCATION,
+                http::HeaderValue::from_static("/after-redirect"),
+            );
+            return Ok(response);
         }
         path => ResponseBody::full(path.to_owned()),
     };
@@ -235,6 +245,33 @@ fn the_driver_stops_with_the_last_handle_and_not_before() {
         eventually(|| ended() == before + 1),
         "the driver still runs"
     );
+}
+
+#[test]
+fn a_call_from_the_driver_thread_fails_instead_of_waiting_for_itself() {
+    use std::sync::{mpsc, Mutex};
+
+    // A redirect hook that calls the client it belongs to, from the driver thread.
+    let slot: Arc<Mutex<Option<Client<Canned>>>> = Arc::default();
+    let (tx, rx) = mpsc::channel();
+    let hook_slot = slot.clone();
+    let client = Client::<Canned>::builder()
+        .base_url("http://canned.test")
+        .on_redirect(move |_| {
+            let nested = hook_slot.lock().unwrap().clone();
+            if let Some(client) = nested {
+                let _ = tx.send(client.get("/nested").send().map(|_| ()));
+            }
+        })
+        .build()
+        .unwrap();
+    *slot.lock().unwrap() = Some(client.clone());
+    let response = client.get("/redirect").send().unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    let nested = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(nested.unwrap_err().kind(), ErrorKind::InvalidRequest);
+    // The hook holds a clone of the client: break the cycle.
+    slot.lock().unwrap().take();
 }
 
 #[test]
