@@ -22,7 +22,9 @@
 //! backend behaves the same; the conformance suite (`keel-conformance`) proves it against a
 //! fault-injecting loopback server.
 //!
-//! [`Client`] is the client on the default backend. To pick a backend at run time, build a
+//! [`Client`] is the client on the default backend; with the feature `blocking`,
+//! `keel::blocking::Client` is the same client without async, for CLIs and thread-based
+//! programs (bodies through `std::io::Read`). To pick a backend at run time, build a
 //! `keel::core::Client<BoxTransport>` with
 //! [`ClientBuilder::build_boxed`](keel_core::ClientBuilder::build_boxed).
 //!
@@ -60,6 +62,12 @@
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(all(
+    feature = "blocking",
+    any(feature = "hyper", feature = "smol", feature = "isahc")
+))]
+pub mod blocking;
 
 pub use keel_core as core;
 /// The `http` crate keel's types are made of: `keel::http::{Method, StatusCode, HeaderMap, …}`.

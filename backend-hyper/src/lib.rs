@@ -149,8 +149,46 @@ impl Timer for TokioTimer {
     }
 }
 
+/// The blocking client's driver runs on a tokio current-thread runtime of its own (I/O and time
+/// enabled), on the client's thread: hyper's connection tasks are spawned there too.
+#[cfg(feature = "blocking")]
+impl keel_core::blocking::Runtime for HyperTransport {
+    fn run(driver: keel_core::blocking::Driver) -> std::io::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("keel-blocking-hyper")
+            .build()?;
+        runtime.block_on(driver);
+        Ok(())
+    }
+
+    /// Inside a tokio runtime (either flavour).
+    fn in_async_context() -> bool {
+        tokio::runtime::Handle::try_current().is_ok()
+    }
+}
+
 fn no_runtime() -> Error {
     Error::new(ErrorKind::Config)
         .with_setting("runtime")
         .with_source("keel-hyper sends requests on tokio: call it from inside a tokio runtime")
+}
+
+#[cfg(all(test, feature = "blocking"))]
+mod tests {
+    use keel_core::blocking::Runtime as _;
+
+    use super::HyperTransport;
+
+    /// What the blocking client's "called from inside an async runtime" warning relies on.
+    #[test]
+    fn a_tokio_runtime_is_recognised_as_an_async_context() {
+        assert!(!HyperTransport::in_async_context());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(runtime.block_on(async { HyperTransport::in_async_context() }));
+        let _inside = runtime.enter();
+        assert!(HyperTransport::in_async_context());
+    }
 }

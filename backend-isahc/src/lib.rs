@@ -294,6 +294,16 @@ impl Backend for IsahcTransport {
     }
 }
 
+/// The blocking client's driver runs in async-io's `block_on` (which drives the reactor of
+/// [`AsyncIoTimer`] while it waits); libcurl's transfers stay on isahc's agent thread.
+#[cfg(feature = "blocking")]
+impl keel_core::blocking::Runtime for IsahcTransport {
+    fn run(driver: keel_core::blocking::Driver) -> std::io::Result<()> {
+        async_io::block_on(driver);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

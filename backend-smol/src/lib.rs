@@ -284,6 +284,16 @@ impl Backend for SmolTransport {
     }
 }
 
+/// The blocking client's driver runs in async-io's `block_on`, which drives async-io's reactor
+/// on the client's thread while it waits.
+#[cfg(feature = "blocking")]
+impl keel_core::blocking::Runtime for SmolTransport {
+    fn run(driver: keel_core::blocking::Driver) -> std::io::Result<()> {
+        async_io::block_on(driver);
+        Ok(())
+    }
+}
+
 /// keel's [`Timer`] on async-io's timers, from keel-core (its `async-io` feature).
 ///
 /// Works from any executor: async-io runs its reactor on a thread of its own when no

@@ -5,10 +5,13 @@
 //!   per test and counting connections and requests.
 //! - [`suite`](mod@suite): the cases, written once and generic over the backend, run on any
 //!   [`rt::HostRuntime`]. [`suite!`](macro@suite) turns them into `#[test]`s for one (backend, runtime) pair.
+//! - [`blocking`](mod@blocking): the blocking client's cases, on each backend and from inside each
+//!   async runtime; [`blocking_suite!`](macro@blocking_suite) makes them `#[test]`s.
 //! - [`report`]: the scorecard printed by `cargo run --release -p keel-conformance`.
 //!
 //! Not published; it exists for keel's own tests and for backend authors.
 
+pub mod blocking;
 pub mod report;
 pub mod rt;
 pub mod server;

@@ -89,6 +89,8 @@
 
 #[cfg(feature = "async-io")]
 mod async_io_timer;
+#[cfg(feature = "blocking")]
+pub mod blocking;
 mod body;
 mod client;
 pub mod connect;

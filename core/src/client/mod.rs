@@ -39,6 +39,8 @@ pub use download::{Checksum, Download, DownloadReport, Progress};
 pub use paginate::{ListingPage, Pages, Paginate};
 pub use pending::Pending;
 pub use request::{Request, RequestBuilder};
+#[cfg(feature = "blocking")]
+pub(crate) use response::{decode_json, text_encoding};
 pub use response::{BodyStream, Response};
 pub use streams::{EndReason, EventSource, Lines, Ndjson};
 

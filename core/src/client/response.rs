@@ -309,16 +309,7 @@ impl Response {
     /// named or the name is unknown; a byte-order mark wins over both). Malformed sequences
     /// become U+FFFD, as a browser shows them.
     pub async fn text(self) -> Result<String, Error> {
-        let encoding = self
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<mime::Mime>().ok())
-            .and_then(|m| {
-                m.get_param(mime::CHARSET)
-                    .and_then(|c| encoding_rs::Encoding::for_label(c.as_str().as_bytes()))
-            })
-            .unwrap_or(encoding_rs::UTF_8);
+        let encoding = text_encoding(&self.headers);
         let bytes = self.bytes().await?;
         let (text, _, _) = encoding.decode(&bytes);
         Ok(text.into_owned())
@@ -329,11 +320,7 @@ impl Response {
     pub async fn json<T: DeserializeOwned>(self) -> Result<T, Error> {
         let url = self.url.clone();
         let bytes = self.bytes().await?;
-        let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            Error::decode(path, e.into_inner()).with_url(url)
-        })
+        decode_json(&url, &bytes)
     }
 
     /// The body as a stream of chunks, holding one at a time.
@@ -343,6 +330,29 @@ impl Response {
             body: self.body,
         }
     }
+}
+
+/// The charset `Content-Type` names for a text body: UTF-8 when none is named or the name is
+/// unknown (a byte-order mark, when there is one, wins over it in `decode`).
+pub(crate) fn text_encoding(headers: &HeaderMap) -> &'static encoding_rs::Encoding {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<mime::Mime>().ok())
+        .and_then(|m| {
+            m.get_param(mime::CHARSET)
+                .and_then(|c| encoding_rs::Encoding::for_label(c.as_str().as_bytes()))
+        })
+        .unwrap_or(encoding_rs::UTF_8)
+}
+
+/// `bytes` decoded from JSON, with the path where decoding stopped on failure.
+pub(crate) fn decode_json<T: DeserializeOwned>(url: &Uri, bytes: &[u8]) -> Result<T, Error> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        Error::decode(path, e.into_inner()).with_url(url.clone())
+    })
 }
 
 impl fmt::Debug for Response {
