@@ -350,6 +350,68 @@ impl<T: Runtime> ClientBuilder<T> {
         }
     }
 
+    /// Adds a [`Hook`](crate::hooks::Hook); see [`crate::ClientBuilder::hook`]. It runs on the
+    /// client's driver thread.
+    pub fn hook(self, hook: impl crate::hooks::Hook) -> Self {
+        Self {
+            inner: self.inner.hook(hook),
+        }
+    }
+
+    /// Sees and may change the request of every attempt; see
+    /// [`crate::ClientBuilder::before_attempt`]. It runs on the client's driver thread.
+    pub fn before_attempt(
+        self,
+        hook: impl Fn(&crate::hooks::Attempt, &mut http::Request<crate::Body>) -> Result<(), Error>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        Self {
+            inner: self.inner.before_attempt(hook),
+        }
+    }
+
+    /// An async hook on the request of every attempt; see
+    /// [`crate::ClientBuilder::before_attempt_async`]. It runs on the client's driver thread,
+    /// on the backend's runtime.
+    pub fn before_attempt_async<F, Fut>(self, hook: F) -> Self
+    where
+        F: Fn(http::Request<crate::Body>, crate::hooks::Attempt) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<http::Request<crate::Body>, Error>>
+            + Send
+            + 'static,
+    {
+        Self {
+            inner: self.inner.before_attempt_async(hook),
+        }
+    }
+
+    /// Sees and may change the head of every response; see
+    /// [`crate::ClientBuilder::after_response`]. It runs on the client's driver thread.
+    pub fn after_response(
+        self,
+        hook: impl Fn(
+                &crate::hooks::Attempt,
+                &mut http::Response<crate::ResponseBody>,
+            ) -> Result<(), Error>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        Self {
+            inner: self.inner.after_response(hook),
+        }
+    }
+
+    /// Sees every decision of a policy; see [`crate::ClientBuilder::on_event`]. It runs on
+    /// the client's driver thread.
+    pub fn on_event(self, hook: impl Fn(&crate::hooks::Event<'_>) + Send + Sync + 'static) -> Self {
+        Self {
+            inner: self.inner.on_event(hook),
+        }
+    }
+
     /// Adds a policy to every call's pipeline; see [`crate::ClientBuilder::policy`].
     pub fn policy<P: Policy>(self, make: impl Fn() -> P + Send + Sync + 'static) -> Self {
         Self {
@@ -432,6 +494,15 @@ impl<T: Runtime> ClientBuilder<T> {
         fn built_in_roots(enabled: bool);
         /// Set `TCP_NODELAY` on new connections. Default true.
         fn tcp_nodelay(enabled: bool);
+    }
+
+    /// Sends W3C trace context with every attempt; see
+    /// [`crate::ClientBuilder::propagate_trace_context`].
+    #[cfg(feature = "opentelemetry")]
+    pub fn propagate_trace_context(self, enabled: bool) -> Self {
+        Self {
+            inner: self.inner.propagate_trace_context(enabled),
+        }
     }
 }
 

@@ -141,6 +141,7 @@ pub(crate) struct ClientConfig {
     budget: Option<RetryBudget>,
     seed: Option<u64>,
     /// Attempts carry W3C trace context from their span (feature `opentelemetry`).
+    #[cfg(feature = "opentelemetry")]
     pub(crate) propagate: bool,
     pub(crate) hooks: hooks::Hooks,
     pub(crate) breaker: Option<BreakerPolicy>,
@@ -730,6 +731,7 @@ impl<T: Backend> ClientBuilder<T> {
                 budget: Some(RetryBudget::default()),
                 seed: None,
                 hooks: hooks::Hooks::default(),
+                #[cfg(feature = "opentelemetry")]
                 propagate: false,
                 breaker: None,
                 rate_limit: None,
