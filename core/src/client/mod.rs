@@ -380,7 +380,7 @@ impl<T: Transport> Client<T> {
     /// ```
     #[inline]
     pub fn request(&self, method: Method, url: &str) -> RequestBuilder<T> {
-        let url = url::join(self.shared.config.base_url.as_ref(), url);
+        let url = url::join_taking_credentials(self.shared.config.base_url.as_ref(), url);
         RequestBuilder::new(self.clone(), method, url)
     }
 

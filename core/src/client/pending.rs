@@ -211,8 +211,23 @@ impl Future for Pending {
         if matches!(call.phase, Phase::Unstarted) {
             call.span = observe::call_span(&call.request.method, &call.request.url);
         }
-        let span = call.span.clone();
-        let _entered = span.enter();
+        if call.span.is_disabled() {
+            return this.drive(cx);
+        }
+        // Entered for the policies' events.
+        let _entered = call.span.clone().entered();
+        this.drive(cx)
+    }
+}
+
+impl Pending {
+    /// Runs the call's loop until it waits or ends.
+    #[inline(always)]
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<Response, Error>> {
+        let this = self;
+        let State::Running(call) = &mut this.state else {
+            unreachable!("drive runs a running call")
+        };
         loop {
             match call.poll_step(cx) {
                 Poll::Pending => return Poll::Pending,

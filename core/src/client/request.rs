@@ -318,12 +318,11 @@ pub struct RequestBuilder<T> {
 
 impl<T: Transport> RequestBuilder<T> {
     #[inline]
-    pub(super) fn new(client: Client<T>, method: Method, url: Result<Uri, Error>) -> Self {
-        let url = match url {
-            Ok(url) if url::has_userinfo(&url) => url::take_credentials(url),
-            Ok(url) => Ok((url, None)),
-            Err(err) => Err(err),
-        };
+    pub(super) fn new(
+        client: Client<T>,
+        method: Method,
+        url: Result<(Uri, Option<HeaderValue>), Error>,
+    ) -> Self {
         let (url, error, url_credentials) = match url {
             Ok((url, credentials)) => (url, None, credentials),
             Err(err) => (Uri::default(), Some(err), None),

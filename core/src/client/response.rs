@@ -18,7 +18,6 @@ use super::pipeline::{CallRecord, Guards};
 use super::DEFAULT_MAX_BODY_SIZE;
 use crate::body::ResponseBody;
 use crate::error::{Error, ErrorKind, Stage, TimeoutPhase};
-use crate::machine::credentials::SensitiveHeaders;
 use crate::machine::decode::{ContentDecoder, DecodeLimits};
 use crate::machine::redirect::Hop;
 use crate::machine::retry::GiveUpReason;
@@ -85,7 +84,7 @@ impl Response {
         let (mut parts, body) = head.into_parts();
         // `Set-Cookie` (and any other credential a server sends back) never prints, not even
         // through `headers()` or a status error's `response_headers()`.
-        SensitiveHeaders::default().mark(&mut parts.headers);
+        crate::machine::credentials::mark_standard(&mut parts.headers);
         let decoding = match limits.decode {
             Some(decode)
                 if !limits.head_request

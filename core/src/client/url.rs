@@ -92,7 +92,8 @@ pub(crate) fn take_credentials(uri: Uri) -> Result<(Uri, Option<HeaderValue>), E
 
 /// Whether `uri` has user info (`…@` in its authority).
 pub(crate) fn has_userinfo(uri: &Uri) -> bool {
-    uri.authority().is_some_and(|a| a.as_str().contains('@'))
+    uri.authority()
+        .is_some_and(|a| a.as_str().as_bytes().contains(&b'@'))
 }
 
 /// `Basic <base64(user:password)>` of a URL's percent-encoded user and password; `None` when
@@ -131,6 +132,20 @@ fn percent_decode(s: &str) -> Vec<u8> {
 ///
 /// `target` is absolute only when it starts with `scheme://`; anything else, `users:search`
 /// included, is a path under the base URL.
+/// [`join`], with the credentials of an absolute `target`'s user info taken out of the URL
+/// (see [`take_credentials`]).
+pub(crate) fn join_taking_credentials(
+    base: Option<&BaseUrl>,
+    target: &str,
+) -> Result<(Uri, Option<HeaderValue>), Error> {
+    let uri = join(base, target)?;
+    // A plain target has no `@`, and a joined one the base URL's path, which has no user info.
+    if has_scheme(target) && !is_plain(target) && has_userinfo(&uri) {
+        return take_credentials(uri);
+    }
+    Ok((uri, None))
+}
+
 pub(crate) fn join(base: Option<&BaseUrl>, target: &str) -> Result<Uri, Error> {
     if has_scheme(target) {
         let uri = if is_plain(target) {
@@ -241,7 +256,9 @@ fn is_plain(s: &str) -> bool {
         match b[i] {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => {}
             b'-' | b'_' | b'~' | b'!' | b'$' | b'&' | b'(' | b')' | b'*' | b'+' | b',' | b';'
-            | b'=' | b':' | b'@' | b'/' | b'?' => {}
+            // No `@`: a URL with user info (or an `@` anywhere) takes the WHATWG parser, and
+            // a plain one is known to carry no credentials without another scan.
+            | b'=' | b':' | b'/' | b'?' => {}
             b'.' => {
                 // A "." or ".." segment would be removed by normalization.
                 let seg_start = i == 0 || b[i - 1] == b'/';
@@ -280,7 +297,7 @@ mod tests {
         for rel in [
             "users",
             "users/42/posts?page=2&per_page=10",
-            "a:b@c!$&()*+,;=",
+            "a:b!$&()*+,;=",
             "x%20y",
             "v1.2/file.tar.gz",
             "search?q=a.b",
@@ -292,6 +309,12 @@ mod tests {
                 to_uri(&url::Url::parse(&format!("http://h:8080/api/v1/{rel}")).unwrap()).unwrap();
             assert_eq!(fast, slow, "{rel}");
         }
+        // An `@` takes the WHATWG path (it may be user info), and joins the same.
+        assert!(!is_plain("a:b@c"));
+        assert_eq!(
+            join(Some(&base), "a:b@c").unwrap(),
+            "http://h:8080/api/v1/a:b@c"
+        );
     }
 
     #[test]

@@ -152,6 +152,22 @@ impl SensitiveHeaders {
     }
 }
 
+/// Marks the values of the four standard credential headers sensitive: what a response does
+/// to its headers, once per response, so the loop is as cheap as it can be (a few comparisons
+/// of standard names per header).
+#[inline]
+pub(crate) fn mark_standard(headers: &mut HeaderMap) {
+    for (name, value) in headers.iter_mut() {
+        if name == SET_COOKIE
+            || name == COOKIE
+            || name == AUTHORIZATION
+            || name == PROXY_AUTHORIZATION
+        {
+            value.set_sensitive(true);
+        }
+    }
+}
+
 impl fmt::Debug for SensitiveHeaders {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_set().entries(self.iter()).finish()
