@@ -28,14 +28,12 @@ pub mod github {
     //! The SDK: [`GitHub`], its models, and [`GitHubError`].
 
     use std::fmt;
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     use futures_util::stream::{self, BoxStream, StreamExt as _};
     use keel::core::{Backend, Client, ClientBuilder, Transport};
     use keel::http::StatusCode;
     use keel::machine::paginate::Strategy;
-    use keel::machine::rate::quota_hold;
-    use keel::machine::retry::retry_after_from_headers;
     use keel::{BreakerPolicy, ErrorKind, Jitter, RateLimit, RetryPolicy};
     use serde::{Deserialize, Serialize};
 
@@ -161,9 +159,8 @@ pub mod github {
     }
 
     impl GitHubError {
-        /// Maps keel's error; `now` is the client's wall clock (virtual under a mock), for an
-        /// `X-RateLimit-Reset` given as a Unix time.
-        fn from_keel(err: keel::Error, now: SystemTime) -> Self {
+        /// Maps keel's error.
+        fn from_keel(err: keel::Error) -> Self {
             match err.kind() {
                 ErrorKind::CircuitOpen => Self::CircuitOpen {
                     retry_in: err.retry_in(),
@@ -174,7 +171,7 @@ pub mod github {
                     source: err,
                 },
                 ErrorKind::Status(status) => {
-                    if let Some(wait) = rate_limit_wait(&err, status, now) {
+                    if let Some(wait) = rate_limit_wait(&err, status) {
                         return Self::RateLimited {
                             retry_in: Some(wait),
                             source: err,
@@ -217,16 +214,14 @@ pub mod github {
     }
 
     /// How long GitHub says to wait, when a `403`/`429` is a rate limit rather than a refusal:
-    /// `Retry-After` (the secondary limits), else `X-RateLimit-Remaining: 0` until
-    /// `X-RateLimit-Reset` (the primary limit), read by the same parser as keel's
-    /// `server_quotas`.
-    fn rate_limit_wait(err: &keel::Error, status: StatusCode, now: SystemTime) -> Option<Duration> {
+    /// keel's status error reads it from `Retry-After` (the secondary limits) or from
+    /// `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset` (the primary limit), with the same
+    /// parser as `server_quotas`.
+    fn rate_limit_wait(err: &keel::Error, status: StatusCode) -> Option<Duration> {
         if status != StatusCode::FORBIDDEN && status != StatusCode::TOO_MANY_REQUESTS {
             return None;
         }
-        let headers = err.response_headers()?;
-        retry_after_from_headers(headers, now)
-            .or_else(|| quota_hold(status, headers, now).map(|hold| hold.delay))
+        err.retry_in()
     }
 
     /// GitHub's `message`, else the start of the body as text, else the status's reason.
@@ -358,7 +353,7 @@ pub mod github {
                     .await
             }
             .await;
-            result.map_err(|err| self.error(err))
+            result.map_err(GitHubError::from_keel)
         }
 
         /// `GET /repos/{owner}/{name}/issues`, every page: a lazy stream that asks for the
@@ -374,14 +369,11 @@ pub mod github {
                 (Ok(owner), Ok(name)) => format!("repos/{owner}/{name}/issues"),
                 (Err(err), _) | (_, Err(err)) => return stream::iter([Err(err)]).boxed(),
             };
-            let timer = self.http.transport().timer().clone();
             self.http
                 .get(&path)
                 .query(&[("per_page", PER_PAGE)])
                 .paginate::<Issue>(Strategy::link_header())
-                .map(move |item| {
-                    item.map_err(|err| GitHubError::from_keel(err, timer.now_system()))
-                })
+                .map(|item| item.map_err(GitHubError::from_keel))
                 .boxed()
         }
 
@@ -407,11 +399,7 @@ pub mod github {
                     .await
             }
             .await;
-            result.map_err(|err| self.error(err))
-        }
-
-        fn error(&self, err: keel::Error) -> GitHubError {
-            GitHubError::from_keel(err, self.http.transport().timer().now_system())
+            result.map_err(GitHubError::from_keel)
         }
     }
 

@@ -236,7 +236,10 @@ impl Error {
     }
 
     /// How long until the request could go, for [`ErrorKind::CircuitOpen`] (until the breaker
-    /// lets a probe through; `None` when it is forced open) and [`ErrorKind::RateLimited`].
+    /// lets a probe through; `None` when it is forced open) and [`ErrorKind::RateLimited`];
+    /// and for a status error of a `429`, a `503` or a `403` (GitHub's rate limits), when
+    /// the server said when to come back (`Retry-After`, or quota headers that say the quota
+    /// is spent: `RateLimit`, `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset`).
     pub fn retry_in(&self) -> Option<Duration> {
         self.inner.retry_in
     }

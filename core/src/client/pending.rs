@@ -833,9 +833,13 @@ impl Call {
 
     /// Hands the head to the caller; the call rides along so that a failure while reading the
     /// body can still be shown to the policies.
-    fn into_response(mut self: Box<Self>, head: http::Response<ResponseBody>) -> Response {
+    fn into_response(mut self: Box<Self>, mut head: http::Response<ResponseBody>) -> Response {
         self.finished(Some(&head), None);
         let config = self.shared.config();
+        if config.sensitive.has_extra() {
+            // The names the client marked never print from the response's headers either.
+            config.sensitive.mark(head.headers_mut());
+        }
         let limits = Limits {
             read_idle: self.timeouts.read_idle,
             deadline: self.deadline,

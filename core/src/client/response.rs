@@ -209,9 +209,24 @@ impl Response {
         }
         let headers = std::mem::take(&mut self.headers);
         let record = std::mem::take(&mut self.record);
-        Err(Error::status(self.status, headers, snippet.freeze())
+        // When the server said when to come back (a spent quota, `Retry-After`), the error
+        // says it too: an SDK can report it without parsing the headers again.
+        let retry_in = match self.status.as_u16() {
+            403 | 429 | 503 => {
+                let now = self.body.timer.now_system();
+                crate::machine::rate::quota_hold(self.status, &headers, now)
+                    .map(|hold| hold.delay)
+                    .or_else(|| crate::machine::retry::retry_after_from_headers(&headers, now))
+            }
+            _ => None,
+        };
+        let err = Error::status(self.status, headers, snippet.freeze())
             .with_url(self.url.clone())
-            .with_record(record))
+            .with_record(record);
+        Err(match retry_in {
+            Some(wait) => err.with_retry_in(wait),
+            None => err,
+        })
     }
 
     /// The next chunk of the body, or `None` at its end.

@@ -100,6 +100,11 @@ impl SensitiveHeaders {
         STANDARD.iter().any(|standard| standard == name) || self.extra.iter().any(|n| n == name)
     }
 
+    /// Whether names were added to the four standard ones.
+    pub(crate) fn has_extra(&self) -> bool {
+        !self.extra.is_empty()
+    }
+
     /// Every name in the set: the four standard ones first, then the added ones in the order
     /// they were added.
     pub fn iter(&self) -> impl Iterator<Item = &HeaderName> + '_ {

@@ -142,6 +142,8 @@ struct Inner {
     unmatched: Vec<RecordedRequest>,
     /// For a replaying mock: the cassette it replays (a request it doesn't hold is an error).
     replaying: Option<String>,
+    /// An unmatched request fails (and fails `verify`) instead of getting a `404`.
+    strict: bool,
 }
 
 impl State {
@@ -159,6 +161,12 @@ impl State {
             .filter_map(|m| m.unmet().map(|why| (m.seq, why)))
             .collect();
         unmet.sort_by_key(|(seq, _)| *seq);
+        if self.lock().strict && !unmatched.is_empty() {
+            unmet.push((
+                usize::MAX,
+                format!("{} request(s) no rule matched", unmatched.len()),
+            ));
+        }
         if unmet.is_empty() {
             return Ok(());
         }
@@ -229,6 +237,31 @@ impl MockTransport {
         }
         mock.state.lock().replaying = Some(name);
         mock
+    }
+
+    /// Makes the mock strict: a request no rule matches fails with
+    /// [`ErrorKind::InvalidRequest`] (not retried, nothing sent) instead of getting a `404`,
+    /// and [`verify`](Self::verify) (and the drop of the last clone) fails while there is
+    /// one. Use it when the code under test maps a `404` to a result of its own, so that a
+    /// typo in a rule's path can't pass for a real "not found".
+    ///
+    /// ```
+    /// use keel_core::mock::MockTransport;
+    ///
+    /// let mock = MockTransport::new().strict();
+    /// let client = keel_core::Client::<MockTransport>::builder()
+    ///     .base_url("https://api.example.com/")
+    ///     .build_with(mock.clone())
+    ///     .unwrap();
+    /// let err = mock.run(client.get("users/7").send()).unwrap_err();
+    /// assert_eq!(err.kind(), keel_core::ErrorKind::InvalidRequest);
+    /// assert!(mock.verify().is_err());
+    /// # std::mem::forget(mock); // its drop would fail the doctest on purpose
+    /// ```
+    #[must_use]
+    pub fn strict(self) -> Self {
+        self.state.lock().strict = true;
+        self
     }
 
     /// Adds `rule`; returns a handle to what it receives.
@@ -313,6 +346,15 @@ impl MockTransport {
         let mut inner = self.state.lock();
         inner.unmatched.push(request.clone());
         match &inner.replaying {
+            None if inner.strict => Answer::fail(
+                Error::new(ErrorKind::InvalidRequest)
+                    .with_unsent()
+                    .with_source(format!(
+                        "keel MockTransport (strict): no rule matched {request} ({} rules \
+                         mounted)",
+                        inner.rules.len()
+                    )),
+            ),
             Some(cassette) => {
                 Answer::fail(Error::new(ErrorKind::InvalidRequest).with_source(format!(
                     "{request} is not in {cassette} (or all its recorded exchanges were \

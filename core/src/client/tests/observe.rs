@@ -707,3 +707,43 @@ fn every_attempt_carries_the_w3c_trace_context_of_its_own_span() {
     m.run(c.get("y").send()).unwrap();
     assert!(!m.requests()[2].headers.contains_key("traceparent"));
 }
+
+#[test]
+fn a_response_hides_the_headers_the_client_marked_and_a_status_error_says_when_to_come_back() {
+    let c = single_attempt()
+        .base_url("http://h")
+        .sensitive_header("x-session-token")
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    m.push(
+        Reply::status(429)
+            .header("x-session-token", "t0p-s3cret")
+            .header("retry-after", "7"),
+    );
+    let resp = m.run(c.get("x").send()).unwrap();
+    assert!(!format!("{:?}", resp.headers()).contains("t0p-s3cret"));
+    let err = m.run(resp.error_for_status()).unwrap_err();
+    assert_eq!(err.retry_in(), Some(secs(7)));
+    assert!(!format!("{err:?}").contains("t0p-s3cret"));
+
+    // A 403 is "come back later" only when the server says when.
+    m.push(Reply::status(403));
+    let err = m
+        .run(async { c.get("y").send().await?.error_for_status().await })
+        .unwrap_err();
+    assert_eq!(err.retry_in(), None);
+    m.push(
+        Reply::status(403)
+            .header("x-ratelimit-remaining", "0")
+            .header("x-ratelimit-reset", "0"),
+    );
+    let err = m
+        .run(async { c.get("z").send().await?.error_for_status().await })
+        .unwrap_err();
+    assert_eq!(
+        err.retry_in(),
+        Some(Duration::ZERO),
+        "a reset in the past: now"
+    );
+}
