@@ -28,6 +28,13 @@
 //! `keel::core::Client<BoxTransport>` with
 //! [`ClientBuilder::build_boxed`](keel_core::ClientBuilder::build_boxed).
 //!
+//! Every call is a `tracing` span with a child span per attempt, named as OpenTelemetry's HTTP
+//! client conventions name them, and every decision of a policy is an event on it;
+//! [`hooks`] see and change the same things from code. The feature `metrics` records through
+//! the `metrics` facade, `opentelemetry` sends W3C trace context, and `mock` adds
+//! `keel::mock`: a transport that answers from rules on a virtual clock, for testing code
+//! built on keel without a network (see TESTING.md).
+//!
 //! # Example
 //!
 //! ```
