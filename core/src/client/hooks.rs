@@ -261,18 +261,31 @@ pub(crate) enum Entry {
     Async(AsyncBefore),
 }
 
-/// The client's hooks.
-#[derive(Clone, Default)]
+/// The client's hooks: shared, so an attempt with async hooks takes them along with one
+/// reference count.
+#[derive(Clone)]
 pub(crate) struct Hooks {
-    entries: Vec<Entry>,
+    entries: Arc<[Entry]>,
     /// Some entry is async: the attempt's hooks run inside its future.
     has_async: bool,
 }
 
+impl Default for Hooks {
+    fn default() -> Self {
+        Self {
+            entries: Arc::new([]),
+            has_async: false,
+        }
+    }
+}
+
 impl Hooks {
+    /// Adds a hook (while the client is built).
     pub(crate) fn push(&mut self, entry: Entry) {
         self.has_async |= matches!(entry, Entry::Async(_));
-        self.entries.push(entry);
+        let mut entries = self.entries.to_vec();
+        entries.push(entry);
+        self.entries = entries.into();
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -313,7 +326,7 @@ impl Hooks {
         let entries = self.entries.clone();
         async move {
             let mut request = request;
-            for entry in &entries {
+            for entry in entries.iter() {
                 match entry {
                     Entry::Sync(hook) => hook
                         .before_attempt(&attempt, &mut request)
