@@ -1,7 +1,7 @@
 //! What keel prints of a URL or a header map: never a password, a token or a signature.
 //!
 //! Every place keel shows a URL (`Debug` and `Display` of requests, responses, errors and
-//! events, trace fields, recorded exchanges) shows it through [`url`], which follows
+//! events, trace fields, recorded exchanges) shows it through [`url()`], which follows
 //! OpenTelemetry's rule for `url.full`: credentials in the URL's authority print as
 //! `REDACTED:REDACTED@`, and the values of the query parameters that carry signatures
 //! (`AWSAccessKeyId`, `Signature`, `sig`, `X-Goog-Signature`, `X-Amz-Signature`,
@@ -49,7 +49,7 @@ pub fn url(uri: &Uri) -> RedactedUrl<'_> {
     RedactedUrl(uri)
 }
 
-/// A URL that prints without its secrets; made by [`url`].
+/// A URL that prints without its secrets; made by [`url()`].
 #[derive(Clone, Copy)]
 pub struct RedactedUrl<'a>(&'a Uri);
 

@@ -165,7 +165,7 @@ pub(crate) struct ClientConfig {
 
 /// What [`ClientBuilder::on_retry`] hooks receive before the driver sleeps for a retry.
 ///
-/// Its `Debug` shows the URL through [`redact::url`](crate::redact::url).
+/// Its `Debug` shows the URL through [`redact::url`].
 #[non_exhaustive]
 #[derive(Clone)]
 pub struct RetryEvent {
@@ -211,7 +211,7 @@ pub enum BreakerControl {
 
 /// What [`ClientBuilder::on_redirect`] hooks receive before a redirect is followed.
 ///
-/// Its `Debug` shows the hop's URLs through [`redact::url`](crate::redact::url).
+/// Its `Debug` shows the hop's URLs through [`redact::url`].
 #[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct RedirectEvent {

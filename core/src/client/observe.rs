@@ -1,7 +1,7 @@
 //! What a call shows of itself: `tracing` spans and events named as OpenTelemetry's HTTP
 //! client conventions name them, the client's hooks, and (feature `metrics`) metrics.
 //!
-//! Every URL shown goes through [`redact::url`](crate::redact::url), and no header value is
+//! Every URL shown goes through [`redact::url`], and no header value is
 //! ever a field.
 //!
 //! With no subscriber interested in target `keel`, a span costs a check of a cached level

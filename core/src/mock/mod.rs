@@ -217,7 +217,7 @@ impl MockTransport {
     }
 
     /// A mock that answers from `cassette`: each recorded exchange answers one request with the
-    /// same method, path and query (compared as [`redact::url`](crate::redact::url) prints
+    /// same method, path and query (compared as [`redact::url`](crate::redact::url()) prints
     /// them, so a redacted signature still matches), in the order they were recorded; the host
     /// is not compared, so the recording's server needn't run. A request with no unused
     /// exchange left fails with [`ErrorKind::InvalidRequest`] (not retried) whose source names

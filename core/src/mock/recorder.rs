@@ -24,7 +24,7 @@ const REDACTED: &str = "REDACTED";
 /// A [`Transport`] that forwards every attempt to `T` and records the exchange, for
 /// [`MockTransport::replay`](super::MockTransport::replay) to answer from later.
 ///
-/// It records the request's method, its URL as [`redact::url`](crate::redact::url) prints it
+/// It records the request's method, its URL as [`redact::url`](crate::redact::url()) prints it
 /// (no password, no signature), its headers and its body when buffered (a stream is forwarded
 /// unread, and recorded as `null`); the response's status and headers, and its body, copied as
 /// it streams to the caller, who reads exactly what `T` sent. Header values are written as

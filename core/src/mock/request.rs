@@ -9,7 +9,7 @@ use http::{HeaderMap, Method, Uri};
 /// One request as the transport received it: one attempt of a call (a retried call is recorded
 /// once per attempt, a redirected one once per hop).
 ///
-/// `Debug` prints the URL through [`redact::url`](crate::redact::url) and credential header
+/// `Debug` prints the URL through [`redact::url`](crate::redact::url()) and credential header
 /// values as `Sensitive` (the client marks them).
 #[derive(Clone)]
 pub struct RecordedRequest {

@@ -367,7 +367,7 @@ impl fmt::Debug for RedirectPolicy {
 
 /// A redirect about to be followed, as a [`RedirectPolicy::custom`] predicate sees it.
 ///
-/// Its `Debug` shows URLs through [`redact::url`](crate::redact::url).
+/// Its `Debug` shows URLs through [`redact::url`].
 #[derive(Clone, Copy)]
 pub struct RedirectAttempt<'a> {
     status: StatusCode,
@@ -419,7 +419,7 @@ pub enum RedirectDecision {
 /// One redirect a call followed.
 ///
 /// Its `Display` is `302 http://a.example/x -> http://b.example/y`, its URLs shown through
-/// [`redact::url`](crate::redact::url) (as are those of its `Debug`): a signature in a
+/// [`redact::url`] (as are those of its `Debug`): a signature in a
 /// pre-signed URL a server redirects to prints as `REDACTED`. [`from`](Hop::from) and
 /// [`to`](Hop::to) give the URLs themselves.
 #[derive(Clone, PartialEq, Eq)]
@@ -553,7 +553,7 @@ pub enum BodyState {
 
 /// What [`Redirects::on_response`] needs to know about the request that got the response.
 ///
-/// Its `Debug` shows the URL through [`redact::url`](crate::redact::url).
+/// Its `Debug` shows the URL through [`redact::url`].
 #[derive(Clone, Copy)]
 pub struct RedirectRequest<'a> {
     /// Its method.
@@ -595,7 +595,7 @@ pub enum RedirectAction {
 
 /// The next request of a followed redirect.
 ///
-/// Its `Debug` shows the URL through [`redact::url`](crate::redact::url).
+/// Its `Debug` shows the URL through [`redact::url`].
 #[derive(Clone, PartialEq, Eq)]
 pub struct Follow {
     /// Where to send it: absolute, `http` or `https`, without a fragment.
