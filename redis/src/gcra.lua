@@ -12,6 +12,9 @@
 -- i × interval (offsets below 0 mean "now"); when granted = 0, ARGV[5] slots fit in the
 -- horizon `offset` µs from now. A value this script did not write is an error reply whose
 -- code is KEEL_FOREIGN, never a silent overwrite.
+-- Redis before 5 replicates scripts verbatim, which forbids writing after TIME; since 5 this is
+-- the default, and since 7 a no-op.
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])

@@ -19,6 +19,9 @@
 //! # let _ = client; Ok(()) }
 //! ```
 //!
+//! Every process must give a quota's name the same [`RateLimit`] (the script paces each round
+//! trip by the caller's), and Redis must be 3.2 or later (scripts that replicate their effects).
+//!
 //! # Leases: most admissions are local
 //!
 //! A round trip books up to [`lease`](FleetLimitBuilder::lease) *slots* of the shared schedule
