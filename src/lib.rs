@@ -94,6 +94,10 @@ pub use keel_core::{
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub use keel_core::mock;
+/// Fleet-wide rate limits through Redis (feature `redis`): see [`keel_redis`].
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use keel_redis as redis;
 
 #[cfg(feature = "hyper")]
 pub use keel_hyper;
