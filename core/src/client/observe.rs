@@ -147,10 +147,17 @@ pub(crate) fn record_error(span: &Span, err: &Error) {
     if span.is_disabled() {
         return;
     }
-    if let Some(status) = err.status_code() {
-        span.record("http.response.status_code", status.as_u16());
+    match err.status_code() {
+        // The exact code, as `record_head` records it (`error_type` groups rare codes, for
+        // metrics' labels).
+        Some(status) => {
+            span.record("http.response.status_code", status.as_u16());
+            span.record("error.type", status.as_str());
+        }
+        None => {
+            span.record("error.type", error_type(err.kind()));
+        }
     }
-    span.record("error.type", error_type(err.kind()));
     span.record("otel.status_code", "ERROR");
 }
 
@@ -166,7 +173,8 @@ fn protocol_version(version: Version) -> Option<&'static str> {
 }
 
 /// The `error.type` of an error: a short, stable name of its kind (for a status error, the
-/// status code, as OpenTelemetry asks).
+/// status code, as OpenTelemetry asks; rare codes grouped as `4xx`/`5xx`, so a metric's
+/// labels stay few).
 pub(crate) fn error_type(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::Timeout(TimeoutPhase::Connect) => "connect_timeout",

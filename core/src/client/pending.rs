@@ -82,7 +82,8 @@ pub(crate) struct Call {
     span: Span,
     /// How many attempts went to the transport (hedges too).
     sent: u32,
-    /// When the call started (its first poll).
+    /// When the call started (its first poll), for its duration metric.
+    #[cfg(feature = "metrics")]
     started: Instant,
 }
 
@@ -182,6 +183,7 @@ impl Pending {
                 phase: Phase::Unstarted,
                 span: Span::none(),
                 sent: 0,
+                #[cfg(feature = "metrics")]
                 started: epoch,
             })),
         }
@@ -253,7 +255,10 @@ impl Call {
     /// The first poll: the clock is read, the deadline set and the policies built.
     fn start(&mut self) -> Option<Step> {
         let start = self.shared.timer().now();
-        self.started = start;
+        #[cfg(feature = "metrics")]
+        {
+            self.started = start;
+        }
         self.deadline = super::add_saturating(start, self.timeouts.deadline);
         self.stack = Stack::new(
             self.shared.config(),
