@@ -101,6 +101,7 @@ pub mod machine;
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub mod mock;
 pub mod redact;
+pub mod store;
 mod transport;
 
 #[cfg(test)]

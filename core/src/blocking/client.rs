@@ -412,6 +412,14 @@ impl<T: Runtime> ClientBuilder<T> {
         }
     }
 
+    /// Where breakers, limiters and quota holds keep their state; see
+    /// [`crate::ClientBuilder::state_store`].
+    pub fn state_store(self, store: impl crate::store::StateStore) -> Self {
+        Self {
+            inner: self.inner.state_store(store),
+        }
+    }
+
     /// Adds a policy to every call's pipeline; see [`crate::ClientBuilder::policy`].
     pub fn policy<P: Policy>(self, make: impl Fn() -> P + Send + Sync + 'static) -> Self {
         Self {

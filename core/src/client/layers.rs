@@ -16,14 +16,15 @@ use super::state::OriginState;
 use super::ClientConfig;
 use super::{RedirectEvent, RetryEvent};
 use crate::error::{Error, ErrorKind};
-use crate::machine::breaker::{Admission, Breaker, BreakerPolicy, Ticket, Transition};
+use crate::machine::breaker::{Admission, BreakerPolicy, Ticket, Transition};
 use crate::machine::hedge::HedgePolicy;
 use crate::machine::outcome::Outcome;
-use crate::machine::rate::{jittered, quota_hold, Gcra, RateLimit};
+use crate::machine::rate::{jittered, quota_hold, RateLimit};
 use crate::machine::redirect::{
     rewrite_headers, BodyState, RedirectAction, RedirectRequest, Redirects,
 };
 use crate::machine::retry::{RequestFacts, Retry, RetryAction};
+use crate::store::{Acquire, Admit, BreakerAdmit, Pending, StateCell};
 
 /// The policies of one call, outermost first: the user's, then redirect, then retry, then the
 /// in-flight limit, the rate limiter and the circuit breaker, so that every attempt (the
@@ -420,7 +421,7 @@ struct TicketGuard {
     /// Where the breaker is, when it is not the attempt's origin's (a partition's), or when the
     /// ticket is a probe that must be given back on drop; `None` otherwise (no reference count
     /// is taken for the common case).
-    home: Option<Arc<OriginState>>,
+    home: Option<Arc<dyn StateCell>>,
     ticket: Ticket,
     sent: Instant,
     counted: bool,
@@ -431,9 +432,7 @@ impl Drop for TicketGuard {
         // Only a probe's slot needs giving back.
         if !self.counted && self.ticket.is_probe() {
             if let Some(home) = &self.home {
-                if let Some(breaker) = &mut home.lock().breaker {
-                    breaker.release(self.ticket);
-                }
+                home.release(self.ticket);
             }
         }
     }
@@ -456,23 +455,20 @@ impl Policy for BreakerLayer {
             .partition
             .as_ref()
             .map(|key| cx.store.partition(key));
-        let (admission, transition) = {
-            let mut state = match &partition {
-                Some(state) => state.lock(),
-                None => cx.origin().lock(),
-            };
-            let policy = &self.policy;
-            state
-                .breaker
-                .get_or_insert_with(|| Breaker::new(policy))
-                .admit(now)
+        let (admission, transition) = match &partition {
+            Some(cell) => cell.admit(&self.policy, now, cx.timer()),
+            None => cx.origin().cell.admit(&self.policy, now, cx.timer()),
         };
         Self::report(cx, transition);
+        let admission = match admission {
+            BreakerAdmit::Decided(admission) => admission,
+            BreakerAdmit::Again(pending) => return again(cx, pending),
+        };
         match admission {
             Admission::Allowed(ticket) => {
                 let home = match partition {
-                    Some(state) => Some(state),
-                    None if ticket.is_probe() => Some(cx.store.handle(cx.origin_ref)),
+                    Some(cell) => Some(cell),
+                    None if ticket.is_probe() => Some(cx.origin().cell.clone()),
                     None => None,
                 };
                 Action::Hold(Guard::new(TicketGuard {
@@ -507,15 +503,9 @@ impl Policy for BreakerLayer {
             None => Duration::ZERO,
         };
         let result = self.policy.classify(&outcome, elapsed);
-        let transition = {
-            let mut state = match &home {
-                Some(state) => state.lock(),
-                None => cx.origin().lock(),
-            };
-            state
-                .breaker
-                .as_mut()
-                .and_then(|breaker| breaker.on_result(ticket, result, now))
+        let transition = match &home {
+            Some(cell) => cell.on_result(ticket, result, now),
+            None => cx.origin().cell.on_result(ticket, result, now),
         };
         Self::report(cx, transition);
         Action::Proceed
@@ -617,10 +607,28 @@ struct LimiterLayer {
 
 impl LimiterLayer {
     fn limited(now: Instant, at: Instant) -> Action {
-        Action::Fail(
-            Error::new(ErrorKind::RateLimited).with_retry_in(at.saturating_duration_since(now)),
-        )
+        Action::Fail(crate::store::limited(now, at))
     }
+}
+
+/// A store's cell must wait (a round trip) before it can answer: the layer waits for it, never
+/// past the call's deadline, and is asked again. A hedge goes now or not at all.
+#[cold]
+fn again(cx: &PolicyContext<'_>, pending: Pending) -> Action {
+    if cx.is_hedge() {
+        return Action::Fail(Error::new(ErrorKind::RateLimited));
+    }
+    let timer = cx.timer().clone();
+    let deadline = timer.sleep_until(cx.deadline());
+    Action::WaitFor(Waiter::new(async move {
+        match select(pending, deadline).await {
+            Either::Left(_) => Action::WaitUntil(timer.now()),
+            Either::Right(_) => Action::Fail(
+                Error::new(ErrorKind::RateLimited)
+                    .with_source("the state store did not answer before the call's deadline"),
+            ),
+        }
+    }))
 }
 
 impl Policy for LimiterLayer {
@@ -646,12 +654,12 @@ impl Policy for LimiterLayer {
             cx.deadline()
         };
         if self.server_quotas {
-            let origin_hold = cx.origin().lock().hold_until;
+            let origin_hold = cx.origin().cell.held_until();
             let partition_hold = match &cx.request.partition {
                 Some(key) => cx
                     .store
                     .find_partition(key)
-                    .and_then(|p| p.lock().hold_until),
+                    .and_then(|cell| cell.held_until()),
                 None => None,
             };
             let hold = origin_hold.max(partition_hold).filter(|&until| until > now);
@@ -666,32 +674,47 @@ impl Policy for LimiterLayer {
         }
         let mut at = now;
         let mut client_slot = None;
-        if let Some(mut gcra) = cx.store.client_limiter() {
-            match gcra.acquire(now, Some(deadline)) {
-                Ok(slot) => {
+        let client = cx.store.client_limiter();
+        if let Some((limit, cell)) = client {
+            let request = Acquire {
+                limit: *limit,
+                now,
+                deadline,
+                hedge,
+                timer: cx.timer(),
+            };
+            match cell.acquire(&request) {
+                Admit::At(slot) => {
                     at = slot;
                     client_slot = Some(slot);
                 }
-                Err(slot) => return Self::limited(now, slot),
+                Admit::Fail(err) => return Action::Fail(err),
+                Admit::Again(pending) => return again(cx, pending),
             }
         }
         if let Some(limit) = self.per_origin {
-            let booked = cx
-                .origin()
-                .lock()
-                .limiter
-                .get_or_insert_with(|| Gcra::new(limit))
-                .acquire(now, Some(deadline));
-            match booked {
-                Ok(slot) => at = at.max(slot),
-                Err(slot) => {
-                    // The client-wide slot goes back: this attempt won't use it.
-                    if let (Some(taken), Some(mut gcra)) = (client_slot, cx.store.client_limiter())
-                    {
-                        gcra.cancel(taken);
-                    }
-                    return Self::limited(now, slot);
+            let request = Acquire {
+                limit,
+                now,
+                deadline,
+                hedge,
+                timer: cx.timer(),
+            };
+            let refused = match cx.origin().cell.acquire(&request) {
+                Admit::At(slot) => {
+                    at = at.max(slot);
+                    None
                 }
+                Admit::Fail(err) => Some(Action::Fail(err)),
+                Admit::Again(pending) => Some(again(cx, pending)),
+            };
+            if let Some(refused) = refused {
+                // The client-wide slot goes back: this attempt won't use it (it asks again
+                // after a wait).
+                if let (Some(taken), Some((_, cell))) = (client_slot, client) {
+                    cell.cancel(taken);
+                }
+                return refused;
             }
         }
         if at > now {
@@ -728,12 +751,10 @@ impl Policy for LimiterLayer {
             .map(|own| hold.partition.as_deref().unwrap_or(own));
         tracing::info!(target: "keel::wait", partition, delay_ms = delay.as_millis() as u64,
             "the server's quota is spent: holding requests");
-        let home = match partition {
-            Some(key) => cx.store.partition(key),
-            None => cx.store.handle(cx.origin_ref),
-        };
-        let mut state = home.lock();
-        state.hold_until = Some(state.hold_until.map_or(until, |held| held.max(until)));
+        match partition {
+            Some(key) => cx.store.partition(key).hold(now, until),
+            None => cx.origin().cell.hold(now, until),
+        }
         Action::Proceed
     }
 }

@@ -45,10 +45,10 @@ pub use response::{BodyStream, Response};
 pub use streams::{EndReason, EventSource, Lines, Ndjson};
 
 use self::pipeline::{Policy, PolicyFactory};
-use self::state::{OriginState, Store, StoreConfig};
+use self::state::{Store, StoreConfig};
 use crate::body::{Body, ResponseBody};
 use crate::error::{BoxError, Error, ErrorKind};
-use crate::machine::breaker::{Breaker, BreakerPolicy, BreakerState, Transition};
+use crate::machine::breaker::{BreakerPolicy, BreakerState, Transition};
 use crate::machine::credentials::SensitiveHeaders;
 use crate::machine::decode::{Coding, DecodeLimits};
 use crate::machine::hedge::HedgePolicy;
@@ -57,6 +57,7 @@ use crate::machine::rate::RateLimit;
 use crate::machine::redirect::{Hop, RedirectPolicy};
 use crate::machine::retry::{Pacing, RetryBudget, RetryPolicy, RetryReason};
 use crate::redact;
+use crate::store::{LocalStore, StateCell, StateStore};
 use crate::transport::{
     Backend, BoxFuture, BoxTransport, Certificate, Origin, Timer, Transport, TransportConfig,
 };
@@ -145,6 +146,8 @@ pub(crate) struct ClientConfig {
     pub(crate) propagate: bool,
     pub(crate) hooks: hooks::Hooks,
     pub(crate) breaker: Option<BreakerPolicy>,
+    /// Where breakers, limiters and holds keep their state (`None`: in the process).
+    state_store: Option<Arc<dyn StateStore>>,
     rate_limit: Option<RateLimit>,
     pub(crate) rate_limit_per_origin: Option<RateLimit>,
     pub(crate) server_quotas: bool,
@@ -323,6 +326,10 @@ impl<T> Shared<T> {
         let store = Store::new(
             config.base_url.as_ref().map(url::BaseUrl::as_uri),
             StoreConfig {
+                cells: config
+                    .state_store
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(LocalStore)),
                 budget: config.budget.clone(),
                 rate_limit: config.rate_limit,
                 max_in_flight: config.max_in_flight,
@@ -600,8 +607,7 @@ impl<T: Transport> Client<T> {
     pub fn breaker_state(&self, url: &str) -> Option<BreakerState> {
         let url = url::join(self.shared.config.base_url.as_ref(), url).ok()?;
         let origin = self.shared.store.find(&url);
-        let state = self.shared.store.resolve(&origin).lock();
-        state.breaker.as_ref().map(|b| b.state())
+        self.shared.store.resolve(&origin).cell.breaker_state()
     }
 
     /// Forces open, disables or resets the circuit breaker of `url`'s origin; the state change
@@ -611,16 +617,15 @@ impl<T: Transport> Client<T> {
             return false;
         };
         let origin = self.shared.store.find(&url);
-        self.control(self.shared.store.resolve(&origin), &url, None, control)
+        let cell = &self.shared.store.resolve(&origin).cell;
+        self.control(&**cell, &url, None, control)
     }
 
     /// The state of the circuit breaker of the partition named `key` (see
     /// [`RequestBuilder::partition`]), or `None` when the client has no breaker or no call
     /// named the partition yet.
     pub fn partition_breaker_state(&self, key: &str) -> Option<BreakerState> {
-        let state = self.shared.store.find_partition(key)?;
-        let state = state.lock();
-        state.breaker.as_ref().map(|b| b.state())
+        self.shared.store.find_partition(key)?.breaker_state()
     }
 
     /// Forces open, disables or resets the circuit breaker of the partition named `key`; the
@@ -628,13 +633,13 @@ impl<T: Transport> Client<T> {
     pub fn control_partition_breaker(&self, key: &str, control: BreakerControl) -> bool {
         let url = self.base_url().cloned().unwrap_or_default();
         let partition = Arc::from(key);
-        let state = self.shared.store.partition(key);
-        self.control(&state, &url, Some(&partition), control)
+        let cell = self.shared.store.partition(key);
+        self.control(&*cell, &url, Some(&partition), control)
     }
 
     fn control(
         &self,
-        state: &OriginState,
+        cell: &dyn StateCell,
         url: &Uri,
         partition: Option<&Arc<str>>,
         control: BreakerControl,
@@ -642,15 +647,7 @@ impl<T: Transport> Client<T> {
         let Some(policy) = &self.shared.config.breaker else {
             return false;
         };
-        let transition = {
-            let mut state = state.lock();
-            let breaker = state.breaker.get_or_insert_with(|| Breaker::new(policy));
-            match control {
-                BreakerControl::ForceOpen => breaker.force_open(),
-                BreakerControl::Disable => breaker.disable(),
-                BreakerControl::Reset => breaker.reset(),
-            }
-        };
+        let transition = cell.control(policy, control);
         if let Some(transition) = transition {
             announce_breaker(&self.shared.config, url, partition, transition);
         }
@@ -734,6 +731,7 @@ impl<T: Backend> ClientBuilder<T> {
                 #[cfg(feature = "opentelemetry")]
                 propagate: false,
                 breaker: None,
+                state_store: None,
                 rate_limit: None,
                 rate_limit_per_origin: None,
                 server_quotas: false,
@@ -1048,6 +1046,23 @@ impl<T: Backend> ClientBuilder<T> {
     /// ```
     pub fn circuit_breaker(mut self, policy: BreakerPolicy) -> Self {
         self.config.breaker = Some(policy);
+        self
+    }
+
+    /// Where the circuit breakers, the rate limiters and the server's quota holds keep their
+    /// state: in the process ([`LocalStore`], the default), or in a store a fleet of processes
+    /// shares (`keel-redis`'s `RedisStore`: a quota, a trip or a hold one replica sees is seen
+    /// by all). See [`store`](crate::store).
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// use keel_core::store::LocalStore;
+    ///
+    /// let client = keel_core::Client::<T>::builder().state_store(LocalStore).build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn state_store(mut self, store: impl StateStore) -> Self {
+        self.config.state_store = Some(Arc::new(store));
         self
     }
 

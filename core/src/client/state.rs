@@ -1,11 +1,13 @@
 //! The state policies share across the calls of one client, kept in one place and keyed by
 //! [`Origin`].
 //!
-//! Each origin has one [`OriginState`]: its retry budget, circuit breaker, rate limiter, the
-//! server's quota hold, the latencies hedging learns from, and its in-flight permits. A
-//! partition a request names has one too (its own breaker and quota hold). The machines stay
-//! pure: the store only keeps their state and hands it to them as `&mut`
-//! under one short lock, so two calls never interleave inside a machine.
+//! Each origin has one [`OriginState`]: its retry budget, the latencies hedging learns from,
+//! its in-flight permits (all kept in the process), and its [`StateCell`]: the circuit
+//! breaker, rate limiter and server quota hold, kept where the client's [`StateStore`] keeps
+//! them (in the process by default, or shared by a fleet). A partition a request names has a
+//! cell too (its own breaker and quota hold), and so does the client-wide rate limit. The
+//! machines stay pure: the store only keeps their state and hands it to them under one short
+//! lock, so two calls never interleave inside a machine.
 //!
 //! The base URL's origin is looked up without hashing or allocating (most calls go there);
 //! other origins are found in a map that keeps at most [`MAX_ORIGINS`] entries, forgetting
@@ -20,10 +22,10 @@ use http::Uri;
 
 use async_lock::Semaphore;
 
-use crate::machine::breaker::Breaker;
 use crate::machine::hedge::Latencies;
-use crate::machine::rate::{Gcra, RateLimit};
+use crate::machine::rate::RateLimit;
 use crate::machine::retry::RetryBudget;
+use crate::store::{CellKey, LocalCell, StateCell, StateStore};
 use crate::transport::Origin;
 
 /// The most origins the store keeps state for besides the base URL's.
@@ -32,17 +34,11 @@ pub(crate) const MAX_ORIGINS: usize = 256;
 /// The most partitions (keys requests name, or servers' quota partitions) the store keeps.
 pub(crate) const MAX_PARTITIONS: usize = 1024;
 
-/// Every policy's shared state for one origin.
+/// The state of one origin that stays in the process.
 #[derive(Debug)]
 pub(crate) struct PolicyState {
     /// The retry budget, when the client has one.
     pub(crate) budget: Option<RetryBudget>,
-    /// The circuit breaker, built at the first call when the client has one.
-    pub(crate) breaker: Option<Breaker>,
-    /// The per-origin rate limiter, built at the first call when the client has one.
-    pub(crate) limiter: Option<Gcra>,
-    /// No request goes to the origin before this: the server said its quota is spent.
-    pub(crate) hold_until: Option<Instant>,
     /// The latencies of the origin's answers, when a hedging policy needs them.
     pub(crate) latencies: Option<Latencies>,
 }
@@ -58,35 +54,25 @@ pub(crate) struct OriginState {
     pub(crate) host: Option<HeaderValue>,
     /// The permits for requests in flight to the origin, when the client limits them.
     pub(crate) in_flight: Option<Arc<Semaphore>>,
+    /// The origin's breaker, rate limiter and quota hold.
+    pub(crate) cell: Arc<dyn StateCell>,
 }
 
 impl OriginState {
-    fn new(template: &PolicyState, url: &Uri, in_flight: Option<usize>) -> Self {
+    fn new(
+        template: &PolicyState,
+        url: &Uri,
+        in_flight: Option<usize>,
+        cell: Arc<dyn StateCell>,
+    ) -> Self {
         Self {
             state: Mutex::new(PolicyState {
                 budget: template.budget.clone(),
-                breaker: None,
-                limiter: None,
-                hold_until: None,
                 latencies: None,
             }),
             host: host_header(url),
             in_flight: in_flight.map(|n| Arc::new(Semaphore::new(n))),
-        }
-    }
-
-    /// The state of a partition: a breaker and a quota hold of its own (no budget, no host).
-    fn partition() -> Self {
-        Self {
-            state: Mutex::new(PolicyState {
-                budget: None,
-                breaker: None,
-                limiter: None,
-                hold_until: None,
-                latencies: None,
-            }),
-            host: None,
-            in_flight: None,
+            cell,
         }
     }
 
@@ -119,8 +105,10 @@ pub(crate) enum OriginRef {
 pub(crate) struct Store {
     template: PolicyState,
     base: Option<(Uri, Origin)>,
-    /// The client-wide rate limiter, shared by every origin.
-    client_limiter: Option<Mutex<Gcra>>,
+    /// Where the cells are kept.
+    cells: Arc<dyn StateStore>,
+    /// The client-wide rate limit and its cell, shared by every origin.
+    client_limiter: Option<(RateLimit, Arc<dyn StateCell>)>,
     /// The client-wide permits for requests in flight.
     in_flight: Option<Arc<Semaphore>>,
     /// Each origin's permits for requests in flight.
@@ -130,12 +118,13 @@ pub(crate) struct Store {
     others: Mutex<HashMap<Origin, Arc<OriginState>>>,
     /// The partitions requests name ([`RequestBuilder::partition`](crate::RequestBuilder::partition))
     /// and servers' quotas name (`pk`): each has its own breaker and quota hold.
-    partitions: Mutex<HashMap<Arc<str>, Arc<OriginState>>>,
+    partitions: Mutex<HashMap<Arc<str>, Arc<dyn StateCell>>>,
 }
 
 /// What the store is built from.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct StoreConfig {
+    pub(crate) cells: Arc<dyn StateStore>,
     pub(crate) budget: Option<RetryBudget>,
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) max_in_flight: Option<usize>,
@@ -146,19 +135,30 @@ impl Store {
     pub(crate) fn new(base: Option<&Uri>, config: StoreConfig) -> Self {
         let template = PolicyState {
             budget: config.budget,
-            breaker: None,
-            limiter: None,
-            hold_until: None,
             latencies: None,
         };
         let per_origin = config.max_in_flight_per_origin;
-        let base_state = match base {
-            Some(uri) => OriginState::new(&template, uri, per_origin),
-            None => OriginState::new(&template, &Uri::default(), per_origin),
-        };
+        let cells = config.cells;
         let base = base.and_then(|uri| Some((uri.clone(), Origin::from_uri(uri).ok()?)));
+        let base_state = match &base {
+            Some((uri, origin)) => OriginState::new(
+                &template,
+                uri,
+                per_origin,
+                cells.cell(CellKey::Origin(origin)),
+            ),
+            None => OriginState::new(
+                &template,
+                &Uri::default(),
+                per_origin,
+                Arc::new(LocalCell::default()),
+            ),
+        };
         Self {
-            client_limiter: config.rate_limit.map(|limit| Mutex::new(Gcra::new(limit))),
+            client_limiter: config
+                .rate_limit
+                .map(|limit| (limit, cells.cell(CellKey::Client))),
+            cells,
             in_flight: config.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
             in_flight_per_origin: per_origin,
             base_state: Arc::new(base_state),
@@ -196,6 +196,7 @@ impl Store {
                 &self.template,
                 url,
                 self.in_flight_per_origin,
+                Arc::new(LocalCell::default()),
             )));
         };
         if let Some((_, base)) = &self.base {
@@ -215,6 +216,7 @@ impl Store {
             &self.template,
             url,
             self.in_flight_per_origin,
+            self.cells.cell(CellKey::Origin(&origin)),
         ));
         if others.len() < MAX_ORIGINS {
             others.insert(origin, state.clone());
@@ -222,9 +224,9 @@ impl Store {
         OriginRef::Other(state)
     }
 
-    /// The state of the partition named `key`, made at first use. At most
+    /// The cell of the partition named `key`, made at first use. At most
     /// [`MAX_PARTITIONS`] are kept: when full, partitions no call is using are forgotten.
-    pub(crate) fn partition(&self, key: &str) -> Arc<OriginState> {
+    pub(crate) fn partition(&self, key: &str) -> Arc<dyn StateCell> {
         let mut partitions = self
             .partitions
             .lock()
@@ -235,15 +237,15 @@ impl Store {
         if partitions.len() >= MAX_PARTITIONS {
             partitions.retain(|_, state| Arc::strong_count(state) > 1);
         }
-        let state = Arc::new(OriginState::partition());
+        let state = self.cells.cell(CellKey::Partition(key));
         if partitions.len() < MAX_PARTITIONS {
             partitions.insert(Arc::from(key), state.clone());
         }
         state
     }
 
-    /// The state of the partition named `key`, if one was made.
-    pub(crate) fn find_partition(&self, key: &str) -> Option<Arc<OriginState>> {
+    /// The cell of the partition named `key`, if one was made.
+    pub(crate) fn find_partition(&self, key: &str) -> Option<Arc<dyn StateCell>> {
         self.partitions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -256,20 +258,9 @@ impl Store {
         self.in_flight.as_ref()
     }
 
-    /// The client-wide rate limiter, locked, if the client has one.
-    pub(crate) fn client_limiter(&self) -> Option<MutexGuard<'_, Gcra>> {
-        self.client_limiter
-            .as_ref()
-            .map(|m| m.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    /// An owned handle on the state an [`OriginRef`] names, for a guard that outlives the
-    /// call's borrow.
-    pub(crate) fn handle(&self, origin: &OriginRef) -> Arc<OriginState> {
-        match origin {
-            OriginRef::Base => self.base_state.clone(),
-            OriginRef::Other(state) => state.clone(),
-        }
+    /// The client-wide rate limit and its cell, if the client has one.
+    pub(crate) fn client_limiter(&self) -> Option<&(RateLimit, Arc<dyn StateCell>)> {
+        self.client_limiter.as_ref()
     }
 
     /// The state an [`OriginRef`] names.

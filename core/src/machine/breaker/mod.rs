@@ -311,6 +311,35 @@ impl Breaker {
         self.enter(BreakerState::Closed)
     }
 
+    /// Another process sharing this breaker's key saw it trip: open until `until` (on this
+    /// process's clock), unless an operator forced it open or disabled it. An open breaker
+    /// whose cool-down ends earlier is kept open until `until`, without a transition (the same
+    /// trip, heard twice).
+    pub fn opened_elsewhere(&mut self, until: Instant) -> Option<Transition> {
+        match self.state {
+            BreakerState::Open { until: own } => {
+                if until > own {
+                    self.state = BreakerState::Open { until };
+                }
+                None
+            }
+            BreakerState::Closed | BreakerState::HalfOpen => {
+                self.enter(BreakerState::Open { until })
+            }
+            BreakerState::ForcedOpen | BreakerState::Disabled => None,
+        }
+    }
+
+    /// Another process sharing this breaker's key closed it (its probes succeeded): a tripped
+    /// breaker (open or half-open) closes, counters cleared; one an operator forced open or
+    /// disabled stays as it is.
+    pub fn closed_elsewhere(&mut self) -> Option<Transition> {
+        match self.state {
+            BreakerState::Open { .. } | BreakerState::HalfOpen => self.enter(BreakerState::Closed),
+            _ => None,
+        }
+    }
+
     fn ticket(&self, probe: bool) -> Ticket {
         Ticket {
             probe,

@@ -746,3 +746,54 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_trip_or_a_close_heard_from_elsewhere() {
+    let t0 = epoch();
+    let mut breaker = Breaker::new(&consecutive(3));
+    // A closed breaker opens until the instant the peer's trip says, and a ticket from before
+    // no longer counts.
+    let before = ticket(&mut breaker, t0);
+    let opened = breaker.opened_elsewhere(t0 + secs(5));
+    assert_eq!(
+        opened.map(|t| t.to),
+        Some(BreakerState::Open {
+            until: t0 + secs(5)
+        })
+    );
+    assert_eq!(breaker.on_result(before, CallResult::Failure, t0), None);
+    assert_eq!(
+        breaker.admit(t0 + secs(1)).0,
+        Admission::Rejected {
+            until: Some(t0 + secs(5))
+        }
+    );
+    // The same trip heard again, later: extended without a transition; earlier: unchanged.
+    assert_eq!(breaker.opened_elsewhere(t0 + secs(6)), None);
+    assert_eq!(breaker.opened_elsewhere(t0 + secs(2)), None);
+    assert_eq!(
+        breaker.state(),
+        BreakerState::Open {
+            until: t0 + secs(6)
+        }
+    );
+    // Half-open after the cool-down; a close heard from elsewhere closes it, counters cleared.
+    let probe = ticket(&mut breaker, t0 + secs(6));
+    assert!(probe.is_probe());
+    assert_eq!(
+        breaker.closed_elsewhere().map(|t| (t.from, t.to)),
+        Some((BreakerState::HalfOpen, BreakerState::Closed))
+    );
+    assert_eq!(breaker.closed_elsewhere(), None);
+    assert_eq!(call(&mut breaker, CallResult::Failure, t0 + secs(7)), None);
+    assert_eq!(call(&mut breaker, CallResult::Failure, t0 + secs(7)), None);
+    assert!(call(&mut breaker, CallResult::Failure, t0 + secs(7)).is_some());
+    // An operator's order wins over what peers say.
+    breaker.force_open();
+    assert_eq!(breaker.closed_elsewhere(), None);
+    assert_eq!(breaker.opened_elsewhere(t0 + secs(60)), None);
+    assert_eq!(breaker.state(), BreakerState::ForcedOpen);
+    breaker.disable();
+    assert_eq!(breaker.opened_elsewhere(t0 + secs(60)), None);
+    assert_eq!(breaker.state(), BreakerState::Disabled);
+}
