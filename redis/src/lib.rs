@@ -59,7 +59,7 @@
 //! A round trip has connect, read and write timeouts ([`timeout`](FleetLimitBuilder::timeout)),
 //! and an attempt waits for one at most [`max_wait`](FleetLimitBuilder::max_wait), and never
 //! past its call's deadline. Then the [`Fallback`] decides: a per-process [`RateLimit`], or
-//! failing the attempt with [`ErrorKind::RateLimited`] (whose source is the [`FleetError`]).
+//! failing the attempt with [`ErrorKind::RateLimited`](keel_core::ErrorKind::RateLimited) (whose source is the [`FleetError`]).
 //! An outage logs one `tracing` warning when it starts and an info event when it ends, and
 //! (feature `metrics`) counts every fallen-back admission in `keel.redis.fallbacks`. After a
 //! backoff (doubling from [`backoff`](FleetLimitBuilder::backoff)'s first value up to its
@@ -74,24 +74,66 @@
 //! and waits use the client's own [`Timer`], so a `FleetLimit` works on tokio, smol, async-std
 //! or any executor, and never spawns on the caller's.
 
-use std::collections::VecDeque;
-use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+mod conn;
+mod lease;
+mod store;
 
-use futures_util::future::{select, Either, FutureExt, Shared};
-use keel_core::machine::rate::Gcra;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
 use keel_core::pipeline::{Action, Policy, PolicyContext, Waiter};
-use keel_core::{Error, ErrorKind, RateLimit, Timer};
+use keel_core::RateLimit;
+
+use conn::Redis;
+use lease::{Lease, LeaseSettings, Step};
+
+pub use store::{RedisStore, RedisStoreBuilder, StoreStats};
 
 /// What a process does while the shared quota can't be reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fallback {
-    /// Keep to this limit in this process alone (shared by the clients of the [`FleetLimit`]).
+    /// Keep to this limit in this process alone (shared by the clients of the [`FleetLimit`];
+    /// for a [`RedisStore`], every shared limit becomes this one).
     Local(RateLimit),
-    /// Fail every attempt with [`ErrorKind::RateLimited`] until Redis answers again.
+    /// Keep to `1/n` of the shared limit in this process alone (its requests and its burst
+    /// divided by `n`, at least 1 each): with `n` the number of replicas, the fleet keeps to
+    /// about the shared limit.
+    Divide(u32),
+    /// Fail every attempt with [`ErrorKind::RateLimited`](keel_core::ErrorKind::RateLimited) until Redis answers again.
     FailClosed,
+}
+
+impl Fallback {
+    /// The limit a process keeps to alone instead of `shared`; `None` for fail closed.
+    fn local(self, shared: RateLimit) -> Option<RateLimit> {
+        match self {
+            Self::Local(limit) => Some(limit),
+            Self::Divide(n) => {
+                let n = n.max(1);
+                RateLimit::new((shared.requests() / n).max(1), shared.period())
+                    .and_then(|l| l.burst((shared.burst_size() / n).max(1)))
+                    .ok()
+            }
+            Self::FailClosed => None,
+        }
+    }
+}
+
+impl fmt::Display for Fallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local(limit) => write!(
+                f,
+                "a per-process limit of {} per {:?}",
+                limit.requests(),
+                limit.period()
+            ),
+            Self::Divide(n) => write!(f, "1/{n} of each limit per process"),
+            Self::FailClosed => f.write_str("failing closed"),
+        }
+    }
 }
 
 /// Why the shared quota could not be used.
@@ -234,58 +276,34 @@ impl FleetLimitBuilder {
 
     /// Checks the settings and the URL; does not connect (the first attempt does).
     pub fn build(self) -> Result<FleetLimit, FleetError> {
-        let client = redis::Client::open(self.url.as_str())
-            .map_err(|e| FleetError::new(FleetErrorKind::InvalidUrl, e.to_string()))?;
-        let invalid = |what: &str| FleetError::new(FleetErrorKind::InvalidSetting, what);
-        if self.lease == 0 {
-            return Err(invalid("lease must be at least 1"));
-        }
-        if self.timeout.is_zero() {
-            return Err(invalid("timeout must be greater than zero"));
-        }
+        let client = open(&self.url, self.lease, self.timeout)?;
         if self.name.is_empty() {
             return Err(invalid("the quota's name must not be empty"));
         }
-        // Whole microseconds, rounded up: never faster than the limit.
-        let interval = u64::try_from(self.limit.interval().as_nanos().div_ceil(1000))
-            .map_err(|_| invalid("the rate's interval is too long"))?
-            .max(1);
-        let tolerance = interval.saturating_mul(u64::from(self.limit.burst_size() - 1));
-        let horizon = interval.saturating_mul(u64::from(self.lease - 1));
-        if tolerance.max(horizon) > 1 << 50 {
-            return Err(invalid("the rate's burst or lease spans too long"));
-        }
-        let local = match self.fallback {
-            Fallback::Local(limit) => Some(Gcra::new(limit)),
-            Fallback::FailClosed => None,
-        };
-        Ok(FleetLimit {
-            inner: Arc::new(Inner {
-                key: format!("{}{}", self.key_prefix, self.name),
-                name: self.name,
-                interval,
-                tolerance,
-                horizon,
+        let redis = Arc::new(Redis::new(
+            client,
+            self.timeout,
+            self.backoff,
+            format!("quota {:?}", self.name),
+            self.fallback.to_string(),
+        ));
+        let lease = Lease::new(
+            self.name.clone(),
+            format!("{}{}", self.key_prefix, self.name),
+            self.limit,
+            LeaseSettings {
                 lease: self.lease,
-                timeout: self.timeout,
                 max_wait: self.max_wait,
                 grace: self.grace,
-                backoff: self.backoff,
-                fallback: self.fallback,
-                client,
-                script: redis::Script::new(include_str!("gcra.lua")),
-                conn: Mutex::new(None),
-                state: Mutex::new(State {
-                    slots: VecDeque::new(),
-                    refill: None,
-                    ask_at: None,
-                    outage: None,
-                    last_error: None,
-                    local,
-                    round_trips: 0,
-                    fallbacks: 0,
-                }),
-            }),
+            },
+            self.fallback.local(self.limit),
+            redis,
+            Arc::new(redis::Script::new(include_str!("gcra.lua"))),
+        )
+        .map_err(invalid)?;
+        Ok(FleetLimit {
+            lease: Arc::new(lease),
+            fallback: self.fallback,
         })
     }
 }
@@ -296,15 +314,15 @@ impl FleetLimitBuilder {
 /// See the [crate documentation](crate) for how it works, its bound and its failure modes.
 #[derive(Clone)]
 pub struct FleetLimit {
-    inner: Arc<Inner>,
+    lease: Arc<Lease>,
+    fallback: Fallback,
 }
 
 impl fmt::Debug for FleetLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FleetLimit")
-            .field("key", &self.inner.key)
-            .field("lease", &self.inner.lease)
-            .field("fallback", &self.inner.fallback)
+            .field("key", &self.lease.key())
+            .field("fallback", &self.fallback)
             .finish_non_exhaustive()
     }
 }
@@ -346,36 +364,36 @@ impl FleetLimit {
     /// The policy factory for [`ClientBuilder::policy`](keel_core::ClientBuilder::policy):
     /// `builder.policy(fleet.policy())`.
     pub fn policy(&self) -> impl Fn() -> FleetPolicy + Send + Sync + 'static {
-        let inner = self.inner.clone();
+        let lease = self.lease.clone();
         move || FleetPolicy {
-            inner: inner.clone(),
+            lease: lease.clone(),
         }
     }
 
     /// The Redis key of the quota.
     pub fn key(&self) -> &str {
-        &self.inner.key
+        self.lease.key()
     }
 
     /// The last error met talking to Redis (kept after Redis recovers).
     pub fn last_error(&self) -> Option<FleetError> {
-        self.inner.lock().last_error.clone()
+        self.lease.redis().last_error()
     }
 
     /// Counts of what this process did so far.
     pub fn stats(&self) -> FleetStats {
-        let state = self.inner.lock();
+        let (round_trips, fallbacks) = self.lease.counts();
         FleetStats {
-            round_trips: state.round_trips,
-            fallbacks: state.fallbacks,
-            falling_back: state.outage.is_some(),
+            round_trips,
+            fallbacks,
+            falling_back: self.lease.redis().in_outage(),
         }
     }
 }
 
 /// The per-call policy of a [`FleetLimit`]; see [`FleetLimit::policy`].
 pub struct FleetPolicy {
-    inner: Arc<Inner>,
+    lease: Arc<Lease>,
 }
 
 impl fmt::Debug for FleetPolicy {
@@ -392,10 +410,10 @@ impl Policy for FleetPolicy {
     fn before_attempt(&mut self, cx: &mut PolicyContext<'_>) -> Action {
         let now = cx.now();
         let deadline = cx.deadline();
-        match self.inner.step(now, deadline, cx.is_hedge()) {
-            Step::Go => Action::Proceed,
+        match self.lease.step(now, deadline, cx.is_hedge()) {
+            Step::Go(_) => Action::Proceed,
             Step::Fail(err) => Action::Fail(err),
-            step => Action::WaitFor(Waiter::new(self.inner.clone().wait(
+            step => Action::WaitFor(Waiter::new(self.lease.clone().wait(
                 step,
                 cx.timer().clone(),
                 deadline,
@@ -404,286 +422,19 @@ impl Policy for FleetPolicy {
     }
 }
 
-type Refill = Shared<blocking::Task<()>>;
-
-struct Inner {
-    name: String,
-    key: String,
-    /// µs between two slots, tolerance and horizon, in µs.
-    interval: u64,
-    tolerance: u64,
-    horizon: u64,
-    lease: u32,
-    timeout: Duration,
-    max_wait: Duration,
-    grace: Duration,
-    backoff: (Duration, Duration),
-    fallback: Fallback,
-    client: redis::Client,
-    script: redis::Script,
-    /// The connection, used by one round trip at a time; `None` until (re)connected.
-    conn: Mutex<Option<redis::Connection>>,
-    state: Mutex<State>,
+fn invalid(what: &str) -> FleetError {
+    FleetError::new(FleetErrorKind::InvalidSetting, what)
 }
 
-struct State {
-    /// The booked slots not taken yet, in order.
-    slots: VecDeque<Instant>,
-    /// The round trip in flight, and when it started.
-    refill: Option<(Refill, Instant)>,
-    /// Redis booked nothing: no slot is free before this instant.
-    ask_at: Option<Instant>,
-    outage: Option<Outage>,
-    last_error: Option<FleetError>,
-    local: Option<Gcra>,
-    round_trips: u64,
-    fallbacks: u64,
-}
-
-struct Outage {
-    retry_at: Instant,
-    backoff: Duration,
-}
-
-/// What an attempt does next.
-enum Step {
-    Go,
-    At(Instant),
-    Fail(Error),
-    /// Wait for the round trip in flight (started at the instant).
-    Refill(Refill, Instant),
-    /// Redis has no slot before this instant: ask again then.
-    AskAt(Instant),
-}
-
-fn rate_limited(why: &'static str) -> Error {
-    Error::new(ErrorKind::RateLimited).with_source(why)
-}
-
-impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+/// The Redis client of `url`, with the common settings checked.
+fn open(url: &str, lease: u32, timeout: Duration) -> Result<redis::Client, FleetError> {
+    let client = redis::Client::open(url)
+        .map_err(|e| FleetError::new(FleetErrorKind::InvalidUrl, e.to_string()))?;
+    if lease == 0 {
+        return Err(invalid("lease must be at least 1"));
     }
-
-    /// Decides what an attempt at `now` does; never blocks and never does I/O (a round trip it
-    /// starts runs on the thread pool).
-    fn step(self: &Arc<Self>, now: Instant, deadline: Instant, hedge: bool) -> Step {
-        let mut state = self.lock();
-        while state
-            .slots
-            .front()
-            .is_some_and(|&slot| slot + self.grace < now)
-        {
-            state.slots.pop_front();
-        }
-        if let Some(&slot) = state.slots.front() {
-            if slot <= now {
-                state.slots.pop_front();
-                return Step::Go;
-            }
-            if hedge || slot >= deadline {
-                return Step::Fail(rate_limited(
-                    "no slot of the fleet quota is free before the call's deadline",
-                ));
-            }
-            state.slots.pop_front();
-            return Step::At(slot);
-        }
-        if state.outage.as_ref().is_some_and(|o| now < o.retry_at) {
-            return self.fall_back(&mut state, now, deadline, hedge);
-        }
-        if hedge {
-            return Step::Fail(rate_limited("no slot of the fleet quota is free"));
-        }
-        if let Some((refill, started)) = &state.refill {
-            return Step::Refill(refill.clone(), *started);
-        }
-        if let Some(at) = state.ask_at.filter(|&at| at > now) {
-            if at >= deadline {
-                return Step::Fail(rate_limited(
-                    "no slot of the fleet quota is free before the call's deadline",
-                ));
-            }
-            return Step::AskAt(at);
-        }
-        let inner = self.clone();
-        let refill = blocking::unblock(move || inner.refill()).shared();
-        state.refill = Some((refill.clone(), now));
-        Step::Refill(refill, now)
+    if timeout.is_zero() {
+        return Err(invalid("timeout must be greater than zero"));
     }
-
-    fn fall_back(&self, state: &mut State, now: Instant, deadline: Instant, hedge: bool) -> Step {
-        state.fallbacks += 1;
-        #[cfg(feature = "metrics")]
-        metrics::counter!(
-            "keel.redis.fallbacks",
-            "quota" => self.name.clone(),
-            "fallback" => match self.fallback {
-                Fallback::Local(_) => "local",
-                Fallback::FailClosed => "fail_closed",
-            },
-        )
-        .increment(1);
-        let Some(local) = &mut state.local else {
-            let mut err = Error::new(ErrorKind::RateLimited);
-            err = match &state.last_error {
-                Some(cause) => err.with_source(cause.clone()),
-                None => err.with_source("the fleet quota's Redis is unavailable"),
-            };
-            return Step::Fail(err);
-        };
-        let deadline = if hedge {
-            now + Duration::from_nanos(1)
-        } else {
-            deadline
-        };
-        match local.acquire(now, Some(deadline)) {
-            Ok(at) if at <= now => Step::Go,
-            Ok(at) => Step::At(at),
-            Err(_) => Step::Fail(rate_limited(
-                "the fallback limit has no slot before the call's deadline",
-            )),
-        }
-    }
-
-    /// Waits as `step` says, then for as many more steps as it takes, racing it all against
-    /// the call's deadline.
-    async fn wait(self: Arc<Self>, step: Step, timer: Arc<dyn Timer>, deadline: Instant) -> Action {
-        let give_up = timer.sleep_until(deadline);
-        let steps = async {
-            let mut step = step;
-            loop {
-                match step {
-                    Step::Go => return Action::Proceed,
-                    Step::Fail(err) => return Action::Fail(err),
-                    Step::At(at) => {
-                        timer.sleep_until(at).await;
-                        return Action::Proceed;
-                    }
-                    Step::AskAt(at) => timer.sleep_until(at).await,
-                    Step::Refill(refill, started) => {
-                        let bound = timer.sleep_until(started + self.max_wait);
-                        if let Either::Right(_) = select(refill, bound).await {
-                            self.mark_down(
-                                FleetError::new(
-                                    FleetErrorKind::Timeout,
-                                    format!("no answer within {:?}", self.max_wait),
-                                ),
-                                timer.now(),
-                            );
-                        }
-                    }
-                }
-                step = self.step(timer.now(), deadline, false);
-            }
-        };
-        match select(Box::pin(steps), give_up).await {
-            Either::Left((action, _)) => action,
-            Either::Right(_) => Action::Fail(rate_limited(
-                "no slot of the fleet quota before the call's deadline",
-            )),
-        }
-    }
-
-    /// One round trip, on the thread pool: books slots, or records the failure.
-    fn refill(&self) {
-        let result = self.round_trip();
-        let now = Instant::now();
-        let mut state = self.lock();
-        state.refill = None;
-        match result {
-            Ok((granted, offset)) => {
-                state.round_trips += 1;
-                if state.outage.take().is_some() {
-                    tracing::info!(quota = %self.name, "Redis answers again: the fleet quota is shared again");
-                }
-                if granted <= 0 {
-                    let wait = Duration::from_micros(offset.max(1).unsigned_abs());
-                    state.ask_at = Some(now + wait);
-                    return;
-                }
-                let interval = i64::try_from(self.interval).unwrap_or(i64::MAX);
-                let granted = granted.min(i64::from(self.lease));
-                for i in 0..granted {
-                    let at = offset.saturating_add(i.saturating_mul(interval)).max(0);
-                    state
-                        .slots
-                        .push_back(now + Duration::from_micros(at.unsigned_abs()));
-                }
-                // This process's own bookings fill the horizon until then: asking sooner would
-                // only hear "nothing yet".
-                let least = i64::from(self.lease.div_ceil(2));
-                let next = offset
-                    .saturating_add((granted + least - 1).saturating_mul(interval))
-                    .saturating_sub(i64::try_from(self.horizon).unwrap_or(i64::MAX));
-                state.ask_at = Some(now + Duration::from_micros(next.max(0).unsigned_abs()));
-            }
-            Err(err) => self.mark_down_locked(&mut state, err, now),
-        }
-    }
-
-    fn round_trip(&self) -> Result<(i64, i64), FleetError> {
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        let c = match &mut *conn {
-            Some(c) => c,
-            slot @ None => {
-                let fresh = self
-                    .client
-                    .get_connection_with_timeout(self.timeout)
-                    .and_then(|c| {
-                        c.set_read_timeout(Some(self.timeout))?;
-                        c.set_write_timeout(Some(self.timeout))?;
-                        Ok(c)
-                    })
-                    .map_err(|e| FleetError::from_redis(&e, &self.key))?;
-                slot.insert(fresh)
-            }
-        };
-        let reply = self
-            .script
-            .key(&self.key)
-            .arg(self.interval)
-            .arg(self.tolerance)
-            .arg(self.lease)
-            .arg(self.horizon)
-            .arg(self.lease.div_ceil(2))
-            .invoke::<(i64, i64)>(c);
-        match reply {
-            Ok(reply) => Ok(reply),
-            Err(e) => {
-                let err = FleetError::from_redis(&e, &self.key);
-                if !matches!(err.kind, FleetErrorKind::ForeignValue) {
-                    // A timed-out or broken connection may hold half a reply: start afresh.
-                    *conn = None;
-                }
-                Err(err)
-            }
-        }
-    }
-
-    fn mark_down(&self, err: FleetError, now: Instant) {
-        let mut state = self.lock();
-        self.mark_down_locked(&mut state, err, now);
-    }
-
-    fn mark_down_locked(&self, state: &mut State, err: FleetError, now: Instant) {
-        let backoff = match &state.outage {
-            Some(o) if o.retry_at > now => return, // already down; the backoff stands
-            Some(o) => (o.backoff * 2).min(self.backoff.1),
-            None => {
-                tracing::warn!(
-                    quota = %self.name,
-                    error = %err,
-                    fallback = ?self.fallback,
-                    "the fleet quota's Redis can't be used: falling back until it answers"
-                );
-                self.backoff.0
-            }
-        };
-        state.outage = Some(Outage {
-            retry_at: now + backoff,
-            backoff,
-        });
-        state.last_error = Some(err);
-    }
+    Ok(client)
 }

@@ -1,0 +1,347 @@
+//! A lease on a GCRA schedule kept in Redis: slots booked a batch per round trip, handed to
+//! attempts locally. Shared by [`FleetLimit`](crate::FleetLimit) and the
+//! [`RedisStore`](crate::RedisStore)'s rate limits.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures_util::future::{select, Either, FutureExt, Shared};
+use keel_core::machine::rate::Gcra;
+use keel_core::pipeline::Action;
+use keel_core::store::{Acquire, Admit};
+use keel_core::{Error, ErrorKind, RateLimit, Timer};
+
+use crate::conn::Redis;
+use crate::{FleetError, FleetErrorKind};
+
+type Refill = Shared<blocking::Task<()>>;
+
+/// The settings of a lease, checked.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LeaseSettings {
+    pub(crate) lease: u32,
+    pub(crate) max_wait: Duration,
+    pub(crate) grace: Duration,
+}
+
+pub(crate) struct Lease {
+    /// The quota's name, for the metric.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    name: String,
+    key: String,
+    /// µs between two slots, tolerance and horizon, in µs.
+    interval: u64,
+    tolerance: u64,
+    horizon: u64,
+    settings: LeaseSettings,
+    /// What the fallback is, for the metric: `local` or `fail_closed`.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    fallback: &'static str,
+    redis: Arc<Redis>,
+    script: Arc<redis::Script>,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// The booked slots not taken yet, in order.
+    slots: VecDeque<Instant>,
+    /// The round trip in flight, and when it started.
+    refill: Option<(Refill, Instant)>,
+    /// Redis booked nothing: no slot is free before this instant.
+    ask_at: Option<Instant>,
+    /// The fallback limiter (`None`: fail closed).
+    local: Option<Gcra>,
+    round_trips: u64,
+    fallbacks: u64,
+}
+
+/// What an attempt does next.
+pub(crate) enum Step {
+    /// Go: the slot taken (at or before now).
+    Go(Instant),
+    At(Instant),
+    Fail(Error),
+    /// Wait for the round trip in flight (started at the instant).
+    Refill(Refill, Instant),
+    /// Redis has no slot before this instant: ask again then.
+    AskAt(Instant),
+}
+
+pub(crate) fn rate_limited(why: &'static str) -> Error {
+    Error::new(ErrorKind::RateLimited).with_source(why)
+}
+
+/// The schedule of `limit` in whole µs (the interval rounded up: never faster than the limit):
+/// interval, tolerance, horizon.
+pub(crate) fn schedule(limit: RateLimit, lease: u32) -> Result<(u64, u64, u64), &'static str> {
+    let interval = u64::try_from(limit.interval().as_nanos().div_ceil(1000))
+        .map_err(|_| "the rate's interval is too long")?
+        .max(1);
+    let tolerance = interval.saturating_mul(u64::from(limit.burst_size() - 1));
+    let horizon = interval.saturating_mul(u64::from(lease.max(1) - 1));
+    if tolerance.max(horizon) > 1 << 50 {
+        return Err("the rate's burst or lease spans too long");
+    }
+    Ok((interval, tolerance, horizon))
+}
+
+impl Lease {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        name: String,
+        key: String,
+        limit: RateLimit,
+        settings: LeaseSettings,
+        local: Option<RateLimit>,
+        redis: Arc<Redis>,
+        script: Arc<redis::Script>,
+    ) -> Result<Self, &'static str> {
+        let (interval, tolerance, horizon) = schedule(limit, settings.lease)?;
+        Ok(Self {
+            name,
+            key,
+            interval,
+            tolerance,
+            horizon,
+            settings,
+            fallback: if local.is_some() {
+                "local"
+            } else {
+                "fail_closed"
+            },
+            redis,
+            script,
+            state: Mutex::new(State {
+                slots: VecDeque::new(),
+                refill: None,
+                ask_at: None,
+                local: local.map(Gcra::new),
+                round_trips: 0,
+                fallbacks: 0,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub(crate) fn redis(&self) -> &Redis {
+        &self.redis
+    }
+
+    /// Round trips and fallen-back admissions so far.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        let state = self.lock();
+        (state.round_trips, state.fallbacks)
+    }
+
+    /// Decides what an attempt at `now` does; never blocks and never does I/O (a round trip it
+    /// starts runs on the thread pool).
+    pub(crate) fn step(self: &Arc<Self>, now: Instant, deadline: Instant, hedge: bool) -> Step {
+        let mut state = self.lock();
+        let grace = self.settings.grace;
+        while state.slots.front().is_some_and(|&slot| slot + grace < now) {
+            state.slots.pop_front();
+        }
+        if let Some(&slot) = state.slots.front() {
+            if slot <= now {
+                state.slots.pop_front();
+                return Step::Go(slot);
+            }
+            if hedge || slot >= deadline {
+                return Step::Fail(rate_limited(
+                    "no slot of the fleet quota is free before the call's deadline",
+                ));
+            }
+            state.slots.pop_front();
+            return Step::At(slot);
+        }
+        if self.redis.is_down(now) {
+            return self.fall_back(&mut state, now, deadline, hedge);
+        }
+        if hedge {
+            return Step::Fail(rate_limited("no slot of the fleet quota is free"));
+        }
+        if let Some((refill, started)) = &state.refill {
+            return Step::Refill(refill.clone(), *started);
+        }
+        if let Some(at) = state.ask_at.filter(|&at| at > now) {
+            if at >= deadline {
+                return Step::Fail(rate_limited(
+                    "no slot of the fleet quota is free before the call's deadline",
+                ));
+            }
+            return Step::AskAt(at);
+        }
+        let lease = self.clone();
+        let refill = blocking::unblock(move || lease.refill()).shared();
+        state.refill = Some((refill.clone(), now));
+        Step::Refill(refill, now)
+    }
+
+    /// Gives back a slot taken by [`step`](Self::step) whose attempt won't go.
+    pub(crate) fn cancel(&self, slot: Instant) {
+        let mut state = self.lock();
+        if self.redis.in_outage() {
+            if let Some(local) = &mut state.local {
+                local.cancel(slot);
+            }
+        } else if state.slots.front().is_none_or(|&first| slot <= first) {
+            state.slots.push_front(slot);
+        }
+    }
+
+    fn fall_back(&self, state: &mut State, now: Instant, deadline: Instant, hedge: bool) -> Step {
+        state.fallbacks += 1;
+        #[cfg(feature = "metrics")]
+        metrics::counter!(
+            "keel.redis.fallbacks",
+            "quota" => self.name.clone(),
+            "fallback" => self.fallback,
+        )
+        .increment(1);
+        let Some(local) = &mut state.local else {
+            let err = Error::new(ErrorKind::RateLimited);
+            return Step::Fail(match self.redis.last_error() {
+                Some(cause) => err.with_source(cause),
+                None => err.with_source("the fleet quota's Redis is unavailable"),
+            });
+        };
+        let deadline = if hedge {
+            now + Duration::from_nanos(1)
+        } else {
+            deadline
+        };
+        match local.acquire(now, Some(deadline)) {
+            Ok(at) if at <= now => Step::Go(at),
+            Ok(at) => Step::At(at),
+            Err(_) => Step::Fail(rate_limited(
+                "the fallback limit has no slot before the call's deadline",
+            )),
+        }
+    }
+
+    /// Waits for a round trip (at most `max_wait` after it started), marking Redis down if it
+    /// takes longer.
+    async fn wait_refill(&self, refill: Refill, started: Instant, timer: &Arc<dyn Timer>) {
+        let bound = timer.sleep_until(started + self.settings.max_wait);
+        if let Either::Right(_) = select(refill, bound).await {
+            self.redis.mark_down(
+                FleetError::new(
+                    FleetErrorKind::Timeout,
+                    format!("no answer within {:?}", self.settings.max_wait),
+                ),
+                timer.now(),
+            );
+        }
+    }
+
+    /// The store's answer for an attempt: a slot, a refusal, or a wait after which to ask
+    /// again.
+    pub(crate) fn acquire(self: &Arc<Self>, request: &Acquire<'_>) -> Admit {
+        match self.step(request.now(), request.deadline(), request.is_hedge()) {
+            Step::Go(at) | Step::At(at) => Admit::At(at),
+            Step::Fail(err) => Admit::Fail(err),
+            Step::Refill(refill, started) => {
+                let (lease, timer) = (self.clone(), request.timer().clone());
+                Admit::Again(Box::pin(async move {
+                    lease.wait_refill(refill, started, &timer).await;
+                }))
+            }
+            Step::AskAt(at) => Admit::Again(Box::pin(request.timer().sleep_until(at))),
+        }
+    }
+
+    /// Waits as `step` says, then for as many more steps as it takes, racing it all against
+    /// the call's deadline (for [`FleetPolicy`](crate::FleetPolicy)).
+    pub(crate) async fn wait(
+        self: Arc<Self>,
+        step: Step,
+        timer: Arc<dyn Timer>,
+        deadline: Instant,
+    ) -> Action {
+        let give_up = timer.sleep_until(deadline);
+        let steps = async {
+            let mut step = step;
+            loop {
+                match step {
+                    Step::Go(_) => return Action::Proceed,
+                    Step::Fail(err) => return Action::Fail(err),
+                    Step::At(at) => {
+                        timer.sleep_until(at).await;
+                        return Action::Proceed;
+                    }
+                    Step::AskAt(at) => timer.sleep_until(at).await,
+                    Step::Refill(refill, started) => {
+                        self.wait_refill(refill, started, &timer).await;
+                    }
+                }
+                step = self.step(timer.now(), deadline, false);
+            }
+        };
+        match select(Box::pin(steps), give_up).await {
+            Either::Left((action, _)) => action,
+            Either::Right(_) => Action::Fail(rate_limited(
+                "no slot of the fleet quota before the call's deadline",
+            )),
+        }
+    }
+
+    /// One round trip, on the thread pool: books slots, or records the failure.
+    fn refill(&self) {
+        let result = self.round_trip();
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.refill = None;
+        match result {
+            Ok((granted, offset)) => {
+                state.round_trips += 1;
+                self.redis.mark_up();
+                if granted <= 0 {
+                    let wait = Duration::from_micros(offset.max(1).unsigned_abs());
+                    state.ask_at = Some(now + wait);
+                    return;
+                }
+                let interval = i64::try_from(self.interval).unwrap_or(i64::MAX);
+                let granted = granted.min(i64::from(self.settings.lease));
+                for i in 0..granted {
+                    let at = offset.saturating_add(i.saturating_mul(interval)).max(0);
+                    state
+                        .slots
+                        .push_back(now + Duration::from_micros(at.unsigned_abs()));
+                }
+                // This process's own bookings fill the horizon until then: asking sooner would
+                // only hear "nothing yet".
+                let least = i64::from(self.settings.lease.div_ceil(2));
+                let next = offset
+                    .saturating_add((granted + least - 1).saturating_mul(interval))
+                    .saturating_sub(i64::try_from(self.horizon).unwrap_or(i64::MAX));
+                state.ask_at = Some(now + Duration::from_micros(next.max(0).unsigned_abs()));
+            }
+            Err(err) => {
+                drop(state);
+                self.redis.mark_down(err, now);
+            }
+        }
+    }
+
+    fn round_trip(&self) -> Result<(i64, i64), FleetError> {
+        let lease = self.settings.lease;
+        self.redis.run(&self.key, |c| {
+            self.script
+                .key(&self.key)
+                .arg(self.interval)
+                .arg(self.tolerance)
+                .arg(lease)
+                .arg(self.horizon)
+                .arg(lease.div_ceil(2))
+                .invoke::<(i64, i64)>(c)
+        })
+    }
+}
