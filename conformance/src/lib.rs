@@ -7,11 +7,14 @@
 //!   [`rt::HostRuntime`]. [`suite!`](macro@suite) turns them into `#[test]`s for one (backend, runtime) pair.
 //! - [`blocking`](mod@blocking): the blocking client's cases, on each backend and from inside each
 //!   async runtime; [`blocking_suite!`](macro@blocking_suite) makes them `#[test]`s.
+//! - [`redis::RedisServer`]: a real `redis-server` on loopback, for the cases on the Redis state
+//!   store (keel-redis).
 //! - [`report`]: the scorecard printed by `cargo run --release -p keel-conformance`.
 //!
 //! Not published; it exists for keel's own tests and for backend authors.
 
 pub mod blocking;
+pub mod redis;
 pub mod report;
 pub mod rt;
 pub mod server;

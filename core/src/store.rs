@@ -77,6 +77,13 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     fn cell(&self, key: CellKey<'_>) -> Arc<dyn StateCell>;
 }
 
+/// A shared store is a store: `Arc<dyn StateStore>` can be handed to several builders.
+impl<S: StateStore + ?Sized> StateStore for Arc<S> {
+    fn cell(&self, key: CellKey<'_>) -> Arc<dyn StateCell> {
+        (**self).cell(key)
+    }
+}
+
 /// What a rate limiter is asked: a slot of `limit` for an attempt at `now`.
 #[derive(Clone, Copy)]
 pub struct Acquire<'a> {

@@ -83,10 +83,13 @@ impl StateCell for SlowCell {
     }
 }
 
+/// The cells made so far, by key, in the order they were asked for.
+type Cells = Arc<Mutex<Vec<(String, Arc<SlowCell>)>>>;
+
 /// Hands out one shared `SlowCell` per key and remembers the keys asked for.
 #[derive(Debug, Clone, Default)]
 struct SlowStore {
-    cells: Arc<Mutex<Vec<(String, Arc<SlowCell>)>>>,
+    cells: Cells,
     waits: usize,
     delay: Duration,
 }

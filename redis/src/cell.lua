@@ -7,7 +7,7 @@
 -- KEYS[3]  the hold: the string 'keel1:hold', expiring when the hold ends
 -- ARGV[1]  the operation: read | trip | close | claim | probe_ok | release | hold
 -- ARGV[2]  the channel news goes to; ARGV[3] the sender's id; ARGV[4] the cell's name
--- ARGV[5…] the operation's arguments
+-- ARGV[5…] the operation's arguments (claim: max probes, claim ttl ms, member, slack ms)
 --
 -- Returns {breaker, ms, n}: breaker 0 closed, 1 open (ms: until it half-opens), 2 half-open
 -- (for claim, ms: until a claim lapses when none was free; n = 1 when granted); for read and
@@ -79,8 +79,11 @@ elseif op == 'trip' then
 elseif op == 'close' then
   return close()
 elseif op == 'claim' then
-  local max, ttl, member = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+  local max, ttl, member, slack = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
   local b, ms = breaker()
+  -- A cool-down that ends within the slack has ended: the trip reached Redis a moment after
+  -- the breaker opened in its process.
+  if b == 1 and ms <= slack then b = 2 end
   if b ~= 2 then return {b, ms, 0} end
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   if redis.call('ZCARD', KEYS[2]) < max then

@@ -1,5 +1,6 @@
 //! One Redis: its connection (one round trip at a time), and whether it is considered down.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,10 @@ pub(crate) struct Redis {
     /// What happens while it is down, for the logs.
     pub(crate) fallback: String,
     health: Mutex<Health>,
+    /// Round trips that booked slots or said when to ask again.
+    round_trips: AtomicU64,
+    /// Admissions decided by the fallback.
+    fallbacks: AtomicU64,
 }
 
 #[derive(Default)]
@@ -46,7 +51,27 @@ impl Redis {
             what,
             fallback,
             health: Mutex::default(),
+            round_trips: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a lease's round trip.
+    pub(crate) fn count_round_trip(&self) {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an admission the fallback decided.
+    pub(crate) fn count_fallback(&self) {
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Round trips and fallen-back admissions so far.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (
+            self.round_trips.load(Ordering::Relaxed),
+            self.fallbacks.load(Ordering::Relaxed),
+        )
     }
 
     pub(crate) fn client(&self) -> &redis::Client {

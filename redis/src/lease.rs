@@ -52,8 +52,6 @@ struct State {
     ask_at: Option<Instant>,
     /// The fallback limiter (`None`: fail closed).
     local: Option<Gcra>,
-    round_trips: u64,
-    fallbacks: u64,
 }
 
 /// What an attempt does next.
@@ -117,8 +115,6 @@ impl Lease {
                 refill: None,
                 ask_at: None,
                 local: local.map(Gcra::new),
-                round_trips: 0,
-                fallbacks: 0,
             }),
         })
     }
@@ -133,12 +129,6 @@ impl Lease {
 
     pub(crate) fn redis(&self) -> &Redis {
         &self.redis
-    }
-
-    /// Round trips and fallen-back admissions so far.
-    pub(crate) fn counts(&self) -> (u64, u64) {
-        let state = self.lock();
-        (state.round_trips, state.fallbacks)
     }
 
     /// Decides what an attempt at `now` does; never blocks and never does I/O (a round trip it
@@ -198,7 +188,7 @@ impl Lease {
     }
 
     fn fall_back(&self, state: &mut State, now: Instant, deadline: Instant, hedge: bool) -> Step {
-        state.fallbacks += 1;
+        self.redis.count_fallback();
         #[cfg(feature = "metrics")]
         metrics::counter!(
             "keel.redis.fallbacks",
@@ -301,7 +291,7 @@ impl Lease {
         state.refill = None;
         match result {
             Ok((granted, offset)) => {
-                state.round_trips += 1;
+                self.redis.count_round_trip();
                 self.redis.mark_up();
                 if granted <= 0 {
                     let wait = Duration::from_micros(offset.max(1).unsigned_abs());

@@ -382,7 +382,7 @@ impl FleetLimit {
 
     /// Counts of what this process did so far.
     pub fn stats(&self) -> FleetStats {
-        let (round_trips, fallbacks) = self.lease.counts();
+        let (round_trips, fallbacks) = self.lease.redis().counts();
         FleetStats {
             round_trips,
             fallbacks,

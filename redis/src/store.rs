@@ -12,9 +12,7 @@ use futures_util::future::{select, Either, FutureExt, Shared};
 use keel_core::machine::breaker::{
     Admission, Breaker, BreakerPolicy, BreakerState, CallResult, Ticket, Transition,
 };
-use keel_core::store::{
-    Acquire, Admit, BreakerAdmit, CellKey, LocalCell, StateCell, StateStore,
-};
+use keel_core::store::{Acquire, Admit, BreakerAdmit, CellKey, LocalCell, StateCell, StateStore};
 use keel_core::{BreakerControl, Timer};
 
 use crate::conn::Redis;
@@ -24,6 +22,11 @@ use crate::{invalid, open, Fallback, FleetError, FleetErrorKind};
 /// How long a tripped breaker's key outlives its cool-down in Redis (a fleet that all went
 /// away forgets it then).
 const BREAKER_KEEP: Duration = Duration::from_secs(24 * 3600);
+
+/// How early, by Redis's clock, a probe may claim a slot before the fleet's cool-down ends:
+/// the trip reached Redis a moment after this process's breaker opened, so its cool-down ends
+/// a moment later there.
+const CLAIM_SLACK: Duration = Duration::from_millis(25);
 
 /// How often the subscriber looks up from its connection to see whether the store is gone.
 const SUBSCRIBER_TICK: Duration = Duration::from_millis(200);
@@ -108,7 +111,9 @@ impl RedisStoreBuilder {
             ));
         }
         if self.probe_ttl < Duration::from_millis(1) {
-            return Err(invalid("the probe claim's time to live must be at least 1 ms"));
+            return Err(invalid(
+                "the probe claim's time to live must be at least 1 ms",
+            ));
         }
         let prefix = format!("{}{{{}}}:", self.key_prefix, self.namespace);
         let redis = Arc::new(Redis::new(
@@ -218,14 +223,7 @@ impl RedisStore {
 
     /// Counts of what this process did so far.
     pub fn stats(&self) -> StoreStats {
-        let (mut round_trips, mut fallbacks) = (0, 0);
-        for cell in self.inner.live_cells() {
-            if let Some(Some(lease)) = cell.lease.get() {
-                let (r, f) = lease.counts();
-                round_trips += r;
-                fallbacks += f;
-            }
-        }
+        let (round_trips, fallbacks) = self.inner.redis.counts();
         StoreStats {
             round_trips,
             fallbacks,
@@ -263,7 +261,7 @@ impl StateStore for RedisStore {
         drop(cells);
         // Learn where the fleet is: a breaker tripped or a hold in place before this process
         // came.
-        cell.send(Op::Read);
+        cell.read();
         cell
     }
 }
@@ -350,36 +348,38 @@ fn listen(store: &Weak<Inner>, client: &redis::Client, channel: &str, timeout: D
         if store.strong_count() == 0 {
             return;
         }
-        let subscribed = client.get_connection_with_timeout(timeout).and_then(|mut conn| {
-            conn.set_write_timeout(Some(timeout))?;
-            let mut pubsub = conn.as_pubsub();
-            pubsub.subscribe(channel)?;
-            pubsub.set_read_timeout(Some(SUBSCRIBER_TICK))?;
-            // What was published while this process wasn't listening: read every cell again.
-            if let Some(store) = store.upgrade() {
-                for cell in store.live_cells() {
-                    cell.send(Op::Read);
-                }
-            }
-            loop {
-                match pubsub.get_message() {
-                    Ok(msg) => {
-                        let Some(store) = store.upgrade() else {
-                            return Ok(());
-                        };
-                        if let Ok(payload) = msg.get_payload::<String>() {
-                            store.hear(&payload);
-                        }
+        let subscribed = client
+            .get_connection_with_timeout(timeout)
+            .and_then(|mut conn| {
+                conn.set_write_timeout(Some(timeout))?;
+                let mut pubsub = conn.as_pubsub();
+                pubsub.subscribe(channel)?;
+                pubsub.set_read_timeout(Some(SUBSCRIBER_TICK))?;
+                // What was published while this process wasn't listening: read every cell again.
+                if let Some(store) = store.upgrade() {
+                    for cell in store.live_cells() {
+                        cell.read();
                     }
-                    Err(e) if e.is_timeout() => {
-                        if store.strong_count() == 0 {
-                            return Ok(());
-                        }
-                    }
-                    Err(e) => return Err(e),
                 }
-            }
-        });
+                loop {
+                    match pubsub.get_message() {
+                        Ok(msg) => {
+                            let Some(store) = store.upgrade() else {
+                                return Ok(());
+                            };
+                            if let Ok(payload) = msg.get_payload::<String>() {
+                                store.hear(&payload);
+                            }
+                        }
+                        Err(e) if e.is_timeout() => {
+                            if store.strong_count() == 0 {
+                                return Ok(());
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            });
         match subscribed {
             Ok(()) => return,
             Err(_) => {
@@ -397,6 +397,16 @@ fn listen(store: &Weak<Inner>, client: &redis::Client, channel: &str, timeout: D
     }
 }
 
+/// Where Redis says the fleet's breaker is: `breaker` and `left` as `cell.lua` answers them.
+fn remote(breaker: i64, left: i64, now: Instant) -> Remote {
+    match breaker {
+        // Half-open: this process may probe too, when the fleet grants it a slot.
+        2 => Remote::Open(now),
+        1 => Remote::Open(now + Duration::from_millis(left.unsigned_abs())),
+        _ => Remote::Closed,
+    }
+}
+
 /// News about a breaker from another process.
 #[derive(Clone, Copy, Debug)]
 enum Remote {
@@ -406,10 +416,17 @@ enum Remote {
 
 /// What a cell tells Redis, in the background.
 enum Op {
-    Read,
-    Trip(Duration),
+    /// Read where the fleet is; the answer is dropped if this process changed its breaker
+    /// since (the epoch when it was sent): it would be older news than the process's own.
+    Read(u64),
+    /// The breaker tripped, open until this instant (sent as the time left when the op runs,
+    /// so that a wait on the thread pool doesn't lengthen the fleet's cool-down).
+    Trip(Instant),
     Close,
-    ProbeOk { member: String, needed: u32 },
+    ProbeOk {
+        member: String,
+        needed: u32,
+    },
     Release(String),
     Hold(Duration),
 }
@@ -431,6 +448,8 @@ struct Fleet {
     claim: Option<(Claim, Instant)>,
     /// Every fleet probe slot is taken: don't ask before this.
     busy_until: Option<Instant>,
+    /// Counts the changes this process made to its breaker.
+    epoch: u64,
 }
 
 struct RedisCell {
@@ -478,6 +497,13 @@ impl RedisCell {
             return;
         };
         let transition = match remote {
+            // The same trip heard back from Redis ends a moment later there: not news.
+            Remote::Open(until)
+                if matches!(breaker.state(), BreakerState::Open { until: own }
+                    if until <= own + CLAIM_SLACK) =>
+            {
+                None
+            }
             Remote::Open(until) => breaker.opened_elsewhere(until),
             Remote::Closed => {
                 fleet.busy_until = None;
@@ -487,6 +513,12 @@ impl RedisCell {
         if transition.is_some() {
             fleet.pending = transition;
         }
+    }
+
+    /// Reads where the fleet is, in the background.
+    fn read(&self) {
+        let epoch = self.fleet().epoch;
+        self.send(Op::Read(epoch));
     }
 
     /// Runs `op` on the thread pool, without waiting for it (nothing is sent while Redis is
@@ -521,8 +553,11 @@ impl RedisCell {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
         let keep = ms(BREAKER_KEEP);
         let result = match &op {
-            Op::Read => self.invoke("read", &[]),
-            Op::Trip(d) => self.invoke("trip", &[ms(*d).to_string(), keep.to_string()]),
+            Op::Read(_) => self.invoke("read", &[]),
+            Op::Trip(until) => {
+                let left = until.saturating_duration_since(Instant::now());
+                self.invoke("trip", &[ms(left).to_string(), keep.to_string()])
+            }
             Op::Close => self.invoke("close", &[]),
             Op::ProbeOk { member, needed } => {
                 self.invoke("probe_ok", &[needed.to_string(), member.clone()])
@@ -535,8 +570,12 @@ impl RedisCell {
             Ok((breaker, left, hold)) => {
                 self.store.redis.mark_up();
                 match op {
-                    Op::Read => {
-                        self.learn(breaker, left, now);
+                    Op::Read(epoch) => {
+                        let mut fleet = self.fleet();
+                        if fleet.epoch == epoch {
+                            self.apply_locked(&mut fleet, remote(breaker, left, now));
+                        }
+                        drop(fleet);
                         if hold > 0 {
                             let hold = Duration::from_millis(hold.unsigned_abs());
                             self.local.hold(now, now + hold);
@@ -545,7 +584,7 @@ impl RedisCell {
                     Op::Trip(_) | Op::Close | Op::Hold(_) => {
                         self.store.published.fetch_add(1, Ordering::Relaxed);
                     }
-                    Op::ProbeOk { .. } => self.learn(breaker, left, now),
+                    Op::ProbeOk { .. } => self.apply(remote(breaker, left, now)),
                     Op::Release(_) => {}
                 }
             }
@@ -556,21 +595,14 @@ impl RedisCell {
         }
     }
 
-    /// Takes in where Redis says the fleet's breaker is.
-    fn learn(&self, breaker: i64, left: i64, now: Instant) {
-        let remote = match breaker {
-            // Half-open: this process may probe too, when the fleet grants it a slot.
-            2 => Remote::Open(now),
-            1 => Remote::Open(now + Duration::from_millis(left.unsigned_abs())),
-            _ => Remote::Closed,
-        };
-        self.apply(remote);
-    }
-
     /// Claims a fleet probe slot, on the thread pool.
     fn claim(&self, max: u32, member: String) {
         let ttl = u64::try_from(self.store.probe_ttl.as_millis()).unwrap_or(u64::MAX);
-        let result = self.invoke("claim", &[max.to_string(), ttl.to_string(), member.clone()]);
+        let slack = CLAIM_SLACK.as_millis().to_string();
+        let result = self.invoke(
+            "claim",
+            &[max.to_string(), ttl.to_string(), member.clone(), slack],
+        );
         let now = Instant::now();
         let mut fleet = self.fleet();
         fleet.claim = None;
@@ -582,7 +614,8 @@ impl RedisCell {
                     (2, _) => {
                         // Every slot is taken: the probes' results will be heard; until then,
                         // ask again now and then.
-                        let wait = Duration::from_millis(left.unsigned_abs()).min(Duration::from_secs(1));
+                        let wait =
+                            Duration::from_millis(left.unsigned_abs()).min(Duration::from_secs(1));
                         fleet.busy_until = Some(now + wait);
                     }
                     (1, _) => self.apply_locked(
@@ -718,14 +751,21 @@ impl StateCell for RedisCell {
     }
 
     fn on_result(&self, ticket: Ticket, result: CallResult, now: Instant) -> Option<Transition> {
-        let transition = self.local.on_result(ticket, result, now);
-        let member = if ticket.is_probe() {
-            self.fleet().in_use.pop()
-        } else {
-            None
+        let (transition, member) = {
+            let mut fleet = self.fleet();
+            let transition = self.local.on_result(ticket, result, now);
+            if transition.is_some() {
+                fleet.epoch += 1;
+            }
+            let member = if ticket.is_probe() {
+                fleet.in_use.pop()
+            } else {
+                None
+            };
+            (transition, member)
         };
         let op = match transition.map(|t| t.to) {
-            Some(BreakerState::Open { until }) => Some(Op::Trip(until.saturating_duration_since(now))),
+            Some(BreakerState::Open { until }) => Some(Op::Trip(until)),
             Some(BreakerState::Closed) => Some(Op::Close),
             _ => member.map(|member| match result {
                 CallResult::Success => Op::ProbeOk {
@@ -752,10 +792,7 @@ impl StateCell for RedisCell {
         self.local.release(ticket);
         if ticket.is_probe() {
             let member = self.fleet().in_use.pop();
-            if let (Some(member), Some(cell)) = (
-                member,
-                self.arc(),
-            ) {
+            if let (Some(member), Some(cell)) = (member, self.arc()) {
                 cell.send(Op::Release(member));
             }
         }
@@ -766,6 +803,8 @@ impl StateCell for RedisCell {
     }
 
     fn control(&self, policy: &BreakerPolicy, control: BreakerControl) -> Option<Transition> {
+        let mut fleet = self.fleet();
+        fleet.epoch += 1;
         self.local.control(policy, control)
     }
 }

@@ -253,7 +253,7 @@ async fn a_frozen_redis_falls_back_within_the_wait_and_sharing_resumes() {
 async fn a_foreign_value_under_the_key_is_an_error_not_a_panic() {
     let redis = RedisServer::start();
     let server = TestServer::start().unwrap();
-    let mut conn = redis.connection();
+    let mut conn = common::connection(&redis);
     let plant = |conn: &mut redis::Connection, cmd: &mut redis::Cmd| {
         cmd.query::<()>(conn).unwrap();
         let _ = conn;

@@ -1,12 +1,14 @@
 //! Circuit breaking and rate limits: the core's breaker and limiter driven over each backend,
 //! against a real server whose request counts prove what reached it.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use keel_core::{Backend, BreakerPolicy, BreakerState, ErrorKind, RateLimit, RetryPolicy};
 
-use super::{CaseResult, Cx, Outcome};
+use super::{CaseResult, Cx, Failure, Outcome};
 use crate::ensure;
 use crate::server::most_within;
 
@@ -252,4 +254,69 @@ pub async fn max_in_flight_bounds_what_the_server_sees<T: Backend>(cx: Cx<T>) ->
         cx.server.requests_to("/delay/50")
     );
     Ok(Outcome::Pass)
+}
+
+/// Runs `case` with its clients' state in a real Redis: a `RedisStore` (keel-redis) on a
+/// `redis-server` of its own; then checks with `used` that the store was used (round trips
+/// made, news published). Without `redis-server` on the PATH the case reports that.
+async fn on_redis<T: Backend, F>(
+    mut cx: Cx<T>,
+    case: impl FnOnce(Cx<T>) -> F,
+    used: fn(&keel_redis::StoreStats) -> bool,
+) -> CaseResult
+where
+    F: Future<Output = CaseResult>,
+{
+    let redis = match crate::redis::RedisServer::try_start() {
+        Ok(redis) => redis,
+        Err(e) if e.starts_with(crate::redis::NOT_INSTALLED) => {
+            return Ok(Outcome::NotSupported(crate::redis::NOT_INSTALLED))
+        }
+        Err(e) => return Err(Failure(e)),
+    };
+    let store = keel_redis::RedisStore::builder(redis.url(), "conformance").build()?;
+    cx.store = Some(Arc::new(store.clone()));
+    let outcome = case(cx).await?;
+    // News goes out in the background: give the last of it a moment (a blocking wait is fine
+    // here, the case's clients are gone).
+    let until = Instant::now() + Duration::from_secs(2);
+    while !used(&store.stats()) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = store.stats();
+    ensure!(
+        used(&stats) && stats.fallbacks == 0,
+        "the Redis store was not used as it should be: {stats:?}, last error {:?}",
+        store.last_error()
+    );
+    drop(redis);
+    Ok(outcome)
+}
+
+/// [`breaker_opens_and_a_probe_closes_it`] with the breaker's state in Redis: the trip is
+/// published, and the probe takes one of the fleet's probe slots first.
+pub async fn redis_store_breaker_opens_and_a_probe_closes_it<T: Backend>(cx: Cx<T>) -> CaseResult {
+    on_redis(cx, breaker_opens_and_a_probe_closes_it::<T>, |s| {
+        s.published >= 2
+    })
+    .await
+}
+
+/// [`rate_limit_paces_requests`] with the limit kept in Redis (slots leased ten at a time).
+pub async fn redis_store_rate_limit_paces_requests<T: Backend>(cx: Cx<T>) -> CaseResult {
+    on_redis(cx, rate_limit_paces_requests::<T>, |s| s.round_trips > 0).await
+}
+
+/// [`rate_limit_holds_a_steady_pace`] with the limit kept in Redis: no slot early, no burst,
+/// with the same allowance for delays on the way.
+pub async fn redis_store_rate_limit_holds_a_steady_pace<T: Backend>(cx: Cx<T>) -> CaseResult {
+    on_redis(cx, rate_limit_holds_a_steady_pace::<T>, |s| {
+        s.round_trips >= 10
+    })
+    .await
+}
+
+/// [`server_quota_holds_requests`] with the hold kept in Redis (and published to the fleet).
+pub async fn redis_store_server_quota_holds_requests<T: Backend>(cx: Cx<T>) -> CaseResult {
+    on_redis(cx, server_quota_holds_requests::<T>, |s| s.published >= 1).await
 }

@@ -21,9 +21,10 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use keel_core::store::StateStore;
 use keel_core::{Backend, Capabilities, Certificate, Client, ClientBuilder, Timer};
 
 use crate::rt::HostRuntime;
@@ -68,6 +69,9 @@ macro_rules! ensure {
 pub struct Cx<T> {
     /// The server this case talks to; no other case shares it.
     pub server: TestServer,
+    /// Where the clients of [`Cx::builder`] keep their breakers', limiters' and holds' state
+    /// (`None`: in the process, the default).
+    pub store: Option<Arc<dyn StateStore>>,
     _backend: PhantomData<fn() -> T>,
 }
 
@@ -75,16 +79,22 @@ impl<T: Backend> Cx<T> {
     fn new(server: TestServer) -> Self {
         Self {
             server,
+            store: None,
             _backend: PhantomData,
         }
     }
 
     /// A builder with the server's plain URL as base URL and time limits that keep a
-    /// misbehaving case well inside [`CASE_LIMIT`].
+    /// misbehaving case well inside [`CASE_LIMIT`] (and the case's state store, if it has
+    /// one).
     pub fn builder(&self) -> ClientBuilder<T> {
-        Client::<T>::builder()
+        let builder = Client::<T>::builder()
             .base_url(&self.server.url(""))
-            .deadline(Duration::from_secs(30))
+            .deadline(Duration::from_secs(30));
+        match &self.store {
+            Some(store) => builder.state_store(store.clone()),
+            None => builder,
+        }
     }
 
     /// A client from [`Cx::builder`].
@@ -207,6 +217,10 @@ macro_rules! __for_each_case {
             rate_limit_paces_requests
             rate_limit_holds_a_steady_pace
             server_quota_holds_requests
+            redis_store_breaker_opens_and_a_probe_closes_it
+            redis_store_rate_limit_paces_requests
+            redis_store_rate_limit_holds_a_steady_pace
+            redis_store_server_quota_holds_requests
             max_in_flight_bounds_what_the_server_sees
             hedged_get_returns_the_fast_answer
             fan_out_keeps_the_asked_order

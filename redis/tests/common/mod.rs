@@ -1,141 +1,17 @@
-//! A real `redis-server` on 127.0.0.1 for the tests, and the load they send.
+//! The test `redis-server` (from keel-conformance), and the load the tests send.
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use keel_conformance::redis::RedisServer;
 use keel_core::{Backend, Client};
 
-/// A `redis-server` child on an ephemeral loopback port, killed when dropped.
-pub struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl RedisServer {
-    /// Starts one on a free port (another, if the port was taken meanwhile); panics, saying
-    /// what to install, when `redis-server` is missing.
-    pub fn start() -> Self {
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("an ephemeral port")
-                .port();
-            if let Some(server) = Self::spawn(port) {
-                return server;
-            }
-        }
-        panic!("redis-server did not start on any of 5 ephemeral ports");
-    }
-
-    fn spawn(port: u16) -> Option<Self> {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match child {
-            Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                "keel-redis's tests need a real `redis-server` on the PATH: install it \
-                 (Debian/Ubuntu: `apt-get install redis-server`, macOS: `brew install redis`)"
-            ),
-            Err(e) => panic!("could not run redis-server: {e}"),
-        };
-        let mut server = Self {
-            child: Some(child),
-            port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if server.ping() {
-                return Some(server);
-            }
-            let exited = server
-                .child
-                .as_mut()
-                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
-            if exited {
-                // The port was taken meanwhile: try another.
-                server.child = None;
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server on port {port} did not answer PING within 10 s");
-    }
-
-    fn ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut reply = [0; 7];
-        stream.write_all(b"PING\r\n").is_ok()
-            && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// Kills the server at once (SIGKILL: no goodbye to the clients).
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Freezes the server (SIGSTOP): connections stay open and nothing answers.
-    pub fn freeze(&self) {
-        self.signal("-STOP");
-    }
-
-    /// Thaws a frozen server (SIGCONT).
-    pub fn thaw(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("a running server").id();
-        let status = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {signal} {pid}: {status}");
-    }
-
-    /// Starts it again on the same port.
-    pub fn restart(&mut self) {
-        self.kill();
-        for _ in 0..50 {
-            if let Some(mut server) = Self::spawn(self.port) {
-                self.child = server.child.take();
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("redis-server did not start again on port {}", self.port);
-    }
-
-    /// A synchronous connection, to plant values.
-    pub fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
-            .expect("a connection to the test redis-server")
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// A synchronous connection to `redis`, to plant values.
+pub fn connection(redis: &RedisServer) -> redis::Connection {
+    redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+        .expect("a connection to the test redis-server")
 }
 
 /// What one load run saw.
