@@ -77,7 +77,7 @@ pub(crate) fn schedule(limit: RateLimit, lease: u32) -> Result<(u64, u64, u64), 
         .map_err(|_| "the rate's interval is too long")?
         .max(1);
     let tolerance = interval.saturating_mul(u64::from(limit.burst_size() - 1));
-    let horizon = interval.saturating_mul(u64::from(lease.max(1) - 1));
+    let horizon = interval.saturating_mul(u64::from(lease.max(1) * 4 - 1));
     if tolerance.max(horizon) > 1 << 50 {
         return Err("the rate's burst or lease spans too long");
     }

@@ -2,7 +2,7 @@
 //! holds are shared through Redis by every client, in every process, that names the same
 //! namespace.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
@@ -256,6 +256,7 @@ impl StateStore for RedisStore {
             local: LocalCell::default(),
             lease: OnceLock::new(),
             fleet: Mutex::default(),
+            queue: Mutex::default(),
         });
         cells.insert(name, Arc::downgrade(&cell));
         drop(cells);
@@ -464,6 +465,8 @@ struct RedisCell {
     /// kept in Redis, so this process keeps it alone).
     lease: OnceLock<Option<Arc<Lease>>>,
     fleet: Mutex<Fleet>,
+    /// The ops sent and not run yet, and whether a drain is running them.
+    queue: Mutex<(VecDeque<Op>, bool)>,
 }
 
 impl fmt::Debug for RedisCell {
@@ -523,12 +526,35 @@ impl RedisCell {
 
     /// Runs `op` on the thread pool, without waiting for it (nothing is sent while Redis is
     /// down: the process keeps its breakers and holds alone until it answers).
+    ///
+    /// A cell's ops reach Redis in the order they were sent (one drains the queue at a time):
+    /// a read sent after a trip never overtakes it.
     fn send(&self, op: Op) {
         if self.store.redis.is_down(Instant::now()) {
             return;
         }
         let Some(cell) = self.arc() else { return };
-        blocking::unblock(move || cell.run(op)).detach();
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.0.push_back(op);
+        if queue.1 {
+            return; // the drain in flight takes it
+        }
+        queue.1 = true;
+        drop(queue);
+        blocking::unblock(move || loop {
+            let op = {
+                let mut queue = cell.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                match queue.0.pop_front() {
+                    Some(op) => op,
+                    None => {
+                        queue.1 = false;
+                        return;
+                    }
+                }
+            };
+            cell.run(op);
+        })
+        .detach();
     }
 
     fn invoke(&self, op: &str, args: &[String]) -> Result<(i64, i64, i64), FleetError> {
