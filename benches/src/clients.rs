@@ -8,6 +8,7 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 
+use crate::redis_server::RedisServer;
 use crate::scenario::{self, Fetch, Sample, Scenario};
 
 /// Every client name the benchmark knows, in report order.
@@ -28,7 +29,15 @@ pub(crate) const ALL: &[&str] = &[
 ///   that never trip (see [`guarded`]), for the per-request cost of asking and telling them.
 /// - `keel-hyper-nodecode`: `keel-hyper` with decompression off (no `Accept-Encoding` sent),
 ///   for the per-request cost of asking for compressed answers.
-pub(crate) const VARIANTS: &[&str] = &["keel-hyper-guarded", "keel-hyper-nodecode"];
+/// - `keel-hyper-redis`, `keel-hyper-redis-nolease`: `keel-hyper` with a fleet rate limit in
+///   a `redis-server` of the client process's own, that never makes a request wait, booking
+///   10 slots per round trip or 1 (a round trip per request); see [`redis_limited_client`].
+pub(crate) const VARIANTS: &[&str] = &[
+    "keel-hyper-guarded",
+    "keel-hyper-nodecode",
+    "keel-hyper-redis",
+    "keel-hyper-redis-nolease",
+];
 
 /// Whether the benchmark knows `client`, as a default client or a variant.
 pub(crate) fn is_known(client: &str) -> bool {
@@ -47,7 +56,10 @@ pub(crate) fn rank(client: &str) -> usize {
 /// For a variant, the default client it adds to.
 pub(crate) fn base_of(variant: &str) -> Option<&'static str> {
     match variant {
-        "keel-hyper-guarded" | "keel-hyper-nodecode" => Some("keel-hyper"),
+        "keel-hyper-guarded"
+        | "keel-hyper-nodecode"
+        | "keel-hyper-redis"
+        | "keel-hyper-redis-nolease" => Some("keel-hyper"),
         _ => None,
     }
 }
@@ -62,8 +74,14 @@ pub(crate) fn native_of(client: &str) -> Option<&'static str> {
     }
 }
 
-/// Runs `scenario` on `client` against the server at `port`.
-pub(crate) fn run(client: &str, scenario: Scenario, port: u16) -> Result<Sample, String> {
+/// Runs `scenario` on `client` against the server at `port`; a helper process the client
+/// needs (a `redis-server`) is pinned to `helper_cpu` if given.
+pub(crate) fn run(
+    client: &str,
+    scenario: Scenario,
+    port: u16,
+    helper_cpu: Option<usize>,
+) -> Result<Sample, String> {
     let base = format!("http://127.0.0.1:{port}");
     match client {
         "hyper-native" => tokio_current_thread(async {
@@ -97,6 +115,16 @@ pub(crate) fn run(client: &str, scenario: Scenario, port: u16) -> Result<Sample,
             Ok(scenario::run(&Keel(c), scenario).await)
         })
         .and_then(|r| r),
+        "keel-hyper-redis" | "keel-hyper-redis-nolease" => {
+            let lease = if client == "keel-hyper-redis" { 10 } else { 1 };
+            // Dropped (killed) when this arm ends, on error too, after the client.
+            let redis = RedisServer::start(helper_cpu)?;
+            tokio_current_thread(async {
+                let c = redis_limited_client(&redis.url(), lease, &base)?;
+                Ok(scenario::run(&WithRedis(Keel(c), &redis), scenario).await)
+            })
+            .and_then(|r| r)
+        }
         "reqwest" => tokio_current_thread(async {
             let c = reqwest::Client::builder()
                 .build()
@@ -159,6 +187,58 @@ fn guarded<T: keel_core::Backend>(
     Ok(builder
         .circuit_breaker(keel_core::BreakerPolicy::default())
         .rate_limit(limit))
+}
+
+/// `keel-hyper` with a fleet rate limit kept in the Redis at `redis_url`, booking `lease`
+/// slots per round trip, under a quota name of this run's own.
+///
+/// The quota, a million per second in bursts of a million, never makes a request wait: Redis
+/// books slots 1 µs apart, up to a second ahead of its clock, and the process places each
+/// granted slot at the instant the reply arrived (earlier ones are "now"). So what the variant
+/// adds is the round trips themselves: one per `lease` requests, on the `blocking` thread
+/// pool, each a loopback exchange and a run of the Lua script.
+fn redis_limited_client(
+    redis_url: &str,
+    lease: u32,
+    base: &str,
+) -> Result<keel_core::Client<keel_hyper::HyperTransport>, String> {
+    let limit = keel_core::RateLimit::per_second(1_000_000)
+        .and_then(|limit| limit.burst(1_000_000))
+        .map_err(|e| e.to_string())?;
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let name = format!(
+        "keel-benches-{}-{}",
+        std::process::id(),
+        since_epoch.as_nanos()
+    );
+    let fleet = keel_redis::FleetLimit::builder(redis_url, name, limit)
+        .lease(lease)
+        .build()
+        .map_err(|e| e.to_string())?;
+    keel_core::Client::<keel_hyper::HyperTransport>::builder()
+        .base_url(base)
+        .policy(fleet.policy())
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// A client that depends on a `redis-server` of its own: reports the server's CPU time.
+struct WithRedis<'a, F>(F, &'a RedisServer);
+
+impl<F: Fetch> Fetch for WithRedis<'_, F> {
+    async fn fetch_bytes(&self, path: &str) -> Result<u64, String> {
+        self.0.fetch_bytes(path).await
+    }
+
+    async fn fetch_stream(&self, path: &str) -> Result<u64, String> {
+        self.0.fetch_stream(path).await
+    }
+
+    fn helper_cpu_time_us(&self) -> Option<f64> {
+        Some(self.1.cpu_time_us())
+    }
 }
 
 /// isahc used as its documentation shows: one `HttpClient`, default settings.

@@ -7,14 +7,16 @@
 //! ```
 //!
 //! `--clients` may also name a variant (`keel-hyper-guarded`: keel-hyper with a circuit breaker
-//! and a rate limit that never trip), which is reported beside the client it adds to; variants
-//! don't run by default.
+//! and a rate limit that never trip; `keel-hyper-redis`, `keel-hyper-redis-nolease`: with a
+//! fleet rate limit in a `redis-server` the client starts), which is reported beside the client
+//! it adds to; variants don't run by default.
 //!
 //! The orchestrator starts the server as a child process pinned to CPU 0, then runs every
 //! (scenario, client) pair as its own child process pinned to CPU 1, in an order that rotates
 //! between repetitions, and reports medians and spreads. See BENCHMARKS.md.
 
 mod clients;
+mod redis_server;
 mod report;
 mod scenario;
 mod server;
@@ -60,9 +62,19 @@ fn child_server(args: &[String]) -> i32 {
 
 fn child_client(args: &[String]) -> i32 {
     sys::raise_fd_limit();
-    if let Some(cpu) = flag(args, "--cpu").and_then(|c| c.parse().ok()) {
+    let cpu = flag(args, "--cpu").and_then(|c| c.parse::<usize>().ok());
+    if let Some(cpu) = cpu {
         sys::pin_to(cpu);
     }
+    // A helper the client needs (the `-redis` variants' Redis) stands for another remote
+    // service: it goes beside the server, on CPU 0, when the client is pinned, unless
+    // KEEL_BENCHES_HELPER_CPU names another CPU (to see how much the placement matters).
+    let helper_cpu = cpu.map(|_| {
+        std::env::var("KEEL_BENCHES_HELPER_CPU")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    });
     let (Some(client), Some(scenario), Some(port)) = (
         flag(args, "--client"),
         flag(args, "--scenario").and_then(|s| serde_json::from_str::<Scenario>(s).ok()),
@@ -71,7 +83,7 @@ fn child_client(args: &[String]) -> i32 {
         eprintln!("usage: __client --client NAME --scenario JSON --port PORT [--cpu N]");
         return 2;
     };
-    match clients::run(client, scenario, port) {
+    match clients::run(client, scenario, port, helper_cpu) {
         Ok(sample) => {
             println!(
                 "{}",
@@ -309,10 +321,17 @@ fn orchestrate(args: &[String]) -> i32 {
                 match run_child(&exe, client, *scenario, port, pin, &[]) {
                     Ok(sample) => {
                         eprintln!(
-                            "{:>9.0} req/s {:>7.1} cpu-us/req p99 {} us{}",
+                            "{:>9.0} req/s {:>7.1} cpu-us/req p99 {} us{}{}",
                             sample.requests as f64 / sample.secs,
                             sample.cpu_us / sample.requests.max(1) as f64,
                             sample.latency_us[2],
+                            match sample.helper_cpu_us {
+                                Some(us) => format!(
+                                    " (+ redis {:.1} cpu-us/req)",
+                                    us / sample.requests.max(1) as f64
+                                ),
+                                None => String::new(),
+                            },
                             if sample.errors > 0 {
                                 format!(" ({} errors)", sample.errors)
                             } else {
@@ -424,6 +443,10 @@ mod tests {
             .unwrap_err()
             .contains("keel-smo"));
         assert!(check("--clients keel-hyper,keel-hyper-guarded,hyper-native").is_ok());
+        assert!(check("--clients keel-hyper,keel-hyper-redis,keel-hyper-redis-nolease").is_ok());
+        assert!(check("--clients keel-hyper-redis-lease")
+            .unwrap_err()
+            .contains("keel-hyper-redis-lease"));
         assert!(check("--clients keel-hyper-guard")
             .unwrap_err()
             .contains("keel-hyper-guard"));

@@ -36,6 +36,8 @@ struct Cell {
     errors: u64,
     cdf: Vec<(f64, u64)>,
     first_error: Option<String>,
+    /// CPU-µs per request of the client's helper process (its own Redis), when it has one.
+    helper_cpu_us: Option<Stat>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -146,6 +148,11 @@ impl Summary {
                     errors: mine.iter().map(|s| s.errors).sum(),
                     cdf: best.map(|s| s.cdf.clone()).unwrap_or_default(),
                     first_error: mine.iter().find_map(|s| s.first_error.clone()),
+                    helper_cpu_us: mine
+                        .iter()
+                        .map(|s| s.helper_cpu_us.map(|us| us / s.requests.max(1) as f64))
+                        .collect::<Option<Vec<f64>>>()
+                        .map(Stat::of),
                 });
             }
         }
@@ -210,7 +217,7 @@ impl Summary {
                     "| client | req/s [min–max] | CPU-µs/req [min–max] | p50 µs | p99 µs | p99.9 µs | max µs | p99/p50 | peak RSS MiB | errors |\n\
                      |---|---|---|---|---|---|---|---|---|---|\n",
                 );
-                for c in cells {
+                for c in &cells {
                     let _ = writeln!(
                         out,
                         "| {} | {:.0} [{:.0}–{:.0}] | {:.1} [{:.1}–{:.1}] | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.1} | {} |",
@@ -220,6 +227,22 @@ impl Summary {
                         c.p50, c.p99, c.p999, c.max,
                         c.p99 / c.p50.max(1.0),
                         c.rss_mib, c.errors
+                    );
+                }
+                let helpers: Vec<String> = cells
+                    .iter()
+                    .filter_map(|c| {
+                        c.helper_cpu_us.map(|s| {
+                            format!("{} {:.1} [{:.1}–{:.1}]", c.client, s.median, s.min, s.max)
+                        })
+                    })
+                    .collect();
+                if !helpers.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "\nredis-server's own CPU-µs/req (the client's Redis, not in the table's \
+                         CPU-µs/req): {}.",
+                        helpers.join(", ")
                     );
                 }
             }
@@ -662,6 +685,7 @@ mod tests {
                 latency_us: [100, 150, 200, 300, 400],
                 cdf: Vec::new(),
                 first_error: None,
+                helper_cpu_us: None,
             },
         }
     }
@@ -689,6 +713,19 @@ mod tests {
         let variant = md.find("| keel-hyper-guarded |").expect("a variant row");
         assert!(base < variant, "{md}");
         assert!(!md.contains("| hyper-guarded |"), "{md}");
+    }
+
+    #[test]
+    fn a_helpers_cpu_is_reported_per_request_beside_the_table() {
+        let mut redis = run("keel-hyper-redis", 1000, 12_000.0);
+        redis.sample.helper_cpu_us = Some(3_000.0);
+        let runs = vec![run("keel-hyper", 1000, 10_000.0), redis];
+        let md = Summary::new(runs, Vec::new(), None, true, 1).to_markdown();
+        assert!(
+            md.contains("(the client's Redis, not in the table's CPU-µs/req): keel-hyper-redis 3.0 [3.0–3.0]."),
+            "{md}"
+        );
+        assert!(!md.contains("keel-hyper 0.0"), "{md}");
     }
 
     #[test]

@@ -16,6 +16,11 @@ pub(crate) trait Fetch {
     fn fetch_bytes(&self, path: &str) -> impl Future<Output = Result<u64, String>>;
     /// GETs `path` and reads the body chunk by chunk, discarding it; returns its length.
     fn fetch_stream(&self, path: &str) -> impl Future<Output = Result<u64, String>>;
+    /// CPU time so far, in microseconds, of a helper process the client depends on and that
+    /// does part of its work (the `-redis` variants' own `redis-server`); `None` when none.
+    fn helper_cpu_time_us(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// Which scenario to run, with its size.
@@ -67,6 +72,10 @@ pub(crate) struct Sample {
     pub(crate) cdf: Vec<(f64, u64)>,
     /// The first error seen, if any.
     pub(crate) first_error: Option<String>,
+    /// CPU time of the client's helper process (see [`Fetch::helper_cpu_time_us`]) over the
+    /// measured part, in microseconds, when it has one.
+    #[serde(default)]
+    pub(crate) helper_cpu_us: Option<f64>,
 }
 
 /// Runs `scenario` with `client`; `cpu_time` reads the process CPU time.
@@ -86,6 +95,7 @@ pub(crate) async fn run<F: Fetch>(client: &F, scenario: Scenario) -> Sample {
     };
     let _ = futures_util::future::join_all((0..warm).map(|_| client.fetch_bytes(warm_path))).await;
 
+    let helper0 = client.helper_cpu_time_us();
     let cpu0 = crate::sys::cpu_time_us();
     let t0 = Instant::now();
     match scenario {
@@ -141,6 +151,7 @@ pub(crate) async fn run<F: Fetch>(client: &F, scenario: Scenario) -> Sample {
     }
     let secs = t0.elapsed().as_secs_f64();
     let cpu_us = crate::sys::cpu_time_us() - cpu0;
+    let helper_cpu_us = helper0.zip(client.helper_cpu_time_us()).map(|(a, b)| b - a);
     let q = |q: f64| hist.value_at_quantile(q);
     Sample {
         requests: tally.ok,
@@ -157,6 +168,7 @@ pub(crate) async fn run<F: Fetch>(client: &F, scenario: Scenario) -> Sample {
         .map(|&p| (p, q(p)))
         .collect(),
         first_error: tally.first_error,
+        helper_cpu_us,
     }
 }
 
