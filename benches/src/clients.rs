@@ -213,13 +213,14 @@ fn redis_limited_client(
         std::process::id(),
         since_epoch.as_nanos()
     );
-    let fleet = keel_redis::FleetLimit::builder(redis_url, name, limit)
+    let store = keel_redis::RedisStore::builder(redis_url, name)
         .lease(lease)
         .build()
         .map_err(|e| e.to_string())?;
     keel_core::Client::<keel_hyper::HyperTransport>::builder()
         .base_url(base)
-        .policy(fleet.policy())
+        .state_store(store)
+        .rate_limit(limit)
         .build()
         .map_err(|e| e.to_string())
 }

@@ -52,6 +52,8 @@ struct State {
     ask_at: Option<Instant>,
     /// The fallback limiter (`None`: fail closed).
     local: Option<Gcra>,
+    /// How long the last round trip took.
+    round_trip: Duration,
 }
 
 /// What an attempt does next.
@@ -115,6 +117,7 @@ impl Lease {
                 refill: None,
                 ask_at: None,
                 local: local.map(Gcra::new),
+                round_trip: Duration::ZERO,
             }),
         })
     }
@@ -140,17 +143,18 @@ impl Lease {
             state.slots.pop_front();
         }
         if let Some(&slot) = state.slots.front() {
-            if slot <= now {
-                state.slots.pop_front();
-                return Step::Go(slot);
-            }
-            if hedge || slot >= deadline {
+            if slot > now && (hedge || slot >= deadline) {
                 return Step::Fail(rate_limited(
                     "no slot of the fleet quota is free before the call's deadline",
                 ));
             }
             state.slots.pop_front();
-            return Step::At(slot);
+            self.refill_ahead(&mut state, now);
+            return if slot <= now {
+                Step::Go(slot)
+            } else {
+                Step::At(slot)
+            };
         }
         if self.redis.is_down(now) {
             return self.fall_back(&mut state, now, deadline, hedge);
@@ -173,6 +177,30 @@ impl Lease {
         let refill = blocking::unblock(move || lease.refill()).shared();
         state.refill = Some((refill.clone(), now));
         Step::Refill(refill, now)
+    }
+
+    /// Books the next slots while half a lease is still left, so that a busy process never
+    /// waits for a round trip it could have made earlier (with leases of one, nothing is
+    /// booked ahead).
+    ///
+    /// Only when the slots left are due within two round trips: a process whose slots wait
+    /// further ahead is already held back by the quota, and booking more would only take slots
+    /// from the other replicas.
+    fn refill_ahead(self: &Arc<Self>, state: &mut State, now: Instant) {
+        let low = state.slots.len() < (self.settings.lease / 2) as usize
+            && state
+                .slots
+                .back()
+                .is_none_or(|&last| last <= now + 2 * state.round_trip);
+        if low
+            && state.refill.is_none()
+            && state.ask_at.is_none_or(|at| at <= now)
+            && !self.redis.is_down(now)
+        {
+            let lease = self.clone();
+            let refill = blocking::unblock(move || lease.refill()).shared();
+            state.refill = Some((refill, now));
+        }
     }
 
     /// Gives back a slot taken by [`step`](Self::step) whose attempt won't go.
@@ -285,10 +313,12 @@ impl Lease {
 
     /// One round trip, on the thread pool: books slots, or records the failure.
     fn refill(&self) {
+        let started = Instant::now();
         let result = self.round_trip();
         let now = Instant::now();
         let mut state = self.lock();
         state.refill = None;
+        state.round_trip = now - started;
         match result {
             Ok((granted, offset)) => {
                 self.redis.count_round_trip();

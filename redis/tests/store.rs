@@ -380,3 +380,71 @@ async fn redis_killed_mid_run_falls_back_and_a_restart_resumes_sharing() {
         stores[1].stats()
     );
 }
+
+#[test]
+fn three_processes_share_a_store_limit() {
+    let run = Duration::from_secs(5);
+    if let (Ok(redis), Ok(base)) = (
+        std::env::var("KEEL_REDIS_STORE_CHILD_REDIS"),
+        std::env::var("KEEL_REDIS_STORE_CHILD_BASE"),
+    ) {
+        // A child: one replica with its state in the store, sending as fast as the shared
+        // limit lets it for 5 s.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let load = rt.block_on(async {
+            let store = store(&redis, "three-processes");
+            let client = Client::<HyperTransport>::builder()
+                .base_url(&base)
+                .state_store(store)
+                .rate_limit(RateLimit::per_second(RATE).unwrap())
+                .build()
+                .unwrap();
+            load(&client, "/status/200", 8, Instant::now() + run).await
+        });
+        assert!(load.failed.is_empty(), "failed calls: {:?}", load.failed);
+        eprintln!("child {}: {} calls", std::process::id(), load.ok);
+        return;
+    }
+    let redis = RedisServer::start();
+    let server = TestServer::start().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut children: Vec<_> = (0..3)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "three_processes_share_a_store_limit", "--nocapture"])
+                .env("KEEL_REDIS_STORE_CHILD_REDIS", redis.url())
+                .env("KEEL_REDIS_STORE_CHILD_BASE", server.url(""))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for child in &mut children {
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("a child process did not finish within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "a child process failed: {status}");
+    }
+    let arrivals = server.arrivals("/status/200");
+    let (in_run, in_second) = (
+        most_within(&arrivals, run),
+        most_within(&arrivals, Duration::from_secs(1)),
+    );
+    eprintln!("three processes: most in any 5 s {in_run}, in any 1 s {in_second}");
+    assert!(in_run <= bound(RATE, run, GRACE, SLACK), "{in_run} in 5 s");
+    assert!(
+        in_second <= bound(RATE, Duration::from_secs(1), GRACE, SLACK),
+        "{in_second} in 1 s"
+    );
+    assert!(in_run >= 450, "only {in_run} requests in 5 s");
+}

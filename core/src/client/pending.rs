@@ -314,6 +314,9 @@ impl Call {
                 self.guards.push(guard);
                 self.admit(layer + 1, None)
             }
+            // "Ask me again now": at once, not on the timer (whose next tick may be a
+            // millisecond away).
+            Action::WaitUntil(at) if at <= self.shared.timer().now() => self.admit(layer, None),
             Action::WaitUntil(at) => {
                 self.phase = Phase::Waiting {
                     sleep: self.shared.timer().sleep_until(at),
