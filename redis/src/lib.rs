@@ -1,9 +1,66 @@
-//! Fleet-wide rate limits for keel clients: one quota, kept in Redis, shared by every client of
-//! every process that names it.
+//! Fleet-wide limits, breakers and quota holds for keel clients, kept in Redis and shared by
+//! every client of every process that names them.
 //!
 //! An API quota belongs to an account, not to a process: ten replicas that each respect
-//! 100 requests/s send 1,000. A [`FleetLimit`] keeps the quota's GCRA schedule under one Redis
-//! key (`keel:quota:{name}`) and updates it atomically with a Lua script on Redis's own clock.
+//! 100 requests/s send 1,000, and each replica's breaker has to learn on its own that the
+//! dependency is down. Two ways to share:
+//!
+//! - [`RedisStore`]: a keel [`StateStore`](keel_core::store::StateStore) in Redis. Everything a
+//!   client keeps across calls (its rate limits, its circuit breakers, the server's quota holds)
+//!   is shared by every client whose store names the same namespace.
+//! - [`FleetLimit`]: one quota by name, as a pipeline policy, for a limit on some calls rather
+//!   than a whole client's.
+//!
+//! ```no_run
+//! # fn demo<T: keel_core::Backend>() -> Result<(), Box<dyn std::error::Error>> {
+//! use keel_core::{BreakerPolicy, RateLimit};
+//! use keel_redis::{Fallback, RedisStore};
+//!
+//! let store = RedisStore::builder("redis://127.0.0.1:6379/", "github")
+//!     .lease(10)
+//!     // Redis down or foreign data under a key: each of 10 replicas keeps to a tenth.
+//!     .fallback(Fallback::Divide(10))
+//!     .build()?;
+//! let client = keel_core::Client::<T>::builder()
+//!     .state_store(store)
+//!     .rate_limit(RateLimit::per_second(100)?)
+//!     .circuit_breaker(BreakerPolicy::builder().consecutive_failures(5).build()?)
+//!     .server_quotas(true)
+//!     .build()?;
+//! # let _ = client; Ok(()) }
+//! ```
+//!
+//! # A whole client in Redis: `RedisStore`
+//!
+//! Each of a client's cells (its client-wide limit, each origin, each partition) has its keys
+//! under `{prefix}{{namespace}}:` (default `keel:{namespace}:`: the braces make the
+//! namespace a Redis Cluster hash tag, so one slot holds them all):
+//!
+//! - **Rate limits**: a GCRA schedule per limit (`…:rate:{cell}`), leased as below.
+//! - **Breakers**: each process counts its own calls with its own breaker. When one trips it
+//!   writes the trip (`…:breaker:{cell}`, with the end of its cool-down on Redis's clock) and
+//!   publishes it on `…:events`; every other process's listener (one thread per store) opens
+//!   its breaker until then: within a round trip. When the cool-down ends, a probe first claims
+//!   one of the fleet's [`half_open_probes`](keel_core::BreakerPolicyBuilder::half_open_probes)
+//!   slots (`…:probes:{cell}`, each claim lapsing after
+//!   [`probe_ttl`](RedisStoreBuilder::probe_ttl) should its process die), so probes are bounded
+//!   fleet-wide; the others are refused as an open breaker refuses. A probe's success counts
+//!   toward [`successes_to_close`](keel_core::BreakerPolicyBuilder::successes_to_close)
+//!   fleet-wide, and the close is published too. Operators' orders
+//!   ([`Client::control_breaker`](keel_core::Client::control_breaker)) stay in their process.
+//! - **Quota holds**: a hold the server asked for (`429`/`503` with `Retry-After`, or
+//!   `RateLimit: r=0`) is written (`…:hold:{cell}`, expiring with it) and published: every
+//!   replica with [`server_quotas`](keel_core::ClientBuilder::server_quotas) waits it out.
+//! - A process that starts, or whose listener reconnects, reads every cell it uses afresh, so
+//!   a trip or a hold published while it wasn't listening is not missed.
+//!
+//! While Redis is down, rate limits follow the [`Fallback`]; breakers and holds are the
+//! process's own (what it sees meanwhile is not shared, and a trip is not replayed later).
+//!
+//! # `FleetLimit`
+//!
+//! A [`FleetLimit`] keeps one quota's GCRA schedule under one Redis key (`keel:quota:{name}`),
+//! leased the same way:
 //!
 //! ```no_run
 //! # fn demo<T: keel_core::Backend>() -> Result<(), Box<dyn std::error::Error>> {
@@ -77,8 +134,10 @@
 //! # Runtimes
 //!
 //! Redis is called with its synchronous client on a small thread pool (the `blocking` crate),
-//! and waits use the client's own [`Timer`], so a `FleetLimit` works on tokio, smol, async-std
-//! or any executor, and never spawns on the caller's.
+//! and waits use the client's own [`Timer`](keel_core::Timer), so a `RedisStore` or a
+//! `FleetLimit` works on tokio, smol, async-std or any executor, and never spawns on the
+//! caller's. A `RedisStore` also runs one thread of its own that listens for the fleet's news
+//! (it ends within 200 ms of the store's last clone and client going away).
 
 mod conn;
 mod lease;

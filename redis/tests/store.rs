@@ -414,7 +414,11 @@ fn three_processes_share_a_store_limit() {
     let mut children: Vec<_> = (0..3)
         .map(|_| {
             std::process::Command::new(&exe)
-                .args(["--exact", "three_processes_share_a_store_limit", "--nocapture"])
+                .args([
+                    "--exact",
+                    "three_processes_share_a_store_limit",
+                    "--nocapture",
+                ])
                 .env("KEEL_REDIS_STORE_CHILD_REDIS", redis.url())
                 .env("KEEL_REDIS_STORE_CHILD_BASE", server.url(""))
                 .spawn()
