@@ -92,6 +92,7 @@ pub struct Acquire<'a> {
     pub(crate) deadline: Instant,
     pub(crate) hedge: bool,
     pub(crate) timer: &'a Arc<dyn Timer>,
+    pub(crate) caller: u64,
 }
 
 impl<'a> Acquire<'a> {
@@ -118,6 +119,13 @@ impl<'a> Acquire<'a> {
     /// The client's timer, for a store that must wait.
     pub fn timer(&self) -> &'a Arc<dyn Timer> {
         self.timer
+    }
+
+    /// Who asks: the same number each time one call's attempt asks again after
+    /// [`Admit::Again`], different for every call of the client (for a store that serves
+    /// waiting attempts in the order they came).
+    pub fn caller(&self) -> u64 {
+        self.caller
     }
 }
 

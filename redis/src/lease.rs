@@ -3,6 +3,7 @@
 //! [`RedisStore`](crate::RedisStore)'s rate limits.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,8 @@ pub(crate) struct Lease {
     redis: Arc<Redis>,
     script: Arc<redis::Script>,
     state: Mutex<State>,
+    /// Counts the ids handed to waiting attempts that bring none.
+    waiters: AtomicU64,
 }
 
 struct State {
@@ -54,6 +57,11 @@ struct State {
     local: Option<Gcra>,
     /// How long the last round trip took.
     round_trip: Duration,
+    /// The attempts waiting for slots, first come first served: a round trip's slots go to
+    /// them in this order before anyone else.
+    queue: VecDeque<u64>,
+    /// Slots handed to waiting attempts, not taken yet (dropped a grace after their instant).
+    assigned: Vec<(u64, Instant)>,
 }
 
 /// What an attempt does next.
@@ -112,12 +120,15 @@ impl Lease {
             },
             redis,
             script,
+            waiters: AtomicU64::new(0),
             state: Mutex::new(State {
                 slots: VecDeque::new(),
                 refill: None,
                 ask_at: None,
                 local: local.map(Gcra::new),
                 round_trip: Duration::ZERO,
+                queue: VecDeque::new(),
+                assigned: Vec::new(),
             }),
         })
     }
@@ -134,15 +145,50 @@ impl Lease {
         &self.redis
     }
 
-    /// Decides what an attempt at `now` does; never blocks and never does I/O (a round trip it
-    /// starts runs on the thread pool).
-    pub(crate) fn step(self: &Arc<Self>, now: Instant, deadline: Instant, hedge: bool) -> Step {
+    /// A fresh id for a waiting attempt (FleetPolicy's; the store's attempts bring their own).
+    pub(crate) fn waiter_id(&self) -> u64 {
+        self.waiters.fetch_add(1, Ordering::Relaxed) | 1 << 63
+    }
+
+    /// The attempt `caller` stopped waiting (its call was dropped): it leaves the queue, so the
+    /// attempts behind it don't wait for it.
+    pub(crate) fn leave(&self, caller: u64) {
+        self.lock().queue.retain(|&c| c != caller);
+    }
+
+    /// Decides what the attempt `caller` at `now` does; never blocks and never does I/O (a
+    /// round trip it starts runs on the thread pool).
+    ///
+    /// Attempts that find no slot queue up, and each round trip's slots go to the queue in
+    /// order: an attempt that came later never takes a slot before one that waits.
+    pub(crate) fn step(
+        self: &Arc<Self>,
+        now: Instant,
+        deadline: Instant,
+        hedge: bool,
+        caller: u64,
+    ) -> Step {
         let mut state = self.lock();
         let grace = self.settings.grace;
         while state.slots.front().is_some_and(|&slot| slot + grace < now) {
             state.slots.pop_front();
         }
-        if let Some(&slot) = state.slots.front() {
+        state.assigned.retain(|&(_, slot)| slot + grace >= now);
+        if let Some(i) = state.assigned.iter().position(|&(c, _)| c == caller) {
+            let (_, slot) = state.assigned.swap_remove(i);
+            if slot > now && slot >= deadline {
+                return Step::Fail(rate_limited(
+                    "no slot of the fleet quota is free before the call's deadline",
+                ));
+            }
+            return if slot <= now {
+                Step::Go(slot)
+            } else {
+                Step::At(slot)
+            };
+        }
+        let queued = state.queue.contains(&caller);
+        if let Some(&slot) = state.slots.front().filter(|_| state.queue.is_empty()) {
             if slot > now && (hedge || slot >= deadline) {
                 return Step::Fail(rate_limited(
                     "no slot of the fleet quota is free before the call's deadline",
@@ -157,16 +203,23 @@ impl Lease {
             };
         }
         if self.redis.is_down(now) {
+            if queued {
+                state.queue.retain(|&c| c != caller);
+            }
             return self.fall_back(&mut state, now, deadline, hedge);
         }
         if hedge {
             return Step::Fail(rate_limited("no slot of the fleet quota is free"));
+        }
+        if !queued {
+            state.queue.push_back(caller);
         }
         if let Some((refill, started)) = &state.refill {
             return Step::Refill(refill.clone(), *started);
         }
         if let Some(at) = state.ask_at.filter(|&at| at > now) {
             if at >= deadline {
+                state.queue.retain(|&c| c != caller);
                 return Step::Fail(rate_limited(
                     "no slot of the fleet quota is free before the call's deadline",
                 ));
@@ -263,16 +316,31 @@ impl Lease {
     /// The store's answer for an attempt: a slot, a refusal, or a wait after which to ask
     /// again.
     pub(crate) fn acquire(self: &Arc<Self>, request: &Acquire<'_>) -> Admit {
-        match self.step(request.now(), request.deadline(), request.is_hedge()) {
+        let caller = request.caller();
+        match self.step(
+            request.now(),
+            request.deadline(),
+            request.is_hedge(),
+            caller,
+        ) {
             Step::Go(at) | Step::At(at) => Admit::At(at),
             Step::Fail(err) => Admit::Fail(err),
             Step::Refill(refill, started) => {
                 let (lease, timer) = (self.clone(), request.timer().clone());
                 Admit::Again(Box::pin(async move {
+                    let mut place = Place::new(&lease, caller);
                     lease.wait_refill(refill, started, &timer).await;
+                    place.kept();
                 }))
             }
-            Step::AskAt(at) => Admit::Again(Box::pin(request.timer().sleep_until(at))),
+            Step::AskAt(at) => {
+                let (lease, sleep) = (self.clone(), request.timer().sleep_until(at));
+                Admit::Again(Box::pin(async move {
+                    let mut place = Place::new(&lease, caller);
+                    sleep.await;
+                    place.kept();
+                }))
+            }
         }
     }
 
@@ -283,8 +351,10 @@ impl Lease {
         step: Step,
         timer: Arc<dyn Timer>,
         deadline: Instant,
+        caller: u64,
     ) -> Action {
         let give_up = timer.sleep_until(deadline);
+        let place = Place::new(&self, caller);
         let steps = async {
             let mut step = step;
             loop {
@@ -300,15 +370,18 @@ impl Lease {
                         self.wait_refill(refill, started, &timer).await;
                     }
                 }
-                step = self.step(timer.now(), deadline, false);
+                step = self.step(timer.now(), deadline, false, caller);
             }
         };
-        match select(Box::pin(steps), give_up).await {
+        let action = match select(Box::pin(steps), give_up).await {
             Either::Left((action, _)) => action,
             Either::Right(_) => Action::Fail(rate_limited(
                 "no slot of the fleet quota before the call's deadline",
             )),
-        }
+        };
+        // Done waiting, one way or the other: out of the queue.
+        drop(place);
+        action
     }
 
     /// One round trip, on the thread pool: books slots, or records the failure.
@@ -335,6 +408,14 @@ impl Lease {
                     state
                         .slots
                         .push_back(now + Duration::from_micros(at.unsigned_abs()));
+                }
+                // The attempts waiting get the slots first, in the order they came.
+                while !state.queue.is_empty() && !state.slots.is_empty() {
+                    if let (Some(caller), Some(slot)) =
+                        (state.queue.pop_front(), state.slots.pop_front())
+                    {
+                        state.assigned.push((caller, slot));
+                    }
                 }
                 // This process's own bookings fill the horizon until then: asking sooner would
                 // only hear "nothing yet".
@@ -363,5 +444,36 @@ impl Lease {
                 .arg(lease.div_ceil(2))
                 .invoke::<(i64, i64)>(c)
         })
+    }
+}
+
+/// An attempt's place in the queue of a lease, given up if its wait is dropped before it ends
+/// (its call was cancelled or ran out of time), so the attempts behind it don't wait for it.
+struct Place<'a> {
+    lease: &'a Lease,
+    caller: u64,
+    kept: bool,
+}
+
+impl<'a> Place<'a> {
+    fn new(lease: &'a Lease, caller: u64) -> Self {
+        Self {
+            lease,
+            caller,
+            kept: false,
+        }
+    }
+
+    /// The wait ended as planned: the attempt asks again with its place kept.
+    fn kept(&mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.lease.leave(self.caller);
+        }
     }
 }

@@ -475,13 +475,15 @@ impl Policy for FleetPolicy {
     fn before_attempt(&mut self, cx: &mut PolicyContext<'_>) -> Action {
         let now = cx.now();
         let deadline = cx.deadline();
-        match self.lease.step(now, deadline, cx.is_hedge()) {
+        let caller = self.lease.waiter_id();
+        match self.lease.step(now, deadline, cx.is_hedge(), caller) {
             Step::Go(_) => Action::Proceed,
             Step::Fail(err) => Action::Fail(err),
             step => Action::WaitFor(Waiter::new(self.lease.clone().wait(
                 step,
                 cx.timer().clone(),
                 deadline,
+                caller,
             ))),
         }
     }

@@ -452,3 +452,34 @@ fn three_processes_share_a_store_limit() {
     );
     assert!(in_run >= 450, "only {in_run} requests in 5 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_attempts_are_served_in_the_order_they_came() {
+    let redis = RedisServer::start();
+    let server = TestServer::start().unwrap();
+    // One slot per round trip at 200/s, and 20 callers always waiting: each call waits for
+    // the 19 ahead of it (about 100 ms), never for a stream of later ones.
+    let store = RedisStore::builder(redis.url(), "fifo")
+        .lease(1)
+        .build()
+        .unwrap();
+    let client = builder(&store, &server)
+        .rate_limit(RateLimit::per_second(200).unwrap())
+        .build()
+        .unwrap();
+    let load = load(
+        &client,
+        "/status/200",
+        20,
+        Instant::now() + Duration::from_secs(3),
+    )
+    .await;
+    eprintln!("{} calls, the slowest took {:?}", load.ok, load.slowest);
+    assert!(load.failed.is_empty(), "failed calls: {:?}", load.failed);
+    assert!(load.ok >= 400, "only {} calls in 3 s", load.ok);
+    assert!(
+        load.slowest < Duration::from_millis(400),
+        "a call waited {:?} (20 callers at 200/s: about 100 ms each)",
+        load.slowest
+    );
+}

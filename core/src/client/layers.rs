@@ -682,6 +682,7 @@ impl Policy for LimiterLayer {
                 deadline,
                 hedge,
                 timer: cx.timer(),
+                caller: self.seed,
             };
             match cell.acquire(&request) {
                 Admit::At(slot) => {
@@ -699,6 +700,7 @@ impl Policy for LimiterLayer {
                 deadline,
                 hedge,
                 timer: cx.timer(),
+                caller: self.seed,
             };
             let refused = match cx.origin().cell.acquire(&request) {
                 Admit::At(slot) => {
