@@ -324,7 +324,6 @@ impl CookieLimits {
 }
 
 /// What [`CookieJar::store`] did with a cookie it accepted.
-#[must_use]
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stored {
