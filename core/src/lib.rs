@@ -94,6 +94,7 @@ pub mod blocking;
 mod body;
 mod client;
 pub mod connect;
+pub mod cookie;
 mod error;
 pub mod fanout;
 pub mod machine;

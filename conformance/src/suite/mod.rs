@@ -7,6 +7,7 @@
 //! a hung case is reported as failed instead of hanging the run.
 
 pub mod cases;
+pub mod cookies;
 pub mod decoding;
 pub mod downloads;
 pub mod fanout;
@@ -213,6 +214,9 @@ macro_rules! __for_each_case {
             redirect_cross_origin_strips_credentials
             redirect_default_authorization_stays_on_its_origin
             redirect_none_delivers_the_3xx
+            cookies_return_to_their_origin_only
+            cookies_expire_and_are_deleted
+            secure_cookies_stay_off_plain_http
             breaker_opens_and_a_probe_closes_it
             rate_limit_paces_requests
             rate_limit_holds_a_steady_pace

@@ -420,6 +420,13 @@ impl<T: Runtime> ClientBuilder<T> {
         }
     }
 
+    /// Keeps cookies in `store`; see [`crate::ClientBuilder::cookie_store`].
+    pub fn cookie_store(self, store: impl crate::cookie::CookieStore) -> Self {
+        Self {
+            inner: self.inner.cookie_store(store),
+        }
+    }
+
     /// Adds a policy to every call's pipeline; see [`crate::ClientBuilder::policy`].
     pub fn policy<P: Policy>(self, make: impl Fn() -> P + Send + Sync + 'static) -> Self {
         Self {
@@ -486,6 +493,8 @@ impl<T: Runtime> ClientBuilder<T> {
         fn max_in_flight_per_origin(max: usize);
         /// Hedges slow requests; see [`crate::ClientBuilder::hedge`].
         fn hedge(policy: HedgePolicy);
+        /// Keeps cookies in a fresh in-memory jar; see [`crate::ClientBuilder::cookies`].
+        fn cookies(enabled: bool);
         /// Seeds the retry jitter, for reproducible schedules in tests.
         fn retry_seed(seed: u64);
         /// The most idle connections kept per host.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use async_lock::{Semaphore, SemaphoreGuardArc};
 use futures_util::future::{select, Either};
 
+use super::cookies::CookieLayer;
 use super::hooks::{Event, WaitEvent, WaitReason};
 use super::observe;
 use super::pipeline::{Action, Guard, Policy, PolicyContext, Waiter};
@@ -26,8 +27,8 @@ use crate::machine::redirect::{
 use crate::machine::retry::{RequestFacts, Retry, RetryAction};
 use crate::store::{Acquire, Admit, BreakerAdmit, Pending, StateCell};
 
-/// The policies of one call, outermost first: the user's, then redirect, then retry, then the
-/// in-flight limit, the rate limiter and the circuit breaker, so that every attempt (the
+/// The policies of one call, outermost first: the user's, then redirect, then cookies (so every
+/// hop and attempt gets its own URL's), then retry, then the in-flight limit, the rate limiter and the circuit breaker, so that every attempt (the
 /// retried and hedged ones too) takes a permit, is paced and passes the breaker.
 ///
 /// The driver loop walks [`Stack::layer`]; adding a policy is adding it here, never an edit
@@ -35,6 +36,7 @@ use crate::store::{Acquire, Admit, BreakerAdmit, Pending, StateCell};
 pub(crate) struct Stack {
     user: Vec<Box<dyn Policy>>,
     redirect: Option<RedirectLayer>,
+    cookies: Option<CookieLayer>,
     retry: Option<RetryLayer>,
     concurrency: Option<ConcurrencyLayer>,
     limiter: Option<LimiterLayer>,
@@ -99,19 +101,23 @@ impl Stack {
         let retry = retries.then(|| RetryLayer {
             machine: Retry::new(retry, start, seed).with_deadline(deadline),
         });
+        let cookies = config.cookies.clone().map(CookieLayer::new);
         // The built-in layers' answers are known here (the redirect layer neither admits nor
         // looks at successes; the retry layer looks at them only if its policy may retry one;
-        // the breaker does both): only the user's layers are asked.
-        let admits = breaker.is_some()
+        // the breaker and the cookies do both): only the user's layers are asked.
+        let admits = cookies.is_some()
+            || breaker.is_some()
             || limiter.is_some()
             || concurrency.is_some()
             || user.iter().any(|p| p.admits());
         // The redirect and retry layers never answer before attempts.
         let first_admitting = match user.iter().position(|p| p.admits()) {
             Some(first) => first,
+            None if cookies.is_some() => user.len() + usize::from(redirect.follows()),
             None => user.len() + usize::from(redirect.follows()) + usize::from(retry.is_some()),
         };
-        let observes_success = breaker.is_some()
+        let observes_success = cookies.is_some()
+            || breaker.is_some()
             || limiter.as_ref().is_some_and(|l| l.server_quotas)
             || user.iter().any(|p| p.observes_success())
             || retry
@@ -122,6 +128,7 @@ impl Stack {
             redirect: redirect
                 .follows()
                 .then_some(RedirectLayer { machine: None }),
+            cookies,
             retry,
             concurrency,
             limiter,
@@ -140,6 +147,7 @@ impl Stack {
         Self {
             user: Vec::new(),
             redirect: None,
+            cookies: None,
             retry: None,
             concurrency: None,
             limiter: None,
@@ -180,6 +188,7 @@ impl Stack {
     pub(crate) fn len(&self) -> usize {
         self.user.len()
             + usize::from(self.redirect.is_some())
+            + usize::from(self.cookies.is_some())
             + usize::from(self.retry.is_some())
             + usize::from(self.concurrency.is_some())
             + usize::from(self.limiter.is_some())
@@ -197,6 +206,12 @@ impl Stack {
         // asked once per layer per attempt.
         let mut rest = index - users;
         if let Some(layer) = &mut self.redirect {
+            if rest == 0 {
+                return layer;
+            }
+            rest -= 1;
+        }
+        if let Some(layer) = &mut self.cookies {
             if rest == 0 {
                 return layer;
             }

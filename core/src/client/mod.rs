@@ -12,6 +12,7 @@
 //! back to the pool only after a complete exchange, so the next request never reads the tail of
 //! someone else's response.
 
+mod cookies;
 mod download;
 pub mod hooks;
 mod layers;
@@ -47,9 +48,10 @@ pub use streams::{EndReason, EventSource, Lines, Ndjson};
 use self::pipeline::{Policy, PolicyFactory};
 use self::state::{Store, StoreConfig};
 use crate::body::{Body, ResponseBody};
+use crate::cookie::{CookieStore, Jar};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::machine::breaker::{BreakerPolicy, BreakerState, Transition};
-use crate::machine::credentials::SensitiveHeaders;
+use crate::machine::credentials::{same_origin, SensitiveHeaders};
 use crate::machine::decode::{Coding, DecodeLimits};
 use crate::machine::hedge::HedgePolicy;
 use crate::machine::paginate::{Checkpoint, Paginator, Strategy};
@@ -155,6 +157,8 @@ pub(crate) struct ClientConfig {
     max_in_flight_per_origin: Option<usize>,
     pub(crate) hedge: Option<HedgePolicy>,
     policies: Vec<PolicyFactory>,
+    /// Where cookies are kept (`None`: cookies are off).
+    pub(crate) cookies: Option<Arc<dyn CookieStore>>,
     /// The backend reads [`CallDeadline`](crate::CallDeadline) (inserting it costs an
     /// allocation per request, so only then).
     call_deadline: bool,
@@ -235,6 +239,17 @@ impl fmt::Debug for RetryEvent {
     }
 }
 
+impl ClientConfig {
+    /// The client's default credentials for a request to `url`, in a call that followed
+    /// `hops`: they go to the base URL's origin only, and not at all once a redirect has left
+    /// it (another origin doesn't get to pick which URL of ours receives them).
+    pub(crate) fn scoped_headers_for(&self, url: &Uri, hops: &[Hop]) -> Option<&HeaderMap> {
+        let (base, scoped) = self.scoped_headers.as_ref()?;
+        let left = hops.iter().any(|hop| !same_origin(base, hop.to()));
+        (!left && same_origin(base, url)).then_some(scoped)
+    }
+}
+
 impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
@@ -266,6 +281,7 @@ impl fmt::Debug for ClientConfig {
             .field("rate_limit", &self.rate_limit)
             .field("rate_limit_per_origin", &self.rate_limit_per_origin)
             .field("server_quotas", &self.server_quotas)
+            .field("cookies", &self.cookies.is_some())
             .field("max_in_flight", &self.max_in_flight)
             .field("max_in_flight_per_origin", &self.max_in_flight_per_origin)
             .field("hedge", &self.hedge)
@@ -739,6 +755,7 @@ impl<T: Backend> ClientBuilder<T> {
                 max_in_flight_per_origin: None,
                 hedge: None,
                 policies: Vec::new(),
+                cookies: None,
                 call_deadline: T::capabilities().uses_call_deadline,
                 set_host: !T::capabilities().derives_host,
                 defaults_frame: false,
@@ -1303,6 +1320,43 @@ impl<T: Backend> ClientBuilder<T> {
         self.config
             .policies
             .push(Arc::new(move || Box::new(make()) as Box<dyn Policy>));
+        self
+    }
+
+    /// Keeps cookies in `store`: every attempt and redirect hop carries the cookies of its
+    /// URL, and every response's `Set-Cookie`s are stored (see [`cookie`](crate::cookie) for
+    /// the rules). Off by default; pass an `Arc<Jar>` to look at the cookies from outside.
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// use std::sync::Arc;
+    /// use keel_core::cookie::Jar;
+    ///
+    /// let jar = Arc::new(Jar::new());
+    /// let client = keel_core::Client::<T>::builder().cookie_store(jar.clone()).build()?;
+    /// assert!(jar.snapshot().is_empty());
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn cookie_store(mut self, store: impl CookieStore) -> Self {
+        self.config.cookies = Some(Arc::new(store));
+        self
+    }
+
+    /// Keeps cookies in a fresh in-memory [`Jar`] of the client's own (`true`), or not at all
+    /// (`false`, the default). See [`cookie_store`](Self::cookie_store).
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// let client = keel_core::Client::<T>::builder()
+    ///     .base_url("https://api.example.com")
+    ///     .cookies(true)
+    ///     .build()?;
+    /// // client.post("login").json(&credentials).send().await? stores the session cookie;
+    /// // the calls after it send it back.
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn cookies(mut self, enabled: bool) -> Self {
+        self.config.cookies = enabled.then(|| Arc::new(Jar::new()) as Arc<dyn CookieStore>);
         self
     }
 

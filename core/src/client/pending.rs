@@ -39,7 +39,6 @@ use super::state::OriginRef;
 use super::{merge_default_headers, Dispatch, Response, Timeouts};
 use crate::body::{Body, ResponseBody};
 use crate::error::{Error, ErrorKind, TimeoutPhase};
-use crate::machine::credentials::same_origin;
 use crate::machine::hedge::{HedgePolicy, Latencies};
 use crate::machine::outcome::Outcome;
 use crate::transport::{BoxFuture, CallDeadline, Sleep};
@@ -464,18 +463,8 @@ impl Call {
                 headers.append(HOST, host.clone());
             }
         }
-        if let Some((base, scoped)) = &config.scoped_headers {
-            // Credentials set on the client go to the base URL's origin only, and not at all
-            // once a redirect has left it: another origin doesn't get to pick which URL of
-            // ours receives them.
-            let left = self
-                .record
-                .hops()
-                .iter()
-                .any(|hop| !same_origin(base, hop.to()));
-            if !left && same_origin(base, &request.url) {
-                merge_default_headers(&mut headers, scoped);
-            }
+        if let Some(scoped) = config.scoped_headers_for(&request.url, self.record.hops()) {
+            merge_default_headers(&mut headers, scoped);
         }
         let body = match (&request.rebuild, &request.body) {
             (Some(rebuild), _) => rebuild(),

@@ -16,6 +16,8 @@
 //!   │ your policies (ClientBuilder::policy), in the order added     │
 //!   │ redirect   machine::redirect  301/302/303/307/308, hop limit, │
 //!   │            credentials dropped across origins                 │
+//!   │ cookies    machine::cookies   each attempt's and hop's own    │
+//!   │            (opt-in)           cookies; every Set-Cookie kept  │
 //!   │ retry      machine::retry     backoff, Retry-After, budget    │
 //!   │ in flight  async semaphore    a permit per attempt, held      │
 //!   │                               until the body ends             │
@@ -44,6 +46,11 @@
 //! - **Redirect sits above retry**: a hop is a new request, not another attempt of the same
 //!   one, so it never spends the retry policy's attempts, and a retried `503` is never taken
 //!   for a hop.
+//! - **Cookies sit inside redirect**: every hop asks the cookie store for the cookies of its
+//!   own URL (so none follow a redirect to a host they don't match), and each response's
+//!   `Set-Cookie`s, a `3xx`'s too, are stored under the URL that answered, before the redirect
+//!   layer moves the request on. Above retry, so a retried attempt carries the cookies a
+//!   `503` may just have set.
 //! - **In flight, rate limit and breaker sit inside retry**: every attempt, the retried and
 //!   hedged ones too, takes a permit, is paced and passes the breaker, and the breaker counts
 //!   each attempt's outcome before the retry policy decides on it (a retry meets an open

@@ -15,6 +15,8 @@
 //! - [`credentials`]: which headers are credentials, and which URLs share an origin.
 //! - [`breaker`]: the circuit breaker: when to stop calling a failing server, and how to probe
 //!   it before trusting it again.
+//! - [`cookies`]: an RFC 6265 cookie jar: which `Set-Cookie`s to keep, and which cookies go
+//!   with a request (domain, path, Secure, expiry, limits).
 //! - [`hedge`]: when to send a second attempt of a request that is slow to answer, from a
 //!   fixed delay or a percentile of the latencies observed.
 //! - [`rate`]: pacing requests to a rate limit (GCRA), and the holds a server's quota headers
@@ -37,6 +39,7 @@
 //! one.
 
 pub mod breaker;
+pub mod cookies;
 pub mod credentials;
 pub mod decode;
 pub mod download;
