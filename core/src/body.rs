@@ -467,6 +467,32 @@ mod tests {
     }
 
     #[test]
+    fn a_sized_stream_must_keep_to_its_length() {
+        use http_body::Body as _;
+        let sized = |chunks: &[&'static str], length| {
+            let chunks: Vec<Result<Bytes, BoxError>> = chunks
+                .iter()
+                .map(|c| Ok(Bytes::from_static(c.as_bytes())))
+                .collect();
+            Body::from_sized_stream(futures_util::stream::iter(chunks), length)
+        };
+        let exact = sized(&["ab", "cd"], 4);
+        assert_eq!(exact.size_hint().exact(), Some(4));
+        assert_eq!(
+            futures_executor::block_on(exact.collect())
+                .unwrap()
+                .to_bytes(),
+            "abcd"
+        );
+        let short = futures_executor::block_on(sized(&["ab"], 4).collect()).unwrap_err();
+        assert!(short.to_string().contains("2 bytes short"), "{short}");
+        let long = futures_executor::block_on(sized(&["ab", "cde"], 4).collect()).unwrap_err();
+        assert!(long.to_string().contains("past its length"), "{long}");
+        assert!(sized(&[], 0).is_empty());
+        assert_eq!(Body::from("xyz").content_length(), Some(3));
+    }
+
+    #[test]
     fn a_framed_body_hides_only_the_empty_length() {
         use http_body::Body as _;
         let empty = FramedBody::new(Body::empty());
