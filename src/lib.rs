@@ -79,7 +79,7 @@ pub mod blocking;
 pub use keel_core as core;
 /// The `http` crate keel's types are made of: `keel::http::{Method, StatusCode, HeaderMap, …}`.
 pub use keel_core::http;
-pub use keel_core::{cookie, fanout, hooks, machine, pipeline, redact};
+pub use keel_core::{cookie, fanout, hooks, machine, multipart, pipeline, redact, store};
 pub use keel_core::{
     Body, BodyStream, BoxTransport, BreakerControl, BreakerEvent, BreakerPolicy, BreakerState,
     Capabilities, Certificate, Checksum, Download, DownloadReport, EndReason, Error, ErrorKind,
@@ -94,7 +94,8 @@ pub use keel_core::{
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub use keel_core::mock;
-/// Fleet-wide rate limits through Redis (feature `redis`): see [`keel_redis`].
+/// Fleet-wide rate limits, breakers and quota holds through Redis (feature `redis`): see
+/// [`keel_redis`].
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use keel_redis as redis;

@@ -45,7 +45,11 @@ pub(crate) fn to_isahc_request(
         // framed (`Content-Length: 0`, or nothing), and libcurl sends them as they are.
         Some(bytes) if bytes.is_empty() => AsyncBody::empty(),
         Some(bytes) => AsyncBody::from(Vec::from(bytes)),
-        None => AsyncBody::from_reader(BodyReader::new(body)),
+        None => match body.content_length() {
+            // libcurl frames it with `Content-Length` (and checks it), not chunked.
+            Some(length) => AsyncBody::from_reader_sized(BodyReader::new(body), length),
+            None => AsyncBody::from_reader(BodyReader::new(body)),
+        },
     };
     if !body.is_empty() && parts.method == Method::HEAD {
         // libcurl would wait for a body the server never sends after a HEAD.

@@ -31,7 +31,11 @@ pub struct Body {
 
 enum Kind {
     Full(Option<Bytes>),
-    Stream(Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send + 'static>>),
+    Stream {
+        stream: Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send + 'static>>,
+        /// The exact length promised by [`Body::from_sized_stream`]: what is still to come.
+        remaining: Option<u64>,
+    },
 }
 
 impl Body {
@@ -50,7 +54,51 @@ impl Body {
     {
         use futures_util::TryStreamExt;
         Self {
-            kind: Kind::Stream(Box::pin(stream.map_err(Into::into))),
+            kind: Kind::Stream {
+                stream: Box::pin(stream.map_err(Into::into)),
+                remaining: None,
+            },
+        }
+    }
+
+    /// A body read from a stream of chunks that adds up to exactly `length` bytes. It can't be
+    /// replayed.
+    ///
+    /// The length is the body's exact [`size_hint`](http_body::Body::size_hint), so backends
+    /// send it with `Content-Length` instead of chunked. A stream that ends short of `length`
+    /// or goes past it fails the body with an error instead of breaking the framing. A
+    /// `length` of 0 is the empty body (the stream is not read).
+    ///
+    /// ```
+    /// use http_body::Body as _;
+    /// use keel_core::Body;
+    ///
+    /// let chunks = vec![Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"abc"))];
+    /// let body = Body::from_sized_stream(futures_util::stream::iter(chunks), 3);
+    /// assert_eq!(body.size_hint().exact(), Some(3));
+    /// assert_eq!(body.content_length(), Some(3));
+    /// ```
+    pub fn from_sized_stream<S, E>(stream: S, length: u64) -> Self
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        if length == 0 {
+            return Self::empty();
+        }
+        let mut body = Self::from_stream(stream);
+        if let Kind::Stream { remaining, .. } = &mut body.kind {
+            *remaining = Some(length);
+        }
+        body
+    }
+
+    /// The body's length in bytes when it is known: a buffer's, or what a sized stream has
+    /// still to send.
+    pub fn content_length(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Full(b) => Some(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Stream { remaining, .. } => *remaining,
         }
     }
 
@@ -58,7 +106,7 @@ impl Body {
     pub fn as_bytes(&self) -> Option<Bytes> {
         match &self.kind {
             Kind::Full(b) => Some(b.clone().unwrap_or_default()),
-            Kind::Stream(_) => None,
+            Kind::Stream { .. } => None,
         }
     }
 
@@ -91,7 +139,11 @@ impl fmt::Debug for Body {
                 .debug_struct("Body")
                 .field("len", &b.as_ref().map_or(0, Bytes::len))
                 .finish(),
-            Kind::Stream(_) => f.debug_struct("Body").field("stream", &true).finish(),
+            Kind::Stream { remaining, .. } => f
+                .debug_struct("Body")
+                .field("stream", &true)
+                .field("len", remaining)
+                .finish(),
         }
     }
 }
@@ -138,10 +190,27 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.kind {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Stream(s) => s
-                .as_mut()
-                .poll_next(cx)
-                .map(|o| o.map(|r| r.map(Frame::data))),
+            Kind::Stream { stream, remaining } => {
+                let next = std::task::ready!(stream.as_mut().poll_next(cx));
+                Poll::Ready(match (next, remaining) {
+                    (None, Some(left)) if *left > 0 => {
+                        let missing = *left;
+                        *left = 0;
+                        Some(Err(format!(
+                            "the body stream ended {missing} bytes short of its length"
+                        )
+                        .into()))
+                    }
+                    (Some(Ok(chunk)), Some(left)) => match left.checked_sub(chunk.len() as u64) {
+                        Some(rest) => {
+                            *left = rest;
+                            Some(Ok(Frame::data(chunk)))
+                        }
+                        None => Some(Err("the body stream went past its length".into())),
+                    },
+                    (next, _) => next.map(|r| r.map(Frame::data)),
+                })
+            }
         }
     }
 
@@ -152,7 +221,10 @@ impl http_body::Body for Body {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Stream(_) => SizeHint::default(),
+            Kind::Stream {
+                remaining: Some(n), ..
+            } => SizeHint::with_exact(*n),
+            Kind::Stream { .. } => SizeHint::default(),
         }
     }
 }
@@ -392,6 +464,32 @@ mod tests {
             framed("GET", Body::from("abc"), &preset),
             [("content-length".to_owned(), "3".to_owned())]
         );
+    }
+
+    #[test]
+    fn a_sized_stream_must_keep_to_its_length() {
+        use http_body::Body as _;
+        let sized = |chunks: &[&'static str], length| {
+            let chunks: Vec<Result<Bytes, BoxError>> = chunks
+                .iter()
+                .map(|c| Ok(Bytes::from_static(c.as_bytes())))
+                .collect();
+            Body::from_sized_stream(futures_util::stream::iter(chunks), length)
+        };
+        let exact = sized(&["ab", "cd"], 4);
+        assert_eq!(exact.size_hint().exact(), Some(4));
+        assert_eq!(
+            futures_executor::block_on(exact.collect())
+                .unwrap()
+                .to_bytes(),
+            "abcd"
+        );
+        let short = futures_executor::block_on(sized(&["ab"], 4).collect()).unwrap_err();
+        assert!(short.to_string().contains("2 bytes short"), "{short}");
+        let long = futures_executor::block_on(sized(&["ab", "cde"], 4).collect()).unwrap_err();
+        assert!(long.to_string().contains("past its length"), "{long}");
+        assert!(sized(&[], 0).is_empty());
+        assert_eq!(Body::from("xyz").content_length(), Some(3));
     }
 
     #[test]

@@ -101,6 +101,7 @@ pub mod machine;
 #[cfg(any(test, feature = "mock"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub mod mock;
+pub mod multipart;
 pub mod redact;
 pub mod store;
 mod transport;

@@ -82,6 +82,16 @@
 //! - `/chain/{n}` — 302 with `Location: /chain/{n-1}`; `/chain/0` is 200 with
 //!   the body `end`. `/chain/{n}` takes `n` hops to reach the end.
 //! - `/loop/a` and `/loop/b` — 302 to each other, forever.
+//! - `/multipart/echo` — a `multipart/form-data` request parsed with `multer`, answered
+//!   as JSON: `{"framing": {"content_type","content_length","transfer_encoding"} (the
+//!   request's headers, or null), "fields": [{"name","file_name","content_type",
+//!   "headers" (name → value),"size","sha256" (hex),"text" (the content, when it is UTF-8
+//!   and at most 64 KiB, else null)}]}`. A form `multer` refuses gets 400 saying why.
+//! - `/multipart/digest/{key}?abort_first_after=N` — the same parse with no content kept:
+//!   `{"attempt" (requests to this path so far, this one included),"framing","fields":
+//!   [{"name","file_name","size","sha256"}]}`, for uploads of any size. With
+//!   `abort_first_after`, the first request to the path is read for `N` bytes, and then the
+//!   connection is dropped without an answer (HTTP/1.1; on HTTP/2 the stream is reset).
 //!
 //! Every request is counted (see [`TestServer::requests`] and friends) before
 //! it is answered.
@@ -149,6 +159,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 mod encoded;
+mod multipart;
 mod routes;
 mod tls;
 
@@ -777,8 +788,9 @@ where
                 state: Arc::clone(&state),
                 index,
             };
-            let response = routes::respond(req, &state).await;
-            Ok::<_, std::convert::Infallible>(response.map(|body| Tracked {
+            // An `Err` makes hyper drop the connection (HTTP/1.1) or reset the stream (HTTP/2).
+            let response = routes::respond(req, &state).await?;
+            Ok::<_, multipart::Aborted>(response.map(|body| Tracked {
                 body,
                 in_flight: Some(in_flight),
             }))

@@ -173,12 +173,21 @@ impl Reject {
     }
 }
 
-/// Answers one request. Never fails and never panics: problems become 4xx/5xx.
-pub(super) async fn respond(req: Request<Incoming>, state: &State) -> Response<ResBody> {
-    match route(req, state).await {
+/// Answers one request. Never panics: problems become 4xx/5xx, and only a route that drops
+/// the connection on purpose (`/multipart/digest`) fails.
+pub(super) async fn respond(
+    req: Request<Incoming>,
+    state: &State,
+) -> Result<Response<ResBody>, super::multipart::Aborted> {
+    let path = req.uri().path().to_owned();
+    if path.starts_with("/multipart/") {
+        let query = req.uri().query().map(str::to_owned);
+        return super::multipart::respond(req, state, &path, query.as_deref()).await;
+    }
+    Ok(match route(req, state).await {
         Ok(res) => res,
         Err(Reject(status, message)) => text(status, message),
-    }
+    })
 }
 
 async fn route(req: Request<Incoming>, state: &State) -> Result<Response<ResBody>, Reject> {
@@ -565,14 +574,14 @@ fn moved(status: StatusCode, location: &str) -> Result<Response<ResBody>, Reject
 }
 
 /// A complete body with an exact length.
-fn full(data: impl Into<Bytes>) -> ResBody {
+pub(super) fn full(data: impl Into<Bytes>) -> ResBody {
     Full::new(data.into())
         .map_err(|never: Infallible| match never {})
         .boxed_unsync()
 }
 
 /// A text/plain response.
-fn text(status: StatusCode, message: impl Into<Bytes>) -> Response<ResBody> {
+pub(super) fn text(status: StatusCode, message: impl Into<Bytes>) -> Response<ResBody> {
     let mut res = Response::new(full(message));
     *res.status_mut() = status;
     res.headers_mut().insert(

@@ -17,6 +17,7 @@ pub use super::downloads::*;
 pub use super::fanout::*;
 pub use super::hedging::*;
 pub use super::limits::*;
+pub use super::multipart::*;
 pub use super::paginate::*;
 pub use super::redirects::*;
 pub use super::retries::*;

@@ -13,6 +13,7 @@ pub mod downloads;
 pub mod fanout;
 pub mod hedging;
 pub mod limits;
+pub mod multipart;
 pub mod paginate;
 pub mod redirects;
 pub mod retries;
@@ -236,6 +237,8 @@ macro_rules! __for_each_case {
             paginate_link_header
             paginate_body_strategies
             paginate_cycle_and_resume
+            multipart_form_round_trips
+            multipart_100_mib_upload_retried_after_a_reset
         }
     };
 }

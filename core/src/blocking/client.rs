@@ -669,6 +669,10 @@ impl<T: Runtime> RequestBuilder<T> {
         /// Whether this response is decoded out of its `Content-Encoding`; see
         /// [`crate::RequestBuilder::decompress`].
         fn decompress(decompress: bool);
+        /// Sends `form` as `multipart/form-data`; see [`crate::RequestBuilder::multipart`].
+        /// Make file parts with
+        /// [`Part::blocking_file`](crate::multipart::Part::blocking_file).
+        fn multipart(form: crate::multipart::Form);
     }
 
     /// The URL the request will go to, or why it can't go anywhere.

@@ -306,6 +306,27 @@ fn a_body_read_from_a_reader_is_sent_whole() {
 }
 
 #[test]
+fn a_multipart_form_with_a_file_is_sent_whole() {
+    use crate::multipart::{Form, Part};
+
+    let path = std::env::temp_dir().join(format!("keel-blocking-form-{}", std::process::id()));
+    std::fs::write(&path, vec![3u8; 300_001]).unwrap();
+    let form = Form::new()
+        .text("a", "1")
+        .part("f", Part::blocking_file(&path).unwrap());
+    let length = form.content_length().unwrap();
+    let sent = client::<Canned>()
+        .post("/echo-length")
+        .multipart(form)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(sent, length.to_string());
+}
+
+#[test]
 fn a_listing_is_an_iterator() {
     use crate::machine::paginate::Strategy;
 

@@ -2,7 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::Uri;
 use http::{Extensions, HeaderMap, Method};
 use serde::Serialize;
@@ -14,6 +14,7 @@ use crate::machine::credentials::SensitiveHeaders;
 use crate::machine::hedge::HedgePolicy;
 use crate::machine::redirect::RedirectPolicy;
 use crate::machine::retry::RetryPolicy;
+use crate::multipart::{Form, FormBody};
 use crate::redact;
 use crate::transport::Transport;
 
@@ -470,6 +471,45 @@ impl<T: Transport> RequestBuilder<T> {
             }
             Err(e) => self.fail(request_error(e)),
         }
+    }
+
+    /// Sends `form` as `multipart/form-data`, with its `Content-Type` (and boundary) and,
+    /// when every part's length is known, `Content-Length` (otherwise it is sent chunked).
+    ///
+    /// A form of text, bytes and file parts is encoded again for every attempt (files are
+    /// reopened), so the request can be retried and redirected with 307/308 like one with a
+    /// buffered body; one with a [`Part::reader`](crate::multipart::Part::reader) can be sent
+    /// once, as [`body`](Self::body) says of streams. Files and readers are streamed in
+    /// chunks, never read whole. A mistake in a part fails the request with
+    /// [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest).
+    ///
+    /// ```
+    /// # async fn demo<T: keel_core::Transport>(client: keel_core::Client<T>) -> Result<(), keel_core::Error> {
+    /// use keel_core::multipart::{Form, Part};
+    ///
+    /// let form = Form::new()
+    ///     .text("album", "holidays")
+    ///     .part("photo", Part::file("beach.jpg").await?);
+    /// // A POST is retried only when it says it may be sent twice.
+    /// let response = client.post("/photos").idempotent(true).multipart(form).send().await?;
+    /// # let _ = response; Ok(()) }
+    /// ```
+    pub fn multipart(mut self, form: Form) -> Self {
+        let encoded = match form.into_request_body() {
+            Ok(encoded) => encoded,
+            Err(e) => return self.fail(e),
+        };
+        let headers = &mut self.request.headers;
+        headers.insert(CONTENT_TYPE, encoded.content_type);
+        match encoded.length {
+            Some(length) => headers.insert(CONTENT_LENGTH, HeaderValue::from(length)),
+            None => headers.remove(CONTENT_LENGTH),
+        };
+        match encoded.body {
+            FormBody::Rebuild(make) => self.request.set_body_with(move || make()),
+            FormBody::Once(body) => self.request.set_body(body),
+        }
+        self
     }
 
     /// Sends `body` as it is: bytes, a string, or a [`Body::from_stream`].
