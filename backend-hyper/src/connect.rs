@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -12,9 +13,10 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use keel_core::connect::Dialer;
+use keel_core::dns::Dns;
 use keel_core::{Error, ErrorKind, Origin, TransportConfig};
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
@@ -26,6 +28,8 @@ pub(crate) struct Connector {
     tls: TlsConnector,
     connect_timeout: Duration,
     nodelay: bool,
+    dns: Arc<Dns>,
+    local_address: Option<IpAddr>,
 }
 
 impl Connector {
@@ -35,10 +39,12 @@ impl Connector {
             tls: TlsConnector::from(Arc::new(tls)),
             connect_timeout: config.connect_timeout,
             nodelay: config.tcp_nodelay,
+            dns: Arc::new(Dns::new(config)),
+            local_address: config.local_address,
         })
     }
 
-    /// Resolves through tokio, then lets keel-core's [`Dialer`] race the connection attempts
+    /// Resolves (static overrides, cache, custom resolver, or else tokio's), then lets keel-core's [`Dialer`] race the connection attempts
     /// and bound everything, the TLS handshake included, by the connect timeout.
     async fn connect(self, uri: Uri) -> Result<Conn, Error> {
         let dialer = Dialer::new(&TokioTimer, self.connect_timeout);
@@ -46,9 +52,14 @@ impl Connector {
         let (https, host, port) = (origin.is_https(), origin.host(), origin.port());
 
         let addrs = dialer
-            .resolve(host, port, tokio::net::lookup_host((host, port)))
+            .lookup(&self.dns, host, port, || {
+                tokio::net::lookup_host((host, port))
+            })
             .await?;
-        let tcp = dialer.connect(addrs, TcpStream::connect).await?;
+        let local = self.local_address;
+        let tcp = dialer
+            .connect(addrs, |addr| tcp_connect(local, addr))
+            .await?;
         if self.nodelay {
             // Failing to set an option on a live socket is not a reason to give it up.
             let _ = tcp.set_nodelay(true);
@@ -68,6 +79,26 @@ impl Connector {
             h2,
         })
     }
+}
+
+/// Connects to `addr`, from `local` if given.
+async fn tcp_connect(local: Option<IpAddr>, addr: SocketAddr) -> io::Result<TcpStream> {
+    let Some(local) = local else {
+        return TcpStream::connect(addr).await;
+    };
+    if local.is_ipv4() != addr.is_ipv4() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{addr} can't be reached from the local address {local}"),
+        ));
+    }
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(local, 0))?;
+    socket.connect(addr).await
 }
 
 impl tower_service::Service<Uri> for Connector {

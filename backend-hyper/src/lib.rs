@@ -128,6 +128,11 @@ impl Backend for HyperTransport {
         caps.disable_built_in_roots = true;
         caps.disable_tcp_nodelay = true;
         caps.cancel_in_flight = true;
+        caps.dns_overrides = true;
+        caps.dns_override_any_port = true;
+        caps.dns_resolver = true;
+        caps.dns_cache = true;
+        caps.local_address = true;
         caps
     }
 

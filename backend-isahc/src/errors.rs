@@ -78,7 +78,8 @@ fn timed_out(connected: bool) -> (ErrorKind, Option<Stage>) {
 fn head_failure(err: &curl::Error, connected: bool) -> (ErrorKind, Option<Stage>) {
     if err.is_couldnt_resolve_host() || err.is_couldnt_resolve_proxy() {
         (ErrorKind::Connect, Some(Stage::Dns))
-    } else if err.is_couldnt_connect() {
+    } else if err.is_couldnt_connect() || err.is_interface_failed() {
+        // `INTERFACE_FAILED`: the socket couldn't be bound to the `local_address`.
         (ErrorKind::Connect, Some(Stage::Connect))
     } else if err.is_operation_timedout() {
         timed_out(connected)
@@ -174,6 +175,10 @@ mod tests {
         use ErrorKind::*;
         assert_eq!(head(COULDNT_RESOLVE_HOST), (Connect, Some(Stage::Dns)));
         assert_eq!(head(COULDNT_CONNECT), (Connect, Some(Stage::Connect)));
+        assert_eq!(
+            head(curl_sys::CURLE_INTERFACE_FAILED),
+            (Connect, Some(Stage::Connect))
+        );
         assert_eq!(
             head(OPERATION_TIMEDOUT),
             (Timeout(TimeoutPhase::Connect), Some(Stage::Connect))

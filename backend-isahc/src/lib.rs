@@ -166,6 +166,8 @@ mod tls;
 use std::fmt;
 use std::sync::Arc;
 
+use isahc::net::dns::ResolveMap;
+
 use isahc::config::{Configurable as _, ExpectContinue, RedirectPolicy, VersionNegotiation};
 use keel_core::{
     Backend, Body, BoxFuture, Capabilities, Error, ErrorKind, ResponseBody, Timer, Transport,
@@ -221,6 +223,13 @@ impl IsahcTransport {
         if let Some(idle) = config.pool_idle_timeout {
             builder = builder.connection_cache_ttl(idle);
         }
+        if !config.dns_overrides.is_empty() {
+            builder = builder.dns_resolve(resolve_map(config)?);
+        }
+        if let Some(local) = config.local_address {
+            // `CURLOPT_INTERFACE`: libcurl binds every new socket to this address.
+            builder = builder.interface(local);
+        }
         let tls = tls::config(config)?;
         let client = builder.build().map_err(|e| {
             Error::new(ErrorKind::Config)
@@ -233,6 +242,26 @@ impl IsahcTransport {
             timer: Arc::new(AsyncIoTimer::default()),
         })
     }
+}
+
+/// The static overrides as libcurl's resolve list (`CURLOPT_RESOLVE`, `host:port:address`):
+/// libcurl keeps one entry per host and port, so a host with several addresses on one port is
+/// refused rather than cut down to its last address.
+fn resolve_map(config: &TransportConfig) -> Result<ResolveMap, Error> {
+    let mut map = ResolveMap::new();
+    for (host, addrs) in &config.dns_overrides {
+        let mut ports: Vec<u16> = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            if ports.contains(&addr.port()) {
+                return Err(Error::new(ErrorKind::Config)
+                    .with_setting("resolve_to_addrs")
+                    .with_source("libcurl's resolve list takes one address per host and port"));
+            }
+            ports.push(addr.port());
+            map = map.add(host, addr.port(), addr.ip());
+        }
+    }
+    Ok(map)
 }
 
 impl fmt::Debug for IsahcTransport {
@@ -286,6 +315,15 @@ impl Backend for IsahcTransport {
         // libcurl writes Host from the URL itself; taken as a custom header it would cost
         // more than it saves.
         caps.derives_host = true;
+        // `CURLOPT_RESOLVE` maps a host and a port: an override must name its port, and applies
+        // to URLs with that port.
+        caps.dns_overrides = true;
+        caps.dns_override_any_port = false;
+        // libcurl resolves by itself (its threaded resolver) and keeps its own DNS cache: it has
+        // no hook for a resolver of keel's, nor for a bounded cache.
+        caps.dns_resolver = false;
+        caps.dns_cache = false;
+        caps.local_address = true;
         caps
     }
 

@@ -1,7 +1,7 @@
 //! Opening connections: DNS, TCP, TLS with ALPN, all under one connect timeout.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs as _};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs as _};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -12,8 +12,10 @@ use futures_io::{AsyncRead, AsyncWrite};
 use futures_rustls::client::TlsStream;
 use futures_rustls::TlsConnector;
 use keel_core::connect::Dialer;
+use keel_core::dns::Dns;
 use keel_core::{AsyncIoTimer, Error, ErrorKind, Origin, TransportConfig};
 use rustls::pki_types::ServerName;
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// Opens plain or TLS connections.
 #[derive(Clone)]
@@ -21,6 +23,8 @@ pub(crate) struct Connector {
     tls: TlsConnector,
     connect_timeout: Duration,
     nodelay: bool,
+    dns: Arc<Dns>,
+    local_address: Option<IpAddr>,
     /// Speak HTTP/2 without negotiation on plain connections.
     #[cfg_attr(not(feature = "http2"), allow(dead_code))]
     prior_knowledge: bool,
@@ -42,6 +46,8 @@ impl Connector {
             tls: TlsConnector::from(Arc::new(tls)),
             connect_timeout: config.connect_timeout,
             nodelay: config.tcp_nodelay,
+            dns: Arc::new(Dns::new(config)),
+            local_address: config.local_address,
             prior_knowledge,
         })
     }
@@ -53,9 +59,12 @@ impl Connector {
         let timer = AsyncIoTimer::default();
         let dialer = Dialer::new(&timer, self.connect_timeout);
         let (host, port) = (origin.host(), origin.port());
-        let addrs = dialer.resolve(host, port, resolve(host, port)).await?;
+        let addrs = dialer
+            .lookup(&self.dns, host, port, || resolve(host, port))
+            .await?;
+        let local = self.local_address;
         let tcp = dialer
-            .connect(addrs, Async::<TcpStream>::connect)
+            .connect(addrs, |addr| tcp_connect(local, addr))
             .await
             .map(Tcp::new)?;
         if self.nodelay {
@@ -76,6 +85,36 @@ impl Connector {
             io: Stream::Tls(Box::new(tls)),
             h2,
         })
+    }
+}
+
+/// Connects to `addr`, from `local` if given: the socket is bound, then connected without
+/// blocking, and async-io reports when the connection is made (as `Async::connect` does).
+async fn tcp_connect(local: Option<IpAddr>, addr: SocketAddr) -> io::Result<Async<TcpStream>> {
+    let Some(local) = local else {
+        return Async::<TcpStream>::connect(addr).await;
+    };
+    if local.is_ipv4() != addr.is_ipv4() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{addr} can't be reached from the local address {local}"),
+        ));
+    }
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.bind(&SocketAddr::new(local, 0).into())?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    let stream = Async::new(TcpStream::from(socket))?;
+    stream.writable().await?;
+    match stream.get_ref().take_error()? {
+        Some(e) => Err(e),
+        None => Ok(stream),
     }
 }
 

@@ -276,6 +276,11 @@ impl Backend for SmolTransport {
         // An HTTP/1.1 connection is driven by whoever holds it, so dropping the send future or
         // the body drops (and closes) the connection; an HTTP/2 stream is reset.
         caps.cancel_in_flight = true;
+        caps.dns_overrides = true;
+        caps.dns_override_any_port = true;
+        caps.dns_resolver = true;
+        caps.dns_cache = true;
+        caps.local_address = true;
         caps
     }
 

@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 
+use crate::dns::Dns;
 use crate::error::{BoxError, Error, ErrorKind, Stage, TimeoutPhase};
 use crate::transport::{Sleep, Timer};
 
@@ -159,6 +160,56 @@ impl<'t> Dialer<'t> {
                 Ok(addrs)
             }
         }
+    }
+
+    /// The addresses of `host` as `dns` says: an IP address as it is, then a static override,
+    /// then a cached answer, then the custom resolver, or else `system` (the backend's
+    /// resolver, called only when needed), all within the deadline. See the [`dns`](crate::dns)
+    /// module for the order.
+    ///
+    /// A failed lookup, or one that found no address, is [`ErrorKind::Connect`] in
+    /// [`Stage::Dns`].
+    pub async fn lookup<A, L>(
+        &self,
+        dns: &Dns,
+        host: &str,
+        port: u16,
+        system: impl FnOnce() -> L,
+    ) -> Result<Vec<SocketAddr>, Error>
+    where
+        L: Future<Output = io::Result<A>>,
+        A: IntoIterator<Item = SocketAddr>,
+    {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        if let Some(addrs) = dns.overridden(host, port) {
+            tracing::debug!(target: "keel::connect", host, "static DNS override");
+            return Ok(addrs);
+        }
+        let now = self.timer.now();
+        if let Some(ips) = dns.cached(host, now) {
+            return Ok(ips
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect());
+        }
+        let addrs = match dns.resolver() {
+            Some(resolver) => {
+                let answer = async {
+                    resolver
+                        .resolve(host)
+                        .await
+                        .map(|ips| ips.into_iter().map(|ip| SocketAddr::new(ip, port)))
+                        .map_err(io::Error::other)
+                };
+                self.resolve(host, port, answer).await?
+            }
+            None => self.resolve(host, port, system()).await?,
+        };
+        let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
+        dns.remember(host, &ips, self.timer.now());
+        Ok(addrs)
     }
 
     /// Connects to one of `addrs` with `connect` (the backend's socket connect), racing

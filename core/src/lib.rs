@@ -95,6 +95,7 @@ mod body;
 mod client;
 pub mod connect;
 pub mod cookie;
+pub mod dns;
 mod error;
 pub mod fanout;
 pub mod machine;

@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 
 use crate::body::{Body, ResponseBody};
+use crate::dns::{DnsCacheConfig, SharedResolver};
 use crate::error::{BoxError, Error, ErrorKind};
 
 /// A boxed, sendable future, as returned by [`Transport::send`].
@@ -241,6 +243,16 @@ pub struct Capabilities {
     /// (libcurl). Otherwise the core sets it on every attempt, worked out once per origin, so
     /// the library doesn't format it for every request.
     pub derives_host: bool,
+    /// Honours static DNS overrides ([`TransportConfig::dns_overrides`]).
+    pub dns_overrides: bool,
+    /// Honours an override whose port is 0 (the URL's port).
+    pub dns_override_any_port: bool,
+    /// Calls a custom resolver ([`TransportConfig::dns_resolver`]).
+    pub dns_resolver: bool,
+    /// Keeps keel's bounded DNS cache ([`TransportConfig::dns_cache`]).
+    pub dns_cache: bool,
+    /// Binds new connections to [`TransportConfig::local_address`].
+    pub local_address: bool,
 }
 
 impl Capabilities {
@@ -257,6 +269,11 @@ impl Capabilities {
             cancel_in_flight: false,
             uses_call_deadline: false,
             derives_host: false,
+            dns_overrides: false,
+            dns_override_any_port: false,
+            dns_resolver: false,
+            dns_cache: false,
+            local_address: false,
         }
     }
 
@@ -280,6 +297,26 @@ impl Capabilities {
         }
         if !config.tcp_nodelay && !self.disable_tcp_nodelay {
             return unsupported("tcp_nodelay");
+        }
+        if !config.dns_overrides.is_empty() && !self.dns_overrides {
+            return unsupported("resolve");
+        }
+        let any_port = |(_, addrs): &(String, Vec<SocketAddr>)| addrs.iter().any(|a| a.port() == 0);
+        if config.dns_overrides.iter().any(any_port) && !self.dns_override_any_port {
+            return Err(Error::new(ErrorKind::Config)
+                .with_setting("resolve")
+                .with_source(
+                    "this backend needs the port in a DNS override: port 0 is not supported",
+                ));
+        }
+        if config.dns_resolver.is_some() && !self.dns_resolver {
+            return unsupported("dns_resolver");
+        }
+        if config.dns_cache.is_some() && !self.dns_cache {
+            return unsupported("dns_cache");
+        }
+        if config.local_address.is_some() && !self.local_address {
+            return unsupported("local_address");
         }
         if config.connect_timeout.is_zero() {
             return Err(Error::new(ErrorKind::Config)
@@ -320,6 +357,15 @@ pub struct TransportConfig {
     pub root_certificates: Vec<Certificate>,
     /// Trust the backend's built-in roots (webpki roots or the system's). Default true.
     pub built_in_roots: bool,
+    /// Static DNS overrides: a host (lowercase) and the addresses to use instead of resolving
+    /// it. Port 0 means the URL's port.
+    pub dns_overrides: Vec<(String, Vec<SocketAddr>)>,
+    /// A custom resolver, used instead of the backend's.
+    pub dns_resolver: Option<SharedResolver>,
+    /// Cache DNS answers, for a TTL and a bounded number of hosts.
+    pub dns_cache: Option<DnsCacheConfig>,
+    /// The local address new connections are bound to.
+    pub local_address: Option<IpAddr>,
 }
 
 impl Default for TransportConfig {
@@ -333,6 +379,10 @@ impl Default for TransportConfig {
             http2_prior_knowledge: false,
             root_certificates: Vec::new(),
             built_in_roots: true,
+            dns_overrides: Vec::new(),
+            dns_resolver: None,
+            dns_cache: None,
+            local_address: None,
         }
     }
 }

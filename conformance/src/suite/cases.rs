@@ -13,6 +13,7 @@ use crate::ensure;
 
 pub use super::cookies::*;
 pub use super::decoding::*;
+pub use super::dns::*;
 pub use super::downloads::*;
 pub use super::fanout::*;
 pub use super::hedging::*;

@@ -9,6 +9,7 @@
 pub mod cases;
 pub mod cookies;
 pub mod decoding;
+pub mod dns;
 pub mod downloads;
 pub mod fanout;
 pub mod hedging;
@@ -239,6 +240,9 @@ macro_rules! __for_each_case {
             paginate_cycle_and_resume
             multipart_form_round_trips
             multipart_100_mib_upload_retried_after_a_reset
+            resolve_override_reaches_the_server
+            custom_resolver_and_cache_resolve_once
+            local_address_binds_new_connections
         }
     };
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use super::{Handle, Runtime};
 use crate::body::Body;
 use crate::client::pipeline::Policy;
 use crate::client::{BreakerEvent, RedirectEvent, RetryEvent};
+use crate::dns::Resolve;
 use crate::error::{BoxError, Error};
 use crate::machine::breaker::{BreakerPolicy, BreakerState};
 use crate::machine::hedge::HedgePolicy;
@@ -511,6 +513,18 @@ impl<T: Runtime> ClientBuilder<T> {
         fn built_in_roots(enabled: bool);
         /// Set `TCP_NODELAY` on new connections. Default true.
         fn tcp_nodelay(enabled: bool);
+        /// Sends connections for `host` to `addr` instead of resolving it; see
+        /// [`crate::ClientBuilder::resolve`].
+        fn resolve(host: &str, addr: SocketAddr);
+        /// Sends connections for `host` to `addrs` instead of resolving it; see
+        /// [`crate::ClientBuilder::resolve_to_addrs`].
+        fn resolve_to_addrs(host: &str, addrs: &[SocketAddr]);
+        /// Resolves host names with `resolver`; see [`crate::ClientBuilder::dns_resolver`].
+        fn dns_resolver(resolver: impl Resolve);
+        /// Caches DNS answers, bounded; see [`crate::ClientBuilder::dns_cache`].
+        fn dns_cache(ttl: Duration, max_entries: usize);
+        /// Binds new connections to `addr`; see [`crate::ClientBuilder::local_address`].
+        fn local_address(addr: IpAddr);
     }
 
     /// Sends W3C trace context with every attempt; see

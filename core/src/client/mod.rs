@@ -28,6 +28,7 @@ mod url;
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +50,7 @@ use self::pipeline::{Policy, PolicyFactory};
 use self::state::{Store, StoreConfig};
 use crate::body::{Body, ResponseBody};
 use crate::cookie::{CookieStore, Jar};
+use crate::dns::{DnsCacheConfig, Resolve, SharedResolver};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::machine::breaker::{BreakerPolicy, BreakerState, Transition};
 use crate::machine::credentials::{same_origin, SensitiveHeaders};
@@ -1406,6 +1408,101 @@ impl<T: Backend> ClientBuilder<T> {
     /// Set `TCP_NODELAY` on new connections. Default true.
     pub fn tcp_nodelay(mut self, enabled: bool) -> Self {
         self.transport.tcp_nodelay = enabled;
+        self
+    }
+
+    /// Sends connections for `host` to `addr` instead of resolving it: used before any
+    /// resolver or cache. Port 0 in `addr` means the URL's port. The request itself is
+    /// unchanged: its `Host` header and TLS server name are still `host`.
+    ///
+    /// On keel-isahc (libcurl's resolve list) the port must be given, and the override applies
+    /// to URLs with that port.
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// use std::net::SocketAddr;
+    ///
+    /// let client = keel_core::Client::<T>::builder()
+    ///     .resolve("api.example.com", SocketAddr::from(([127, 0, 0, 1], 0)))
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn resolve(self, host: &str, addr: SocketAddr) -> Self {
+        self.resolve_to_addrs(host, &[addr])
+    }
+
+    /// Sends connections for `host` to `addrs` (tried as for a resolver's answer, Happy
+    /// Eyeballs included) instead of resolving it; see [`resolve`](Self::resolve). Replaces an
+    /// earlier override of the same host.
+    pub fn resolve_to_addrs(mut self, host: &str, addrs: &[SocketAddr]) -> Self {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        self.transport.dns_overrides.retain(|(h, _)| *h != host);
+        self.transport.dns_overrides.push((host, addrs.to_vec()));
+        self
+    }
+
+    /// Resolves host names with `resolver` instead of the backend's resolver (the system's).
+    /// Static overrides still come first; answers are cached if [`dns_cache`](Self::dns_cache)
+    /// is set. A backend that can't call it (keel-isahc: libcurl resolves by itself) fails
+    /// [`build`](Self::build) with [`ErrorKind::Config`](crate::ErrorKind::Config) naming
+    /// `dns_resolver`.
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// use std::net::{IpAddr, Ipv4Addr};
+    /// use keel_core::dns::{Resolve, Resolving};
+    ///
+    /// struct Fixed;
+    /// impl Resolve for Fixed {
+    ///     fn resolve(&self, _host: &str) -> Resolving {
+    ///         Box::pin(async { Ok(vec![IpAddr::from(Ipv4Addr::LOCALHOST)]) })
+    ///     }
+    /// }
+    ///
+    /// let client = keel_core::Client::<T>::builder().dns_resolver(Fixed).build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn dns_resolver(mut self, resolver: impl Resolve) -> Self {
+        self.transport.dns_resolver = Some(SharedResolver::new(resolver));
+        self
+    }
+
+    /// Caches DNS answers for `ttl`, for at most `max_entries` hosts: when full, expired
+    /// answers are evicted first, then the least recently used. Off by default (each new
+    /// connection resolves again, and the system resolver may cache by itself). keel-isahc
+    /// fails [`build`](Self::build) naming `dns_cache`: libcurl's cache is its own.
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// use std::time::Duration;
+    ///
+    /// let client = keel_core::Client::<T>::builder()
+    ///     .dns_cache(Duration::from_secs(30), 1024)
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn dns_cache(mut self, ttl: Duration, max_entries: usize) -> Self {
+        self.transport.dns_cache = Some(DnsCacheConfig { ttl, max_entries });
+        self
+    }
+
+    /// Binds new connections to `addr` (any port). Addresses of the other IP family can't be
+    /// reached from it, and fail to connect.
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// use std::net::Ipv4Addr;
+    ///
+    /// let client = keel_core::Client::<T>::builder()
+    ///     .local_address(Ipv4Addr::LOCALHOST.into())
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn local_address(mut self, addr: IpAddr) -> Self {
+        self.transport.local_address = Some(addr);
         self
     }
 

@@ -400,6 +400,112 @@ fn lookups_fail_in_the_dns_stage() {
     assert_eq!(t.clock.elapsed(), Duration::from_secs(1));
 }
 
+/// Answers with 192.0.2.7 for `*.test`, fails for other names, and counts the lookups.
+struct Counting(Arc<Mutex<usize>>);
+
+impl crate::dns::Resolve for Counting {
+    fn resolve(&self, host: &str) -> crate::dns::Resolving {
+        *self.0.lock().unwrap() += 1;
+        let known = host.ends_with(".test");
+        Box::pin(async move {
+            if known {
+                Ok(vec![std::net::IpAddr::from([192, 0, 2, 7])])
+            } else {
+                Err("no such service".into())
+            }
+        })
+    }
+}
+
+fn dns(configure: impl FnOnce(&mut crate::TransportConfig)) -> crate::dns::Dns {
+    let mut config = crate::TransportConfig::default();
+    configure(&mut config);
+    crate::dns::Dns::new(&config)
+}
+
+#[test]
+fn an_override_comes_before_the_resolver_and_the_system() {
+    let t = Setup::new();
+    let dialer = Dialer::new(&t.timer, Duration::from_secs(1));
+    let lookups = Arc::new(Mutex::new(0));
+    let counting = lookups.clone();
+    let dns = dns(move |c| {
+        c.dns_overrides
+            .push(("api.test".into(), vec![addr("127.0.0.1:0")]));
+        c.dns_resolver = Some(crate::dns::SharedResolver::new(Counting(counting)));
+    });
+    let system = || async { panic!("the system resolver was called") };
+    let found = run(
+        &t.clock,
+        dialer.lookup::<Vec<SocketAddr>, _>(&dns, "api.test", 8443, system),
+    );
+    assert_eq!(found.unwrap(), [addr("127.0.0.1:8443")]);
+    assert_eq!(*lookups.lock().unwrap(), 0);
+
+    let resolved = run(
+        &t.clock,
+        dialer.lookup::<Vec<SocketAddr>, _>(&dns, "other.test", 80, system),
+    );
+    assert_eq!(resolved.unwrap(), [addr("192.0.2.7:80")]);
+    assert_eq!(*lookups.lock().unwrap(), 1);
+
+    let failed = run(
+        &t.clock,
+        dialer.lookup::<Vec<SocketAddr>, _>(&dns, "example.com", 80, system),
+    )
+    .unwrap_err();
+    assert_eq!(failed.kind(), ErrorKind::Connect);
+    assert_eq!(failed.stage(), Some(Stage::Dns));
+    assert!(
+        format!("{failed:?}").contains("no such service"),
+        "{failed:?}"
+    );
+}
+
+#[test]
+fn cached_answers_are_reused_until_their_ttl() {
+    let t = Setup::new();
+    let lookups = Arc::new(Mutex::new(0));
+    let counting = lookups.clone();
+    let dns = dns(move |c| {
+        c.dns_resolver = Some(crate::dns::SharedResolver::new(Counting(counting)));
+        c.dns_cache = Some(crate::dns::DnsCacheConfig {
+            ttl: Duration::from_secs(10),
+            max_entries: 4,
+        });
+    });
+    let system = || async { panic!("the system resolver was called") };
+    let lookup = |port| {
+        let dialer = Dialer::new(&t.timer, Duration::from_secs(1));
+        run(
+            &t.clock,
+            dialer.lookup::<Vec<SocketAddr>, _>(&dns, "api.test", port, system),
+        )
+        .unwrap()
+    };
+    assert_eq!(lookup(80), [addr("192.0.2.7:80")]);
+    // The cache keeps addresses, not ports.
+    assert_eq!(lookup(443), [addr("192.0.2.7:443")]);
+    assert_eq!(*lookups.lock().unwrap(), 1);
+    t.clock.advance(Duration::from_secs(10));
+    assert_eq!(lookup(80), [addr("192.0.2.7:80")]);
+    assert_eq!(*lookups.lock().unwrap(), 2);
+}
+
+#[test]
+fn without_settings_the_system_resolver_answers() {
+    let t = Setup::new();
+    let dialer = Dialer::new(&t.timer, Duration::from_secs(1));
+    let dns = dns(|_| {});
+    let found = run(
+        &t.clock,
+        dialer.lookup(&dns, "example.test", 80, || async {
+            Ok(vec![addr("[::1]:80")])
+        }),
+    );
+    assert_eq!(found.unwrap(), [addr("[::1]:80")]);
+}
+
 #[test]
 fn handshakes_fail_in_the_tls_stage() {
     let t = Setup::new();

@@ -432,6 +432,11 @@ impl Backend for MockTransport {
             disable_built_in_roots: true,
             disable_tcp_nodelay: true,
             cancel_in_flight: true,
+            dns_overrides: true,
+            dns_override_any_port: true,
+            dns_resolver: true,
+            dns_cache: true,
+            local_address: true,
             ..Capabilities::none()
         }
     }

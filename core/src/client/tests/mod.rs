@@ -278,6 +278,11 @@ impl<const FULL: bool> Backend for MockTransport<FULL> {
                 cancel_in_flight: true,
                 uses_call_deadline: true,
                 derives_host: false,
+                dns_overrides: true,
+                dns_override_any_port: true,
+                dns_resolver: true,
+                dns_cache: true,
+                local_address: true,
             }
         } else {
             Capabilities::none()
@@ -1333,6 +1338,55 @@ fn settings_the_backend_lacks_fail_the_build_naming_the_setting() {
     assert_eq!(mock(&c).config.pool_max_idle_per_host, Some(4));
     // And the bare backend builds without them.
     Client::<BareTransport>::builder().build().unwrap();
+}
+
+#[test]
+fn dns_settings_the_backend_lacks_fail_the_build_naming_the_setting() {
+    use std::net::{IpAddr, SocketAddr};
+
+    use crate::dns::{Resolve, Resolving};
+
+    struct Nowhere;
+    impl Resolve for Nowhere {
+        fn resolve(&self, _: &str) -> Resolving {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+    let addr = SocketAddr::from(([127, 0, 0, 1], 8080));
+    let bare = Client::<BareTransport>::builder;
+    assert_eq!(
+        config_setting(bare().resolve("a.test", addr).build()),
+        Some("resolve")
+    );
+    assert_eq!(
+        config_setting(bare().dns_resolver(Nowhere).build()),
+        Some("dns_resolver")
+    );
+    assert_eq!(
+        config_setting(bare().dns_cache(Duration::from_secs(1), 8).build()),
+        Some("dns_cache")
+    );
+    assert_eq!(
+        config_setting(bare().local_address(IpAddr::from([127, 0, 0, 1])).build()),
+        Some("local_address")
+    );
+    // On a backend that has them they build and reach it; a later override of the same host
+    // replaces the earlier one.
+    let c = single_attempt()
+        .resolve("A.Test", addr)
+        .resolve_to_addrs("a.test", &[addr, SocketAddr::from(([127, 0, 0, 2], 0))])
+        .dns_resolver(Nowhere)
+        .dns_cache(Duration::from_secs(30), 8)
+        .local_address(IpAddr::from([127, 0, 0, 1]))
+        .build()
+        .unwrap();
+    let config = &mock(&c).config;
+    assert_eq!(config.dns_overrides.len(), 1);
+    assert_eq!(config.dns_overrides[0].0, "a.test");
+    assert_eq!(config.dns_overrides[0].1.len(), 2);
+    assert!(config.dns_resolver.is_some());
+    assert_eq!(config.dns_cache.map(|c| c.max_entries), Some(8));
+    assert_eq!(config.local_address, Some(IpAddr::from([127, 0, 0, 1])));
 }
 
 // ---------------------------------------------------------------------------------------------
