@@ -3,22 +3,16 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{bound, load, RedisServer};
-use keel_conformance::server::{most_within, TestServer};
+use common::{check_aggregate, load, run_three_children, RedisServer, GRACE, RATE};
+use keel_conformance::server::TestServer;
 use keel_core::{find_source, Client, ErrorKind, RateLimit};
 use keel_hyper::HyperTransport;
 use keel_redis::{Fallback, FleetErrorKind, FleetLimit};
 
-const RATE: u32 = 100;
-const GRACE: Duration = Duration::from_millis(50);
 const RUN: Duration = Duration::from_secs(5);
-/// Delays on the way that can bunch requests: Redis's replies, the client's timer, the
-/// server's accept loop (all loopback).
-const SLACK: Duration = Duration::from_millis(20);
 
 fn fleet(redis: &str, name: &str) -> FleetLimit {
     FleetLimit::builder(redis, name, RateLimit::per_second(RATE).unwrap())
@@ -33,29 +27,6 @@ fn client(fleet: &FleetLimit) -> Client<HyperTransport> {
         .policy(fleet.policy())
         .build()
         .unwrap()
-}
-
-/// Asserts what the server saw of `path` over one run of the fleet, and prints the figures.
-fn check_aggregate(server: &TestServer, path: &str, what: &str) {
-    let arrivals = server.arrivals(path);
-    let in_run = most_within(&arrivals, RUN);
-    let in_second = most_within(&arrivals, Duration::from_secs(1));
-    let (first, last) = (arrivals.iter().min(), arrivals.iter().max());
-    let span = last.zip(first).map(|(l, f)| *l - *f).unwrap_or_default();
-    eprintln!(
-        "{what}: {} requests over {span:?}; most in any 5 s: {in_run} (quota {}); most in any 1 s: {in_second}",
-        arrivals.len(),
-        RATE * 5,
-    );
-    let most = bound(RATE, RUN, GRACE, SLACK);
-    assert!(in_run <= most, "{in_run} requests in 5 s, more than {most}");
-    let most = bound(RATE, Duration::from_secs(1), GRACE, SLACK);
-    assert!(
-        in_second <= most,
-        "{in_second} requests in 1 s, more than {most}"
-    );
-    // Sharing, not starving: the fleet uses most of its quota.
-    assert!(in_run >= 450, "only {in_run} requests in 5 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +53,7 @@ async fn three_clients_share_a_quota() {
             load.ok, stats.round_trips
         );
     }
-    check_aggregate(&server, "/status/200", "three clients");
+    check_aggregate(&server, "/status/200", RUN, "three clients");
 }
 
 #[test]
@@ -106,32 +77,14 @@ fn three_processes_share_a_quota() {
     }
     let redis = RedisServer::start();
     let server = TestServer::start().unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let mut children: Vec<_> = (0..3)
-        .map(|_| {
-            Command::new(&exe)
-                .args(["--exact", "three_processes_share_a_quota", "--nocapture"])
-                .env("KEEL_REDIS_TEST_CHILD_REDIS", redis.url())
-                .env("KEEL_REDIS_TEST_CHILD_URL", server.url("/status/200"))
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for child in &mut children {
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("a child process did not finish within 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(status.success(), "a child process failed: {status}");
-    }
-    check_aggregate(&server, "/status/200", "three processes");
+    run_three_children(
+        "three_processes_share_a_quota",
+        &[
+            ("KEEL_REDIS_TEST_CHILD_REDIS", redis.url()),
+            ("KEEL_REDIS_TEST_CHILD_URL", server.url("/status/200")),
+        ],
+    );
+    check_aggregate(&server, "/status/200", RUN, "three processes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

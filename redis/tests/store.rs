@@ -7,17 +7,13 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{bound, load, RedisServer};
-use keel_conformance::server::{most_within, TestServer};
+use common::{check_aggregate, load, run_three_children, RedisServer, GRACE, RATE};
+use keel_conformance::server::TestServer;
 use keel_core::{
     BreakerPolicy, BreakerState, Client, ClientBuilder, ErrorKind, RateLimit, RetryPolicy,
 };
 use keel_hyper::HyperTransport;
 use keel_redis::{Fallback, FleetErrorKind, RedisStore};
-
-const RATE: u32 = 100;
-const GRACE: Duration = Duration::from_millis(50);
-const SLACK: Duration = Duration::from_millis(20);
 
 fn store(redis: &str, namespace: &str) -> RedisStore {
     RedisStore::builder(redis, namespace)
@@ -77,18 +73,7 @@ async fn three_clients_share_a_client_wide_rate_limit() {
         assert!(!stats.falling_back && stats.fallbacks == 0, "{stats:?}");
         eprintln!("one client: {} calls, {stats:?}", load.ok);
     }
-    let arrivals = server.arrivals("/status/200");
-    let (in_run, in_second) = (
-        most_within(&arrivals, run),
-        most_within(&arrivals, Duration::from_secs(1)),
-    );
-    eprintln!("three clients: most in any 5 s {in_run}, in any 1 s {in_second}");
-    assert!(in_run <= bound(RATE, run, GRACE, SLACK), "{in_run} in 5 s");
-    assert!(
-        in_second <= bound(RATE, Duration::from_secs(1), GRACE, SLACK),
-        "{in_second} in 1 s"
-    );
-    assert!(in_run >= 450, "only {in_run} requests in 5 s");
+    check_aggregate(&server, "/status/200", run, "three clients");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,47 +395,14 @@ fn three_processes_share_a_store_limit() {
     }
     let redis = RedisServer::start();
     let server = TestServer::start().unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let mut children: Vec<_> = (0..3)
-        .map(|_| {
-            std::process::Command::new(&exe)
-                .args([
-                    "--exact",
-                    "three_processes_share_a_store_limit",
-                    "--nocapture",
-                ])
-                .env("KEEL_REDIS_STORE_CHILD_REDIS", redis.url())
-                .env("KEEL_REDIS_STORE_CHILD_BASE", server.url(""))
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for child in &mut children {
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("a child process did not finish within 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(status.success(), "a child process failed: {status}");
-    }
-    let arrivals = server.arrivals("/status/200");
-    let (in_run, in_second) = (
-        most_within(&arrivals, run),
-        most_within(&arrivals, Duration::from_secs(1)),
+    run_three_children(
+        "three_processes_share_a_store_limit",
+        &[
+            ("KEEL_REDIS_STORE_CHILD_REDIS", redis.url()),
+            ("KEEL_REDIS_STORE_CHILD_BASE", server.url("")),
+        ],
     );
-    eprintln!("three processes: most in any 5 s {in_run}, in any 1 s {in_second}");
-    assert!(in_run <= bound(RATE, run, GRACE, SLACK), "{in_run} in 5 s");
-    assert!(
-        in_second <= bound(RATE, Duration::from_secs(1), GRACE, SLACK),
-        "{in_second} in 1 s"
-    );
-    assert!(in_run >= 450, "only {in_run} requests in 5 s");
+    check_aggregate(&server, "/status/200", run, "three processes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
