@@ -82,11 +82,11 @@ pub use keel_core::http;
 pub use keel_core::{cookie, dns, fanout, hooks, machine, multipart, pipeline, redact, store};
 pub use keel_core::{
     Body, BodyStream, BoxTransport, BreakerControl, BreakerEvent, BreakerPolicy, BreakerState,
-    Capabilities, Certificate, Checksum, Download, DownloadReport, EndReason, Error, ErrorKind,
-    EventSource, Failure, GiveUpReason, HedgePolicy, Hop, InvalidRetryConfig, Jitter, Lines,
-    Ndjson, Outcome, Pacing, Paginate, Pending, Progress, RateLimit, RedirectAttempt,
-    RedirectDecision, RedirectEvent, RedirectPolicy, RedirectRefusal, Request, RequestFacts,
-    Response, RetryBudget, RetryEvent, RetryPolicy, RetryPolicyBuilder, RetryReason,
+    Capabilities, Certificate, Checksum, ConnectionInfo, Download, DownloadReport, EndReason,
+    Error, ErrorKind, EventSource, Failure, GiveUpReason, HedgePolicy, Hop, InvalidRetryConfig,
+    Jitter, Lines, Ndjson, Outcome, Pacing, Paginate, Pending, Progress, RateLimit,
+    RedirectAttempt, RedirectDecision, RedirectEvent, RedirectPolicy, RedirectRefusal, Request,
+    RequestFacts, Response, RetryBudget, RetryEvent, RetryPolicy, RetryPolicyBuilder, RetryReason,
     SensitiveHeaders, Stage, TimeoutPhase, Timeouts,
 };
 

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use keel_core::connect::Dialer;
 use keel_core::dns::Dns;
-use keel_core::{Error, ErrorKind, Origin, TransportConfig};
+use keel_core::{ConnectionInfo, Error, ErrorKind, Origin, TransportConfig};
 use rustls::pki_types::ServerName;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
@@ -64,10 +65,12 @@ impl Connector {
             // Failing to set an option on a live socket is not a reason to give it up.
             let _ = tcp.set_nodelay(true);
         }
+        let tag = ConnTag::new(&tcp);
         if !https {
             return Ok(Conn {
                 io: TokioIo::new(Stream::Plain(tcp)),
                 h2: false,
+                tag,
             });
         }
         let name = ServerName::try_from(host.to_owned())
@@ -77,6 +80,7 @@ impl Connector {
         Ok(Conn {
             io: TokioIo::new(Stream::Tls(Box::new(tls))),
             h2,
+            tag,
         })
     }
 }
@@ -119,6 +123,41 @@ impl tower_service::Service<Uri> for Connector {
 pub(crate) struct Conn {
     io: TokioIo<Stream>,
     h2: bool,
+    tag: ConnTag,
+}
+
+/// Marks every response with the connection it came over: hyper-util copies it (an `Arc`
+/// clone) into each response's extensions, and [`ConnTag::info`] turns it into the
+/// [`ConnectionInfo`] keel reports.
+#[derive(Clone)]
+pub(crate) struct ConnTag(Arc<ConnState>);
+
+struct ConnState {
+    remote: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    /// Responses seen on this connection so far.
+    responses: AtomicU64,
+}
+
+impl ConnTag {
+    fn new(tcp: &TcpStream) -> Self {
+        Self(Arc::new(ConnState {
+            remote: tcp.peer_addr().ok(),
+            local: tcp.local_addr().ok(),
+            responses: AtomicU64::new(0),
+        }))
+    }
+
+    /// The facts for the response this tag came with. The connection's first response is the
+    /// one that opened it; every later one reused it (on HTTP/2, the first to arrive counts as
+    /// the opener).
+    pub(crate) fn info(&self) -> ConnectionInfo {
+        let before = self.0.responses.fetch_add(1, Ordering::Relaxed);
+        ConnectionInfo::new()
+            .with_remote_addr(self.0.remote)
+            .with_local_addr(self.0.local)
+            .with_reused(Some(before > 0))
+    }
 }
 
 enum Stream {
@@ -128,7 +167,7 @@ enum Stream {
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {
-        let connected = Connected::new();
+        let connected = Connected::new().extra(self.tag.clone());
         if self.h2 {
             connected.negotiated_h2()
         } else {

@@ -50,7 +50,7 @@ use keel_core::{
     Timer, Transport, TransportConfig,
 };
 
-use crate::connect::Connector;
+use crate::connect::{ConnTag, Connector};
 
 /// keel's transport on hyper-util's pooled client and tokio.
 #[derive(Clone)]
@@ -102,7 +102,11 @@ impl Transport for HyperTransport {
         let fut = self.client.request(request.map(FramedBody::new));
         Box::pin(async move {
             match fut.await {
-                Ok(response) => {
+                Ok(mut response) => {
+                    let ext = response.extensions_mut();
+                    if let Some(tag) = ext.remove::<ConnTag>() {
+                        ext.insert(tag.info());
+                    }
                     Ok(response.map(|b| ResponseBody::new(b.map_err(errors::from_body_error))))
                 }
                 Err(err) => Err(errors::from_client_error(err)),
@@ -133,6 +137,8 @@ impl Backend for HyperTransport {
         caps.dns_resolver = true;
         caps.dns_cache = true;
         caps.local_address = true;
+        caps.connection_addrs = true;
+        caps.connection_reused = true;
         caps
     }
 

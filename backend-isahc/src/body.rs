@@ -14,7 +14,7 @@ use http::{HeaderValue, Method, StatusCode};
 use http_body::{Frame, SizeHint};
 use isahc::config::Configurable as _;
 use isahc::AsyncBody;
-use keel_core::{Body, CallDeadline, Error, ErrorKind, ResponseBody, Stage};
+use keel_core::{Body, CallDeadline, ConnectionInfo, Error, ErrorKind, ResponseBody, Stage};
 
 use crate::errors;
 
@@ -97,11 +97,17 @@ const DEADLINE_SLACK: Duration = Duration::from_secs(1);
 pub(crate) fn to_keel_response(
     response: http::Response<AsyncBody>,
 ) -> http::Response<ResponseBody> {
+    // libcurl's primary and local addresses; whether the connection was reused isn't exposed
+    // by isahc (no `CURLINFO_NUM_CONNECTS`), so it stays unknown.
+    let info = ConnectionInfo::new()
+        .with_remote_addr(isahc::ResponseExt::remote_addr(&response))
+        .with_local_addr(isahc::ResponseExt::local_addr(&response));
     let (mut parts, body) = response.into_parts();
     let length = declared_length(&parts);
-    // isahc's extensions (addresses, metrics, the request body it kept) mean nothing to keel,
-    // and one of them panics when cloned.
+    // isahc's other extensions (metrics, the request body it kept) mean nothing to keel, and
+    // one of them panics when cloned.
     parts.extensions = http::Extensions::new();
+    parts.extensions.insert(info);
     http::Response::from_parts(parts, ResponseBody::new(IsahcBody::new(body, length)))
 }
 

@@ -324,6 +324,11 @@ impl Backend for IsahcTransport {
         caps.dns_resolver = false;
         caps.dns_cache = false;
         caps.local_address = true;
+        // libcurl's primary and local addresses, through isahc's `ResponseExt`.
+        caps.connection_addrs = true;
+        // isahc exposes neither `CURLINFO_NUM_CONNECTS` nor the easy handle to ask for it:
+        // reuse stays unknown rather than guessed from timings.
+        caps.connection_reused = false;
         caps
     }
 

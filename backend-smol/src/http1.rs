@@ -52,6 +52,8 @@ const MAX_WRITE: usize = 16 * 1024;
 
 /// An HTTP/1.1 connection: the stream and its two buffers, both kept across requests.
 pub(crate) struct H1Conn {
+    /// The connection's addresses, read once when it opened.
+    pub(crate) addrs: keel_core::ConnectionInfo,
     io: Stream,
     /// Bytes read and not consumed yet are `read[start..end]`. Zero-filled once, when it is
     /// allocated or grown, never per read.
@@ -68,6 +70,7 @@ impl H1Conn {
     /// An HTTP/1.1 connection on a connected stream. No bytes are exchanged yet.
     pub(crate) fn new(io: Stream) -> Self {
         Self {
+            addrs: crate::addrs_of(&io),
             io,
             read: vec![0; READ_BUF],
             start: 0,

@@ -25,11 +25,16 @@ pub(crate) struct H2Conn {
     /// Bodies go to hyper as [`FramedBody`]: an empty one is framed by the core's headers
     /// alone (hyper would add `content-length: 0` to an empty OPTIONS or TRACE).
     sender: http2::SendRequest<FramedBody>,
+    /// The connection's addresses, read once when it opened.
+    pub(crate) addrs: keel_core::ConnectionInfo,
 }
 
 impl H2Conn {
     /// Runs the HTTP/2 preface on a connected stream and starts driving the connection.
-    pub(crate) async fn handshake(io: HyperIo<Stream>) -> Result<Self, Error> {
+    pub(crate) async fn handshake(
+        io: HyperIo<Stream>,
+        addrs: keel_core::ConnectionInfo,
+    ) -> Result<Self, Error> {
         let driver = Driver::get()?;
         let (sender, conn) = http2::Builder::new(driver)
             .handshake(io)
@@ -40,7 +45,7 @@ impl H2Conn {
                 tracing::debug!(error = %err, "http/2 connection ended with an error");
             }
         });
-        Ok(Self { sender })
+        Ok(Self { sender, addrs })
     }
 }
 

@@ -89,11 +89,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use keel_core::{
-    Backend, Body, BoxFuture, Capabilities, Error, Origin, ResponseBody, Timer, Transport,
-    TransportConfig,
+    Backend, Body, BoxFuture, Capabilities, ConnectionInfo, Error, Origin, ResponseBody, Timer,
+    Transport, TransportConfig,
 };
 
-use crate::connect::Connector;
+use crate::connect::{Connector, Stream};
 use crate::http1::H1Conn;
 use crate::pool::{Pool, PoolConfig};
 
@@ -160,12 +160,24 @@ impl Inner {
         let origin = Origin::from_uri(req.uri())?;
         let mut stale = 0;
         loop {
-            let result = match self.checkout(&origin) {
-                Some(conn) => conn.send(req).await,
-                None => self.connect(&origin).await?.send(req).await,
+            // Which connection the request goes on is known here, before it is sent: a pooled
+            // (or shared HTTP/2) one is reused, a fresh one is not.
+            let (result, info) = match self.checkout(&origin) {
+                Some(conn) => {
+                    let info = conn.addrs().with_reused(Some(true));
+                    (conn.send(req).await, info)
+                }
+                None => {
+                    let fresh = self.connect(&origin).await?;
+                    let info = fresh.0.addrs().with_reused(Some(false));
+                    (fresh.send(req).await, info)
+                }
             };
             match result {
-                Ok(response) => return Ok(response),
+                Ok(mut response) => {
+                    response.extensions_mut().insert(info);
+                    return Ok(response);
+                }
                 Err(SendError::Unsent(back, err)) => {
                     // Only a reused connection can have been closed under us; a fresh one
                     // failing says something about the server.
@@ -195,7 +207,8 @@ impl Inner {
         let connected = self.connector.connect(origin).await?;
         #[cfg(feature = "http2")]
         if connected.h2 {
-            let conn = http2::H2Conn::handshake(io::HyperIo::new(connected.io)).await?;
+            let addrs = addrs_of(&connected.io);
+            let conn = http2::H2Conn::handshake(io::HyperIo::new(connected.io), addrs).await?;
             self.h2.share(origin.clone(), conn.clone(), Instant::now());
             return Ok(FreshConn(Conn::H2(conn)));
         }
@@ -212,6 +225,15 @@ enum Conn {
 }
 
 impl Conn {
+    /// The addresses the connection was opened with.
+    fn addrs(&self) -> ConnectionInfo {
+        match self {
+            Conn::H1(conn) => conn.conn().addrs,
+            #[cfg(feature = "http2")]
+            Conn::H2(conn) => conn.addrs,
+        }
+    }
+
     async fn send(
         self,
         req: http::Request<Body>,
@@ -222,6 +244,17 @@ impl Conn {
             Conn::H2(conn) => http2::send(conn, req).await,
         }
     }
+}
+
+/// A connected stream's remote and local addresses, read once per connection.
+pub(crate) fn addrs_of(io: &Stream) -> ConnectionInfo {
+    let tcp = match io {
+        Stream::Plain(tcp) => tcp.get_ref(),
+        Stream::Tls(tls) => tls.get_ref().0.get_ref(),
+    };
+    ConnectionInfo::new()
+        .with_remote_addr(tcp.peer_addr().ok())
+        .with_local_addr(tcp.local_addr().ok())
 }
 
 /// A connection just opened: an unsent failure on it is not a stale connection.
@@ -270,6 +303,9 @@ impl Backend for SmolTransport {
         caps.http2_prior_knowledge = cfg!(feature = "http2");
         caps.pool_max_idle_per_host = true;
         caps.pool_idle_timeout = true;
+        // Its own pool knows which connection each request takes.
+        caps.connection_addrs = true;
+        caps.connection_reused = true;
         caps.root_certificates = true;
         caps.disable_built_in_roots = true;
         caps.disable_tcp_nodelay = true;

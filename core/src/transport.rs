@@ -253,6 +253,11 @@ pub struct Capabilities {
     pub dns_cache: bool,
     /// Binds new connections to [`TransportConfig::local_address`].
     pub local_address: bool,
+    /// Responses carry the connection's remote and local addresses
+    /// ([`ConnectionInfo::remote_addr`], [`ConnectionInfo::local_addr`]).
+    pub connection_addrs: bool,
+    /// Responses say whether their connection was reused ([`ConnectionInfo::reused`]).
+    pub connection_reused: bool,
 }
 
 impl Capabilities {
@@ -274,6 +279,8 @@ impl Capabilities {
             dns_resolver: false,
             dns_cache: false,
             local_address: false,
+            connection_addrs: false,
+            connection_reused: false,
         }
     }
 
@@ -334,6 +341,74 @@ impl Capabilities {
 /// (a transfer that outlives its dropped future), so nothing outlives the call by much.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CallDeadline(pub Instant);
+
+/// Facts about the connection a response came over, as far as the backend knows them.
+///
+/// A backend puts one in the extensions of the [`http::Response`] it returns from
+/// [`Transport::send`]; [`Response::connection`](crate::Response::connection) reads it. A fact
+/// the backend can't know is `None` (and its [`Capabilities`] say so), never a guess. The
+/// negotiated HTTP version is not here: it is [`Response::version`](crate::Response::version).
+///
+/// It is `Copy` and holds no heap data, so carrying it costs a few bytes per response.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use keel_core::ConnectionInfo;
+///
+/// let remote: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+/// let info = ConnectionInfo::new()
+///     .with_remote_addr(Some(remote))
+///     .with_reused(Some(true));
+/// assert_eq!(info.remote_addr, Some(remote));
+/// assert_eq!(info.local_addr, None); // this backend didn't say
+/// assert_eq!(info.reused, Some(true));
+///
+/// // What a backend does with it:
+/// let mut response = http::Response::new(());
+/// response.extensions_mut().insert(info);
+/// assert_eq!(response.extensions().get::<ConnectionInfo>(), Some(&info));
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnectionInfo {
+    /// The peer's address: the server's, or the proxy's when going through one.
+    pub remote_addr: Option<SocketAddr>,
+    /// The address of this end of the connection.
+    pub local_addr: Option<SocketAddr>,
+    /// Whether the request went over a connection that was open before it (taken from the
+    /// pool, or an HTTP/2 connection shared with other requests), rather than one opened for
+    /// it.
+    pub reused: Option<bool>,
+}
+
+impl ConnectionInfo {
+    /// Nothing known; set what the backend knows with the `with_` methods.
+    pub const fn new() -> Self {
+        Self {
+            remote_addr: None,
+            local_addr: None,
+            reused: None,
+        }
+    }
+
+    /// Sets [`remote_addr`](Self::remote_addr).
+    pub const fn with_remote_addr(mut self, addr: Option<SocketAddr>) -> Self {
+        self.remote_addr = addr;
+        self
+    }
+
+    /// Sets [`local_addr`](Self::local_addr).
+    pub const fn with_local_addr(mut self, addr: Option<SocketAddr>) -> Self {
+        self.local_addr = addr;
+        self
+    }
+
+    /// Sets [`reused`](Self::reused).
+    pub const fn with_reused(mut self, reused: Option<bool>) -> Self {
+        self.reused = reused;
+        self
+    }
+}
 
 /// The backend-independent settings a transport is built from.
 ///

@@ -7,6 +7,7 @@
 //! a hung case is reported as failed instead of hanging the run.
 
 pub mod cases;
+pub mod connection;
 pub mod cookies;
 pub mod decoding;
 pub mod dns;
@@ -175,6 +176,7 @@ macro_rules! __for_each_case {
             body_10_mib
             stream_large_body
             connection_reuse
+            connection_facts_on_responses
             http2_over_tls
             http2_prior_knowledge
             connection_refused

@@ -22,7 +22,7 @@ use crate::machine::decode::{ContentDecoder, DecodeLimits};
 use crate::machine::redirect::Hop;
 use crate::machine::retry::GiveUpReason;
 use crate::redact;
-use crate::transport::{Sleep, Timer};
+use crate::transport::{ConnectionInfo, Sleep, Timer};
 
 /// A response whose head has arrived; the body is read on demand.
 ///
@@ -44,6 +44,8 @@ pub struct Response {
     version: Version,
     headers: HeaderMap,
     url: Uri,
+    /// What the backend said about the connection (all `None` when it said nothing).
+    connection: ConnectionInfo,
     max_body_size: u64,
     /// The response to a `HEAD`: its `Content-Length` describes a body that isn't sent.
     head_request: bool,
@@ -100,6 +102,11 @@ impl Response {
             version: parts.version,
             headers: parts.headers,
             url,
+            connection: parts
+                .extensions
+                .get::<ConnectionInfo>()
+                .copied()
+                .unwrap_or_default(),
             max_body_size: limits.max_body_size,
             head_request: limits.head_request,
             record,
@@ -126,6 +133,25 @@ impl Response {
     /// The HTTP version the response came over.
     pub fn version(&self) -> Version {
         self.version
+    }
+
+    /// What the backend knows of the connection this response came over: the remote and local
+    /// addresses, and whether the connection was reused. A fact the backend can't know is
+    /// `None`; [`Capabilities::connection_addrs`](crate::Capabilities::connection_addrs) and
+    /// [`Capabilities::connection_reused`](crate::Capabilities::connection_reused) say which
+    /// facts a backend gives.
+    ///
+    /// ```
+    /// # async fn run(client: keel_core::Client<impl keel_core::Backend>) -> Result<(), keel_core::Error> {
+    /// let first = client.get("/health").send().await?;
+    /// let conn = first.connection();
+    /// if let (Some(addr), Some(reused)) = (conn.remote_addr, conn.reused) {
+    ///     println!("{addr} over {:?}, reused: {reused}", first.version());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn connection(&self) -> ConnectionInfo {
+        self.connection
     }
 
     /// The response headers.
@@ -375,6 +401,7 @@ impl fmt::Debug for Response {
             .field("url", &redact::url(&self.url))
             .field("status", &self.status)
             .field("version", &self.version)
+            .field("connection", &self.connection)
             .field("headers", &redact::headers(&self.headers))
             .finish()
     }

@@ -283,6 +283,8 @@ impl<const FULL: bool> Backend for MockTransport<FULL> {
                 dns_resolver: true,
                 dns_cache: true,
                 local_address: true,
+                connection_addrs: true,
+                connection_reused: true,
             }
         } else {
             Capabilities::none()
