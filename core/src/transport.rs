@@ -377,7 +377,9 @@ pub struct ConnectionInfo {
     pub local_addr: Option<SocketAddr>,
     /// Whether the request went over a connection that was open before it (taken from the
     /// pool, or an HTTP/2 connection shared with other requests), rather than one opened for
-    /// it.
+    /// it. keel-hyper counts responses per connection: its first response is the one that
+    /// opened it, so of concurrent HTTP/2 requests that waited for one new connection, the
+    /// first to be answered reports `false`.
     pub reused: Option<bool>,
 }
 
