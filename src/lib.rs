@@ -84,7 +84,7 @@ pub use keel_core::{
     Body, BodyStream, BoxTransport, BreakerControl, BreakerEvent, BreakerPolicy, BreakerState,
     Capabilities, Certificate, Checksum, ConnectionInfo, Download, DownloadReport, EndReason,
     Error, ErrorKind, EventSource, Failure, GiveUpReason, HedgePolicy, Hop, InvalidRetryConfig,
-    Jitter, Lines, Ndjson, Outcome, Pacing, Paginate, Pending, Progress, RateLimit,
+    Jitter, Lines, Ndjson, Outcome, Pacing, Paginate, Pending, PoolStats, Progress, RateLimit,
     RedirectAttempt, RedirectDecision, RedirectEvent, RedirectPolicy, RedirectRefusal, Request,
     RequestFacts, Response, RetryBudget, RetryEvent, RetryPolicy, RetryPolicyBuilder, RetryReason,
     SensitiveHeaders, Stage, TimeoutPhase, Timeouts,

@@ -13,7 +13,7 @@ use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
-use keel_core::connect::Dialer;
+use keel_core::connect::{Dialer, OpenConnection, OpenConnections};
 use keel_core::dns::Dns;
 use keel_core::{ConnectionInfo, Error, ErrorKind, Origin, TransportConfig};
 use rustls::pki_types::ServerName;
@@ -31,6 +31,11 @@ pub(crate) struct Connector {
     nodelay: bool,
     dns: Arc<Dns>,
     local_address: Option<IpAddr>,
+    /// Tag connections so that responses say which one they came over (off by default: the
+    /// tag costs an allocation per response).
+    connection_info: bool,
+    /// The connections open, per origin, for `pool_stats`.
+    pub(crate) open: OpenConnections,
 }
 
 impl Connector {
@@ -42,6 +47,8 @@ impl Connector {
             nodelay: config.tcp_nodelay,
             dns: Arc::new(Dns::new(config)),
             local_address: config.local_address,
+            connection_info: config.connection_info,
+            open: OpenConnections::default(),
         })
     }
 
@@ -65,12 +72,14 @@ impl Connector {
             // Failing to set an option on a live socket is not a reason to give it up.
             let _ = tcp.set_nodelay(true);
         }
-        let tag = ConnTag::new(&tcp);
+        let tag = self.connection_info.then(|| ConnTag::new(&tcp));
+        let open = self.open.opened(&origin);
         if !https {
             return Ok(Conn {
                 io: TokioIo::new(Stream::Plain(tcp)),
                 h2: false,
                 tag,
+                _open: open,
             });
         }
         let name = ServerName::try_from(host.to_owned())
@@ -81,6 +90,7 @@ impl Connector {
             io: TokioIo::new(Stream::Tls(Box::new(tls))),
             h2,
             tag,
+            _open: open,
         })
     }
 }
@@ -123,7 +133,9 @@ impl tower_service::Service<Uri> for Connector {
 pub(crate) struct Conn {
     io: TokioIo<Stream>,
     h2: bool,
-    tag: ConnTag,
+    tag: Option<ConnTag>,
+    /// Counted as open until hyper drops (closes) the connection.
+    _open: OpenConnection,
 }
 
 /// Marks every response with the connection it came over: hyper-util copies it (an `Arc`
@@ -167,7 +179,10 @@ enum Stream {
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {
-        let connected = Connected::new().extra(self.tag.clone());
+        let mut connected = Connected::new();
+        if let Some(tag) = &self.tag {
+            connected = connected.extra(tag.clone());
+        }
         if self.h2 {
             connected.negotiated_h2()
         } else {

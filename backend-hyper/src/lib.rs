@@ -45,9 +45,10 @@ use std::time::Instant;
 use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::Client as PoolClient;
 use hyper_util::rt::{TokioExecutor, TokioTimer as HyperUtilTimer};
+use keel_core::connect::OpenConnections;
 use keel_core::{
-    Backend, Body, BoxFuture, Capabilities, Error, ErrorKind, FramedBody, ResponseBody, Sleep,
-    Timer, Transport, TransportConfig,
+    Backend, Body, BoxFuture, Capabilities, Error, ErrorKind, FramedBody, PoolStats, ResponseBody,
+    Sleep, Timer, Transport, TransportConfig,
 };
 
 use crate::connect::{ConnTag, Connector};
@@ -59,6 +60,9 @@ pub struct HyperTransport {
     /// alone (hyper's HTTP/2 client would add `content-length: 0` to an empty OPTIONS).
     client: PoolClient<Connector, FramedBody>,
     timer: Arc<dyn Timer>,
+    /// Responses carry [`keel_core::ConnectionInfo`].
+    connection_info: bool,
+    open: OpenConnections,
 }
 
 impl HyperTransport {
@@ -67,6 +71,7 @@ impl HyperTransport {
     pub fn new(config: &TransportConfig) -> Result<Self, Error> {
         Self::capabilities().check(config)?;
         let connector = Connector::new(config)?;
+        let open = connector.open.clone();
         let mut builder = PoolClient::builder(TokioExecutor::new());
         builder.pool_timer(HyperUtilTimer::new());
         if let Some(max) = config.pool_max_idle_per_host {
@@ -81,6 +86,8 @@ impl HyperTransport {
         Ok(Self {
             client: builder.build(connector),
             timer: Arc::new(TokioTimer),
+            connection_info: config.connection_info,
+            open,
         })
     }
 }
@@ -100,14 +107,20 @@ impl Transport for HyperTransport {
             return Box::pin(std::future::ready(Err(no_runtime())));
         }
         let fut = self.client.request(request.map(FramedBody::new));
+        let connection_info = self.connection_info;
         Box::pin(async move {
             match fut.await {
                 Ok(mut response) => {
-                    let ext = response.extensions_mut();
-                    if let Some(tag) = ext.remove::<ConnTag>() {
-                        ext.insert(tag.info());
-                    }
-                    Ok(response.map(|b| ResponseBody::new(b.map_err(errors::from_body_error))))
+                    let tag = match connection_info {
+                        true => response.extensions_mut().remove::<ConnTag>(),
+                        false => None,
+                    };
+                    let response =
+                        response.map(|b| ResponseBody::new(b.map_err(errors::from_body_error)));
+                    Ok(match tag {
+                        Some(tag) => response.map(|b| b.with_connection(tag.info())),
+                        None => response,
+                    })
                 }
                 Err(err) => Err(errors::from_client_error(err)),
             }
@@ -116,6 +129,12 @@ impl Transport for HyperTransport {
 
     fn timer(&self) -> &Arc<dyn Timer> {
         &self.timer
+    }
+
+    /// Open connections per origin; hyper-util's pool doesn't say which of them are idle.
+    fn pool_stats(&self) -> Option<Vec<PoolStats>> {
+        let counts = self.open.counts().into_iter();
+        Some(counts.map(|(o, n)| PoolStats::new(o, n)).collect())
     }
 }
 
@@ -139,6 +158,7 @@ impl Backend for HyperTransport {
         caps.local_address = true;
         caps.connection_addrs = true;
         caps.connection_reused = true;
+        caps.pool_stats = true;
         caps
     }
 

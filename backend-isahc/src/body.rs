@@ -96,19 +96,26 @@ const DEADLINE_SLACK: Duration = Duration::from_secs(1);
 /// Turns isahc's response into keel's.
 pub(crate) fn to_keel_response(
     response: http::Response<AsyncBody>,
+    connection_info: bool,
 ) -> http::Response<ResponseBody> {
     // libcurl's primary and local addresses; whether the connection was reused isn't exposed
     // by isahc (no `CURLINFO_NUM_CONNECTS`), so it stays unknown.
-    let info = ConnectionInfo::new()
-        .with_remote_addr(isahc::ResponseExt::remote_addr(&response))
-        .with_local_addr(isahc::ResponseExt::local_addr(&response));
+    let info = connection_info.then(|| {
+        ConnectionInfo::new()
+            .with_remote_addr(isahc::ResponseExt::remote_addr(&response))
+            .with_local_addr(isahc::ResponseExt::local_addr(&response))
+    });
     let (mut parts, body) = response.into_parts();
     let length = declared_length(&parts);
-    // isahc's other extensions (metrics, the request body it kept) mean nothing to keel, and
-    // one of them panics when cloned.
+    // isahc's extensions (addresses, metrics, the request body it kept) mean nothing more to
+    // keel, and one of them panics when cloned.
     parts.extensions = http::Extensions::new();
-    parts.extensions.insert(info);
-    http::Response::from_parts(parts, ResponseBody::new(IsahcBody::new(body, length)))
+    let body = ResponseBody::new(IsahcBody::new(body, length));
+    let body = match info {
+        Some(info) => body.with_connection(info),
+        None => body,
+    };
+    http::Response::from_parts(parts, body)
 }
 
 /// The body length the head promises, when it is unambiguous.

@@ -194,6 +194,8 @@ pub struct IsahcTransport {
     /// made 1000 concurrent plain-text requests cost 180 MiB when it was set on the client.
     tls: isahc::tls::TlsConfig,
     timer: Arc<dyn Timer>,
+    /// Responses carry [`keel_core::ConnectionInfo`].
+    connection_info: bool,
 }
 
 impl IsahcTransport {
@@ -240,6 +242,7 @@ impl IsahcTransport {
             client,
             tls,
             timer: Arc::new(AsyncIoTimer::default()),
+            connection_info: config.connection_info,
         })
     }
 }
@@ -277,12 +280,13 @@ impl Transport for IsahcTransport {
     ) -> BoxFuture<Result<http::Response<ResponseBody>, Error>> {
         let client = self.client.clone();
         let request = body::to_isahc_request(request, &self.tls);
+        let connection_info = self.connection_info;
         Box::pin(async move {
             let response = client
                 .send_async(request?)
                 .await
                 .map_err(|e| errors::from_send_error(&e))?;
-            Ok(body::to_keel_response(response))
+            Ok(body::to_keel_response(response, connection_info))
         })
     }
 

@@ -54,6 +54,8 @@ const MAX_WRITE: usize = 16 * 1024;
 pub(crate) struct H1Conn {
     /// The connection's addresses, read once when it opened.
     pub(crate) addrs: keel_core::ConnectionInfo,
+    /// Counted as open until the connection is dropped.
+    _open: keel_core::connect::OpenConnection,
     io: Stream,
     /// Bytes read and not consumed yet are `read[start..end]`. Zero-filled once, when it is
     /// allocated or grown, never per read.
@@ -68,9 +70,10 @@ pub(crate) struct H1Conn {
 
 impl H1Conn {
     /// An HTTP/1.1 connection on a connected stream. No bytes are exchanged yet.
-    pub(crate) fn new(io: Stream) -> Self {
+    pub(crate) fn new(io: Stream, open: keel_core::connect::OpenConnection) -> Self {
         Self {
             addrs: crate::addrs_of(&io),
+            _open: open,
             io,
             read: vec![0; READ_BUF],
             start: 0,

@@ -34,6 +34,7 @@ impl H2Conn {
     pub(crate) async fn handshake(
         io: HyperIo<Stream>,
         addrs: keel_core::ConnectionInfo,
+        open: keel_core::connect::OpenConnection,
     ) -> Result<Self, Error> {
         let driver = Driver::get()?;
         let (sender, conn) = http2::Builder::new(driver)
@@ -41,6 +42,8 @@ impl H2Conn {
             .await
             .map_err(|e| from_send_error(e, true))?;
         driver.spawn(async move {
+            // Counted as open while the connection runs.
+            let _open = open;
             if let Err(err) = conn.await {
                 tracing::debug!(error = %err, "http/2 connection ended with an error");
             }

@@ -89,9 +89,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use keel_core::{
-    Backend, Body, BoxFuture, Capabilities, ConnectionInfo, Error, Origin, ResponseBody, Timer,
-    Transport, TransportConfig,
+    Backend, Body, BoxFuture, Capabilities, ConnectionInfo, Error, Origin, PoolStats, ResponseBody,
+    Timer, Transport, TransportConfig,
 };
+
+use keel_core::connect::OpenConnections;
 
 use crate::connect::{Connector, Stream};
 use crate::http1::H1Conn;
@@ -113,6 +115,10 @@ pub struct SmolTransport {
 
 struct Inner {
     connector: Connector,
+    /// Responses carry [`ConnectionInfo`].
+    connection_info: bool,
+    /// The connections open, per origin.
+    open: OpenConnections,
     h1: Pool<Origin, H1Conn>,
     #[cfg(feature = "http2")]
     h2: Pool<Origin, http2::H2Conn>,
@@ -143,6 +149,8 @@ impl SmolTransport {
         Ok(Self {
             inner: Arc::new(Inner {
                 connector: Connector::new(config)?,
+                connection_info: config.connection_info,
+                open: OpenConnections::default(),
                 h1: Pool::new(pool),
                 #[cfg(feature = "http2")]
                 h2: Pool::new(pool),
@@ -174,10 +182,10 @@ impl Inner {
                 }
             };
             match result {
-                Ok(mut response) => {
-                    response.extensions_mut().insert(info);
-                    return Ok(response);
+                Ok(response) if self.connection_info => {
+                    return Ok(response.map(|body| body.with_connection(info)));
                 }
+                Ok(response) => return Ok(response),
                 Err(SendError::Unsent(back, err)) => {
                     // Only a reused connection can have been closed under us; a fresh one
                     // failing says something about the server.
@@ -205,14 +213,16 @@ impl Inner {
 
     async fn connect(&self, origin: &Origin) -> Result<FreshConn, Error> {
         let connected = self.connector.connect(origin).await?;
+        let open = self.open.opened(origin);
         #[cfg(feature = "http2")]
         if connected.h2 {
             let addrs = addrs_of(&connected.io);
-            let conn = http2::H2Conn::handshake(io::HyperIo::new(connected.io), addrs).await?;
+            let io = io::HyperIo::new(connected.io);
+            let conn = http2::H2Conn::handshake(io, addrs, open).await?;
             self.h2.share(origin.clone(), conn.clone(), Instant::now());
             return Ok(FreshConn(Conn::H2(conn)));
         }
-        let conn = H1Conn::new(connected.io);
+        let conn = H1Conn::new(connected.io, open);
         Ok(FreshConn(Conn::H1(self.h1.guard(origin.clone(), conn))))
     }
 }
@@ -292,6 +302,17 @@ impl Transport for SmolTransport {
     fn timer(&self) -> &Arc<dyn Timer> {
         &self.timer
     }
+
+    /// Open connections per origin, and of them the HTTP/1.1 ones idle in the pool (a shared
+    /// HTTP/2 connection counts as in use).
+    fn pool_stats(&self) -> Option<Vec<PoolStats>> {
+        let inner = &self.inner;
+        let stats = inner.open.counts().into_iter().map(|(origin, open)| {
+            let idle = inner.h1.idle_count(&origin);
+            PoolStats::new(origin, open).with_idle(Some(idle))
+        });
+        Some(stats.collect())
+    }
 }
 
 impl Backend for SmolTransport {
@@ -306,6 +327,8 @@ impl Backend for SmolTransport {
         // Its own pool knows which connection each request takes.
         caps.connection_addrs = true;
         caps.connection_reused = true;
+        // Its pool knows which connections are idle.
+        caps.pool_stats = true;
         caps.root_certificates = true;
         caps.disable_built_in_roots = true;
         caps.disable_tcp_nodelay = true;

@@ -124,7 +124,6 @@ impl<K: Eq + Hash + Clone, C: PoolConn> Pool<K, C> {
     }
 
     /// Number of idle exclusive connections kept for `key`.
-    #[cfg(test)]
     pub(crate) fn idle_count(&self, key: &K) -> usize {
         self.lock().idle.get(key).map_or(0, Vec::len)
     }

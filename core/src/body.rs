@@ -12,6 +12,7 @@ use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt as _;
 
 use crate::error::{BoxError, Error};
+use crate::transport::ConnectionInfo;
 
 /// A request body: empty, a buffer, or a stream of chunks.
 ///
@@ -350,6 +351,9 @@ impl http_body::Body for FramedBody {
 /// Dropping it before its end must close the connection it came from.
 pub struct ResponseBody {
     inner: Pin<Box<dyn http_body::Body<Data = Bytes, Error = Error> + Send + 'static>>,
+    /// What the backend said about the connection: carried here rather than in the response's
+    /// extensions, which would cost an allocation per response.
+    connection: ConnectionInfo,
 }
 
 impl ResponseBody {
@@ -360,7 +364,30 @@ impl ResponseBody {
     {
         Self {
             inner: Box::pin(body),
+            connection: ConnectionInfo::new(),
         }
+    }
+
+    /// Says which connection the body comes over, for
+    /// [`Response::connection`](crate::Response::connection). A backend sets it when the client
+    /// asked for connection facts ([`TransportConfig::connection_info`]).
+    ///
+    /// ```
+    /// use keel_core::{ConnectionInfo, ResponseBody};
+    ///
+    /// let info = ConnectionInfo::new().with_reused(Some(true));
+    /// let body = ResponseBody::empty().with_connection(info);
+    /// assert_eq!(body.connection(), info);
+    /// ```
+    pub fn with_connection(mut self, info: ConnectionInfo) -> Self {
+        self.connection = info;
+        self
+    }
+
+    /// The connection facts the backend gave ([`ConnectionInfo::new`], nothing known, unless
+    /// it set them).
+    pub fn connection(&self) -> ConnectionInfo {
+        self.connection
     }
 
     /// An empty body.

@@ -40,10 +40,12 @@
 //! # }).unwrap();
 //! ```
 
+use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -51,7 +53,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt as _};
 
 use crate::dns::Dns;
 use crate::error::{BoxError, Error, ErrorKind, Stage, TimeoutPhase};
-use crate::transport::{Sleep, Timer};
+use crate::transport::{Origin, Sleep, Timer};
 
 /// How long an attempt runs alone before the next address is tried as well: RFC 8305's
 /// recommended "Connection Attempt Delay".
@@ -330,6 +332,71 @@ impl std::fmt::Debug for Dialer<'_> {
             .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
+}
+
+/// A count of the connections a backend has open, per origin, for
+/// [`Transport::pool_stats`](crate::Transport::pool_stats): a connector takes an
+/// [`OpenConnection`] for each connection it opens and keeps it with the connection, which
+/// gives it back when it is dropped (closed).
+///
+/// ```
+/// use keel_core::connect::OpenConnections;
+/// use keel_core::Origin;
+///
+/// let origin = Origin::from_uri(&"http://127.0.0.1:8080".parse().unwrap()).unwrap();
+/// let open = OpenConnections::default();
+/// let first = open.opened(&origin);
+/// let second = open.opened(&origin);
+/// assert_eq!(open.counts(), [(origin.clone(), 2)]);
+/// drop((first, second));
+/// assert!(open.counts().is_empty());
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct OpenConnections {
+    counts: Arc<Mutex<HashMap<Origin, usize>>>,
+}
+
+impl OpenConnections {
+    /// Counts a connection to `origin` until the returned guard is dropped.
+    pub fn opened(&self, origin: &Origin) -> OpenConnection {
+        *lock(&self.counts).entry(origin.clone()).or_default() += 1;
+        OpenConnection {
+            counts: self.counts.clone(),
+            origin: origin.clone(),
+        }
+    }
+
+    /// The open connections per origin, origins with none left out, in no particular order.
+    pub fn counts(&self) -> Vec<(Origin, usize)> {
+        lock(&self.counts)
+            .iter()
+            .map(|(origin, n)| (origin.clone(), *n))
+            .collect()
+    }
+}
+
+/// One open connection, counted by [`OpenConnections`] until it is dropped.
+#[derive(Debug)]
+pub struct OpenConnection {
+    counts: Arc<Mutex<HashMap<Origin, usize>>>,
+    origin: Origin,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.counts);
+        if let Some(n) = counts.get_mut(&self.origin) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.origin);
+            }
+        }
+    }
+}
+
+/// A poisoned count is still a count.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

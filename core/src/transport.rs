@@ -142,6 +142,12 @@ pub trait Transport: Send + Sync + 'static {
     ///
     /// Every transport is constructed with its timer, so a client can't be built without one.
     fn timer(&self) -> &Arc<dyn Timer>;
+
+    /// The connections in the transport's pool, per origin, for metrics; `None` when the
+    /// backend keeps no such count ([`Capabilities::pool_stats`] is then false).
+    fn pool_stats(&self) -> Option<Vec<PoolStats>> {
+        None
+    }
 }
 
 /// A [`Transport`] that can be built from the backend-independent [`TransportConfig`].
@@ -212,6 +218,10 @@ impl Transport for BoxTransport {
     fn timer(&self) -> &Arc<dyn Timer> {
         self.inner.timer()
     }
+
+    fn pool_stats(&self) -> Option<Vec<PoolStats>> {
+        self.inner.pool_stats()
+    }
 }
 
 /// What a backend supports. A setting it does not support fails the client build with
@@ -258,6 +268,8 @@ pub struct Capabilities {
     pub connection_addrs: bool,
     /// Responses say whether their connection was reused ([`ConnectionInfo::reused`]).
     pub connection_reused: bool,
+    /// Counts its pool's connections ([`Transport::pool_stats`]).
+    pub pool_stats: bool,
 }
 
 impl Capabilities {
@@ -281,6 +293,7 @@ impl Capabilities {
             local_address: false,
             connection_addrs: false,
             connection_reused: false,
+            pool_stats: false,
         }
     }
 
@@ -344,8 +357,10 @@ pub struct CallDeadline(pub Instant);
 
 /// Facts about the connection a response came over, as far as the backend knows them.
 ///
-/// A backend puts one in the extensions of the [`http::Response`] it returns from
-/// [`Transport::send`]; [`Response::connection`](crate::Response::connection) reads it. A fact
+/// When the client asked for them ([`TransportConfig::connection_info`]), a backend puts one
+/// on the [`ResponseBody`] it returns from [`Transport::send`]
+/// ([`ResponseBody::with_connection`]); [`Response::connection`](crate::Response::connection)
+/// reads it. A fact
 /// the backend can't know is `None` (and its [`Capabilities`] say so), never a guess. The
 /// negotiated HTTP version is not here: it is [`Response::version`](crate::Response::version).
 ///
@@ -364,9 +379,8 @@ pub struct CallDeadline(pub Instant);
 /// assert_eq!(info.reused, Some(true));
 ///
 /// // What a backend does with it:
-/// let mut response = http::Response::new(());
-/// response.extensions_mut().insert(info);
-/// assert_eq!(response.extensions().get::<ConnectionInfo>(), Some(&info));
+/// let body = keel_core::ResponseBody::empty().with_connection(info);
+/// assert_eq!(body.connection(), info);
 /// ```
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -412,6 +426,53 @@ impl ConnectionInfo {
     }
 }
 
+/// The connections a transport's pool holds for one origin, from
+/// [`Client::pool_stats`](crate::Client::pool_stats).
+///
+/// `open` is every connection open to the origin; of them, `idle` wait in the pool for a
+/// request and `in_use` carry one (an HTTP/2 connection counts as in use while it is shared).
+/// A count the backend can't know is `None`, never a guess.
+///
+/// ```
+/// use keel_core::{Origin, PoolStats};
+///
+/// let origin = Origin::from_uri(&"https://api.example.com".parse().unwrap()).unwrap();
+/// let stats = PoolStats::new(origin, 3).with_idle(Some(1));
+/// assert_eq!((stats.open, stats.idle, stats.in_use), (3, Some(1), Some(2)));
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Where the connections go (the target's origin, also when they go through a proxy).
+    pub origin: Origin,
+    /// Connections open.
+    pub open: usize,
+    /// Connections idle in the pool, if the backend knows.
+    pub idle: Option<usize>,
+    /// Connections carrying a request, if the backend knows.
+    pub in_use: Option<usize>,
+}
+
+impl PoolStats {
+    /// `open` connections to `origin`, with nothing known of their use.
+    pub fn new(origin: Origin, open: usize) -> Self {
+        Self {
+            origin,
+            open,
+            idle: None,
+            in_use: None,
+        }
+    }
+
+    /// Sets [`idle`](Self::idle), and [`in_use`](Self::in_use) to the open connections that
+    /// are not idle.
+    pub fn with_idle(mut self, idle: Option<usize>) -> Self {
+        self.idle = idle.map(|i| i.min(self.open));
+        self.in_use = self.idle.map(|i| self.open - i);
+        self
+    }
+}
+
 /// The backend-independent settings a transport is built from.
 ///
 /// Set through [`ClientBuilder`](crate::ClientBuilder); `None` means "the backend's default".
@@ -443,6 +504,9 @@ pub struct TransportConfig {
     pub dns_cache: Option<DnsCacheConfig>,
     /// The local address new connections are bound to.
     pub local_address: Option<IpAddr>,
+    /// Put [`ConnectionInfo`] on every response ([`ResponseBody::with_connection`]). Default
+    /// false.
+    pub connection_info: bool,
 }
 
 impl Default for TransportConfig {
@@ -460,6 +524,7 @@ impl Default for TransportConfig {
             dns_resolver: None,
             dns_cache: None,
             local_address: None,
+            connection_info: false,
         }
     }
 }

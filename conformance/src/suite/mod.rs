@@ -177,6 +177,7 @@ macro_rules! __for_each_case {
             stream_large_body
             connection_reuse
             connection_facts_on_responses
+            pool_stats_count_connections
             http2_over_tls
             http2_prior_knowledge
             connection_refused

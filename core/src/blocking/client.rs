@@ -218,6 +218,11 @@ impl<T: Runtime> Client<T> {
     pub fn transport(&self) -> &T {
         self.client().transport()
     }
+
+    /// The connections in the backend's pool, per origin; see [`crate::Client::pool_stats`].
+    pub fn pool_stats(&self) -> Option<Vec<crate::PoolStats>> {
+        self.client().pool_stats()
+    }
 }
 
 impl<T: Runtime> Clone for Client<T> {
@@ -525,6 +530,8 @@ impl<T: Runtime> ClientBuilder<T> {
         fn dns_cache(ttl: Duration, max_entries: usize);
         /// Binds new connections to `addr`; see [`crate::ClientBuilder::local_address`].
         fn local_address(addr: IpAddr);
+        /// Puts connection facts on responses; see [`crate::ClientBuilder::connection_info`].
+        fn connection_info(on: bool);
     }
 
     /// Sends W3C trace context with every attempt; see

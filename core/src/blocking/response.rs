@@ -87,6 +87,12 @@ impl Response {
         self.head().version()
     }
 
+    /// What the backend knows of the connection the response came over; see
+    /// [`crate::Response::connection`].
+    pub fn connection(&self) -> crate::ConnectionInfo {
+        self.head().connection()
+    }
+
     /// The response headers (without `Content-Encoding` and `Content-Length` for a body keel
     /// decodes; see [`crate::Response`]).
     pub fn headers(&self) -> &HeaderMap {

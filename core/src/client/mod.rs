@@ -681,6 +681,21 @@ impl<T: Transport> Client<T> {
     pub fn transport(&self) -> &T {
         &self.shared.transport
     }
+
+    /// The connections in the backend's pool, per origin (open, idle, in use), for metrics;
+    /// `None` when the backend keeps no count
+    /// ([`Capabilities::pool_stats`](crate::Capabilities::pool_stats)).
+    ///
+    /// ```
+    /// # async fn run<T: keel_core::Backend>(client: keel_core::Client<T>) {
+    /// for pool in client.pool_stats().unwrap_or_default() {
+    ///     println!("{}: {} open, {:?} idle", pool.origin, pool.open, pool.idle);
+    /// }
+    /// # }
+    /// ```
+    pub fn pool_stats(&self) -> Option<Vec<crate::PoolStats>> {
+        self.shared.transport.pool_stats()
+    }
 }
 
 impl<T> Clone for Client<T> {
@@ -1503,6 +1518,32 @@ impl<T: Backend> ClientBuilder<T> {
     /// ```
     pub fn local_address(mut self, addr: IpAddr) -> Self {
         self.transport.local_address = Some(addr);
+        self
+    }
+
+    /// Puts the facts the backend knows about each response's connection (remote and local
+    /// address, whether the connection was reused) on the response, for
+    /// [`Response::connection`](crate::Response::connection). Off by default: on keel-hyper it
+    /// costs an allocation per response (hyper-util hands them over in the response's
+    /// extensions); keel-smol and keel-isahc give them for free.
+    /// [`Capabilities::connection_addrs`](crate::Capabilities::connection_addrs) and
+    /// [`Capabilities::connection_reused`](crate::Capabilities::connection_reused) say which
+    /// facts a backend knows.
+    ///
+    /// ```
+    /// # async fn run<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// let client = keel_core::Client::<T>::builder()
+    ///     .base_url("http://127.0.0.1:8080")
+    ///     .connection_info(true)
+    ///     .build()?;
+    /// let response = client.get("/health").send().await?;
+    /// if let Some(addr) = response.connection().remote_addr {
+    ///     println!("answered by {addr}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn connection_info(mut self, on: bool) -> Self {
+        self.transport.connection_info = on;
         self
     }
 

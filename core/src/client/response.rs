@@ -102,11 +102,7 @@ impl Response {
             version: parts.version,
             headers: parts.headers,
             url,
-            connection: parts
-                .extensions
-                .get::<ConnectionInfo>()
-                .copied()
-                .unwrap_or_default(),
+            connection: body.connection(),
             max_body_size: limits.max_body_size,
             head_request: limits.head_request,
             record,

@@ -285,6 +285,7 @@ impl<const FULL: bool> Backend for MockTransport<FULL> {
                 local_address: true,
                 connection_addrs: true,
                 connection_reused: true,
+                pool_stats: false,
             }
         } else {
             Capabilities::none()
