@@ -15,7 +15,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use keel_core::connect::{Dialer, OpenConnection, OpenConnections};
 use keel_core::dns::Dns;
-use keel_core::{ConnectionInfo, Error, ErrorKind, Origin, TransportConfig};
+use keel_core::{ConnectionFacts, ConnectionInfo, Error, ErrorKind, Origin, TransportConfig};
 use rustls::pki_types::ServerName;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
@@ -145,8 +145,7 @@ pub(crate) struct Conn {
 pub(crate) struct ConnTag(Arc<ConnState>);
 
 struct ConnState {
-    remote: Option<SocketAddr>,
-    local: Option<SocketAddr>,
+    facts: ConnectionFacts,
     /// Responses seen on this connection so far.
     responses: AtomicU64,
 }
@@ -154,8 +153,7 @@ struct ConnState {
 impl ConnTag {
     fn new(tcp: &TcpStream) -> Self {
         Self(Arc::new(ConnState {
-            remote: tcp.peer_addr().ok(),
-            local: tcp.local_addr().ok(),
+            facts: ConnectionFacts::new(tcp.peer_addr().ok(), tcp.local_addr().ok()),
             responses: AtomicU64::new(0),
         }))
     }
@@ -163,12 +161,9 @@ impl ConnTag {
     /// The facts for the response this tag came with. The connection's first response is the
     /// one that opened it; every later one reused it (on HTTP/2, the first to arrive counts as
     /// the opener).
-    pub(crate) fn info(&self) -> ConnectionInfo {
+    pub(crate) fn info(&self) -> Arc<ConnectionInfo> {
         let before = self.0.responses.fetch_add(1, Ordering::Relaxed);
-        ConnectionInfo::new()
-            .with_remote_addr(self.0.remote)
-            .with_local_addr(self.0.local)
-            .with_reused(Some(before > 0))
+        self.0.facts.for_response(before > 0)
     }
 }
 

@@ -101,9 +101,11 @@ pub(crate) fn to_keel_response(
     // libcurl's primary and local addresses; whether the connection was reused isn't exposed
     // by isahc (no `CURLINFO_NUM_CONNECTS`), so it stays unknown.
     let info = connection_info.then(|| {
-        ConnectionInfo::new()
-            .with_remote_addr(isahc::ResponseExt::remote_addr(&response))
-            .with_local_addr(isahc::ResponseExt::local_addr(&response))
+        std::sync::Arc::new(
+            ConnectionInfo::new()
+                .with_remote_addr(isahc::ResponseExt::remote_addr(&response))
+                .with_local_addr(isahc::ResponseExt::local_addr(&response)),
+        )
     });
     let (mut parts, body) = response.into_parts();
     let length = declared_length(&parts);

@@ -52,28 +52,43 @@ const MAX_WRITE: usize = 16 * 1024;
 
 /// An HTTP/1.1 connection: the stream and its two buffers, both kept across requests.
 pub(crate) struct H1Conn {
-    /// The connection's addresses, read once when it opened.
-    pub(crate) addrs: keel_core::ConnectionInfo,
-    /// Counted as open until the connection is dropped.
-    _open: keel_core::connect::OpenConnection,
+    /// What only matters once per connection, boxed: the connection moves in and out of the
+    /// pool for every request, and a larger one costs a larger copy each time.
+    meta: Box<ConnMeta>,
+    /// A request went out on it before.
+    used: bool,
     io: Stream,
     /// Bytes read and not consumed yet are `read[start..end]`. Zero-filled once, when it is
     /// allocated or grown, never per read.
     read: Vec<u8>,
-    start: usize,
-    end: usize,
+    /// `u32`s (the buffer never grows past the head limit) keep the connection small: it is
+    /// moved in and out of the pool on every request.
+    start: u32,
+    end: u32,
     /// The last read filled all the room it had: the next one gets a larger buffer.
     read_filled: bool,
     /// Where ureq-proto writes the head and framed body chunks.
     write: Vec<u8>,
 }
 
+/// The per-connection facts of an [`H1Conn`].
+struct ConnMeta {
+    /// For its responses, when the client asked for them.
+    facts: Option<keel_core::ConnectionFacts>,
+    /// Counted as open until the connection is dropped.
+    _open: keel_core::connect::OpenConnection,
+}
+
 impl H1Conn {
     /// An HTTP/1.1 connection on a connected stream. No bytes are exchanged yet.
-    pub(crate) fn new(io: Stream, open: keel_core::connect::OpenConnection) -> Self {
+    pub(crate) fn new(
+        io: Stream,
+        facts: Option<keel_core::ConnectionFacts>,
+        open: keel_core::connect::OpenConnection,
+    ) -> Self {
         Self {
-            addrs: crate::addrs_of(&io),
-            _open: open,
+            meta: Box::new(ConnMeta { facts, _open: open }),
+            used: false,
             io,
             read: vec![0; READ_BUF],
             start: 0,
@@ -84,11 +99,12 @@ impl H1Conn {
     }
 
     fn buffered(&self) -> &[u8] {
-        &self.read[self.start..self.end]
+        &self.read[self.start as usize..self.end as usize]
     }
 
     fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.start = self.start.saturating_add(n).min(self.end);
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -102,13 +118,14 @@ impl H1Conn {
             let grown = (self.read.len() * 2).min(MAX_READ);
             self.read.resize(grown, 0);
         }
-        if self.end == self.read.len() {
+        if self.end as usize == self.read.len() {
             if self.start > 0 {
-                self.read.copy_within(self.start..self.end, 0);
+                self.read
+                    .copy_within(self.start as usize..self.end as usize, 0);
                 self.end -= self.start;
                 self.start = 0;
-            } else if self.read.len() < limit {
-                let grown = (self.read.len() * 2).min(limit);
+            } else if self.read.len() < limit.min(u32::MAX as usize) {
+                let grown = (self.read.len() * 2).min(limit).min(u32::MAX as usize);
                 self.read.resize(grown, 0);
             } else {
                 return Poll::Ready(Err(io::Error::new(
@@ -117,11 +134,13 @@ impl H1Conn {
                 )));
             }
         }
-        let room = self.read.len() - self.end;
-        let n = ready!(Pin::new(&mut self.io).poll_read(cx, &mut self.read[self.end..]))?;
+        let end = self.end as usize;
+        let room = self.read.len() - end;
+        let n = ready!(Pin::new(&mut self.io).poll_read(cx, &mut self.read[end..]))?;
         // A reader that claims more than it was given is broken; don't let it panic us.
         let n = n.min(room);
-        self.end += n;
+        // The buffer's length fits a `u32`, so its end does.
+        self.end += n as u32;
         self.read_filled = n == room;
         Poll::Ready(Ok(n))
     }
@@ -227,6 +246,8 @@ pub(crate) async fn send(
         }
     };
     let head = read_head(conn, &mut call).await?;
+    let facts = conn.meta.facts.as_ref().map(|f| f.for_response(conn.used));
+    conn.used = true;
     let body = match call.proceed() {
         Some(RecvResponseResult::RecvBody(call)) => ResponseBody::new(H1Body {
             state: Some((pooled, call)),
@@ -244,6 +265,10 @@ pub(crate) async fn send(
                 .with_stage(Stage::AwaitHead)
                 .with_source("a response head without a body framing"))
         }
+    };
+    let body = match facts {
+        Some(facts) => body.with_connection(facts),
+        None => body,
     };
     Ok(head.map(|()| body))
 }

@@ -25,15 +25,17 @@ pub(crate) struct H2Conn {
     /// Bodies go to hyper as [`FramedBody`]: an empty one is framed by the core's headers
     /// alone (hyper would add `content-length: 0` to an empty OPTIONS or TRACE).
     sender: http2::SendRequest<FramedBody>,
-    /// The connection's addresses, read once when it opened.
-    pub(crate) addrs: keel_core::ConnectionInfo,
+    /// The connection's facts, for its responses (when the client asked for them).
+    facts: Option<keel_core::ConnectionFacts>,
+    /// This handle came from the pool: the connection carried a request before.
+    reused: bool,
 }
 
 impl H2Conn {
     /// Runs the HTTP/2 preface on a connected stream and starts driving the connection.
     pub(crate) async fn handshake(
         io: HyperIo<Stream>,
-        addrs: keel_core::ConnectionInfo,
+        facts: Option<keel_core::ConnectionFacts>,
         open: keel_core::connect::OpenConnection,
     ) -> Result<Self, Error> {
         let driver = Driver::get()?;
@@ -48,7 +50,19 @@ impl H2Conn {
                 tracing::debug!(error = %err, "http/2 connection ended with an error");
             }
         });
-        Ok(Self { sender, addrs })
+        Ok(Self {
+            sender,
+            facts,
+            reused: false,
+        })
+    }
+
+    /// The handle the pool shares: every request that takes it reuses the connection.
+    pub(crate) fn shared(&self) -> Self {
+        Self {
+            reused: true,
+            ..self.clone()
+        }
     }
 }
 
@@ -64,7 +78,13 @@ pub(crate) async fn send(
     req: Request<Body>,
 ) -> Result<Response<ResponseBody>, SendError> {
     match conn.sender.try_send_request(req.map(FramedBody::new)).await {
-        Ok(response) => Ok(response.map(|body| ResponseBody::new(body.map_err(from_body_error)))),
+        Ok(response) => Ok(response.map(|body| {
+            let body = ResponseBody::new(body.map_err(from_body_error));
+            match &conn.facts {
+                Some(facts) => body.with_connection(facts.for_response(conn.reused)),
+                None => body,
+            }
+        })),
         Err(mut err) => match err.take_message() {
             Some(req) => Err(SendError::Unsent(
                 Box::new(req.map(FramedBody::into_inner)),

@@ -89,8 +89,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use keel_core::{
-    Backend, Body, BoxFuture, Capabilities, ConnectionInfo, Error, Origin, PoolStats, ResponseBody,
-    Timer, Transport, TransportConfig,
+    Backend, Body, BoxFuture, Capabilities, ConnectionFacts, Error, Origin, PoolStats,
+    ResponseBody, Timer, Transport, TransportConfig,
 };
 
 use keel_core::connect::OpenConnections;
@@ -115,7 +115,7 @@ pub struct SmolTransport {
 
 struct Inner {
     connector: Connector,
-    /// Responses carry [`ConnectionInfo`].
+    /// Responses carry [`keel_core::ConnectionInfo`].
     connection_info: bool,
     /// The connections open, per origin.
     open: OpenConnections,
@@ -168,23 +168,11 @@ impl Inner {
         let origin = Origin::from_uri(req.uri())?;
         let mut stale = 0;
         loop {
-            // Which connection the request goes on is known here, before it is sent: a pooled
-            // (or shared HTTP/2) one is reused, a fresh one is not.
-            let (result, info) = match self.checkout(&origin) {
-                Some(conn) => {
-                    let info = conn.addrs().with_reused(Some(true));
-                    (conn.send(req).await, info)
-                }
-                None => {
-                    let fresh = self.connect(&origin).await?;
-                    let info = fresh.0.addrs().with_reused(Some(false));
-                    (fresh.send(req).await, info)
-                }
+            let result = match self.checkout(&origin) {
+                Some(conn) => conn.send(req).await,
+                None => self.connect(&origin).await?.send(req).await,
             };
             match result {
-                Ok(response) if self.connection_info => {
-                    return Ok(response.map(|body| body.with_connection(info)));
-                }
                 Ok(response) => return Ok(response),
                 Err(SendError::Unsent(back, err)) => {
                     // Only a reused connection can have been closed under us; a fresh one
@@ -214,15 +202,15 @@ impl Inner {
     async fn connect(&self, origin: &Origin) -> Result<FreshConn, Error> {
         let connected = self.connector.connect(origin).await?;
         let open = self.open.opened(origin);
+        let facts = self.connection_info.then(|| facts_of(&connected.io));
         #[cfg(feature = "http2")]
         if connected.h2 {
-            let addrs = addrs_of(&connected.io);
             let io = io::HyperIo::new(connected.io);
-            let conn = http2::H2Conn::handshake(io, addrs, open).await?;
-            self.h2.share(origin.clone(), conn.clone(), Instant::now());
+            let conn = http2::H2Conn::handshake(io, facts, open).await?;
+            self.h2.share(origin.clone(), conn.shared(), Instant::now());
             return Ok(FreshConn(Conn::H2(conn)));
         }
-        let conn = H1Conn::new(connected.io, open);
+        let conn = H1Conn::new(connected.io, facts, open);
         Ok(FreshConn(Conn::H1(self.h1.guard(origin.clone(), conn))))
     }
 }
@@ -235,15 +223,6 @@ enum Conn {
 }
 
 impl Conn {
-    /// The addresses the connection was opened with.
-    fn addrs(&self) -> ConnectionInfo {
-        match self {
-            Conn::H1(conn) => conn.conn().addrs,
-            #[cfg(feature = "http2")]
-            Conn::H2(conn) => conn.addrs,
-        }
-    }
-
     async fn send(
         self,
         req: http::Request<Body>,
@@ -257,14 +236,12 @@ impl Conn {
 }
 
 /// A connected stream's remote and local addresses, read once per connection.
-pub(crate) fn addrs_of(io: &Stream) -> ConnectionInfo {
+fn facts_of(io: &Stream) -> ConnectionFacts {
     let tcp = match io {
         Stream::Plain(tcp) => tcp.get_ref(),
         Stream::Tls(tls) => tls.get_ref().0.get_ref(),
     };
-    ConnectionInfo::new()
-        .with_remote_addr(tcp.peer_addr().ok())
-        .with_local_addr(tcp.local_addr().ok())
+    ConnectionFacts::new(tcp.peer_addr().ok(), tcp.local_addr().ok())
 }
 
 /// A connection just opened: an unsent failure on it is not a stale connection.

@@ -226,13 +226,6 @@ pub(crate) struct Pooled<K, C> {
 
 impl<K, C> Pooled<K, C> {
     /// The connection.
-    pub(crate) fn conn(&self) -> &C {
-        self.conn
-            .as_ref()
-            .expect("a Pooled guard holds its connection until it is consumed")
-    }
-
-    /// The connection.
     pub(crate) fn conn_mut(&mut self) -> &mut C {
         self.conn
             .as_mut()

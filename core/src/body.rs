@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -352,8 +353,9 @@ impl http_body::Body for FramedBody {
 pub struct ResponseBody {
     inner: Pin<Box<dyn http_body::Body<Data = Bytes, Error = Error> + Send + 'static>>,
     /// What the backend said about the connection: carried here rather than in the response's
-    /// extensions, which would cost an allocation per response.
-    connection: ConnectionInfo,
+    /// extensions, which would cost an allocation per response, and shared, so a connection's
+    /// responses point at the facts it made once.
+    connection: Option<Arc<ConnectionInfo>>,
 }
 
 impl ResponseBody {
@@ -364,7 +366,7 @@ impl ResponseBody {
     {
         Self {
             inner: Box::pin(body),
-            connection: ConnectionInfo::new(),
+            connection: None,
         }
     }
 
@@ -373,21 +375,27 @@ impl ResponseBody {
     /// asked for connection facts ([`TransportConfig::connection_info`]).
     ///
     /// ```
+    /// use std::sync::Arc;
     /// use keel_core::{ConnectionInfo, ResponseBody};
     ///
     /// let info = ConnectionInfo::new().with_reused(Some(true));
-    /// let body = ResponseBody::empty().with_connection(info);
+    /// let body = ResponseBody::empty().with_connection(Arc::new(info));
     /// assert_eq!(body.connection(), info);
     /// ```
-    pub fn with_connection(mut self, info: ConnectionInfo) -> Self {
-        self.connection = info;
+    pub fn with_connection(mut self, info: Arc<ConnectionInfo>) -> Self {
+        self.connection = Some(info);
         self
     }
 
     /// The connection facts the backend gave ([`ConnectionInfo::new`], nothing known, unless
     /// it set them).
     pub fn connection(&self) -> ConnectionInfo {
-        self.connection
+        self.connection.as_deref().copied().unwrap_or_default()
+    }
+
+    /// The shared facts, for the response to keep.
+    pub(crate) fn connection_facts(&self) -> Option<Arc<ConnectionInfo>> {
+        self.connection.clone()
     }
 
     /// An empty body.

@@ -145,5 +145,5 @@ pub use machine::retry::{
 pub use machine::InvalidSetting;
 pub use transport::{
     Backend, BoxFuture, BoxTransport, CallDeadline, Capabilities, Certificate, CertificateEncoding,
-    ConnectionInfo, Origin, PoolStats, Sleep, Timer, Transport, TransportConfig,
+    ConnectionFacts, ConnectionInfo, Origin, PoolStats, Sleep, Timer, Transport, TransportConfig,
 };

@@ -379,7 +379,7 @@ pub struct CallDeadline(pub Instant);
 /// assert_eq!(info.reused, Some(true));
 ///
 /// // What a backend does with it:
-/// let body = keel_core::ResponseBody::empty().with_connection(info);
+/// let body = keel_core::ResponseBody::empty().with_connection(std::sync::Arc::new(info));
 /// assert_eq!(body.connection(), info);
 /// ```
 #[non_exhaustive]
@@ -470,6 +470,44 @@ impl PoolStats {
         self.idle = idle.map(|i| i.min(self.open));
         self.in_use = self.idle.map(|i| self.open - i);
         self
+    }
+}
+
+/// A connection's [`ConnectionInfo`], made once when it opens: its responses share it (an
+/// `Arc` each), so reporting the facts costs no allocation per response.
+///
+/// ```
+/// use keel_core::ConnectionFacts;
+///
+/// let facts = ConnectionFacts::new("127.0.0.1:443".parse().ok(), None);
+/// assert_eq!(facts.for_response(false).reused, Some(false)); // the request that opened it
+/// assert_eq!(facts.for_response(true).reused, Some(true));
+/// assert_eq!(facts.for_response(true).remote_addr, "127.0.0.1:443".parse().ok());
+/// ```
+#[derive(Clone, Debug)]
+pub struct ConnectionFacts {
+    opened: Arc<ConnectionInfo>,
+    reused: Arc<ConnectionInfo>,
+}
+
+impl ConnectionFacts {
+    /// The facts of a connection between `local` and `remote`.
+    pub fn new(remote: Option<SocketAddr>, local: Option<SocketAddr>) -> Self {
+        let info = ConnectionInfo::new()
+            .with_remote_addr(remote)
+            .with_local_addr(local);
+        Self {
+            opened: Arc::new(info.with_reused(Some(false))),
+            reused: Arc::new(info.with_reused(Some(true))),
+        }
+    }
+
+    /// The facts for one response: `reused` when an earlier request had the connection.
+    pub fn for_response(&self, reused: bool) -> Arc<ConnectionInfo> {
+        match reused {
+            true => self.reused.clone(),
+            false => self.opened.clone(),
+        }
     }
 }
 

@@ -45,7 +45,7 @@ pub struct Response {
     headers: HeaderMap,
     url: Uri,
     /// What the backend said about the connection (all `None` when it said nothing).
-    connection: ConnectionInfo,
+    connection: Option<Arc<ConnectionInfo>>,
     max_body_size: u64,
     /// The response to a `HEAD`: its `Content-Length` describes a body that isn't sent.
     head_request: bool,
@@ -102,7 +102,7 @@ impl Response {
             version: parts.version,
             headers: parts.headers,
             url,
-            connection: body.connection(),
+            connection: body.connection_facts(),
             max_body_size: limits.max_body_size,
             head_request: limits.head_request,
             record,
@@ -147,7 +147,7 @@ impl Response {
     /// # Ok(()) }
     /// ```
     pub fn connection(&self) -> ConnectionInfo {
-        self.connection
+        self.connection.as_deref().copied().unwrap_or_default()
     }
 
     /// The response headers.
