@@ -20,6 +20,7 @@ use bytes::Bytes;
 use crate::body::{Body, ResponseBody};
 use crate::dns::{DnsCacheConfig, SharedResolver};
 use crate::error::{BoxError, Error, ErrorKind};
+use crate::identity::{Identity, TlsVersion};
 
 /// A boxed, sendable future, as returned by [`Transport::send`].
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -253,6 +254,13 @@ pub struct Capabilities {
     pub dns_cache: bool,
     /// Binds new connections to [`TransportConfig::local_address`].
     pub local_address: bool,
+    /// Presents a client certificate ([`TransportConfig::identity`]).
+    pub identity: bool,
+    /// Honours [`TransportConfig::min_tls_version`].
+    pub min_tls_version: bool,
+    /// Can turn certificate verification off
+    /// ([`TransportConfig::danger_accept_invalid_certs`]).
+    pub danger_accept_invalid_certs: bool,
 }
 
 impl Capabilities {
@@ -274,6 +282,9 @@ impl Capabilities {
             dns_resolver: false,
             dns_cache: false,
             local_address: false,
+            identity: false,
+            min_tls_version: false,
+            danger_accept_invalid_certs: false,
         }
     }
 
@@ -317,6 +328,15 @@ impl Capabilities {
         }
         if config.local_address.is_some() && !self.local_address {
             return unsupported("local_address");
+        }
+        if config.identity.is_some() && !self.identity {
+            return unsupported("identity");
+        }
+        if config.min_tls_version.is_some() && !self.min_tls_version {
+            return unsupported("min_tls_version");
+        }
+        if config.danger_accept_invalid_certs && !self.danger_accept_invalid_certs {
+            return unsupported("danger_accept_invalid_certs");
         }
         if config.connect_timeout.is_zero() {
             return Err(Error::new(ErrorKind::Config)
@@ -366,6 +386,13 @@ pub struct TransportConfig {
     pub dns_cache: Option<DnsCacheConfig>,
     /// The local address new connections are bound to.
     pub local_address: Option<IpAddr>,
+    /// The client certificate presented to servers that ask for one (mutual TLS).
+    pub identity: Option<Identity>,
+    /// The oldest TLS version accepted; `None` is the backend's floor (TLS 1.2).
+    pub min_tls_version: Option<TlsVersion>,
+    /// Accept any server certificate: no chain, name or expiry checks. Default false; set only
+    /// through [`ClientBuilder::danger_accept_invalid_certs`](crate::ClientBuilder::danger_accept_invalid_certs).
+    pub danger_accept_invalid_certs: bool,
 }
 
 impl Default for TransportConfig {
@@ -383,6 +410,9 @@ impl Default for TransportConfig {
             dns_resolver: None,
             dns_cache: None,
             local_address: None,
+            identity: None,
+            min_tls_version: None,
+            danger_accept_invalid_certs: false,
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::client::pipeline::Policy;
 use crate::client::{BreakerEvent, RedirectEvent, RetryEvent};
 use crate::dns::Resolve;
 use crate::error::{BoxError, Error};
+use crate::identity::{Identity, TlsVersion};
 use crate::machine::breaker::{BreakerPolicy, BreakerState};
 use crate::machine::hedge::HedgePolicy;
 use crate::machine::paginate::{Checkpoint, Strategy};
@@ -525,6 +526,14 @@ impl<T: Runtime> ClientBuilder<T> {
         fn dns_cache(ttl: Duration, max_entries: usize);
         /// Binds new connections to `addr`; see [`crate::ClientBuilder::local_address`].
         fn local_address(addr: IpAddr);
+        /// Presents a client certificate (mutual TLS); see [`crate::ClientBuilder::identity`].
+        fn identity(identity: Identity);
+        /// Refuses TLS versions older than `version`; see
+        /// [`crate::ClientBuilder::min_tls_version`].
+        fn min_tls_version(version: TlsVersion);
+        /// **Turns server certificate verification off**; see
+        /// [`crate::ClientBuilder::danger_accept_invalid_certs`].
+        fn danger_accept_invalid_certs(accept: bool);
     }
 
     /// Sends W3C trace context with every attempt; see
