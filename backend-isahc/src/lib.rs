@@ -324,6 +324,13 @@ impl Backend for IsahcTransport {
         caps.dns_resolver = false;
         caps.dns_cache = false;
         caps.local_address = true;
+        // libcurl's rustls backend reads a client certificate and key from files only
+        // (`CURLOPT_SSLCERT`/`CURLOPT_SSLKEY`; the `_BLOB` forms are not honoured), and keel
+        // never writes a private key to disk.
+        caps.identity = false;
+        // `CURLOPT_SSLVERSION`; `CURLOPT_SSL_VERIFYPEER`/`VERIFYHOST` off.
+        caps.min_tls_version = true;
+        caps.danger_accept_invalid_certs = true;
         caps
     }
 
