@@ -207,7 +207,7 @@ impl ServerCertVerifier for AcceptAnyServerCert {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Certificate;
+    use crate::{Certificate, Identity};
 
     #[test]
     fn alpn_follows_the_settings_and_the_backend() {
@@ -218,6 +218,141 @@ mod tests {
         assert_eq!(alpn(&config, true), [b"http/1.1".to_vec()]);
         config.http2_prior_knowledge = true;
         assert_eq!(alpn(&config, true), [b"h2".to_vec()]);
+    }
+
+    /// Runs a handshake in memory between `client` and a server presenting a fresh certificate
+    /// for `localhost` (returned as PEM first) with only `server_versions`.
+    fn handshake(
+        client: impl FnOnce(&str) -> TransportConfig,
+        server_versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<(), rustls::Error> {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = rustls_pki_types::PrivatePkcs8KeyDer::from(signing_key.serialize_der());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(server_versions)
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key.into())
+            .unwrap();
+        let client = rustls_client_config(&client(&cert.pem()), false).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut c = rustls::ClientConnection::new(Arc::new(client), name)?;
+        let mut s = rustls::ServerConnection::new(Arc::new(server))?;
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            c.write_tls(&mut wire).unwrap();
+            s.read_tls(&mut wire.as_slice()).unwrap();
+            s.process_new_packets()?;
+            wire.clear();
+            s.write_tls(&mut wire).unwrap();
+            c.read_tls(&mut wire.as_slice()).unwrap();
+            c.process_new_packets()?;
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    fn trusting(pem: &str) -> TransportConfig {
+        TransportConfig {
+            root_certificates: vec![Certificate::from_pem(pem.to_owned())],
+            ..TransportConfig::default()
+        }
+    }
+
+    #[test]
+    fn min_tls_version_13_refuses_a_tls_12_server() {
+        let tls12: &[&'static rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+        handshake(trusting, tls12).unwrap();
+        let min = |v| {
+            move |pem: &str| TransportConfig {
+                min_tls_version: Some(v),
+                ..trusting(pem)
+            }
+        };
+        handshake(min(TlsVersion::Tls1_2), tls12).unwrap();
+        handshake(min(TlsVersion::Tls1_3), tls12).unwrap_err();
+        handshake(min(TlsVersion::Tls1_3), rustls::DEFAULT_VERSIONS).unwrap();
+    }
+
+    #[test]
+    fn only_the_danger_option_accepts_an_untrusted_server() {
+        for versions in [
+            &[&rustls::version::TLS12][..],
+            &[&rustls::version::TLS13][..],
+        ] {
+            handshake(|_| TransportConfig::default(), versions).unwrap_err();
+            let reckless = |_: &str| TransportConfig {
+                danger_accept_invalid_certs: true,
+                built_in_roots: false,
+                ..TransportConfig::default()
+            };
+            handshake(reckless, versions).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_client_certificate_is_offered_and_a_bad_key_names_the_setting() {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["client".to_owned()]).unwrap();
+        let identity = Identity::from_pem(cert.pem(), signing_key.serialize_pem()).unwrap();
+        let config = TransportConfig {
+            identity: Some(identity),
+            ..TransportConfig::default()
+        };
+        let tls = rustls_client_config(&config, true).unwrap();
+        assert!(tls.client_auth_cert_resolver.has_certs());
+        assert!(!rustls_client_config(&TransportConfig::default(), true)
+            .unwrap()
+            .client_auth_cert_resolver
+            .has_certs());
+
+        let not_a_key = "-----BEGIN PRIVATE KEY-----\nBAUG\n-----END PRIVATE KEY-----\n";
+        let config = TransportConfig {
+            identity: Some(Identity::from_pem(cert.pem(), not_a_key).unwrap()),
+            ..TransportConfig::default()
+        };
+        let err = rustls_client_config(&config, true).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert_eq!(err.setting(), Some("identity"));
+    }
+
+    #[test]
+    fn verification_off_still_builds_with_alpn() {
+        let config = TransportConfig {
+            danger_accept_invalid_certs: true,
+            built_in_roots: false,
+            ..TransportConfig::default()
+        };
+        let tls = rustls_client_config(&config, true).unwrap();
+        assert_eq!(tls.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn handshake_alerts_are_told_apart_from_other_failures() {
+        use rustls::AlertDescription as A;
+        let io = |e: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        assert!(is_handshake_alert(&io(rustls::Error::AlertReceived(
+            A::CertificateRequired
+        ))));
+        assert!(is_handshake_alert(&io(rustls::Error::AlertReceived(
+            A::UnknownCA
+        ))));
+        assert!(!is_handshake_alert(&io(rustls::Error::AlertReceived(
+            A::CloseNotify
+        ))));
+        assert!(!is_handshake_alert(&io(rustls::Error::DecryptError)));
+        let flattened = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(A::BadCertificate).to_string(),
+        );
+        assert!(is_handshake_alert(&flattened));
+        let other_kind =
+            std::io::Error::other(rustls::Error::AlertReceived(A::BadCertificate).to_string());
+        assert!(!is_handshake_alert(&other_kind));
     }
 
     #[test]

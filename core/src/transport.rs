@@ -618,4 +618,40 @@ mod tests {
         let err = Capabilities::none().check(&config).unwrap_err();
         assert_eq!(err.setting(), Some("built_in_roots"));
     }
+
+    #[test]
+    fn tls_settings_are_refused_by_name() {
+        let cert = "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN PRIVATE KEY-----\nBAUG\n-----END PRIVATE KEY-----\n";
+        let identity = Identity::from_pem(cert, key).unwrap();
+        let settings: [(&str, fn(&mut TransportConfig, &Identity)); 3] = [
+            ("identity", |c, id| c.identity = Some(id.clone())),
+            ("min_tls_version", |c, _| {
+                c.min_tls_version = Some(TlsVersion::Tls1_3)
+            }),
+            ("danger_accept_invalid_certs", |c, _| {
+                c.danger_accept_invalid_certs = true
+            }),
+        ];
+        for (name, set) in settings {
+            let mut config = TransportConfig::default();
+            set(&mut config, &identity);
+            let err = Capabilities::none().check(&config).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert_eq!(err.setting(), Some(name));
+            let caps = Capabilities {
+                identity: true,
+                min_tls_version: true,
+                danger_accept_invalid_certs: true,
+                ..Capabilities::none()
+            };
+            assert!(caps.check(&config).is_ok(), "{name}");
+        }
+        // The key stays out of the config's Debug output.
+        let config = TransportConfig {
+            identity: Some(identity),
+            ..TransportConfig::default()
+        };
+        assert!(!format!("{config:?}").contains("4, 5, 6"));
+    }
 }

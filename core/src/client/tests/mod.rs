@@ -283,6 +283,9 @@ impl<const FULL: bool> Backend for MockTransport<FULL> {
                 dns_resolver: true,
                 dns_cache: true,
                 local_address: true,
+                identity: true,
+                min_tls_version: true,
+                danger_accept_invalid_certs: true,
             }
         } else {
             Capabilities::none()
