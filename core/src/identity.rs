@@ -48,6 +48,16 @@ enum KeyFormat {
     Sec1,
 }
 
+impl KeyFormat {
+    fn name(self) -> &'static str {
+        match self {
+            KeyFormat::Pkcs8 => "PKCS#8",
+            KeyFormat::Pkcs1 => "PKCS#1 RSA",
+            KeyFormat::Sec1 => "SEC1 EC",
+        }
+    }
+}
+
 impl Drop for Key {
     fn drop(&mut self) {
         // Best effort: the key's bytes don't outlive it in this allocation.
@@ -164,7 +174,10 @@ impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Identity")
             .field("certificates", &self.chain.len())
-            .field("key", &"<redacted>")
+            .field(
+                "key",
+                &format_args!("<{} key, redacted>", self.key.format.name()),
+            )
             .finish()
     }
 }
@@ -206,7 +219,7 @@ mod tests {
         let id = Identity::from_pem(CERT, KEY).unwrap();
         assert_eq!(id.cert_chain_der(), [vec![1, 2, 3]]);
         let shown = format!("{id:?}");
-        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(shown.contains("<PKCS#8 key, redacted>"), "{shown}");
         assert!(
             !shown.contains("4, 5, 6") && !shown.contains("BAUG"),
             "{shown}"

@@ -624,7 +624,8 @@ mod tests {
         let cert = "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n";
         let key = "-----BEGIN PRIVATE KEY-----\nBAUG\n-----END PRIVATE KEY-----\n";
         let identity = Identity::from_pem(cert, key).unwrap();
-        let settings: [(&str, fn(&mut TransportConfig, &Identity)); 3] = [
+        type Set = fn(&mut TransportConfig, &Identity);
+        let settings: [(&str, Set); 3] = [
             ("identity", |c, id| c.identity = Some(id.clone())),
             ("min_tls_version", |c, _| {
                 c.min_tls_version = Some(TlsVersion::Tls1_3)
