@@ -83,11 +83,11 @@ pub use keel_core::{cookie, dns, fanout, hooks, machine, multipart, pipeline, re
 pub use keel_core::{
     Body, BodyStream, BoxTransport, BreakerControl, BreakerEvent, BreakerPolicy, BreakerState,
     Capabilities, Certificate, Checksum, ConnectionInfo, Download, DownloadReport, EndReason,
-    Error, ErrorKind, EventSource, Failure, GiveUpReason, HedgePolicy, Hop, InvalidRetryConfig,
-    Jitter, Lines, Ndjson, Outcome, Pacing, Paginate, Pending, PoolStats, Progress, RateLimit,
-    RedirectAttempt, RedirectDecision, RedirectEvent, RedirectPolicy, RedirectRefusal, Request,
-    RequestFacts, Response, RetryBudget, RetryEvent, RetryPolicy, RetryPolicyBuilder, RetryReason,
-    SensitiveHeaders, Stage, TimeoutPhase, Timeouts,
+    Error, ErrorKind, EventSource, Failure, GiveUpReason, HedgePolicy, Hop, Identity,
+    InvalidRetryConfig, Jitter, Lines, Ndjson, Outcome, Pacing, Paginate, Pending, PoolStats,
+    Progress, RateLimit, RedirectAttempt, RedirectDecision, RedirectEvent, RedirectPolicy,
+    RedirectRefusal, Request, RequestFacts, Response, RetryBudget, RetryEvent, RetryPolicy,
+    RetryPolicyBuilder, RetryReason, SensitiveHeaders, Stage, TimeoutPhase, Timeouts, TlsVersion,
 };
 
 /// Testing without a network: `MockTransport`, virtual time, record and replay (feature `mock`).

@@ -10,6 +10,13 @@ pub(crate) fn from_client_error(err: hyper_util::client::legacy::Error) -> Error
     if let Some(found) = find_in_chain(&err) {
         return found.clone();
     }
+    if keel_core::tls::is_handshake_alert(&err) {
+        // TLS 1.3: the server refused the handshake (a client certificate, most often) after
+        // the client had finished its side; it never read the request.
+        return Error::new(ErrorKind::Tls)
+            .with_stage(Stage::Tls)
+            .with_source(err);
+    }
     if err.is_connect() {
         return Error::new(ErrorKind::Connect)
             .with_stage(Stage::Connect)

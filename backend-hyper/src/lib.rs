@@ -159,6 +159,9 @@ impl Backend for HyperTransport {
         caps.connection_addrs = true;
         caps.connection_reused = true;
         caps.pool_stats = true;
+        caps.identity = true;
+        caps.min_tls_version = true;
+        caps.danger_accept_invalid_certs = true;
         caps
     }
 

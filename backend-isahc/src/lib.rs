@@ -333,6 +333,13 @@ impl Backend for IsahcTransport {
         // isahc exposes neither `CURLINFO_NUM_CONNECTS` nor the easy handle to ask for it:
         // reuse stays unknown rather than guessed from timings.
         caps.connection_reused = false;
+        // libcurl's rustls backend reads a client certificate and key from files only
+        // (`CURLOPT_SSLCERT`/`CURLOPT_SSLKEY`; the `_BLOB` forms are not honoured), and keel
+        // never writes a private key to disk.
+        caps.identity = false;
+        // `CURLOPT_SSLVERSION`; `CURLOPT_SSL_VERIFYPEER`/`VERIFYHOST` off.
+        caps.min_tls_version = true;
+        caps.danger_accept_invalid_certs = true;
         caps
     }
 

@@ -1,9 +1,10 @@
-//! The trust store handed to libcurl: built-in roots and extra roots in one PEM bundle.
+//! The TLS settings handed to libcurl: built-in roots and extra roots in one PEM bundle, the
+//! minimum TLS version, and certificate verification turned off when the user asked loudly.
 
 use std::sync::LazyLock;
 
-use isahc::tls::{TlsConfig, TrustStore};
-use keel_core::{Error, ErrorKind, TransportConfig};
+use isahc::tls::{ProtocolVersion, TlsConfig, TrustStore};
+use keel_core::{Error, ErrorKind, TlsVersion, TransportConfig};
 use rustls_pki_types::CertificateDer;
 
 /// Mozilla's roots (webpki-root-certs), the built-in roots.
@@ -38,7 +39,22 @@ pub(crate) fn config(config: &TransportConfig) -> Result<TlsConfig, Error> {
         }
         store.build()
     };
-    Ok(TlsConfig::builder().trust_store(store).build())
+    let mut tls = TlsConfig::builder().trust_store(store);
+    if let Some(version) = config.min_tls_version {
+        tls = tls.min_version(match version {
+            TlsVersion::Tls1_3 => ProtocolVersion::Tlsv13,
+            // libcurl's rustls backend speaks nothing older: 1.2 is its floor.
+            _ => ProtocolVersion::Tlsv12,
+        });
+    }
+    if config.danger_accept_invalid_certs {
+        // libcurl's rustls backend has one switch, `CURLOPT_SSL_VERIFYPEER`: off, it takes any
+        // certificate for any host; `VERIFYHOST` is turned off too, for consistency.
+        tls = tls
+            .danger_accept_invalid_certs(true)
+            .danger_accept_invalid_hosts(true);
+    }
+    Ok(tls.build())
 }
 
 /// Refuses a certificate rustls could not use as a trust anchor.

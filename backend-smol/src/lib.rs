@@ -317,6 +317,9 @@ impl Backend for SmolTransport {
         caps.dns_resolver = true;
         caps.dns_cache = true;
         caps.local_address = true;
+        caps.identity = true;
+        caps.min_tls_version = true;
+        caps.danger_accept_invalid_certs = true;
         caps
     }
 

@@ -42,6 +42,7 @@ macro_rules! __for_each_blocking_case {
             upload_from_a_reader
             paginate_as_an_iterator
             download_to_a_file
+            tls_settings
             called_from_tokio_current_thread
             called_from_tokio_multi_thread
             called_from_smol
@@ -119,6 +120,70 @@ struct Echo {
     headers: std::collections::BTreeMap<String, Vec<String>>,
     body: String,
     body_len: usize,
+}
+
+/// The TLS settings through the blocking builder: a client certificate (PEM and PKCS#12)
+/// accepted by the mTLS listener, a TLS 1.2-only server refused with `min_tls_version(1.3)`,
+/// an untrusted certificate accepted only with `danger_accept_invalid_certs`. A backend that
+/// can't present a client certificate refuses `identity` by name.
+pub fn tls_settings<T: Runtime>(server: &TestServer) -> BlockingResult {
+    use keel_core::{Certificate, Identity, Stage, TlsVersion};
+
+    let tls_error = |result: Result<keel_core::blocking::Response, keel_core::Error>,
+                     what: &str| {
+        match result {
+            Ok(r) => Err(Failure(format!("{what}: status {}", r.status()))),
+            Err(e) if e.kind() == ErrorKind::Tls && e.stage() == Some(Stage::Tls) => Ok(()),
+            Err(e) => Err(Failure(format!("{what}: expected a TLS error, got {e:?}"))),
+        }
+    };
+    let root = || Certificate::from_pem(server.ca_cert_pem());
+    let trusting = || builder::<T>(&server.url("")).add_root_certificate(root());
+    let pem = Identity::from_pem(server.client_cert_pem(), server.client_key_pem())?;
+    let (p12, password) = server.client_pkcs12();
+    let p12 = Identity::from_pkcs12(&p12, password)?;
+    if T::capabilities().identity {
+        let expected = format!("CN={}", server.client_cn());
+        for identity in [pem, p12] {
+            let client = trusting().identity(identity).build()?;
+            let body = client.get(&server.mtls_url("/whoami")).send()?.text()?;
+            ensure!(body == expected, "the server saw {body:?}");
+        }
+        let anonymous = trusting().build()?;
+        tls_error(
+            anonymous.get(&server.mtls_url("/whoami")).send(),
+            "no certificate",
+        )?;
+    } else {
+        match trusting().identity(pem).build() {
+            Ok(_) => return Err(Failure("identity was accepted".into())),
+            Err(e) => ensure!(e.setting() == Some("identity"), "{e:?}"),
+        }
+    }
+
+    let tls13 = trusting().min_tls_version(TlsVersion::Tls1_3).build()?;
+    tls_error(
+        tls13.get(&server.tls12_url("/status/200")).send(),
+        "TLS 1.2 server",
+    )?;
+    let ok = tls13.get(&server.tls_url("/status/200")).send()?;
+    ensure!(
+        ok.status() == StatusCode::OK,
+        "TLS 1.3 server: {}",
+        ok.status()
+    );
+
+    let strict = builder::<T>(&server.url("")).build()?;
+    tls_error(
+        strict.get(&server.tls_url("/status/200")).send(),
+        "untrusted",
+    )?;
+    let reckless = builder::<T>(&server.url(""))
+        .danger_accept_invalid_certs(true)
+        .build()?;
+    let ok = reckless.get(&server.tls_url("/status/200")).send()?;
+    ensure!(ok.status() == StatusCode::OK, "danger: {}", ok.status());
+    Ok(())
 }
 
 /// The byte the server's `/bytes` and `/file` routes send at offset `i`.

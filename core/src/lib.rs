@@ -98,6 +98,7 @@ pub mod cookie;
 pub mod dns;
 mod error;
 pub mod fanout;
+mod identity;
 pub mod machine;
 #[cfg(any(test, feature = "mock"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
@@ -128,6 +129,7 @@ pub use error::{
 };
 /// The `http` crate keel's types are made of (`Method`, `StatusCode`, `HeaderMap`, `Uri`, …).
 pub use http;
+pub use identity::{Identity, TlsVersion};
 pub use machine::breaker::{
     BreakerPolicy, BreakerPolicyBuilder, BreakerState, InvalidBreakerConfig,
 };

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use crate::body::{Body, ResponseBody};
 use crate::dns::{DnsCacheConfig, SharedResolver};
 use crate::error::{BoxError, Error, ErrorKind};
+use crate::identity::{Identity, TlsVersion};
 
 /// A boxed, sendable future, as returned by [`Transport::send`].
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -270,6 +271,13 @@ pub struct Capabilities {
     pub connection_reused: bool,
     /// Counts its pool's connections ([`Transport::pool_stats`]).
     pub pool_stats: bool,
+    /// Presents a client certificate ([`TransportConfig::identity`]).
+    pub identity: bool,
+    /// Honours [`TransportConfig::min_tls_version`].
+    pub min_tls_version: bool,
+    /// Can turn certificate verification off
+    /// ([`TransportConfig::danger_accept_invalid_certs`]).
+    pub danger_accept_invalid_certs: bool,
 }
 
 impl Capabilities {
@@ -294,6 +302,9 @@ impl Capabilities {
             connection_addrs: false,
             connection_reused: false,
             pool_stats: false,
+            identity: false,
+            min_tls_version: false,
+            danger_accept_invalid_certs: false,
         }
     }
 
@@ -337,6 +348,15 @@ impl Capabilities {
         }
         if config.local_address.is_some() && !self.local_address {
             return unsupported("local_address");
+        }
+        if config.identity.is_some() && !self.identity {
+            return unsupported("identity");
+        }
+        if config.min_tls_version.is_some() && !self.min_tls_version {
+            return unsupported("min_tls_version");
+        }
+        if config.danger_accept_invalid_certs && !self.danger_accept_invalid_certs {
+            return unsupported("danger_accept_invalid_certs");
         }
         if config.connect_timeout.is_zero() {
             return Err(Error::new(ErrorKind::Config)
@@ -545,6 +565,13 @@ pub struct TransportConfig {
     /// Put [`ConnectionInfo`] on every response ([`ResponseBody::with_connection`]). Default
     /// false.
     pub connection_info: bool,
+    /// The client certificate presented to servers that ask for one (mutual TLS).
+    pub identity: Option<Identity>,
+    /// The oldest TLS version accepted; `None` is the backend's floor (TLS 1.2).
+    pub min_tls_version: Option<TlsVersion>,
+    /// Accept any server certificate: no chain, name or expiry checks. Default false; set only
+    /// through [`ClientBuilder::danger_accept_invalid_certs`](crate::ClientBuilder::danger_accept_invalid_certs).
+    pub danger_accept_invalid_certs: bool,
 }
 
 impl Default for TransportConfig {
@@ -563,6 +590,9 @@ impl Default for TransportConfig {
             dns_cache: None,
             local_address: None,
             connection_info: false,
+            identity: None,
+            min_tls_version: None,
+            danger_accept_invalid_certs: false,
         }
     }
 }
@@ -767,5 +797,42 @@ mod tests {
         config.built_in_roots = false;
         let err = Capabilities::none().check(&config).unwrap_err();
         assert_eq!(err.setting(), Some("built_in_roots"));
+    }
+
+    #[test]
+    fn tls_settings_are_refused_by_name() {
+        let cert = "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN PRIVATE KEY-----\nBAUG\n-----END PRIVATE KEY-----\n";
+        let identity = Identity::from_pem(cert, key).unwrap();
+        type Set = fn(&mut TransportConfig, &Identity);
+        let settings: [(&str, Set); 3] = [
+            ("identity", |c, id| c.identity = Some(id.clone())),
+            ("min_tls_version", |c, _| {
+                c.min_tls_version = Some(TlsVersion::Tls1_3)
+            }),
+            ("danger_accept_invalid_certs", |c, _| {
+                c.danger_accept_invalid_certs = true
+            }),
+        ];
+        for (name, set) in settings {
+            let mut config = TransportConfig::default();
+            set(&mut config, &identity);
+            let err = Capabilities::none().check(&config).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert_eq!(err.setting(), Some(name));
+            let caps = Capabilities {
+                identity: true,
+                min_tls_version: true,
+                danger_accept_invalid_certs: true,
+                ..Capabilities::none()
+            };
+            assert!(caps.check(&config).is_ok(), "{name}");
+        }
+        // The key stays out of the config's Debug output.
+        let config = TransportConfig {
+            identity: Some(identity),
+            ..TransportConfig::default()
+        };
+        assert!(!format!("{config:?}").contains("4, 5, 6"));
     }
 }

@@ -13,6 +13,11 @@
 //!   with ALPN `h2` and `http/1.1`, presenting a self-signed certificate for
 //!   `localhost` and `127.0.0.1` generated at start
 //!   ([`TestServer::ca_cert_pem`], [`TestServer::ca_cert_der`]).
+//! - **mTLS** ([`TestServer::mtls_url`]): TLS that requires a client certificate issued by
+//!   the server's client CA ([`TestServer::client_cert_pem`], [`TestServer::client_key_pem`],
+//!   [`TestServer::client_pkcs12`]); every request gets 200 with the body `CN=<the client
+//!   certificate's common name>`. A handshake without one (or with another) fails.
+//! - **TLS 1.2** ([`TestServer::tls12_url`]): the main service behind TLS 1.2 only.
 //! - **blackhole** ([`TestServer::blackhole_url`]): accepts TCP connections
 //!   and never reads or writes; they stay open until shutdown.
 //! - **refused** ([`TestServer::refused_url`]): a port where nothing listens.
@@ -194,6 +199,8 @@ const RAW_LINGER: Duration = Duration::from_secs(2);
 pub struct TestServer {
     plain_port: u16,
     tls_port: u16,
+    mtls_port: u16,
+    tls12_port: u16,
     blackhole_port: u16,
     refused_port: u16,
     /// Bound but never listening: keeps `refused_port` taken (so nothing else
@@ -202,6 +209,7 @@ pub struct TestServer {
     _refused: TcpSocket,
     cert_pem: String,
     cert_der: Vec<u8>,
+    client: tls::ClientPki,
     state: Arc<State>,
     runtime: tokio::runtime::Handle,
     shutdown: watch::Sender<bool>,
@@ -373,16 +381,23 @@ impl TestServer {
         let plain = bind_std(localhost)?;
         let secure = bind_std(localhost)?;
         let blackhole = bind_std(localhost)?;
+        let mtls = bind_std(localhost)?;
+        let tls12 = bind_std(localhost)?;
         let refused = TcpSocket::new_v4()?;
         refused.bind(localhost)?;
 
         let plain_port = plain.local_addr()?.port();
         let tls_port = secure.local_addr()?.port();
         let blackhole_port = blackhole.local_addr()?.port();
+        let mtls_port = mtls.local_addr()?.port();
+        let tls12_port = tls12.local_addr()?.port();
         let refused_port = refused.local_addr()?.port();
 
         let tls = tls::generate()?;
         let acceptor = TlsAcceptor::from(tls.config);
+        let mtls_acceptor = TlsAcceptor::from(tls.extra.mtls);
+        let tls12_acceptor = TlsAcceptor::from(tls.extra.tls12);
+        let client_der = tls.extra.client.cert_der.clone();
         let state = Arc::new(State::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let serve = Serve {
@@ -415,10 +430,12 @@ impl TestServer {
                         let plain = TcpListener::from_std(plain)?;
                         let secure = TcpListener::from_std(secure)?;
                         let blackhole = TcpListener::from_std(blackhole)?;
-                        Ok::<_, io::Error>((plain, secure, blackhole))
+                        let mtls = TcpListener::from_std(mtls)?;
+                        let tls12 = TcpListener::from_std(tls12)?;
+                        Ok::<_, io::Error>((plain, secure, blackhole, mtls, tls12))
                     })()
                 };
-                let (plain, secure, blackhole) = match listening {
+                let (plain, secure, blackhole, mtls, tls12) = match listening {
                     Ok(listeners) => listeners,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -429,6 +446,8 @@ impl TestServer {
                 runtime.spawn(accept_http(plain, None, serve.clone()));
                 runtime.spawn(accept_http(secure, Some(acceptor), serve.clone()));
                 runtime.spawn(accept_blackhole(blackhole, serve.shutdown.clone()));
+                runtime.spawn(accept_mtls(mtls, mtls_acceptor, client_der, serve.clone()));
+                runtime.spawn(accept_http(tls12, Some(tls12_acceptor), serve.clone()));
                 drop(serve);
                 let _ = ready_tx.send(Ok(runtime.handle().clone()));
                 runtime.block_on(wait_shutdown(&mut shutdown));
@@ -446,11 +465,14 @@ impl TestServer {
         Ok(TestServer {
             plain_port,
             tls_port,
+            mtls_port,
+            tls12_port,
             blackhole_port,
             refused_port,
             _refused: refused,
             cert_pem: tls.cert_pem,
             cert_der: tls.cert_der,
+            client: tls.extra.client,
             state,
             runtime,
             shutdown,
@@ -469,6 +491,51 @@ impl TestServer {
     /// Trust [`ca_cert_pem`](Self::ca_cert_pem) (or the DER form) to connect.
     pub fn tls_url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.tls_port)
+    }
+
+    /// `https://localhost:{mtls_port}{path}`: TLS that requires a client certificate issued by
+    /// the server's client CA ([`client_cert_pem`](Self::client_cert_pem) and
+    /// [`client_key_pem`](Self::client_key_pem), or [`client_pkcs12`](Self::client_pkcs12)).
+    /// Every request gets 200 with the body `CN=<the client certificate's common name>`. The
+    /// server certificate is the one of [`tls_url`](Self::tls_url).
+    pub fn mtls_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.mtls_port)
+    }
+
+    /// `https://localhost:{tls12_port}{path}`: the routes of [`tls_url`](Self::tls_url) (same
+    /// certificate, counted alike) over TLS 1.2 only.
+    pub fn tls12_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.tls12_port)
+    }
+
+    /// The client certificate the [`mtls_url`](Self::mtls_url) listener accepts, PEM. Its
+    /// common name is in [`client_cn`](Self::client_cn).
+    pub fn client_cert_pem(&self) -> String {
+        self.client.cert_pem.clone()
+    }
+
+    /// The private key of [`client_cert_pem`](Self::client_cert_pem), PKCS#8 PEM.
+    pub fn client_key_pem(&self) -> String {
+        self.client.key_pem.clone()
+    }
+
+    /// The client certificate and its key as a PKCS#12 archive, and its password.
+    pub fn client_pkcs12(&self) -> (Vec<u8>, &'static str) {
+        (self.client.pkcs12.clone(), tls::PKCS12_PASSWORD)
+    }
+
+    /// A self-signed client certificate with the same common name and its key (PEM): not
+    /// issued by the client CA, so the mTLS listener refuses it.
+    pub fn stranger_cert_and_key_pem(&self) -> (String, String) {
+        (
+            self.client.stranger_cert_pem.clone(),
+            self.client.stranger_key_pem.clone(),
+        )
+    }
+
+    /// The common name of [`client_cert_pem`](Self::client_cert_pem).
+    pub fn client_cn(&self) -> &'static str {
+        tls::CLIENT_CN
     }
 
     /// `https://127.0.0.1:{blackhole_port}{path}`: connections are accepted,
@@ -761,6 +828,74 @@ async fn accept_http(listener: TcpListener, tls: Option<TlsAcceptor>, serve: Ser
                         serve_connection(stream, requests, serve).await;
                     }
                 }
+            }
+        });
+    }
+}
+
+/// The accept loop of the mTLS listener: after the handshake (which rustls fails without a
+/// certificate from the client CA), every request gets 200 and `CN=<name>` for the client
+/// certificate the server issued, or `CN=?` for any other (none can pass the handshake).
+///
+/// A failed handshake is closed politely: write side first, then what the client still sends
+/// is read and dropped for a while, so the alert reaches the client rather than a reset (with
+/// TLS 1.3 the client may have sent its request already).
+async fn accept_mtls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    client_der: Vec<u8>,
+    serve: Serve,
+) {
+    let mut shutdown = serve.shutdown.clone();
+    let client_der = Arc::new(client_der);
+    while let Some(stream) = accept(&listener, &mut shutdown).await {
+        let _ = stream.set_nodelay(true);
+        let serve = serve.clone();
+        let acceptor = acceptor.clone();
+        let client_der = Arc::clone(&client_der);
+        tokio::spawn(async move {
+            let mut shutdown = serve.shutdown.clone();
+            let handshake = tokio::select! {
+                () = wait_shutdown(&mut shutdown) => return,
+                handshake = acceptor.accept(stream).into_fallible() => handshake,
+            };
+            let stream = match handshake {
+                Ok(stream) => stream,
+                Err((_, mut tcp)) => {
+                    let _ = tcp.shutdown().await;
+                    let mut sink = [0u8; 4096];
+                    let _ = tokio::time::timeout(RAW_LINGER, async {
+                        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+                    })
+                    .await;
+                    return;
+                }
+            };
+            let seen = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .is_some_and(|cert| cert.as_ref() == client_der.as_slice());
+            let body = if seen {
+                format!("CN={}", tls::CLIENT_CN)
+            } else {
+                "CN=?".to_owned()
+            };
+            let service = service_fn(move |_req: http::Request<Incoming>| {
+                let body = body.clone();
+                async move {
+                    Ok::<_, io::Error>(http::Response::new(http_body_util::Full::new(Bytes::from(
+                        body,
+                    ))))
+                }
+            });
+            let connection = serve
+                .builder
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                () = wait_shutdown(&mut shutdown) => {}
+                _ = connection => {}
             }
         });
     }

@@ -24,6 +24,7 @@ pub use super::paginate::*;
 pub use super::redirects::*;
 pub use super::retries::*;
 pub use super::streams::*;
+pub use super::tls::*;
 
 /// The JSON the server's `/echo` route answers with.
 #[derive(Debug, Deserialize)]

@@ -20,6 +20,7 @@ pub mod paginate;
 pub mod redirects;
 pub mod retries;
 pub mod streams;
+pub mod tls;
 
 use std::fmt;
 use std::future::Future;
@@ -246,6 +247,10 @@ macro_rules! __for_each_case {
             resolve_override_reaches_the_server
             custom_resolver_and_cache_resolve_once
             local_address_binds_new_connections
+            mtls_accepts_the_right_certificate_only
+            mtls_identity_from_pkcs12
+            min_tls_version_refuses_older_servers
+            only_the_danger_option_skips_verification
         }
     };
 }

@@ -19,6 +19,7 @@ use crate::client::pipeline::Policy;
 use crate::client::{BreakerEvent, RedirectEvent, RetryEvent};
 use crate::dns::Resolve;
 use crate::error::{BoxError, Error};
+use crate::identity::{Identity, TlsVersion};
 use crate::machine::breaker::{BreakerPolicy, BreakerState};
 use crate::machine::hedge::HedgePolicy;
 use crate::machine::paginate::{Checkpoint, Strategy};
@@ -532,6 +533,14 @@ impl<T: Runtime> ClientBuilder<T> {
         fn local_address(addr: IpAddr);
         /// Puts connection facts on responses; see [`crate::ClientBuilder::connection_info`].
         fn connection_info(on: bool);
+        /// Presents a client certificate (mutual TLS); see [`crate::ClientBuilder::identity`].
+        fn identity(identity: Identity);
+        /// Refuses TLS versions older than `version`; see
+        /// [`crate::ClientBuilder::min_tls_version`].
+        fn min_tls_version(version: TlsVersion);
+        /// **Turns server certificate verification off**; see
+        /// [`crate::ClientBuilder::danger_accept_invalid_certs`].
+        fn danger_accept_invalid_certs(accept: bool);
     }
 
     /// Sends W3C trace context with every attempt; see

@@ -52,6 +52,7 @@ use crate::body::{Body, ResponseBody};
 use crate::cookie::{CookieStore, Jar};
 use crate::dns::{DnsCacheConfig, Resolve, SharedResolver};
 use crate::error::{BoxError, Error, ErrorKind};
+use crate::identity::{Identity, TlsVersion};
 use crate::machine::breaker::{BreakerPolicy, BreakerState, Transition};
 use crate::machine::credentials::{same_origin, SensitiveHeaders};
 use crate::machine::decode::{Coding, DecodeLimits};
@@ -1504,6 +1505,64 @@ impl<T: Backend> ClientBuilder<T> {
         self
     }
 
+    /// Presents `identity`, a client certificate and its key, to servers that ask for one
+    /// (mutual TLS). A backend that can't (keel-isahc: libcurl's rustls backend reads client
+    /// keys from files only, and keel never writes a key to disk) fails
+    /// [`build`](Self::build) with [`ErrorKind::Config`](crate::ErrorKind::Config) naming
+    /// `identity`.
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>(cert_pem: &[u8], key_pem: &[u8]) -> Result<(), keel_core::Error> {
+    /// use keel_core::Identity;
+    ///
+    /// let client = keel_core::Client::<T>::builder()
+    ///     .identity(Identity::from_pem(cert_pem, key_pem)?)
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.transport.identity = Some(identity);
+        self
+    }
+
+    /// Refuses servers that can't speak `version` or newer: the handshake fails with
+    /// [`ErrorKind::Tls`](crate::ErrorKind::Tls). Default: TLS 1.2, the oldest version any
+    /// keel backend speaks.
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// use keel_core::TlsVersion;
+    ///
+    /// let client = keel_core::Client::<T>::builder()
+    ///     .min_tls_version(TlsVersion::Tls1_3)
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn min_tls_version(mut self, version: TlsVersion) -> Self {
+        self.transport.min_tls_version = Some(version);
+        self
+    }
+
+    /// **Turns server certificate verification off**: any certificate is accepted, expired,
+    /// self-signed, or for another host, so anyone on the path can read and change the
+    /// traffic. This is the only way to turn verification off in keel; prefer trusting the
+    /// server's root with [`add_root_certificate`](Self::add_root_certificate). The TLS
+    /// handshake itself is still checked (the server must hold the key of the certificate it
+    /// shows). A client built with it logs a `tracing` warning. Default false.
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// // A test server with a throwaway certificate, never a production one.
+    /// let client = keel_core::Client::<T>::builder()
+    ///     .danger_accept_invalid_certs(true)
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+        self.transport.danger_accept_invalid_certs = accept;
+        self
+    }
+
     /// Binds new connections to `addr` (any port). Addresses of the other IP family can't be
     /// reached from it, and fail to connect.
     ///
@@ -1611,6 +1670,12 @@ impl<T: Backend> ClientBuilder<T> {
         }
         self.transport.connect_timeout = t.connect;
         T::capabilities().check(&self.transport)?;
+        if self.transport.danger_accept_invalid_certs {
+            tracing::warn!(
+                "TLS certificate verification is OFF for this client \
+                 (danger_accept_invalid_certs): any server certificate is accepted"
+            );
+        }
         if let Some(credentials) = self.config.base_url.as_ref().and_then(|b| b.credentials()) {
             if !self.config.headers.contains_key(AUTHORIZATION) {
                 self.config

@@ -437,6 +437,9 @@ impl Backend for MockTransport {
             dns_resolver: true,
             dns_cache: true,
             local_address: true,
+            identity: true,
+            min_tls_version: true,
+            danger_accept_invalid_certs: true,
             ..Capabilities::none()
         }
     }

@@ -286,6 +286,9 @@ impl<const FULL: bool> Backend for MockTransport<FULL> {
                 connection_addrs: true,
                 connection_reused: true,
                 pool_stats: false,
+                identity: true,
+                min_tls_version: true,
+                danger_accept_invalid_certs: true,
             }
         } else {
             Capabilities::none()

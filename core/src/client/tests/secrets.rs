@@ -481,3 +481,47 @@ fn a_base_url_with_credentials_and_a_slow_path_join_keeps_them_out() {
         assert_eq!(values(&r.headers, "authorization"), ["Basic dTpw"]);
     });
 }
+
+/// Turning certificate verification off is loud: building such a client logs one warning that
+/// names the option; a client built without it logs none. A client certificate's key never
+/// shows in the builder's or the client's `Debug`.
+#[test]
+fn verification_off_warns_once_and_keys_stay_hidden() {
+    let capture = Capture::default();
+    tracing::subscriber::with_default(capture.clone(), || {
+        Client::<MockTransport>::builder().build().unwrap();
+    });
+    assert!(!capture.text().contains("danger_accept_invalid_certs"));
+
+    let capture = Capture::default();
+    tracing::subscriber::with_default(capture.clone(), || {
+        Client::<MockTransport>::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+    });
+    let text = capture.text();
+    assert_eq!(
+        text.matches("danger_accept_invalid_certs").count(),
+        1,
+        "{text}"
+    );
+
+    let cert = "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n";
+    let key = "-----BEGIN PRIVATE KEY-----\nS0VZLTAwMDk=\n-----END PRIVATE KEY-----\n";
+    let identity = crate::Identity::from_pem(cert, key).unwrap();
+    let builder = Client::<MockTransport>::builder().identity(identity);
+    let shown = format!("{builder:?}");
+    // The key's bytes are "KEY-0009": neither they nor their base64 may show.
+    assert_clean(
+        "the builder",
+        &shown,
+        &["S0VZLTAwMDk", "75, 69, 89", "KEY-0009"],
+    );
+    let client = builder.build().unwrap();
+    assert_clean(
+        "the client",
+        &format!("{client:?}"),
+        &["S0VZLTAwMDk", "75, 69, 89", "KEY-0009"],
+    );
+}
