@@ -341,6 +341,7 @@ impl fmt::Display for Error {
                 Stage::SendRequest => "sending the request",
                 Stage::AwaitHead => "waiting for the response head",
                 Stage::Body => "reading the body",
+                Stage::Proxy => "talking to the proxy",
             };
             write!(f, " (during {at})")?;
         }

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use crate::body::{Body, ResponseBody};
 use crate::dns::{DnsCacheConfig, SharedResolver};
 use crate::error::{BoxError, Error, ErrorKind};
+use crate::proxy::{ProxyConfig, ProxyScheme};
 
 /// A boxed, sendable future, as returned by [`Transport::send`].
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -253,6 +254,13 @@ pub struct Capabilities {
     pub dns_cache: bool,
     /// Binds new connections to [`TransportConfig::local_address`].
     pub local_address: bool,
+    /// Sends requests through `http://` proxies: absolute-form requests for `http` targets,
+    /// `CONNECT` tunnels for `https` targets ([`TransportConfig::proxy`]).
+    pub proxy_http: bool,
+    /// Speaks TLS to `https://` proxies.
+    pub proxy_tls: bool,
+    /// Tunnels through `socks5://` and `socks5h://` proxies.
+    pub proxy_socks5: bool,
 }
 
 impl Capabilities {
@@ -274,6 +282,9 @@ impl Capabilities {
             dns_resolver: false,
             dns_cache: false,
             local_address: false,
+            proxy_http: false,
+            proxy_tls: false,
+            proxy_socks5: false,
         }
     }
 
@@ -317,6 +328,25 @@ impl Capabilities {
         }
         if config.local_address.is_some() && !self.local_address {
             return unsupported("local_address");
+        }
+        if let Some(proxies) = &config.proxy {
+            for proxy in proxies.proxies() {
+                let (supported, setting) = match proxy.scheme() {
+                    ProxyScheme::Http => (self.proxy_http, "proxy"),
+                    ProxyScheme::Https => (self.proxy_tls, "proxy_tls"),
+                    ProxyScheme::Socks5 | ProxyScheme::Socks5h => {
+                        (self.proxy_socks5, "proxy_socks5")
+                    }
+                };
+                if !supported {
+                    return Err(Error::new(ErrorKind::Config)
+                        .with_setting(setting)
+                        .with_source(format!(
+                            "this backend can't send requests through a {}:// proxy",
+                            proxy.scheme().as_str()
+                        )));
+                }
+            }
         }
         if config.connect_timeout.is_zero() {
             return Err(Error::new(ErrorKind::Config)
@@ -366,6 +396,9 @@ pub struct TransportConfig {
     pub dns_cache: Option<DnsCacheConfig>,
     /// The local address new connections are bound to.
     pub local_address: Option<IpAddr>,
+    /// The proxies, and the hosts reached directly. `None` (the default): every request goes
+    /// directly, whatever the environment says.
+    pub proxy: Option<ProxyConfig>,
 }
 
 impl Default for TransportConfig {
@@ -383,6 +416,7 @@ impl Default for TransportConfig {
             dns_resolver: None,
             dns_cache: None,
             local_address: None,
+            proxy: None,
         }
     }
 }

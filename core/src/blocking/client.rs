@@ -25,6 +25,7 @@ use crate::machine::paginate::{Checkpoint, Strategy};
 use crate::machine::rate::RateLimit;
 use crate::machine::redirect::RedirectPolicy;
 use crate::machine::retry::{RetryBudget, RetryPolicy};
+use crate::proxy::Proxy;
 use crate::transport::Certificate;
 use crate::{BreakerControl, Request, Timeouts};
 
@@ -525,6 +526,13 @@ impl<T: Runtime> ClientBuilder<T> {
         fn dns_cache(ttl: Duration, max_entries: usize);
         /// Binds new connections to `addr`; see [`crate::ClientBuilder::local_address`].
         fn local_address(addr: IpAddr);
+        /// Sends requests through `proxy`; see [`crate::ClientBuilder::proxy`].
+        fn proxy(proxy: Proxy);
+        /// Reaches the hosts in `list` directly; see [`crate::ClientBuilder::no_proxy`].
+        fn no_proxy(list: &str);
+        /// Uses the proxies the environment names (not the default); see
+        /// [`crate::ClientBuilder::proxy_from_env`].
+        fn proxy_from_env();
     }
 
     /// Sends W3C trace context with every attempt; see

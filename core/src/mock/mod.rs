@@ -437,6 +437,11 @@ impl Backend for MockTransport {
             dns_resolver: true,
             dns_cache: true,
             local_address: true,
+            // Like the other transport settings, proxies are accepted so clients built for
+            // tests can carry them; the mock answers from its rules either way.
+            proxy_http: true,
+            proxy_tls: true,
+            proxy_socks5: true,
             ..Capabilities::none()
         }
     }
