@@ -5,15 +5,16 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
-use keel_core::connect::Dialer;
+use keel_core::connect::{at_proxy, Dialer};
 use keel_core::dns::Dns;
+use keel_core::proxy::{Proxy, ProxyConfig, ProxyScheme};
 use keel_core::{Error, ErrorKind, Origin, TransportConfig};
 use rustls::pki_types::ServerName;
 use tokio::net::{TcpSocket, TcpStream};
@@ -30,6 +31,8 @@ pub(crate) struct Connector {
     nodelay: bool,
     dns: Arc<Dns>,
     local_address: Option<IpAddr>,
+    /// The proxies, when any is set: `None` keeps the direct path as it was.
+    proxy: Option<Arc<ProxyConfig>>,
 }
 
 impl Connector {
@@ -41,6 +44,7 @@ impl Connector {
             nodelay: config.tcp_nodelay,
             dns: Arc::new(Dns::new(config)),
             local_address: config.local_address,
+            proxy: config.proxy.clone().map(Arc::new),
         })
     }
 
@@ -49,6 +53,9 @@ impl Connector {
     async fn connect(self, uri: Uri) -> Result<Conn, Error> {
         let dialer = Dialer::new(&TokioTimer, self.connect_timeout);
         let origin = Origin::from_uri(&uri)?;
+        if let Some(proxy) = self.proxy.as_deref().and_then(|p| p.for_origin(&origin)) {
+            return self.connect_via(&dialer, proxy, &origin).await;
+        }
         let (https, host, port) = (origin.is_https(), origin.host(), origin.port());
 
         let addrs = dialer
@@ -68,8 +75,14 @@ impl Connector {
             return Ok(Conn {
                 io: TokioIo::new(Stream::Plain(tcp)),
                 h2: false,
+                forwarded: false,
             });
         }
+        self.tls_to(&dialer, host, tcp).await
+    }
+
+    /// The TLS handshake with `host` on `tcp` (a direct connection or a tunnel).
+    async fn tls_to(&self, dialer: &Dialer<'_>, host: &str, tcp: TcpStream) -> Result<Conn, Error> {
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| Error::new(ErrorKind::InvalidUrl).with_source(e))?;
         let tls = dialer.handshake(self.tls.connect(name, tcp)).await?;
@@ -77,7 +90,93 @@ impl Connector {
         Ok(Conn {
             io: TokioIo::new(Stream::Tls(Box::new(tls))),
             h2,
+            forwarded: false,
         })
+    }
+
+    /// Connects to `origin` through `proxy`: a plain `http` target is forwarded by an HTTP
+    /// proxy (hyper then writes requests in absolute form), anything else goes through a
+    /// `CONNECT` or SOCKS5 tunnel opened by keel-core, then TLS for an `https` target.
+    /// Reaching the proxy fails in [`Stage::Proxy`](keel_core::Stage::Proxy).
+    async fn connect_via(
+        &self,
+        dialer: &Dialer<'_>,
+        proxy: &Proxy,
+        origin: &Origin,
+    ) -> Result<Conn, Error> {
+        if proxy.scheme() == ProxyScheme::Https {
+            // Refused by the capabilities when the client is built.
+            return Err(Error::new(ErrorKind::Config).with_setting("proxy_tls"));
+        }
+        let (proxy_host, proxy_port) = (proxy.host(), proxy.port());
+        let addrs = dialer
+            .lookup(&self.dns, proxy_host, proxy_port, || {
+                tokio::net::lookup_host((proxy_host, proxy_port))
+            })
+            .await
+            .map_err(at_proxy)?;
+        let local = self.local_address;
+        let mut tcp = dialer
+            .connect(addrs, |addr| tcp_connect(local, addr))
+            .await
+            .map_err(at_proxy)?;
+        if self.nodelay {
+            let _ = tcp.set_nodelay(true);
+        }
+        if !origin.is_https() && proxy.scheme() == ProxyScheme::Http {
+            return Ok(Conn {
+                io: TokioIo::new(Stream::Plain(tcp)),
+                h2: false,
+                forwarded: true,
+            });
+        }
+        let (host, port) = (origin.host(), origin.port());
+        dialer
+            .tunnel(&mut FuturesIo(&mut tcp), proxy, origin, &self.dns, || {
+                tokio::net::lookup_host((host, port))
+            })
+            .await?;
+        if !origin.is_https() {
+            return Ok(Conn {
+                io: TokioIo::new(Stream::Plain(tcp)),
+                h2: false,
+                forwarded: false,
+            });
+        }
+        self.tls_to(dialer, host, tcp).await
+    }
+}
+
+/// A tokio stream seen through futures-io's traits, for keel-core's proxy handshake.
+struct FuturesIo<'a, T>(&'a mut T);
+
+impl<T: tokio::io::AsyncRead + Unpin> futures_io::AsyncRead for FuturesIo<'_, T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut buf = tokio::io::ReadBuf::new(buf);
+        ready!(Pin::new(&mut *self.get_mut().0).poll_read(cx, &mut buf))?;
+        Poll::Ready(Ok(buf.filled().len()))
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> futures_io::AsyncWrite for FuturesIo<'_, T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().0).poll_shutdown(cx)
     }
 }
 
@@ -119,6 +218,9 @@ impl tower_service::Service<Uri> for Connector {
 pub(crate) struct Conn {
     io: TokioIo<Stream>,
     h2: bool,
+    /// A connection to an HTTP proxy that forwards `http` requests: hyper writes them in
+    /// absolute form.
+    forwarded: bool,
 }
 
 enum Stream {
@@ -128,7 +230,7 @@ enum Stream {
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {
-        let connected = Connected::new();
+        let connected = Connected::new().proxy(self.forwarded);
         if self.h2 {
             connected.negotiated_h2()
         } else {

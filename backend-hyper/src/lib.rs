@@ -45,9 +45,10 @@ use std::time::Instant;
 use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::Client as PoolClient;
 use hyper_util::rt::{TokioExecutor, TokioTimer as HyperUtilTimer};
+use keel_core::proxy::ProxyConfig;
 use keel_core::{
-    Backend, Body, BoxFuture, Capabilities, Error, ErrorKind, FramedBody, ResponseBody, Sleep,
-    Timer, Transport, TransportConfig,
+    Backend, Body, BoxFuture, Capabilities, Error, ErrorKind, FramedBody, Origin, ResponseBody,
+    Sleep, Timer, Transport, TransportConfig,
 };
 
 use crate::connect::Connector;
@@ -59,6 +60,9 @@ pub struct HyperTransport {
     /// alone (hyper's HTTP/2 client would add `content-length: 0` to an empty OPTIONS).
     client: PoolClient<Connector, FramedBody>,
     timer: Arc<dyn Timer>,
+    /// The proxies, when any is set: requests forwarded by an HTTP proxy get its
+    /// `Proxy-Authorization`, and its `407` becomes a proxy error.
+    proxy: Option<Arc<ProxyConfig>>,
 }
 
 impl HyperTransport {
@@ -81,6 +85,7 @@ impl HyperTransport {
         Ok(Self {
             client: builder.build(connector),
             timer: Arc::new(TokioTimer),
+            proxy: config.proxy.clone().map(Arc::new),
         })
     }
 }
@@ -99,10 +104,18 @@ impl Transport for HyperTransport {
         if tokio::runtime::Handle::try_current().is_err() {
             return Box::pin(std::future::ready(Err(no_runtime())));
         }
+        let mut request = request;
+        let forwarded = match &self.proxy {
+            None => false,
+            Some(proxy) => forward(proxy, &mut request),
+        };
         let fut = self.client.request(request.map(FramedBody::new));
         Box::pin(async move {
             match fut.await {
                 Ok(response) => {
+                    if forwarded {
+                        keel_core::proxy::check_forwarded(response.status())?;
+                    }
                     Ok(response.map(|b| ResponseBody::new(b.map_err(errors::from_body_error))))
                 }
                 Err(err) => Err(errors::from_client_error(err)),
@@ -133,6 +146,11 @@ impl Backend for HyperTransport {
         caps.dns_resolver = true;
         caps.dns_cache = true;
         caps.local_address = true;
+        // `http://` proxies (absolute form, `CONNECT`) and SOCKS5 through keel-core's
+        // handshakes; TLS to the proxy itself (`https://` proxies) is not written yet.
+        caps.proxy_http = true;
+        caps.proxy_socks5 = true;
+        caps.proxy_tls = false;
         caps
     }
 
@@ -171,6 +189,24 @@ impl keel_core::blocking::Runtime for HyperTransport {
     fn in_async_context() -> bool {
         tokio::runtime::Handle::try_current().is_ok()
     }
+}
+
+/// Whether `request` is forwarded by an HTTP proxy (a plain `http` target): it then carries
+/// the proxy's credentials, unless the caller set `Proxy-Authorization` itself.
+fn forward(proxy: &ProxyConfig, request: &mut http::Request<Body>) -> bool {
+    let Ok(origin) = Origin::from_uri(request.uri()) else {
+        return false;
+    };
+    let Some(forwarder) = proxy.forwarder(&origin) else {
+        return false;
+    };
+    if let Some(auth) = forwarder.basic_header() {
+        request
+            .headers_mut()
+            .entry(http::header::PROXY_AUTHORIZATION)
+            .or_insert_with(|| auth.clone());
+    }
+    true
 }
 
 fn no_runtime() -> Error {

@@ -11,8 +11,9 @@ use async_io::Async;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_rustls::client::TlsStream;
 use futures_rustls::TlsConnector;
-use keel_core::connect::Dialer;
+use keel_core::connect::{at_proxy, Dialer};
 use keel_core::dns::Dns;
+use keel_core::proxy::{Proxy, ProxyConfig, ProxyScheme};
 use keel_core::{AsyncIoTimer, Error, ErrorKind, Origin, TransportConfig};
 use rustls::pki_types::ServerName;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -25,6 +26,8 @@ pub(crate) struct Connector {
     nodelay: bool,
     dns: Arc<Dns>,
     local_address: Option<IpAddr>,
+    /// The proxies, when any is set: `None` keeps the direct path as it was.
+    proxy: Option<Arc<ProxyConfig>>,
     /// Speak HTTP/2 without negotiation on plain connections.
     #[cfg_attr(not(feature = "http2"), allow(dead_code))]
     prior_knowledge: bool,
@@ -35,6 +38,8 @@ pub(crate) struct Connected {
     pub(crate) io: Stream,
     #[cfg_attr(not(feature = "http2"), allow(dead_code))]
     pub(crate) h2: bool,
+    /// A connection to an HTTP proxy that forwards `http` requests in absolute form.
+    pub(crate) forwarded: bool,
 }
 
 impl Connector {
@@ -48,6 +53,7 @@ impl Connector {
             nodelay: config.tcp_nodelay,
             dns: Arc::new(Dns::new(config)),
             local_address: config.local_address,
+            proxy: config.proxy.clone().map(Arc::new),
             prior_knowledge,
         })
     }
@@ -58,6 +64,9 @@ impl Connector {
     pub(crate) async fn connect(&self, origin: &Origin) -> Result<Connected, Error> {
         let timer = AsyncIoTimer::default();
         let dialer = Dialer::new(&timer, self.connect_timeout);
+        if let Some(proxy) = self.proxy.as_deref().and_then(|p| p.for_origin(origin)) {
+            return self.connect_via(&dialer, proxy, origin).await;
+        }
         let (host, port) = (origin.host(), origin.port());
         let addrs = dialer
             .lookup(&self.dns, host, port, || resolve(host, port))
@@ -75,8 +84,14 @@ impl Connector {
             return Ok(Connected {
                 io: Stream::Plain(tcp),
                 h2: self.prior_knowledge,
+                forwarded: false,
             });
         }
+        self.tls_to(&dialer, host, tcp).await
+    }
+
+    /// The TLS handshake with `host` on `tcp` (a direct connection or a tunnel).
+    async fn tls_to(&self, dialer: &Dialer<'_>, host: &str, tcp: Tcp) -> Result<Connected, Error> {
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| Error::new(ErrorKind::InvalidUrl).with_source(e))?;
         let tls = dialer.handshake(self.tls.connect(name, tcp)).await?;
@@ -84,7 +99,59 @@ impl Connector {
         Ok(Connected {
             io: Stream::Tls(Box::new(tls)),
             h2,
+            forwarded: false,
         })
+    }
+
+    /// Connects to `origin` through `proxy`: a plain `http` target is forwarded by an HTTP
+    /// proxy (requests then go in absolute form), anything else goes through a `CONNECT` or
+    /// SOCKS5 tunnel opened by keel-core, then TLS for an `https` target. Reaching the proxy
+    /// fails in [`Stage::Proxy`](keel_core::Stage::Proxy).
+    async fn connect_via(
+        &self,
+        dialer: &Dialer<'_>,
+        proxy: &Proxy,
+        origin: &Origin,
+    ) -> Result<Connected, Error> {
+        if proxy.scheme() == ProxyScheme::Https {
+            // Refused by the capabilities when the client is built.
+            return Err(Error::new(ErrorKind::Config).with_setting("proxy_tls"));
+        }
+        let (proxy_host, proxy_port) = (proxy.host(), proxy.port());
+        let addrs = dialer
+            .lookup(&self.dns, proxy_host, proxy_port, || {
+                resolve(proxy_host, proxy_port)
+            })
+            .await
+            .map_err(at_proxy)?;
+        let local = self.local_address;
+        let mut tcp = dialer
+            .connect(addrs, |addr| tcp_connect(local, addr))
+            .await
+            .map(Tcp::new)
+            .map_err(at_proxy)?;
+        if self.nodelay {
+            let _ = tcp.get_ref().set_nodelay(true);
+        }
+        if !origin.is_https() && proxy.scheme() == ProxyScheme::Http {
+            return Ok(Connected {
+                io: Stream::Plain(tcp),
+                h2: false,
+                forwarded: true,
+            });
+        }
+        let (host, port) = (origin.host(), origin.port());
+        dialer
+            .tunnel(&mut tcp, proxy, origin, &self.dns, || resolve(host, port))
+            .await?;
+        if !origin.is_https() {
+            return Ok(Connected {
+                io: Stream::Plain(tcp),
+                h2: self.prior_knowledge,
+                forwarded: false,
+            });
+        }
+        self.tls_to(dialer, host, tcp).await
     }
 }
 

@@ -88,6 +88,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
+use keel_core::proxy::ProxyConfig;
 use keel_core::{
     Backend, Body, BoxFuture, Capabilities, Error, Origin, ResponseBody, Timer, Transport,
     TransportConfig,
@@ -113,6 +114,9 @@ pub struct SmolTransport {
 
 struct Inner {
     connector: Connector,
+    /// The proxies, when any is set: requests forwarded by an HTTP proxy get its
+    /// `Proxy-Authorization`, and its `407` becomes a proxy error.
+    proxy: Option<ProxyConfig>,
     h1: Pool<Origin, H1Conn>,
     #[cfg(feature = "http2")]
     h2: Pool<Origin, http2::H2Conn>,
@@ -143,6 +147,7 @@ impl SmolTransport {
         Ok(Self {
             inner: Arc::new(Inner {
                 connector: Connector::new(config)?,
+                proxy: config.proxy.clone(),
                 h1: Pool::new(pool),
                 #[cfg(feature = "http2")]
                 h2: Pool::new(pool),
@@ -158,6 +163,10 @@ impl Inner {
         mut req: http::Request<Body>,
     ) -> Result<http::Response<ResponseBody>, Error> {
         let origin = Origin::from_uri(req.uri())?;
+        let forwarded = match &self.proxy {
+            None => false,
+            Some(proxy) => forward(proxy, &origin, &mut req),
+        };
         let mut stale = 0;
         loop {
             let result = match self.checkout(&origin) {
@@ -165,6 +174,10 @@ impl Inner {
                 None => self.connect(&origin).await?.send(req).await,
             };
             match result {
+                Ok(response) if forwarded => {
+                    keel_core::proxy::check_forwarded(response.status())?;
+                    return Ok(response);
+                }
                 Ok(response) => return Ok(response),
                 Err(SendError::Unsent(back, err)) => {
                     // Only a reused connection can have been closed under us; a fresh one
@@ -199,9 +212,24 @@ impl Inner {
             self.h2.share(origin.clone(), conn.clone(), Instant::now());
             return Ok(FreshConn(Conn::H2(conn)));
         }
-        let conn = H1Conn::new(connected.io);
+        let conn = H1Conn::new(connected.io, connected.forwarded);
         Ok(FreshConn(Conn::H1(self.h1.guard(origin.clone(), conn))))
     }
+}
+
+/// Whether `request` (to `origin`) is forwarded by an HTTP proxy (a plain `http` target): it
+/// then carries the proxy's credentials, unless the caller set `Proxy-Authorization` itself.
+fn forward(proxy: &ProxyConfig, origin: &Origin, request: &mut http::Request<Body>) -> bool {
+    let Some(forwarder) = proxy.forwarder(origin) else {
+        return false;
+    };
+    if let Some(auth) = forwarder.basic_header() {
+        request
+            .headers_mut()
+            .entry(http::header::PROXY_AUTHORIZATION)
+            .or_insert_with(|| auth.clone());
+    }
+    true
 }
 
 /// A connection to send one request on.
@@ -281,6 +309,11 @@ impl Backend for SmolTransport {
         caps.dns_resolver = true;
         caps.dns_cache = true;
         caps.local_address = true;
+        // `http://` proxies (absolute form, `CONNECT`) and SOCKS5 through keel-core's
+        // handshakes; TLS to the proxy itself (`https://` proxies) is not written yet.
+        caps.proxy_http = true;
+        caps.proxy_socks5 = true;
+        caps.proxy_tls = false;
         caps
     }
 

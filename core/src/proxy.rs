@@ -629,18 +629,15 @@ impl ProxyConfig {
         self.http.is_none() && self.https.is_none()
     }
 
-    /// The `Proxy-Authorization` value for a plain `http` request to `origin` forwarded by an
-    /// HTTP proxy (in absolute form), if that proxy has credentials. `None` for `https`
-    /// targets (their credentials go in the `CONNECT`) and SOCKS5 proxies.
-    pub fn forward_auth(&self, origin: &Origin) -> Option<&HeaderValue> {
+    /// The proxy that forwards a plain `http` request to `origin` in absolute form (an
+    /// `http://` or `https://` proxy), if any; its [`basic_header`](Proxy::basic_header) goes
+    /// on the request as `Proxy-Authorization`. `None` for `https` targets (tunnelled, their
+    /// credentials go in the `CONNECT`), SOCKS5 proxies, and direct requests.
+    pub fn forwarder(&self, origin: &Origin) -> Option<&Proxy> {
         if origin.is_https() {
             return None;
         }
-        let proxy = self.for_origin(origin)?;
-        if proxy.scheme.is_socks() {
-            return None;
-        }
-        proxy.basic_header()
+        self.for_origin(origin).filter(|p| !p.scheme.is_socks())
     }
 }
 
