@@ -149,10 +149,11 @@ fn isahc_failure(kind: &isahc::error::ErrorKind, connected: bool) -> (ErrorKind,
 /// (`CURLE_COULDNT_CONNECT`: libcurl keeps the proxy's status to itself, and isahc doesn't
 /// expose it) and a failed SOCKS5 handshake (`CURLE_PROXY`) are in [`Stage::Proxy`].
 pub(crate) fn from_proxied_send_error(err: &isahc::Error) -> Error {
-    let mapped = from_send_error(err);
     match keel_core::find_source::<curl::Error>(err) {
-        Some(curl) if is_proxy_failure(curl) => mapped.with_stage(Stage::Proxy),
-        _ => mapped,
+        Some(curl) if is_proxy_failure(curl) => Error::new(ErrorKind::Connect)
+            .with_stage(Stage::Proxy)
+            .with_source(err.clone()),
+        _ => from_send_error(err),
     }
 }
 

@@ -316,8 +316,10 @@ impl<'t> Dialer<'t> {
     /// [`lookup`](Self::lookup) does (`dns`, then `system`); a `socks5h://` proxy is given the
     /// name.
     ///
-    /// Every failure is in [`Stage::Proxy`]: [`ErrorKind::Connect`] with the I/O error or the
-    /// [`TunnelError`] (a `407` refusal carries its status) as its source, or
+    /// Every failure is in [`Stage::Proxy`]: the proxy's refusal as
+    /// [`ErrorKind::Status`] (its status), any other [`TunnelError`] or I/O error as
+    /// [`ErrorKind::Connect`], with it as the source (see
+    /// [`proxy::tunnel_error`](crate::proxy::tunnel_error)), or
     /// [`ErrorKind::Timeout`]`(`[`TimeoutPhase::Connect`]`)` when the deadline passes. The
     /// target's DNS failure through `socks5://` is in [`Stage::Dns`].
     ///

@@ -23,7 +23,9 @@
 //! `407`, it can't reach the target, it answers garbage) is an error in
 //! [`Stage::Proxy`](crate::Stage::Proxy), whose source is a
 //! [`TunnelError`](crate::machine::tunnel::TunnelError) carrying the proxy's status when it
-//! gave one. Nothing of the request reached the target then.
+//! gave one. Nothing of the request reached the target then. An HTTP proxy's refusal has the
+//! kind [`ErrorKind::Status`] with the proxy's status (so a `407` is not retried, a `502` is);
+//! every other proxy failure is [`ErrorKind::Connect`] (see [`tunnel_error`]).
 //!
 //! Connections are pooled per target origin, and a transport's proxy settings are fixed when it
 //! is built, so one origin is always reached the same way: a proxied connection and a direct one
@@ -652,8 +654,8 @@ impl fmt::Debug for ProxyConfig {
 }
 
 /// The error for a proxy that refused a forwarded request (`407 Proxy Authentication
-/// Required` as the answer to a request sent in absolute form), in [`Stage::Proxy`]; `None`
-/// for any other status. Backends call it on the responses to proxied `http` requests, so a
+/// Required` as the answer to a request sent in absolute form), in [`Stage::Proxy`]; `Ok` for
+/// any other status. Backends call it on the responses to proxied `http` requests, so a
 /// refusal reads the same whether it came to a `CONNECT` or to a forwarded request.
 pub fn check_forwarded(status: StatusCode) -> Result<(), Error> {
     if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
@@ -662,11 +664,30 @@ pub fn check_forwarded(status: StatusCode) -> Result<(), Error> {
     Ok(())
 }
 
-/// A handshake failure as keel's error: [`ErrorKind::Connect`] in [`Stage::Proxy`].
+/// A handshake failure as keel's error, in [`Stage::Proxy`] (so it is unsent: nothing reached
+/// the target), with `err` as its source:
+///
+/// - an HTTP proxy's refusal ([`TunnelError::Refused`]) is
+///   [`ErrorKind::Status`]`(status)`, so it is retried exactly when that status would be
+///   (`502`, `503`, `504`: the proxy couldn't reach the target) and never for `407`;
+/// - anything else (a SOCKS5 failure, a malformed answer, a closed connection) is
+///   [`ErrorKind::Connect`], retried like a failed connection.
+///
+/// ```
+/// use keel_core::machine::tunnel::TunnelError;
+/// use keel_core::{ErrorKind, Stage};
+///
+/// let status = http::StatusCode::PROXY_AUTHENTICATION_REQUIRED;
+/// let err = keel_core::proxy::tunnel_error(TunnelError::Refused { status });
+/// assert_eq!((err.kind(), err.stage()), (ErrorKind::Status(status), Some(Stage::Proxy)));
+/// assert!(err.is_unsent() && !err.is_retryable());
+/// ```
 pub fn tunnel_error(err: TunnelError) -> Error {
-    Error::new(ErrorKind::Connect)
-        .with_stage(Stage::Proxy)
-        .with_source(err)
+    let kind = match err.status() {
+        Some(status) => ErrorKind::Status(status),
+        None => ErrorKind::Connect,
+    };
+    Error::new(kind).with_stage(Stage::Proxy).with_source(err)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod hedging;
 pub mod limits;
 pub mod multipart;
 pub mod paginate;
+pub mod proxy;
 pub mod redirects;
 pub mod retries;
 pub mod streams;
@@ -243,6 +244,12 @@ macro_rules! __for_each_case {
             resolve_override_reaches_the_server
             custom_resolver_and_cache_resolve_once
             local_address_binds_new_connections
+            proxy_forwards_plain_http_with_credentials
+            proxy_tunnels_https_with_connect
+            proxy_socks5_tunnels
+            no_proxy_bypasses_the_proxy
+            proxy_refusing_connections_is_a_proxy_error
+            proxy_over_tls
         }
     };
 }

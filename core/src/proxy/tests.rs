@@ -131,7 +131,27 @@ fn forwarded_requests_carry_credentials_only_to_http_proxies() {
 fn a_407_is_a_proxy_error_with_its_status() {
     let err = check_forwarded(StatusCode::PROXY_AUTHENTICATION_REQUIRED).unwrap_err();
     assert_eq!(err.stage(), Some(Stage::Proxy));
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Status(StatusCode::PROXY_AUTHENTICATION_REQUIRED)
+    );
     assert!(err.is_unsent());
+    assert!(
+        !err.is_retryable(),
+        "new credentials are needed, not another attempt"
+    );
+    let gateway = tunnel_error(TunnelError::Refused {
+        status: StatusCode::BAD_GATEWAY,
+    });
+    assert!(
+        gateway.is_retryable(),
+        "the proxy couldn't reach the target this time"
+    );
+    let closed = tunnel_error(TunnelError::Closed);
+    assert_eq!(
+        (closed.kind(), closed.stage()),
+        (ErrorKind::Connect, Some(Stage::Proxy))
+    );
     let tunnel = crate::find_source::<TunnelError>(&err).unwrap();
     assert_eq!(
         tunnel.status(),
