@@ -118,13 +118,16 @@ fn selection_by_scheme() {
 fn forwarded_requests_carry_credentials_only_to_http_proxies() {
     let origin = |s: &str| Origin::from_uri(&s.parse().unwrap()).unwrap();
     let c = ProxyConfig::new().proxy(Proxy::all("http://u:p@proxy:1").unwrap());
-    assert!(c.forward_auth(&origin("http://h/")).is_some());
+    let forwarder = c.forwarder(&origin("http://h/")).unwrap();
+    assert!(forwarder.basic_header().is_some());
     assert!(
-        c.forward_auth(&origin("https://h/")).is_none(),
-        "sent in the CONNECT"
+        c.forwarder(&origin("https://h/")).is_none(),
+        "tunnelled: sent in the CONNECT"
     );
     let socks = ProxyConfig::new().proxy(Proxy::all("socks5://u:p@proxy:1").unwrap());
-    assert!(socks.forward_auth(&origin("http://h/")).is_none());
+    assert!(socks.forwarder(&origin("http://h/")).is_none());
+    let bypassed = c.no_proxy(NoProxy::parse("h"));
+    assert!(bypassed.forwarder(&origin("http://h/")).is_none());
 }
 
 #[test]
@@ -185,7 +188,8 @@ fn no_proxy_entries() {
 }
 
 fn label() -> impl Strategy<Value = String> {
-    "[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?"
+    // Starting with a letter: an all-numeric name would be an IPv4 address.
+    "[a-z]([a-z0-9-]{0,8}[a-z0-9])?"
 }
 
 fn domain() -> impl Strategy<Value = String> {

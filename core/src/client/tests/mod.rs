@@ -283,6 +283,9 @@ impl<const FULL: bool> Backend for MockTransport<FULL> {
                 dns_resolver: true,
                 dns_cache: true,
                 local_address: true,
+                proxy_http: true,
+                proxy_tls: true,
+                proxy_socks5: true,
             }
         } else {
             Capabilities::none()
