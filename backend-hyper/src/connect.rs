@@ -29,10 +29,16 @@ pub(crate) struct Connector {
     tls: TlsConnector,
     connect_timeout: Duration,
     nodelay: bool,
-    dns: Arc<Dns>,
+    /// How hosts are reached: DNS settings and proxies, in one `Arc` (hyper-util clones the
+    /// connector for every request).
+    net: Arc<Net>,
     local_address: Option<IpAddr>,
-    /// The proxies, when any is set: `None` keeps the direct path as it was.
-    proxy: Option<Arc<ProxyConfig>>,
+}
+
+/// The DNS settings, and the proxies when any is set (`None` keeps the direct path as it was).
+struct Net {
+    dns: Dns,
+    proxy: Option<ProxyConfig>,
 }
 
 impl Connector {
@@ -42,9 +48,11 @@ impl Connector {
             tls: TlsConnector::from(Arc::new(tls)),
             connect_timeout: config.connect_timeout,
             nodelay: config.tcp_nodelay,
-            dns: Arc::new(Dns::new(config)),
+            net: Arc::new(Net {
+                dns: Dns::new(config),
+                proxy: config.proxy.clone(),
+            }),
             local_address: config.local_address,
-            proxy: config.proxy.clone().map(Arc::new),
         })
     }
 
@@ -53,13 +61,13 @@ impl Connector {
     async fn connect(self, uri: Uri) -> Result<Conn, Error> {
         let dialer = Dialer::new(&TokioTimer, self.connect_timeout);
         let origin = Origin::from_uri(&uri)?;
-        if let Some(proxy) = self.proxy.as_deref().and_then(|p| p.for_origin(&origin)) {
+        if let Some(proxy) = self.net.proxy.as_ref().and_then(|p| p.for_origin(&origin)) {
             return self.connect_via(&dialer, proxy, &origin).await;
         }
         let (https, host, port) = (origin.is_https(), origin.host(), origin.port());
 
         let addrs = dialer
-            .lookup(&self.dns, host, port, || {
+            .lookup(&self.net.dns, host, port, || {
                 tokio::net::lookup_host((host, port))
             })
             .await?;
@@ -110,7 +118,7 @@ impl Connector {
         }
         let (proxy_host, proxy_port) = (proxy.host(), proxy.port());
         let addrs = dialer
-            .lookup(&self.dns, proxy_host, proxy_port, || {
+            .lookup(&self.net.dns, proxy_host, proxy_port, || {
                 tokio::net::lookup_host((proxy_host, proxy_port))
             })
             .await
@@ -132,9 +140,13 @@ impl Connector {
         }
         let (host, port) = (origin.host(), origin.port());
         dialer
-            .tunnel(&mut FuturesIo(&mut tcp), proxy, origin, &self.dns, || {
-                tokio::net::lookup_host((host, port))
-            })
+            .tunnel(
+                &mut FuturesIo(&mut tcp),
+                proxy,
+                origin,
+                &self.net.dns,
+                || tokio::net::lookup_host((host, port)),
+            )
             .await?;
         if !origin.is_https() {
             return Ok(Conn {
