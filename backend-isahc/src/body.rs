@@ -89,7 +89,11 @@ pub(crate) fn to_isahc_request(
     if let Some(proxy) = proxy {
         // `CURLOPT_PROXY`; the credentials as `CURLOPT_PROXYUSERNAME`/`PASSWORD`, sent as
         // `Basic` (to a SOCKS5 proxy: RFC 1929 user/password).
-        builder = builder.proxy(Some(crate::proxy_uri(proxy)?));
+        // An empty `CURLOPT_NOPROXY` too: unset, libcurl would read `NO_PROXY` from the
+        // environment and bypass the proxy keel chose.
+        builder = builder
+            .proxy(Some(crate::proxy_uri(proxy)?))
+            .proxy_blacklist(std::iter::empty::<String>());
         if let Some((user, password)) = proxy.credentials() {
             builder = builder
                 .proxy_authentication(isahc::auth::Authentication::basic())
