@@ -21,8 +21,8 @@
 //!
 //! A failure talking to the proxy (it can't be reached, it refuses the credentials with
 //! `407`, it can't reach the target, it answers garbage) is an error in
-//! [`Stage::Proxy`](crate::Stage::Proxy), whose source is a
-//! [`TunnelError`](crate::machine::tunnel::TunnelError) carrying the proxy's status when it
+//! [`Stage::Proxy`], whose source is a
+//! [`TunnelError`] carrying the proxy's status when it
 //! gave one. Nothing of the request reached the target then. An HTTP proxy's refusal has the
 //! kind [`ErrorKind::Status`] with the proxy's status (so a `407` is not retried, a `502` is);
 //! every other proxy failure is [`ErrorKind::Connect`] (see [`tunnel_error`]).
