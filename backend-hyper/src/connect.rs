@@ -39,11 +39,15 @@ pub(crate) struct Connector {
 struct Net {
     dns: Dns,
     proxy: Option<ProxyConfig>,
+    /// TLS to `https://` proxies: the client's roots, ALPN `http/1.1` only (a `CONNECT` is an
+    /// HTTP/1.1 exchange).
+    proxy_tls: TlsConnector,
 }
 
 impl Connector {
     pub(crate) fn new(config: &TransportConfig) -> Result<Self, Error> {
         let tls = keel_core::tls::rustls_client_config(config, true)?;
+        let proxy_tls = keel_core::tls::rustls_client_config(config, false)?;
         Ok(Self {
             tls: TlsConnector::from(Arc::new(tls)),
             connect_timeout: config.connect_timeout,
@@ -51,6 +55,7 @@ impl Connector {
             net: Arc::new(Net {
                 dns: Dns::new(config),
                 proxy: config.proxy.clone(),
+                proxy_tls: TlsConnector::from(Arc::new(proxy_tls)),
             }),
             local_address: config.local_address,
         })
@@ -104,18 +109,15 @@ impl Connector {
 
     /// Connects to `origin` through `proxy`: a plain `http` target is forwarded by an HTTP
     /// proxy (hyper then writes requests in absolute form), anything else goes through a
-    /// `CONNECT` or SOCKS5 tunnel opened by keel-core, then TLS for an `https` target.
-    /// Reaching the proxy fails in [`Stage::Proxy`](keel_core::Stage::Proxy).
+    /// `CONNECT` or SOCKS5 tunnel opened by keel-core, then TLS for an `https` target. An
+    /// `https://` proxy is spoken to over TLS first (so an `https` target gets TLS inside
+    /// TLS). Reaching the proxy fails in [`Stage::Proxy`](keel_core::Stage::Proxy).
     async fn connect_via(
         &self,
         dialer: &Dialer<'_>,
         proxy: &Proxy,
         origin: &Origin,
     ) -> Result<Conn, Error> {
-        if proxy.scheme() == ProxyScheme::Https {
-            // Refused by the capabilities when the client is built.
-            return Err(Error::new(ErrorKind::Config).with_setting("proxy_tls"));
-        }
         let (proxy_host, proxy_port) = (proxy.host(), proxy.port());
         let addrs = dialer
             .lookup(&self.net.dns, proxy_host, proxy_port, || {
@@ -130,6 +132,9 @@ impl Connector {
             .map_err(at_proxy)?;
         if self.nodelay {
             let _ = tcp.set_nodelay(true);
+        }
+        if proxy.scheme() == ProxyScheme::Https {
+            return self.connect_via_tls(dialer, proxy, origin, tcp).await;
         }
         if !origin.is_https() && proxy.scheme() == ProxyScheme::Http {
             return Ok(Conn {
@@ -156,6 +161,51 @@ impl Connector {
             });
         }
         self.tls_to(dialer, host, tcp).await
+    }
+
+    /// [`connect_via`](Self::connect_via) for an `https://` proxy, given the TCP connection
+    /// to it: TLS to the proxy, then a forwarded `http` target, or a `CONNECT` tunnel and TLS
+    /// to an `https` target inside it.
+    async fn connect_via_tls(
+        &self,
+        dialer: &Dialer<'_>,
+        proxy: &Proxy,
+        origin: &Origin,
+        tcp: TcpStream,
+    ) -> Result<Conn, Error> {
+        let name = ServerName::try_from(proxy.host().to_owned())
+            .map_err(|e| Error::new(ErrorKind::InvalidUrl).with_source(e))
+            .map_err(at_proxy)?;
+        let mut to_proxy = dialer
+            .handshake(self.net.proxy_tls.connect(name, tcp))
+            .await
+            .map_err(at_proxy)?;
+        if !origin.is_https() {
+            return Ok(Conn {
+                io: TokioIo::new(Stream::Tls(Box::new(to_proxy))),
+                h2: false,
+                forwarded: true,
+            });
+        }
+        let (host, port) = (origin.host(), origin.port());
+        dialer
+            .tunnel(
+                &mut FuturesIo(&mut to_proxy),
+                proxy,
+                origin,
+                &self.net.dns,
+                || tokio::net::lookup_host((host, port)),
+            )
+            .await?;
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| Error::new(ErrorKind::InvalidUrl).with_source(e))?;
+        let tls = dialer.handshake(self.tls.connect(name, to_proxy)).await?;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        Ok(Conn {
+            io: TokioIo::new(Stream::TlsInTls(Box::new(tls))),
+            h2,
+            forwarded: false,
+        })
     }
 }
 
@@ -238,6 +288,8 @@ pub(crate) struct Conn {
 enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// TLS to the target inside a tunnel through an `https://` proxy.
+    TlsInTls(Box<TlsStream<TlsStream<TcpStream>>>),
 }
 
 impl Connection for Conn {
@@ -300,6 +352,7 @@ impl tokio::io::AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::TlsInTls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -313,6 +366,7 @@ impl tokio::io::AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::TlsInTls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -320,6 +374,7 @@ impl tokio::io::AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+            Stream::TlsInTls(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -327,6 +382,7 @@ impl tokio::io::AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::TlsInTls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 
@@ -338,6 +394,7 @@ impl tokio::io::AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::TlsInTls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -345,6 +402,7 @@ impl tokio::io::AsyncWrite for Stream {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
             Stream::Tls(s) => s.is_write_vectored(),
+            Stream::TlsInTls(s) => s.is_write_vectored(),
         }
     }
 }

@@ -168,11 +168,11 @@ impl Backend for HyperTransport {
         caps.dns_resolver = true;
         caps.dns_cache = true;
         caps.local_address = true;
-        // `http://` proxies (absolute form, `CONNECT`) and SOCKS5 through keel-core's
-        // handshakes; TLS to the proxy itself (`https://` proxies) is not written yet.
+        // `http://` and `https://` proxies (absolute form, `CONNECT`; TLS to the proxy) and
+        // SOCKS5, through keel-core's handshakes.
         caps.proxy_http = true;
         caps.proxy_socks5 = true;
-        caps.proxy_tls = false;
+        caps.proxy_tls = true;
         caps
     }
 

@@ -374,8 +374,10 @@ impl Backend for IsahcTransport {
         caps.dns_cache = false;
         caps.local_address = true;
         // libcurl speaks to HTTP proxies (forwarding, `CONNECT`) and SOCKS5 ones natively.
-        // HTTPS proxies too in principle (its rustls backend supports them), but keel doesn't
-        // hand it the proxy's trust store yet, nor test it: refused until it does.
+        // Not to HTTPS ones, through isahc 2.0.2: its proxy TLS configuration sets
+        // `CURLOPT_PROXY_SSL_VERIFYPEER` to `danger_accept_invalid_certs` (not its negation),
+        // so the proxy's certificate would go unverified (the conformance case caught it: an
+        // untrusted proxy was used). Refused by name until isahc verifies it.
         caps.proxy_http = true;
         caps.proxy_socks5 = true;
         caps.proxy_tls = false;

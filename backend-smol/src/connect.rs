@@ -28,6 +28,9 @@ pub(crate) struct Connector {
     local_address: Option<IpAddr>,
     /// The proxies, when any is set: `None` keeps the direct path as it was.
     proxy: Option<Arc<ProxyConfig>>,
+    /// TLS to `https://` proxies: the client's roots, ALPN `http/1.1` only (a `CONNECT` is an
+    /// HTTP/1.1 exchange).
+    proxy_tls: TlsConnector,
     /// Speak HTTP/2 without negotiation on plain connections.
     #[cfg_attr(not(feature = "http2"), allow(dead_code))]
     prior_knowledge: bool,
@@ -46,6 +49,7 @@ impl Connector {
     pub(crate) fn new(config: &TransportConfig) -> Result<Self, Error> {
         let http2 = cfg!(feature = "http2");
         let tls = keel_core::tls::rustls_client_config(config, http2)?;
+        let proxy_tls = keel_core::tls::rustls_client_config(config, false)?;
         let prior_knowledge = http2 && config.http2_prior_knowledge;
         Ok(Self {
             tls: TlsConnector::from(Arc::new(tls)),
@@ -54,6 +58,7 @@ impl Connector {
             dns: Arc::new(Dns::new(config)),
             local_address: config.local_address,
             proxy: config.proxy.clone().map(Arc::new),
+            proxy_tls: TlsConnector::from(Arc::new(proxy_tls)),
             prior_knowledge,
         })
     }
@@ -105,18 +110,15 @@ impl Connector {
 
     /// Connects to `origin` through `proxy`: a plain `http` target is forwarded by an HTTP
     /// proxy (requests then go in absolute form), anything else goes through a `CONNECT` or
-    /// SOCKS5 tunnel opened by keel-core, then TLS for an `https` target. Reaching the proxy
-    /// fails in [`Stage::Proxy`](keel_core::Stage::Proxy).
+    /// SOCKS5 tunnel opened by keel-core, then TLS for an `https` target. An `https://` proxy
+    /// is spoken to over TLS first (so an `https` target gets TLS inside TLS). Reaching the
+    /// proxy fails in [`Stage::Proxy`](keel_core::Stage::Proxy).
     async fn connect_via(
         &self,
         dialer: &Dialer<'_>,
         proxy: &Proxy,
         origin: &Origin,
     ) -> Result<Connected, Error> {
-        if proxy.scheme() == ProxyScheme::Https {
-            // Refused by the capabilities when the client is built.
-            return Err(Error::new(ErrorKind::Config).with_setting("proxy_tls"));
-        }
         let (proxy_host, proxy_port) = (proxy.host(), proxy.port());
         let addrs = dialer
             .lookup(&self.dns, proxy_host, proxy_port, || {
@@ -132,6 +134,9 @@ impl Connector {
             .map_err(at_proxy)?;
         if self.nodelay {
             let _ = tcp.get_ref().set_nodelay(true);
+        }
+        if proxy.scheme() == ProxyScheme::Https {
+            return self.connect_via_tls(dialer, proxy, origin, tcp).await;
         }
         if !origin.is_https() && proxy.scheme() == ProxyScheme::Http {
             return Ok(Connected {
@@ -152,6 +157,47 @@ impl Connector {
             });
         }
         self.tls_to(dialer, host, tcp).await
+    }
+
+    /// [`connect_via`](Self::connect_via) for an `https://` proxy, given the TCP connection
+    /// to it: TLS to the proxy, then a forwarded `http` target, or a `CONNECT` tunnel and TLS
+    /// to an `https` target inside it.
+    async fn connect_via_tls(
+        &self,
+        dialer: &Dialer<'_>,
+        proxy: &Proxy,
+        origin: &Origin,
+        tcp: Tcp,
+    ) -> Result<Connected, Error> {
+        let name = ServerName::try_from(proxy.host().to_owned())
+            .map_err(|e| Error::new(ErrorKind::InvalidUrl).with_source(e))
+            .map_err(at_proxy)?;
+        let mut to_proxy = dialer
+            .handshake(self.proxy_tls.connect(name, tcp))
+            .await
+            .map_err(at_proxy)?;
+        if !origin.is_https() {
+            return Ok(Connected {
+                io: Stream::Tls(Box::new(to_proxy)),
+                h2: false,
+                forwarded: true,
+            });
+        }
+        let (host, port) = (origin.host(), origin.port());
+        dialer
+            .tunnel(&mut to_proxy, proxy, origin, &self.dns, || {
+                resolve(host, port)
+            })
+            .await?;
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| Error::new(ErrorKind::InvalidUrl).with_source(e))?;
+        let tls = dialer.handshake(self.tls.connect(name, to_proxy)).await?;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        Ok(Connected {
+            io: Stream::TlsInTls(Box::new(tls)),
+            h2,
+            forwarded: false,
+        })
     }
 }
 
@@ -201,6 +247,8 @@ async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
 pub(crate) enum Stream {
     Plain(Tcp),
     Tls(Box<TlsStream<Tcp>>),
+    /// TLS to the target inside a tunnel through an `https://` proxy.
+    TlsInTls(Box<TlsStream<TlsStream<Tcp>>>),
 }
 
 /// A TCP stream whose reads cost no syscall while the socket is known to be empty.
@@ -286,6 +334,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::TlsInTls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -299,6 +348,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::TlsInTls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -310,6 +360,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::TlsInTls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -317,6 +368,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+            Stream::TlsInTls(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -324,6 +376,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_close(cx),
             Stream::Tls(s) => Pin::new(s).poll_close(cx),
+            Stream::TlsInTls(s) => Pin::new(s).poll_close(cx),
         }
     }
 }

@@ -13,6 +13,8 @@
 //!   bytes are spliced both ways; an absolute-form request (`GET http://host:port/path`) goes
 //!   to the target in origin form, without the `Proxy-*` headers and with `Connection: close`,
 //!   and the answer is spliced back: one request per connection. Anything else gets `400`.
+//! - **HTTPS** ([`TestProxy::https_url`]): the same HTTP proxy behind TLS, with a self-signed
+//!   certificate for `localhost` and `127.0.0.1` ([`TestProxy::ca_cert_pem`]).
 //! - **SOCKS5** ([`TestProxy::socks_url`]): RFC 1928 `CONNECT` with "no authentication", or
 //!   RFC 1929 user/password when credentials are set (status 1 for wrong ones).
 //!
@@ -26,9 +28,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 /// How long a client has to send its request head or SOCKS5 messages.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,7 +41,9 @@ const HEAD_LIMIT: usize = 64 * 1024;
 /// A running forward proxy; see the [module docs](self). Shut down when dropped.
 pub struct TestProxy {
     http_port: u16,
+    https_port: u16,
     socks_port: u16,
+    cert_pem: String,
     log: Arc<Mutex<Log>>,
     shutdown: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
@@ -50,6 +55,7 @@ struct Log {
     tunnels: usize,
     socks_tunnels: usize,
     refused: usize,
+    tls_clients: usize,
     targets: Vec<String>,
 }
 
@@ -61,11 +67,16 @@ impl TestProxy {
     pub fn start(credentials: Option<(&str, &str)>) -> io::Result<TestProxy> {
         let localhost = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let http = std::net::TcpListener::bind(localhost)?;
+        let https = std::net::TcpListener::bind(localhost)?;
         let socks = std::net::TcpListener::bind(localhost)?;
-        http.set_nonblocking(true)?;
-        socks.set_nonblocking(true)?;
+        for listener in [&http, &https, &socks] {
+            listener.set_nonblocking(true)?;
+        }
         let http_port = http.local_addr()?.port();
+        let https_port = https.local_addr()?.port();
         let socks_port = socks.local_addr()?.port();
+        let tls = super::tls::generate()?;
+        let acceptor = TlsAcceptor::from(tls.config);
         let credentials: Credentials = credentials.map(|(u, p)| (u.to_owned(), p.to_owned()));
         let log = Arc::new(Mutex::new(Log::default()));
         let (shutdown, mut shutdown_rx) = watch::channel(false);
@@ -86,9 +97,15 @@ impl TestProxy {
                 };
                 let listeners = {
                     let _context = runtime.enter();
-                    TcpListener::from_std(http).and_then(|h| Ok((h, TcpListener::from_std(socks)?)))
+                    (|| {
+                        Ok::<_, io::Error>((
+                            TcpListener::from_std(http)?,
+                            TcpListener::from_std(https)?,
+                            TcpListener::from_std(socks)?,
+                        ))
+                    })()
                 };
-                let (http, socks) = match listeners {
+                let (http, https, socks) = match listeners {
                     Ok(listeners) => listeners,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -100,6 +117,22 @@ impl TestProxy {
                     credentials.clone(),
                     shared.clone(),
                     serve_http,
+                ));
+                let (tls_credentials, tls_log) = (credentials.clone(), shared.clone());
+                runtime.spawn(accept(
+                    https,
+                    tls_credentials,
+                    tls_log,
+                    move |tcp, c, log| {
+                        let acceptor = acceptor.clone();
+                        async move {
+                            let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                                .await
+                                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+                            record(&log, |l| l.tls_clients += 1);
+                            serve_http(tls, c, log).await
+                        }
+                    },
                 ));
                 runtime.spawn(accept(socks, credentials, shared, serve_socks));
                 let _ = ready_tx.send(Ok(()));
@@ -119,7 +152,9 @@ impl TestProxy {
         }
         Ok(TestProxy {
             http_port,
+            https_port,
             socks_port,
+            cert_pem: tls.cert_pem,
             log,
             shutdown,
             thread: Some(thread),
@@ -129,6 +164,21 @@ impl TestProxy {
     /// `http://127.0.0.1:{port}`, with `user:password@` when given.
     pub fn http_url(&self, credentials: Option<(&str, &str)>) -> String {
         url("http", self.http_port, credentials)
+    }
+
+    /// `https://localhost:{port}` for the HTTPS listener, with `user:password@` when given.
+    pub fn https_url(&self, credentials: Option<(&str, &str)>) -> String {
+        url("https", self.https_port, credentials).replace("127.0.0.1", "localhost")
+    }
+
+    /// The HTTPS listener's self-signed certificate, PEM-encoded: trust it to reach the proxy.
+    pub fn ca_cert_pem(&self) -> String {
+        self.cert_pem.clone()
+    }
+
+    /// TLS handshakes completed on the HTTPS listener so far.
+    pub fn tls_clients(&self) -> usize {
+        self.lock().tls_clients
     }
 
     /// `{scheme}://127.0.0.1:{port}` for the SOCKS5 listener (`socks5` or `socks5h`), with
@@ -236,7 +286,7 @@ fn host_port(authority: &str) -> Option<(&str, u16)> {
 }
 
 /// Reads a request head: the head's bytes, and whatever followed it.
-async fn read_head(stream: &mut TcpStream) -> io::Result<(Vec<u8>, Vec<u8>)> {
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<(Vec<u8>, Vec<u8>)> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
@@ -263,8 +313,8 @@ const BAD_GATEWAY: &[u8] =
 const BAD_REQUEST: &[u8] =
     b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
-async fn serve_http(
-    mut client: TcpStream,
+async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
+    mut client: S,
     credentials: Credentials,
     log: Arc<Mutex<Log>>,
 ) -> io::Result<()> {
@@ -341,7 +391,7 @@ async fn serve_http(
     upstream.write_all(&rest).await?;
     // The answer goes back until the target closes (it was asked to); the client's further
     // bytes (a body) go on meanwhile.
-    let (mut client_read, mut client_write) = client.split();
+    let (mut client_read, mut client_write) = tokio::io::split(client);
     let (mut up_read, mut up_write) = upstream.split();
     tokio::select! {
         answered = tokio::io::copy(&mut up_read, &mut client_write) => { answered?; }

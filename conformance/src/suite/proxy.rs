@@ -397,30 +397,84 @@ pub async fn proxy_refusing_connections_is_a_proxy_error<T: Backend>(cx: Cx<T>) 
     Ok(Outcome::Pass)
 }
 
-/// An `https://` proxy (TLS to the proxy) is refused by name where the backend can't speak
-/// it, never used in the clear.
+/// An `https://` proxy: TLS to the proxy (trusting its certificate), then a plain `http`
+/// target forwarded over it, and an `https` target through a `CONNECT` tunnel inside it (TLS in
+/// TLS). Without trusting the proxy's certificate, a TLS error in [`Stage::Proxy`]. A backend
+/// that can't speak TLS to a proxy refuses it by name.
 pub async fn proxy_over_tls<T: Backend>(cx: Cx<T>) -> CaseResult {
-    let built = cx
-        .builder()
-        .proxy(Proxy::all("https://127.0.0.1:3129")?)
-        .build();
-    match built {
-        Err(e) if !cx.capabilities().proxy_tls => {
-            ensure!(
-                e.kind() == ErrorKind::Config && e.setting() == Some("proxy_tls"),
-                "expected a Config error naming proxy_tls, got {e:?}"
-            );
-            Ok(Outcome::NotSupported("proxy_tls"))
-        }
-        Err(e) => Err(Failure(format!(
-            "the backend says it speaks TLS to proxies, but: {e:?}"
-        ))),
-        Ok(_) if !cx.capabilities().proxy_tls => Err(Failure(
-            "an https:// proxy was accepted by a backend that can't speak TLS to it".into(),
-        )),
-        Ok(_) => Err(Failure(
-            "an https:// proxy was accepted, but this suite has no TLS proxy to check it against"
-                .into(),
-        )),
+    let proxy = start_proxy(true)?;
+    let url = proxy.https_url(Some((USER, PASSWORD)));
+    if !cx.capabilities().proxy_tls {
+        let err = match cx.builder().proxy(proxy_url(url)?).build() {
+            Ok(_) => {
+                return Err(Failure(
+                    "an https:// proxy was accepted by a backend that can't speak TLS to it".into(),
+                ))
+            }
+            Err(e) => e,
+        };
+        ensure!(
+            err.kind() == ErrorKind::Config && err.setting() == Some("proxy_tls"),
+            "expected a Config error naming proxy_tls, got {err:?}"
+        );
+        return Ok(Outcome::NotSupported("proxy_tls"));
     }
+    let client = cx
+        .builder()
+        .add_root_certificate(cx.server_root())
+        .add_root_certificate(keel_core::Certificate::from_pem(proxy.ca_cert_pem()))
+        .proxy(proxy_url(url.clone())?)
+        .build()?;
+    let plain = cx.server.url("/echo");
+    let seen: Seen = client
+        .get(&plain)
+        .send()
+        .await?
+        .error_for_status()
+        .await?
+        .json()
+        .await?;
+    ensure!(seen.path == "/echo", "the server saw {}", seen.path);
+    client
+        .get(&cx.server.tls_url("/echo"))
+        .send()
+        .await?
+        .error_for_status()
+        .await?
+        .bytes()
+        .await?;
+    ensure!(
+        (proxy.forwarded(), proxy.tunnels()) == (1, 1),
+        "forwarded {}, tunnels {}",
+        proxy.forwarded(),
+        proxy.tunnels()
+    );
+    ensure!(
+        proxy.tls_clients() >= 1,
+        "nothing reached the proxy over TLS"
+    );
+
+    // The proxy's certificate not trusted: the proxy's TLS fails, in the proxy stage.
+    let untrusting = cx
+        .builder()
+        .add_root_certificate(cx.server_root())
+        .proxy(proxy_url(url)?)
+        .build()?;
+    let err = match untrusting.get(&plain).send().await {
+        Ok(resp) => {
+            return Err(Failure(format!(
+                "an untrusted proxy was used: {} (forwarded {}, tls clients {})",
+                resp.status(),
+                proxy.forwarded(),
+                proxy.tls_clients()
+            )))
+        }
+        Err(e) => e,
+    };
+    is_proxy_failure(&err)?;
+    ensure!(
+        err.kind() == ErrorKind::Tls,
+        "expected a TLS error, got {err:?}"
+    );
+    Ok(Outcome::Pass)
 }
