@@ -39,15 +39,15 @@ pub(crate) struct Connector {
 struct Net {
     dns: Dns,
     proxy: Option<ProxyConfig>,
-    /// TLS to `https://` proxies: the client's roots, ALPN `http/1.1` only (a `CONNECT` is an
-    /// HTTP/1.1 exchange).
-    proxy_tls: TlsConnector,
+    /// TLS to `https://` proxies, when one is set: the client's roots, ALPN `http/1.1` only (a
+    /// `CONNECT` is an HTTP/1.1 exchange).
+    proxy_tls: Option<TlsConnector>,
 }
 
 impl Connector {
     pub(crate) fn new(config: &TransportConfig) -> Result<Self, Error> {
         let tls = keel_core::tls::rustls_client_config(config, true)?;
-        let proxy_tls = keel_core::tls::rustls_client_config(config, false)?;
+        let proxy_tls = proxy_tls(config)?;
         Ok(Self {
             tls: TlsConnector::from(Arc::new(tls)),
             connect_timeout: config.connect_timeout,
@@ -55,7 +55,7 @@ impl Connector {
             net: Arc::new(Net {
                 dns: Dns::new(config),
                 proxy: config.proxy.clone(),
-                proxy_tls: TlsConnector::from(Arc::new(proxy_tls)),
+                proxy_tls,
             }),
             local_address: config.local_address,
         })
@@ -176,8 +176,14 @@ impl Connector {
         let name = ServerName::try_from(proxy.host().to_owned())
             .map_err(|e| Error::new(ErrorKind::InvalidUrl).with_source(e))
             .map_err(at_proxy)?;
+        let Some(proxy_tls) = &self.net.proxy_tls else {
+            // Built whenever an `https://` proxy is set.
+            return Err(at_proxy(
+                Error::new(ErrorKind::Config).with_setting("proxy_tls"),
+            ));
+        };
         let mut to_proxy = dialer
-            .handshake(self.net.proxy_tls.connect(name, tcp))
+            .handshake(proxy_tls.connect(name, tcp))
             .await
             .map_err(at_proxy)?;
         if !origin.is_https() {
@@ -207,6 +213,20 @@ impl Connector {
             forwarded: false,
         })
     }
+}
+
+/// The TLS connector for `https://` proxies, if `config` sets one.
+fn proxy_tls(config: &TransportConfig) -> Result<Option<TlsConnector>, Error> {
+    let https_proxy = config
+        .proxy
+        .iter()
+        .flat_map(ProxyConfig::proxies)
+        .any(|p| p.scheme() == ProxyScheme::Https);
+    if !https_proxy {
+        return Ok(None);
+    }
+    let tls = keel_core::tls::rustls_client_config(config, false)?;
+    Ok(Some(TlsConnector::from(Arc::new(tls))))
 }
 
 /// A tokio stream seen through futures-io's traits, for keel-core's proxy handshake.

@@ -28,9 +28,9 @@ pub(crate) struct Connector {
     local_address: Option<IpAddr>,
     /// The proxies, when any is set: `None` keeps the direct path as it was.
     proxy: Option<Arc<ProxyConfig>>,
-    /// TLS to `https://` proxies: the client's roots, ALPN `http/1.1` only (a `CONNECT` is an
-    /// HTTP/1.1 exchange).
-    proxy_tls: TlsConnector,
+    /// TLS to `https://` proxies, when one is set: the client's roots, ALPN `http/1.1` only (a
+    /// `CONNECT` is an HTTP/1.1 exchange).
+    proxy_tls: Option<TlsConnector>,
     /// Speak HTTP/2 without negotiation on plain connections.
     #[cfg_attr(not(feature = "http2"), allow(dead_code))]
     prior_knowledge: bool,
@@ -49,7 +49,17 @@ impl Connector {
     pub(crate) fn new(config: &TransportConfig) -> Result<Self, Error> {
         let http2 = cfg!(feature = "http2");
         let tls = keel_core::tls::rustls_client_config(config, http2)?;
-        let proxy_tls = keel_core::tls::rustls_client_config(config, false)?;
+        let https_proxy = config
+            .proxy
+            .iter()
+            .flat_map(ProxyConfig::proxies)
+            .any(|p| p.scheme() == ProxyScheme::Https);
+        let proxy_tls = if https_proxy {
+            let tls = keel_core::tls::rustls_client_config(config, false)?;
+            Some(TlsConnector::from(Arc::new(tls)))
+        } else {
+            None
+        };
         let prior_knowledge = http2 && config.http2_prior_knowledge;
         Ok(Self {
             tls: TlsConnector::from(Arc::new(tls)),
@@ -58,7 +68,7 @@ impl Connector {
             dns: Arc::new(Dns::new(config)),
             local_address: config.local_address,
             proxy: config.proxy.clone().map(Arc::new),
-            proxy_tls: TlsConnector::from(Arc::new(proxy_tls)),
+            proxy_tls,
             prior_knowledge,
         })
     }
@@ -172,8 +182,14 @@ impl Connector {
         let name = ServerName::try_from(proxy.host().to_owned())
             .map_err(|e| Error::new(ErrorKind::InvalidUrl).with_source(e))
             .map_err(at_proxy)?;
+        let Some(proxy_tls) = &self.proxy_tls else {
+            // Built whenever an `https://` proxy is set.
+            return Err(at_proxy(
+                Error::new(ErrorKind::Config).with_setting("proxy_tls"),
+            ));
+        };
         let mut to_proxy = dialer
-            .handshake(self.proxy_tls.connect(name, tcp))
+            .handshake(proxy_tls.connect(name, tcp))
             .await
             .map_err(at_proxy)?;
         if !origin.is_https() {
