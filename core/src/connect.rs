@@ -390,6 +390,8 @@ impl<'t> Dialer<'t> {
         A: IntoIterator<Item = SocketAddr>,
     {
         let (host, port) = (target.host(), target.port());
+        // `Proxy`'s `Display` never shows its credentials.
+        tracing::debug!(target: "keel::connect", %proxy, %target, "opening a tunnel");
         let tunnel = match proxy.scheme() {
             ProxyScheme::Http | ProxyScheme::Https => {
                 Ok(Tunnel::http_connect(host, port, proxy.basic_header()))

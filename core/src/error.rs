@@ -478,7 +478,7 @@ mod tests {
 
     #[test]
     fn connect_stages_mark_unsent() {
-        for stage in [Stage::Dns, Stage::Connect, Stage::Tls] {
+        for stage in [Stage::Dns, Stage::Connect, Stage::Tls, Stage::Proxy] {
             assert!(Error::new(ErrorKind::Connect).with_stage(stage).is_unsent());
         }
         for stage in [Stage::SendRequest, Stage::AwaitHead, Stage::Body] {
