@@ -79,7 +79,9 @@ pub mod blocking;
 pub use keel_core as core;
 /// The `http` crate keel's types are made of: `keel::http::{Method, StatusCode, HeaderMap, …}`.
 pub use keel_core::http;
-pub use keel_core::{cookie, dns, fanout, hooks, machine, multipart, pipeline, redact, store};
+pub use keel_core::{
+    cookie, dns, fanout, hooks, machine, multipart, pipeline, proxy, redact, store,
+};
 pub use keel_core::{
     Body, BodyStream, BoxTransport, BreakerControl, BreakerEvent, BreakerPolicy, BreakerState,
     Capabilities, Certificate, Checksum, ConnectionInfo, Download, DownloadReport, EndReason,

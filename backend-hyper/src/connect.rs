@@ -6,15 +6,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
-use keel_core::connect::{Dialer, OpenConnection, OpenConnections};
+use keel_core::connect::{at_proxy, Dialer, OpenConnection, OpenConnections};
 use keel_core::dns::Dns;
+use keel_core::proxy::{Proxy, ProxyConfig, ProxyScheme};
 use keel_core::{ConnectionFacts, ConnectionInfo, Error, ErrorKind, Origin, TransportConfig};
 use rustls::pki_types::ServerName;
 use tokio::net::{TcpSocket, TcpStream};
@@ -29,7 +30,9 @@ pub(crate) struct Connector {
     tls: TlsConnector,
     connect_timeout: Duration,
     nodelay: bool,
-    dns: Arc<Dns>,
+    /// How hosts are reached: DNS settings and proxies, in one `Arc` (hyper-util clones the
+    /// connector for every request).
+    net: Arc<Net>,
     local_address: Option<IpAddr>,
     /// Tag connections so that responses say which one they came over (off by default: the
     /// tag costs an allocation per response).
@@ -38,14 +41,28 @@ pub(crate) struct Connector {
     pub(crate) open: OpenConnections,
 }
 
+/// The DNS settings, and the proxies when any is set (`None` keeps the direct path as it was).
+struct Net {
+    dns: Dns,
+    proxy: Option<ProxyConfig>,
+    /// TLS to `https://` proxies, when one is set: the client's roots, ALPN `http/1.1` only (a
+    /// `CONNECT` is an HTTP/1.1 exchange).
+    proxy_tls: Option<TlsConnector>,
+}
+
 impl Connector {
     pub(crate) fn new(config: &TransportConfig) -> Result<Self, Error> {
         let tls = keel_core::tls::rustls_client_config(config, true)?;
+        let proxy_tls = proxy_tls(config)?;
         Ok(Self {
             tls: TlsConnector::from(Arc::new(tls)),
             connect_timeout: config.connect_timeout,
             nodelay: config.tcp_nodelay,
-            dns: Arc::new(Dns::new(config)),
+            net: Arc::new(Net {
+                dns: Dns::new(config),
+                proxy: config.proxy.clone(),
+                proxy_tls,
+            }),
             local_address: config.local_address,
             connection_info: config.connection_info,
             open: OpenConnections::default(),
@@ -55,12 +72,25 @@ impl Connector {
     /// Resolves (static overrides, cache, custom resolver, or else tokio's), then lets keel-core's [`Dialer`] race the connection attempts
     /// and bound everything, the TLS handshake included, by the connect timeout.
     async fn connect(self, uri: Uri) -> Result<Conn, Error> {
-        let dialer = Dialer::new(&TokioTimer, self.connect_timeout);
         let origin = Origin::from_uri(&uri)?;
+        let mut conn = self.dial(&origin).await?;
+        conn._open = Some(self.open.opened(&origin));
+        if self.connection_info {
+            conn.tag = Some(ConnTag::new(conn.tcp()));
+        }
+        Ok(conn)
+    }
+
+    /// Opens a connection to `origin`, directly or through its proxy.
+    async fn dial(&self, origin: &Origin) -> Result<Conn, Error> {
+        let dialer = Dialer::new(&TokioTimer, self.connect_timeout);
+        if let Some(proxy) = self.net.proxy.as_ref().and_then(|p| p.for_origin(origin)) {
+            return self.connect_via(&dialer, proxy, origin).await;
+        }
         let (https, host, port) = (origin.is_https(), origin.host(), origin.port());
 
         let addrs = dialer
-            .lookup(&self.dns, host, port, || {
+            .lookup(&self.net.dns, host, port, || {
                 tokio::net::lookup_host((host, port))
             })
             .await?;
@@ -72,16 +102,20 @@ impl Connector {
             // Failing to set an option on a live socket is not a reason to give it up.
             let _ = tcp.set_nodelay(true);
         }
-        let tag = self.connection_info.then(|| ConnTag::new(&tcp));
-        let open = self.open.opened(&origin);
         if !https {
             return Ok(Conn {
                 io: TokioIo::new(Stream::Plain(tcp)),
                 h2: false,
-                tag,
-                _open: open,
+                forwarded: false,
+                tag: None,
+                _open: None,
             });
         }
+        self.tls_to(&dialer, host, tcp).await
+    }
+
+    /// The TLS handshake with `host` on `tcp` (a direct connection or a tunnel).
+    async fn tls_to(&self, dialer: &Dialer<'_>, host: &str, tcp: TcpStream) -> Result<Conn, Error> {
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| Error::new(ErrorKind::InvalidUrl).with_source(e))?;
         let tls = dialer.handshake(self.tls.connect(name, tcp)).await?;
@@ -89,9 +123,172 @@ impl Connector {
         Ok(Conn {
             io: TokioIo::new(Stream::Tls(Box::new(tls))),
             h2,
-            tag,
-            _open: open,
+            forwarded: false,
+            tag: None,
+            _open: None,
         })
+    }
+
+    /// Connects to `origin` through `proxy`: a plain `http` target is forwarded by an HTTP
+    /// proxy (hyper then writes requests in absolute form), anything else goes through a
+    /// `CONNECT` or SOCKS5 tunnel opened by keel-core, then TLS for an `https` target. An
+    /// `https://` proxy is spoken to over TLS first (so an `https` target gets TLS inside
+    /// TLS). Reaching the proxy fails in [`Stage::Proxy`](keel_core::Stage::Proxy).
+    async fn connect_via(
+        &self,
+        dialer: &Dialer<'_>,
+        proxy: &Proxy,
+        origin: &Origin,
+    ) -> Result<Conn, Error> {
+        let (proxy_host, proxy_port) = (proxy.host(), proxy.port());
+        let addrs = dialer
+            .lookup(&self.net.dns, proxy_host, proxy_port, || {
+                tokio::net::lookup_host((proxy_host, proxy_port))
+            })
+            .await
+            .map_err(at_proxy)?;
+        let local = self.local_address;
+        let mut tcp = dialer
+            .connect(addrs, |addr| tcp_connect(local, addr))
+            .await
+            .map_err(at_proxy)?;
+        if self.nodelay {
+            let _ = tcp.set_nodelay(true);
+        }
+        if proxy.scheme() == ProxyScheme::Https {
+            return self.connect_via_tls(dialer, proxy, origin, tcp).await;
+        }
+        if !origin.is_https() && proxy.scheme() == ProxyScheme::Http {
+            return Ok(Conn {
+                io: TokioIo::new(Stream::Plain(tcp)),
+                h2: false,
+                forwarded: true,
+                tag: None,
+                _open: None,
+            });
+        }
+        let (host, port) = (origin.host(), origin.port());
+        dialer
+            .tunnel(
+                &mut FuturesIo(&mut tcp),
+                proxy,
+                origin,
+                &self.net.dns,
+                || tokio::net::lookup_host((host, port)),
+            )
+            .await?;
+        if !origin.is_https() {
+            return Ok(Conn {
+                io: TokioIo::new(Stream::Plain(tcp)),
+                h2: false,
+                forwarded: false,
+                tag: None,
+                _open: None,
+            });
+        }
+        self.tls_to(dialer, host, tcp).await
+    }
+
+    /// [`connect_via`](Self::connect_via) for an `https://` proxy, given the TCP connection
+    /// to it: TLS to the proxy, then a forwarded `http` target, or a `CONNECT` tunnel and TLS
+    /// to an `https` target inside it.
+    async fn connect_via_tls(
+        &self,
+        dialer: &Dialer<'_>,
+        proxy: &Proxy,
+        origin: &Origin,
+        tcp: TcpStream,
+    ) -> Result<Conn, Error> {
+        let name = ServerName::try_from(proxy.host().to_owned())
+            .map_err(|e| Error::new(ErrorKind::InvalidUrl).with_source(e))
+            .map_err(at_proxy)?;
+        let Some(proxy_tls) = &self.net.proxy_tls else {
+            // Built whenever an `https://` proxy is set.
+            return Err(at_proxy(
+                Error::new(ErrorKind::Config).with_setting("proxy_tls"),
+            ));
+        };
+        let mut to_proxy = dialer
+            .handshake(proxy_tls.connect(name, tcp))
+            .await
+            .map_err(at_proxy)?;
+        if !origin.is_https() {
+            return Ok(Conn {
+                io: TokioIo::new(Stream::Tls(Box::new(to_proxy))),
+                h2: false,
+                forwarded: true,
+                tag: None,
+                _open: None,
+            });
+        }
+        let (host, port) = (origin.host(), origin.port());
+        dialer
+            .tunnel(
+                &mut FuturesIo(&mut to_proxy),
+                proxy,
+                origin,
+                &self.net.dns,
+                || tokio::net::lookup_host((host, port)),
+            )
+            .await?;
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| Error::new(ErrorKind::InvalidUrl).with_source(e))?;
+        let tls = dialer.handshake(self.tls.connect(name, to_proxy)).await?;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        Ok(Conn {
+            io: TokioIo::new(Stream::TlsInTls(Box::new(tls))),
+            h2,
+            forwarded: false,
+            tag: None,
+            _open: None,
+        })
+    }
+}
+
+/// The TLS connector for `https://` proxies, if `config` sets one.
+fn proxy_tls(config: &TransportConfig) -> Result<Option<TlsConnector>, Error> {
+    let https_proxy = config
+        .proxy
+        .iter()
+        .flat_map(ProxyConfig::proxies)
+        .any(|p| p.scheme() == ProxyScheme::Https);
+    if !https_proxy {
+        return Ok(None);
+    }
+    let tls = keel_core::tls::rustls_client_config(config, false)?;
+    Ok(Some(TlsConnector::from(Arc::new(tls))))
+}
+
+/// A tokio stream seen through futures-io's traits, for keel-core's proxy handshake.
+struct FuturesIo<'a, T>(&'a mut T);
+
+impl<T: tokio::io::AsyncRead + Unpin> futures_io::AsyncRead for FuturesIo<'_, T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut buf = tokio::io::ReadBuf::new(buf);
+        ready!(Pin::new(&mut *self.get_mut().0).poll_read(cx, &mut buf))?;
+        Poll::Ready(Ok(buf.filled().len()))
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> futures_io::AsyncWrite for FuturesIo<'_, T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().0).poll_shutdown(cx)
     }
 }
 
@@ -133,13 +330,28 @@ impl tower_service::Service<Uri> for Connector {
 pub(crate) struct Conn {
     io: TokioIo<Stream>,
     h2: bool,
+    /// A connection to an HTTP proxy that forwards `http` requests: hyper writes them in
+    /// absolute form.
+    forwarded: bool,
+    /// Set when the client asked for connection facts.
     tag: Option<ConnTag>,
     /// Counted as open until hyper drops (closes) the connection.
-    _open: OpenConnection,
+    _open: Option<OpenConnection>,
+}
+
+impl Conn {
+    /// The TCP connection under any TLS (to a proxy, when going through one).
+    fn tcp(&self) -> &TcpStream {
+        match self.io.inner() {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref().0,
+            Stream::TlsInTls(tls) => tls.get_ref().0.get_ref().0,
+        }
+    }
 }
 
 /// Marks every response with the connection it came over: hyper-util copies it (an `Arc`
-/// clone) into each response's extensions, and [`ConnTag::info`] turns it into the
+/// clone) into each response's extensions, and [`ConnTag::info`] gives the shared
 /// [`ConnectionInfo`] keel reports.
 #[derive(Clone)]
 pub(crate) struct ConnTag(Arc<ConnState>);
@@ -170,11 +382,13 @@ impl ConnTag {
 enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// TLS to the target inside a tunnel through an `https://` proxy.
+    TlsInTls(Box<TlsStream<TlsStream<TcpStream>>>),
 }
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {
-        let mut connected = Connected::new();
+        let mut connected = Connected::new().proxy(self.forwarded);
         if let Some(tag) = &self.tag {
             connected = connected.extra(tag.clone());
         }
@@ -235,6 +449,7 @@ impl tokio::io::AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::TlsInTls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -248,6 +463,7 @@ impl tokio::io::AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::TlsInTls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -255,6 +471,7 @@ impl tokio::io::AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+            Stream::TlsInTls(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -262,6 +479,7 @@ impl tokio::io::AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::TlsInTls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 
@@ -273,6 +491,7 @@ impl tokio::io::AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::TlsInTls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -280,6 +499,7 @@ impl tokio::io::AsyncWrite for Stream {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
             Stream::Tls(s) => s.is_write_vectored(),
+            Stream::TlsInTls(s) => s.is_write_vectored(),
         }
     }
 }

@@ -46,9 +46,10 @@ use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::Client as PoolClient;
 use hyper_util::rt::{TokioExecutor, TokioTimer as HyperUtilTimer};
 use keel_core::connect::OpenConnections;
+use keel_core::proxy::ProxyConfig;
 use keel_core::{
-    Backend, Body, BoxFuture, Capabilities, Error, ErrorKind, FramedBody, PoolStats, ResponseBody,
-    Sleep, Timer, Transport, TransportConfig,
+    Backend, Body, BoxFuture, Capabilities, Error, ErrorKind, FramedBody, Origin, PoolStats,
+    ResponseBody, Sleep, Timer, Transport, TransportConfig,
 };
 
 use crate::connect::{ConnTag, Connector};
@@ -63,6 +64,9 @@ pub struct HyperTransport {
     /// Responses carry [`keel_core::ConnectionInfo`].
     connection_info: bool,
     open: OpenConnections,
+    /// The proxies, when any is set: requests forwarded by an HTTP proxy get its
+    /// `Proxy-Authorization`, and its `407` becomes a proxy error.
+    proxy: Option<Arc<ProxyConfig>>,
 }
 
 impl HyperTransport {
@@ -88,6 +92,7 @@ impl HyperTransport {
             timer: Arc::new(TokioTimer),
             connection_info: config.connection_info,
             open,
+            proxy: config.proxy.clone().map(Arc::new),
         })
     }
 }
@@ -106,22 +111,16 @@ impl Transport for HyperTransport {
         if tokio::runtime::Handle::try_current().is_err() {
             return Box::pin(std::future::ready(Err(no_runtime())));
         }
+        if let Some(proxy) = &self.proxy {
+            // Its own path, so the direct one below does no more per request than it did
+            // before proxies existed.
+            return self.send_proxied(proxy, request);
+        }
         let fut = self.client.request(request.map(FramedBody::new));
         let connection_info = self.connection_info;
         Box::pin(async move {
             match fut.await {
-                Ok(mut response) => {
-                    let tag = match connection_info {
-                        true => response.extensions_mut().remove::<ConnTag>(),
-                        false => None,
-                    };
-                    let response =
-                        response.map(|b| ResponseBody::new(b.map_err(errors::from_body_error)));
-                    Ok(match tag {
-                        Some(tag) => response.map(|b| b.with_connection(tag.info())),
-                        None => response,
-                    })
-                }
+                Ok(response) => Ok(to_keel(response, connection_info)),
                 Err(err) => Err(errors::from_client_error(err)),
             }
         })
@@ -135,6 +134,48 @@ impl Transport for HyperTransport {
     fn pool_stats(&self) -> Option<Vec<PoolStats>> {
         let counts = self.open.counts().into_iter();
         Some(counts.map(|(o, n)| PoolStats::new(o, n)).collect())
+    }
+}
+
+/// hyper's response as keel's, with the connection's facts when the client asked for them.
+fn to_keel(
+    mut response: http::Response<hyper::body::Incoming>,
+    connection_info: bool,
+) -> http::Response<ResponseBody> {
+    let tag = match connection_info {
+        true => response.extensions_mut().remove::<ConnTag>(),
+        false => None,
+    };
+    let response = response.map(|b| ResponseBody::new(b.map_err(errors::from_body_error)));
+    match tag {
+        Some(tag) => response.map(|b| b.with_connection(tag.info())),
+        None => response,
+    }
+}
+
+impl HyperTransport {
+    /// [`Transport::send`] on a client with proxies: a request forwarded by an HTTP proxy
+    /// carries its credentials, and the proxy's `407` is a [`Stage::Proxy`](keel_core::Stage)
+    /// error.
+    fn send_proxied(
+        &self,
+        proxy: &ProxyConfig,
+        mut request: http::Request<Body>,
+    ) -> BoxFuture<Result<http::Response<ResponseBody>, Error>> {
+        let forwarded = forward(proxy, &mut request);
+        let fut = self.client.request(request.map(FramedBody::new));
+        let connection_info = self.connection_info;
+        Box::pin(async move {
+            match fut.await {
+                Ok(response) => {
+                    if forwarded {
+                        keel_core::proxy::check_forwarded(response.status())?;
+                    }
+                    Ok(to_keel(response, connection_info))
+                }
+                Err(err) => Err(errors::from_client_error(err)),
+            }
+        })
     }
 }
 
@@ -162,6 +203,11 @@ impl Backend for HyperTransport {
         caps.identity = true;
         caps.min_tls_version = true;
         caps.danger_accept_invalid_certs = true;
+        // `http://` and `https://` proxies (absolute form, `CONNECT`; TLS to the proxy) and
+        // SOCKS5, through keel-core's handshakes.
+        caps.proxy_http = true;
+        caps.proxy_socks5 = true;
+        caps.proxy_tls = true;
         caps
     }
 
@@ -200,6 +246,24 @@ impl keel_core::blocking::Runtime for HyperTransport {
     fn in_async_context() -> bool {
         tokio::runtime::Handle::try_current().is_ok()
     }
+}
+
+/// Whether `request` is forwarded by an HTTP proxy (a plain `http` target): it then carries
+/// the proxy's credentials, unless the caller set `Proxy-Authorization` itself.
+fn forward(proxy: &ProxyConfig, request: &mut http::Request<Body>) -> bool {
+    let Ok(origin) = Origin::from_uri(request.uri()) else {
+        return false;
+    };
+    let Some(forwarder) = proxy.forwarder(&origin) else {
+        return false;
+    };
+    if let Some(auth) = forwarder.basic_header() {
+        request
+            .headers_mut()
+            .entry(http::header::PROXY_AUTHORIZATION)
+            .or_insert_with(|| auth.clone());
+    }
+    true
 }
 
 fn no_runtime() -> Error {

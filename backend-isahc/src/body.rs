@@ -29,6 +29,7 @@ const MIN_READ: usize = 16 * 1024;
 pub(crate) fn to_isahc_request(
     request: http::Request<Body>,
     tls: &isahc::tls::TlsConfig,
+    proxy: Option<&keel_core::proxy::Proxy>,
 ) -> Result<http::Request<AsyncBody>, Error> {
     let (mut parts, body) = request.into_parts();
     for (name, value) in &parts.headers {
@@ -84,6 +85,20 @@ pub(crate) fn to_isahc_request(
     }
     if https {
         builder = builder.tls_config(tls.clone());
+    }
+    if let Some(proxy) = proxy {
+        // `CURLOPT_PROXY`; the credentials as `CURLOPT_PROXYUSERNAME`/`PASSWORD`, sent as
+        // `Basic` (to a SOCKS5 proxy: RFC 1929 user/password).
+        // An empty `CURLOPT_NOPROXY` too: unset, libcurl would read `NO_PROXY` from the
+        // environment and bypass the proxy keel chose.
+        builder = builder
+            .proxy(Some(crate::proxy_uri(proxy)?))
+            .proxy_blacklist(std::iter::empty::<String>());
+        if let Some((user, password)) = proxy.credentials() {
+            builder = builder
+                .proxy_authentication(isahc::auth::Authentication::basic())
+                .proxy_credentials(isahc::auth::Credentials::new(user, password));
+        }
     }
     builder
         .body(body)
@@ -317,7 +332,7 @@ mod tests {
     fn to_isahc_request_for_test(
         request: http::Request<Body>,
     ) -> Result<http::Request<AsyncBody>, Error> {
-        super::to_isahc_request(request, &isahc::tls::TlsConfig::default())
+        super::to_isahc_request(request, &isahc::tls::TlsConfig::default(), None)
     }
 
     use std::collections::VecDeque;

@@ -144,6 +144,27 @@ fn isahc_failure(kind: &isahc::error::ErrorKind, connected: bool) -> (ErrorKind,
     }
 }
 
+/// Maps a failure of `send_async` on a request sent through a proxy: libcurl's failures to
+/// resolve or reach the proxy, a `CONNECT` it answered with anything but 2xx
+/// (`CURLE_COULDNT_CONNECT`: libcurl keeps the proxy's status to itself, and isahc doesn't
+/// expose it) and a failed SOCKS5 handshake (`CURLE_PROXY`) are in [`Stage::Proxy`].
+pub(crate) fn from_proxied_send_error(err: &isahc::Error) -> Error {
+    match keel_core::find_source::<curl::Error>(err) {
+        Some(curl) if is_proxy_failure(curl) => Error::new(ErrorKind::Connect)
+            .with_stage(Stage::Proxy)
+            .with_source(err.clone()),
+        _ => from_send_error(err),
+    }
+}
+
+fn is_proxy_failure(err: &curl::Error) -> bool {
+    err.is_couldnt_connect() || err.is_couldnt_resolve_proxy() || err.code() == PROXY
+}
+
+/// `CURLE_PROXY` (libcurl 7.73): a proxy handshake failed (SOCKS, or TLS to the proxy). Not
+/// in curl-sys.
+const PROXY: curl_sys::CURLcode = 97;
+
 /// `CURLE_WEIRD_SERVER_REPLY` (libcurl renamed it from its FTP-only name in 7.51; curl-sys
 /// kept the old one).
 const WEIRD_SERVER_REPLY: curl_sys::CURLcode = curl_sys::CURLE_FTP_WEIRD_SERVER_REPLY;
@@ -168,6 +189,20 @@ mod tests {
     /// A failure on a transfer that never got a connection.
     fn head(code: CURLcode) -> (ErrorKind, Option<Stage>) {
         head_failure(&curl::Error::new(code), false)
+    }
+
+    #[test]
+    fn proxy_failures_are_in_the_proxy_stage() {
+        for code in [
+            COULDNT_CONNECT,
+            curl_sys::CURLE_COULDNT_RESOLVE_PROXY,
+            PROXY,
+        ] {
+            assert!(is_proxy_failure(&curl::Error::new(code)), "{code}");
+        }
+        for code in [COULDNT_RESOLVE_HOST, RECV_ERROR, SSL_CONNECT_ERROR] {
+            assert!(!is_proxy_failure(&curl::Error::new(code)), "{code}");
+        }
     }
 
     #[test]

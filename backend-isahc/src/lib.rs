@@ -169,9 +169,10 @@ use std::sync::Arc;
 use isahc::net::dns::ResolveMap;
 
 use isahc::config::{Configurable as _, ExpectContinue, RedirectPolicy, VersionNegotiation};
+use keel_core::proxy::{Proxy, ProxyConfig};
 use keel_core::{
-    Backend, Body, BoxFuture, Capabilities, Error, ErrorKind, ResponseBody, Timer, Transport,
-    TransportConfig,
+    Backend, Body, BoxFuture, Capabilities, Error, ErrorKind, Origin, ResponseBody, Timer,
+    Transport, TransportConfig,
 };
 
 /// keel's [`Timer`] on async-io, from keel-core (its `async-io` feature): it needs no runtime.
@@ -196,6 +197,9 @@ pub struct IsahcTransport {
     timer: Arc<dyn Timer>,
     /// Responses carry [`keel_core::ConnectionInfo`].
     connection_info: bool,
+    /// The proxies, when any is set: keel picks the proxy of each request (so `NO_PROXY` is
+    /// matched the same way on every backend) and hands it to libcurl for that request.
+    proxy: Option<Arc<ProxyConfig>>,
 }
 
 impl IsahcTransport {
@@ -238,11 +242,21 @@ impl IsahcTransport {
                 .with_setting("backend")
                 .with_source(e)
         })?;
+        let proxy = match &config.proxy {
+            Some(proxies) => {
+                for p in proxies.proxies() {
+                    proxy_uri(p)?;
+                }
+                Some(Arc::new(proxies.clone()))
+            }
+            None => None,
+        };
         Ok(Self {
             client,
             tls,
             timer: Arc::new(AsyncIoTimer::default()),
             connection_info: config.connection_info,
+            proxy,
         })
     }
 }
@@ -267,6 +281,24 @@ fn resolve_map(config: &TransportConfig) -> Result<ResolveMap, Error> {
     Ok(map)
 }
 
+/// The proxy's URL as libcurl takes it (`CURLOPT_PROXY`: its scheme says HTTP, HTTPS, SOCKS5
+/// with local resolution, or SOCKS5 with the proxy resolving), without credentials: those go
+/// through `CURLOPT_PROXYUSERNAME`/`PASSWORD`, so they never sit in a URL.
+pub(crate) fn proxy_uri(proxy: &Proxy) -> Result<http::Uri, Error> {
+    let host = if proxy.host().contains(':') {
+        format!("[{}]", proxy.host())
+    } else {
+        proxy.host().to_owned()
+    };
+    format!("{}://{host}:{}", proxy.scheme().as_str(), proxy.port())
+        .parse()
+        .map_err(|e| {
+            Error::new(ErrorKind::Config)
+                .with_setting("proxy")
+                .with_source(e)
+        })
+}
+
 impl fmt::Debug for IsahcTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IsahcTransport").finish_non_exhaustive()
@@ -279,13 +311,30 @@ impl Transport for IsahcTransport {
         request: http::Request<Body>,
     ) -> BoxFuture<Result<http::Response<ResponseBody>, Error>> {
         let client = self.client.clone();
-        let request = body::to_isahc_request(request, &self.tls);
+        // keel picks each request's proxy, so `NO_PROXY` matches alike on every backend; a
+        // request sent directly has no proxy set, whatever libcurl's environment says.
+        let (proxy, forwarded) = match &self.proxy {
+            None => (None, false),
+            Some(proxies) => match Origin::from_uri(request.uri()) {
+                Ok(origin) => (
+                    proxies.for_origin(&origin).cloned(),
+                    proxies.forwarder(&origin).is_some(),
+                ),
+                Err(_) => (None, false),
+            },
+        };
+        let request = body::to_isahc_request(request, &self.tls, proxy.as_ref());
         let connection_info = self.connection_info;
         Box::pin(async move {
-            let response = client
-                .send_async(request?)
-                .await
-                .map_err(|e| errors::from_send_error(&e))?;
+            let response = match client.send_async(request?).await {
+                Ok(response) => response,
+                Err(e) if proxy.is_some() => return Err(errors::from_proxied_send_error(&e)),
+                Err(e) => return Err(errors::from_send_error(&e)),
+            };
+            if forwarded {
+                // libcurl hands over a forwarding proxy's `407` as the response.
+                keel_core::proxy::check_forwarded(response.status())?;
+            }
             Ok(body::to_keel_response(response, connection_info))
         })
     }
@@ -340,6 +389,14 @@ impl Backend for IsahcTransport {
         // `CURLOPT_SSLVERSION`; `CURLOPT_SSL_VERIFYPEER`/`VERIFYHOST` off.
         caps.min_tls_version = true;
         caps.danger_accept_invalid_certs = true;
+        // libcurl speaks to HTTP proxies (forwarding, `CONNECT`) and SOCKS5 ones natively.
+        // Not to HTTPS ones, through isahc 2.0.2: its proxy TLS configuration sets
+        // `CURLOPT_PROXY_SSL_VERIFYPEER` to `danger_accept_invalid_certs` (not its negation),
+        // so the proxy's certificate would go unverified (the conformance case caught it: an
+        // untrusted proxy was used). Refused by name until isahc verifies it.
+        caps.proxy_http = true;
+        caps.proxy_socks5 = true;
+        caps.proxy_tls = false;
         caps
     }
 

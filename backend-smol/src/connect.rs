@@ -11,8 +11,9 @@ use async_io::Async;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_rustls::client::TlsStream;
 use futures_rustls::TlsConnector;
-use keel_core::connect::Dialer;
+use keel_core::connect::{at_proxy, Dialer};
 use keel_core::dns::Dns;
+use keel_core::proxy::{Proxy, ProxyConfig, ProxyScheme};
 use keel_core::{AsyncIoTimer, Error, ErrorKind, Origin, TransportConfig};
 use rustls::pki_types::ServerName;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -25,6 +26,11 @@ pub(crate) struct Connector {
     nodelay: bool,
     dns: Arc<Dns>,
     local_address: Option<IpAddr>,
+    /// The proxies, when any is set: `None` keeps the direct path as it was.
+    proxy: Option<Arc<ProxyConfig>>,
+    /// TLS to `https://` proxies, when one is set: the client's roots, ALPN `http/1.1` only (a
+    /// `CONNECT` is an HTTP/1.1 exchange).
+    proxy_tls: Option<TlsConnector>,
     /// Speak HTTP/2 without negotiation on plain connections.
     #[cfg_attr(not(feature = "http2"), allow(dead_code))]
     prior_knowledge: bool,
@@ -35,12 +41,25 @@ pub(crate) struct Connected {
     pub(crate) io: Stream,
     #[cfg_attr(not(feature = "http2"), allow(dead_code))]
     pub(crate) h2: bool,
+    /// A connection to an HTTP proxy that forwards `http` requests in absolute form.
+    pub(crate) forwarded: bool,
 }
 
 impl Connector {
     pub(crate) fn new(config: &TransportConfig) -> Result<Self, Error> {
         let http2 = cfg!(feature = "http2");
         let tls = keel_core::tls::rustls_client_config(config, http2)?;
+        let https_proxy = config
+            .proxy
+            .iter()
+            .flat_map(ProxyConfig::proxies)
+            .any(|p| p.scheme() == ProxyScheme::Https);
+        let proxy_tls = if https_proxy {
+            let tls = keel_core::tls::rustls_client_config(config, false)?;
+            Some(TlsConnector::from(Arc::new(tls)))
+        } else {
+            None
+        };
         let prior_knowledge = http2 && config.http2_prior_knowledge;
         Ok(Self {
             tls: TlsConnector::from(Arc::new(tls)),
@@ -48,6 +67,8 @@ impl Connector {
             nodelay: config.tcp_nodelay,
             dns: Arc::new(Dns::new(config)),
             local_address: config.local_address,
+            proxy: config.proxy.clone().map(Arc::new),
+            proxy_tls,
             prior_knowledge,
         })
     }
@@ -58,6 +79,9 @@ impl Connector {
     pub(crate) async fn connect(&self, origin: &Origin) -> Result<Connected, Error> {
         let timer = AsyncIoTimer::default();
         let dialer = Dialer::new(&timer, self.connect_timeout);
+        if let Some(proxy) = self.proxy.as_deref().and_then(|p| p.for_origin(origin)) {
+            return self.connect_via(&dialer, proxy, origin).await;
+        }
         let (host, port) = (origin.host(), origin.port());
         let addrs = dialer
             .lookup(&self.dns, host, port, || resolve(host, port))
@@ -75,8 +99,14 @@ impl Connector {
             return Ok(Connected {
                 io: Stream::Plain(tcp),
                 h2: self.prior_knowledge,
+                forwarded: false,
             });
         }
+        self.tls_to(&dialer, host, tcp).await
+    }
+
+    /// The TLS handshake with `host` on `tcp` (a direct connection or a tunnel).
+    async fn tls_to(&self, dialer: &Dialer<'_>, host: &str, tcp: Tcp) -> Result<Connected, Error> {
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| Error::new(ErrorKind::InvalidUrl).with_source(e))?;
         let tls = dialer.handshake(self.tls.connect(name, tcp)).await?;
@@ -84,6 +114,105 @@ impl Connector {
         Ok(Connected {
             io: Stream::Tls(Box::new(tls)),
             h2,
+            forwarded: false,
+        })
+    }
+
+    /// Connects to `origin` through `proxy`: a plain `http` target is forwarded by an HTTP
+    /// proxy (requests then go in absolute form), anything else goes through a `CONNECT` or
+    /// SOCKS5 tunnel opened by keel-core, then TLS for an `https` target. An `https://` proxy
+    /// is spoken to over TLS first (so an `https` target gets TLS inside TLS). Reaching the
+    /// proxy fails in [`Stage::Proxy`](keel_core::Stage::Proxy).
+    async fn connect_via(
+        &self,
+        dialer: &Dialer<'_>,
+        proxy: &Proxy,
+        origin: &Origin,
+    ) -> Result<Connected, Error> {
+        let (proxy_host, proxy_port) = (proxy.host(), proxy.port());
+        let addrs = dialer
+            .lookup(&self.dns, proxy_host, proxy_port, || {
+                resolve(proxy_host, proxy_port)
+            })
+            .await
+            .map_err(at_proxy)?;
+        let local = self.local_address;
+        let mut tcp = dialer
+            .connect(addrs, |addr| tcp_connect(local, addr))
+            .await
+            .map(Tcp::new)
+            .map_err(at_proxy)?;
+        if self.nodelay {
+            let _ = tcp.get_ref().set_nodelay(true);
+        }
+        if proxy.scheme() == ProxyScheme::Https {
+            return self.connect_via_tls(dialer, proxy, origin, tcp).await;
+        }
+        if !origin.is_https() && proxy.scheme() == ProxyScheme::Http {
+            return Ok(Connected {
+                io: Stream::Plain(tcp),
+                h2: false,
+                forwarded: true,
+            });
+        }
+        let (host, port) = (origin.host(), origin.port());
+        dialer
+            .tunnel(&mut tcp, proxy, origin, &self.dns, || resolve(host, port))
+            .await?;
+        if !origin.is_https() {
+            return Ok(Connected {
+                io: Stream::Plain(tcp),
+                h2: self.prior_knowledge,
+                forwarded: false,
+            });
+        }
+        self.tls_to(dialer, host, tcp).await
+    }
+
+    /// [`connect_via`](Self::connect_via) for an `https://` proxy, given the TCP connection
+    /// to it: TLS to the proxy, then a forwarded `http` target, or a `CONNECT` tunnel and TLS
+    /// to an `https` target inside it.
+    async fn connect_via_tls(
+        &self,
+        dialer: &Dialer<'_>,
+        proxy: &Proxy,
+        origin: &Origin,
+        tcp: Tcp,
+    ) -> Result<Connected, Error> {
+        let name = ServerName::try_from(proxy.host().to_owned())
+            .map_err(|e| Error::new(ErrorKind::InvalidUrl).with_source(e))
+            .map_err(at_proxy)?;
+        let Some(proxy_tls) = &self.proxy_tls else {
+            // Built whenever an `https://` proxy is set.
+            return Err(at_proxy(
+                Error::new(ErrorKind::Config).with_setting("proxy_tls"),
+            ));
+        };
+        let mut to_proxy = dialer
+            .handshake(proxy_tls.connect(name, tcp))
+            .await
+            .map_err(at_proxy)?;
+        if !origin.is_https() {
+            return Ok(Connected {
+                io: Stream::Tls(Box::new(to_proxy)),
+                h2: false,
+                forwarded: true,
+            });
+        }
+        let (host, port) = (origin.host(), origin.port());
+        dialer
+            .tunnel(&mut to_proxy, proxy, origin, &self.dns, || {
+                resolve(host, port)
+            })
+            .await?;
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| Error::new(ErrorKind::InvalidUrl).with_source(e))?;
+        let tls = dialer.handshake(self.tls.connect(name, to_proxy)).await?;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        Ok(Connected {
+            io: Stream::TlsInTls(Box::new(tls)),
+            h2,
+            forwarded: false,
         })
     }
 }
@@ -134,6 +263,8 @@ async fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
 pub(crate) enum Stream {
     Plain(Tcp),
     Tls(Box<TlsStream<Tcp>>),
+    /// TLS to the target inside a tunnel through an `https://` proxy.
+    TlsInTls(Box<TlsStream<TlsStream<Tcp>>>),
 }
 
 /// A TCP stream whose reads cost no syscall while the socket is known to be empty.
@@ -219,6 +350,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::TlsInTls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -232,6 +364,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::TlsInTls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -243,6 +376,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::TlsInTls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -250,6 +384,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+            Stream::TlsInTls(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -257,6 +392,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_close(cx),
             Stream::Tls(s) => Pin::new(s).poll_close(cx),
+            Stream::TlsInTls(s) => Pin::new(s).poll_close(cx),
         }
     }
 }

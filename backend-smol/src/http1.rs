@@ -69,6 +69,9 @@ pub(crate) struct H1Conn {
     read_filled: bool,
     /// Where ureq-proto writes the head and framed body chunks.
     write: Vec<u8>,
+    /// A connection to an HTTP proxy that forwards requests: their targets are written in
+    /// absolute form.
+    forwarded: bool,
 }
 
 /// The per-connection facts of an [`H1Conn`].
@@ -80,9 +83,11 @@ struct ConnMeta {
 }
 
 impl H1Conn {
-    /// An HTTP/1.1 connection on a connected stream. No bytes are exchanged yet.
+    /// An HTTP/1.1 connection on a connected stream (to an HTTP proxy that forwards requests,
+    /// when `forwarded`). No bytes are exchanged yet.
     pub(crate) fn new(
         io: Stream,
+        forwarded: bool,
         facts: Option<keel_core::ConnectionFacts>,
         open: keel_core::connect::OpenConnection,
     ) -> Self {
@@ -95,6 +100,7 @@ impl H1Conn {
             end: 0,
             read_filled: false,
             write: vec![0; WRITE_BUF],
+            forwarded,
         }
     }
 
@@ -200,8 +206,18 @@ pub(crate) async fn send(
     req: Request<Body>,
 ) -> Result<Response<ResponseBody>, Error> {
     let (parts, mut body) = req.into_parts();
-    let mut call = prepare(parts, &body)?.proceed();
     let conn = pooled.conn_mut();
+    // `scheme://authority` of the target, for a request forwarded by a proxy.
+    let absolute = conn.forwarded.then(|| {
+        let scheme = parts.uri.scheme_str().unwrap_or("http");
+        let authority = parts.uri.authority().map_or("", |a| a.as_str());
+        // Never the user info (see `strip_userinfo`).
+        let host = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host);
+        format!("{scheme}://{host}")
+    });
+    let mut call = prepare(parts, &body)?.proceed();
     if conn.write.len() > MAX_WRITE {
         // An earlier request had an unusually large head; don't keep its buffer.
         conn.write = vec![0; WRITE_BUF];
@@ -218,6 +234,9 @@ pub(crate) async fn send(
             }
             Err(e) => return Err(invalid_request(e)),
         }
+    }
+    if let Some(prefix) = absolute {
+        len = absolute_form(&mut conn.write, len, prefix.as_bytes())?;
     }
     let mut written = false;
     let next = call.proceed().map_err(invalid_request)?;
@@ -299,6 +318,25 @@ fn prepare(
         call.force_send_body();
     }
     Ok(call)
+}
+
+/// Turns the origin-form request line ureq-proto wrote (`GET /path HTTP/1.1`, in
+/// `buf[..len]`) into absolute form (`GET http://host:port/path HTTP/1.1`) by inserting
+/// `prefix` (`scheme://authority`) before the path, as a proxy expects; the new length.
+fn absolute_form(buf: &mut Vec<u8>, len: usize, prefix: &[u8]) -> Result<usize, Error> {
+    let at = buf[..len]
+        .iter()
+        .position(|&b| b == b' ')
+        .map(|i| i + 1)
+        .filter(|&i| buf.get(i) == Some(&b'/'))
+        .ok_or_else(|| invalid_request("a request line without an origin-form target"))?;
+    let new_len = len + prefix.len();
+    if buf.len() < new_len {
+        buf.resize(new_len, 0);
+    }
+    buf.copy_within(at..len, at + prefix.len());
+    buf[at..at + prefix.len()].copy_from_slice(prefix);
+    Ok(new_len)
 }
 
 /// keel hands transports absolute URIs; credentials in them never go on the wire from here
@@ -597,6 +635,23 @@ fn read_error(e: io::Error, stage: Stage) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forwarded_request_line_is_in_absolute_form() {
+        let head = b"GET /a?b HTTP/1.1\r\nhost: h:8080\r\n\r\n";
+        let mut buf = head.to_vec();
+        let len = absolute_form(&mut buf, head.len(), b"http://h:8080").unwrap();
+        assert_eq!(
+            &buf[..len],
+            b"GET http://h:8080/a?b HTTP/1.1\r\nhost: h:8080\r\n\r\n"
+        );
+        // Room to spare in the buffer: only `len` bytes count.
+        let mut buf = head.to_vec();
+        buf.resize(200, 0);
+        let len = absolute_form(&mut buf, head.len(), b"http://h").unwrap();
+        assert!(buf[..len].starts_with(b"GET http://h/a?b HTTP/1.1\r\n"));
+        assert!(absolute_form(&mut b"GET * HTTP/1.1\r\n".to_vec(), 16, b"http://h").is_err());
+    }
 
     #[test]
     fn userinfo_never_reaches_the_uri_sent() {

@@ -88,6 +88,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
+use keel_core::proxy::ProxyConfig;
 use keel_core::{
     Backend, Body, BoxFuture, Capabilities, ConnectionFacts, Error, Origin, PoolStats,
     ResponseBody, Timer, Transport, TransportConfig,
@@ -119,6 +120,9 @@ struct Inner {
     connection_info: bool,
     /// The connections open, per origin.
     open: OpenConnections,
+    /// The proxies, when any is set: requests forwarded by an HTTP proxy get its
+    /// `Proxy-Authorization`, and its `407` becomes a proxy error.
+    proxy: Option<ProxyConfig>,
     h1: Pool<Origin, H1Conn>,
     #[cfg(feature = "http2")]
     h2: Pool<Origin, http2::H2Conn>,
@@ -151,6 +155,7 @@ impl SmolTransport {
                 connector: Connector::new(config)?,
                 connection_info: config.connection_info,
                 open: OpenConnections::default(),
+                proxy: config.proxy.clone(),
                 h1: Pool::new(pool),
                 #[cfg(feature = "http2")]
                 h2: Pool::new(pool),
@@ -166,6 +171,10 @@ impl Inner {
         mut req: http::Request<Body>,
     ) -> Result<http::Response<ResponseBody>, Error> {
         let origin = Origin::from_uri(req.uri())?;
+        let forwarded = match &self.proxy {
+            None => false,
+            Some(proxy) => forward(proxy, &origin, &mut req),
+        };
         let mut stale = 0;
         loop {
             let result = match self.checkout(&origin) {
@@ -173,6 +182,10 @@ impl Inner {
                 None => self.connect(&origin).await?.send(req).await,
             };
             match result {
+                Ok(response) if forwarded => {
+                    keel_core::proxy::check_forwarded(response.status())?;
+                    return Ok(response);
+                }
                 Ok(response) => return Ok(response),
                 Err(SendError::Unsent(back, err)) => {
                     // Only a reused connection can have been closed under us; a fresh one
@@ -210,9 +223,24 @@ impl Inner {
             self.h2.share(origin.clone(), conn.shared(), Instant::now());
             return Ok(FreshConn(Conn::H2(conn)));
         }
-        let conn = H1Conn::new(connected.io, facts, open);
+        let conn = H1Conn::new(connected.io, connected.forwarded, facts, open);
         Ok(FreshConn(Conn::H1(self.h1.guard(origin.clone(), conn))))
     }
+}
+
+/// Whether `request` (to `origin`) is forwarded by an HTTP proxy (a plain `http` target): it
+/// then carries the proxy's credentials, unless the caller set `Proxy-Authorization` itself.
+fn forward(proxy: &ProxyConfig, origin: &Origin, request: &mut http::Request<Body>) -> bool {
+    let Some(forwarder) = proxy.forwarder(origin) else {
+        return false;
+    };
+    if let Some(auth) = forwarder.basic_header() {
+        request
+            .headers_mut()
+            .entry(http::header::PROXY_AUTHORIZATION)
+            .or_insert_with(|| auth.clone());
+    }
+    true
 }
 
 /// A connection to send one request on.
@@ -240,6 +268,7 @@ fn facts_of(io: &Stream) -> ConnectionFacts {
     let tcp = match io {
         Stream::Plain(tcp) => tcp.get_ref(),
         Stream::Tls(tls) => tls.get_ref().0.get_ref(),
+        Stream::TlsInTls(tls) => tls.get_ref().0.get_ref().0.get_ref(),
     };
     ConnectionFacts::new(tcp.peer_addr().ok(), tcp.local_addr().ok())
 }
@@ -320,6 +349,11 @@ impl Backend for SmolTransport {
         caps.identity = true;
         caps.min_tls_version = true;
         caps.danger_accept_invalid_certs = true;
+        // `http://` and `https://` proxies (absolute form, `CONNECT`; TLS to the proxy) and
+        // SOCKS5, through keel-core's handshakes.
+        caps.proxy_http = true;
+        caps.proxy_socks5 = true;
+        caps.proxy_tls = true;
         caps
     }
 

@@ -43,6 +43,7 @@ macro_rules! __for_each_blocking_case {
             paginate_as_an_iterator
             download_to_a_file
             tls_settings
+            through_a_proxy
             called_from_tokio_current_thread
             called_from_tokio_multi_thread
             called_from_smol
@@ -550,6 +551,51 @@ pub fn download_to_a_file<T: Runtime>(server: &TestServer) -> BlockingResult {
         .position(|(i, b)| *b != pattern(i as u64));
     ensure!(wrong.is_none(), "byte {wrong:?} is wrong");
     Ok(())
+}
+
+/// Through an HTTP proxy with credentials: a plain `http` request forwarded, an `https` one
+/// through a `CONNECT` tunnel; without credentials, a `407` in the proxy stage.
+pub fn through_a_proxy<T: Runtime>(server: &TestServer) -> BlockingResult {
+    use keel_core::proxy::Proxy;
+
+    let proxy = crate::server::proxy::TestProxy::start(Some(("keel", "pw")))?;
+    let client = builder::<T>(&server.url(""))
+        .add_root_certificate(keel_core::Certificate::from_pem(server.ca_cert_pem()))
+        .proxy(Proxy::all(&proxy.http_url(Some(("keel", "pw"))))?)
+        .build()?;
+    let plain = client.get("/echo").send()?;
+    ensure!(
+        plain.status() == StatusCode::OK,
+        "status {}",
+        plain.status()
+    );
+    let _ = plain.bytes()?;
+    let tls = client.get(&server.tls_url("/echo")).send()?;
+    ensure!(tls.status() == StatusCode::OK, "status {}", tls.status());
+    let _ = tls.bytes()?;
+    ensure!(
+        (proxy.forwarded(), proxy.tunnels()) == (1, 1),
+        "forwarded {}, tunnels {}",
+        proxy.forwarded(),
+        proxy.tunnels()
+    );
+
+    let refused = builder::<T>(&server.url(""))
+        .proxy(Proxy::all(&proxy.http_url(None))?)
+        .build()?;
+    match refused.get("/echo").send() {
+        Ok(resp) => Err(Failure(format!(
+            "the proxy let it through: {}",
+            resp.status()
+        ))),
+        Err(e)
+            if e.stage() == Some(keel_core::Stage::Proxy)
+                && e.kind() == ErrorKind::Status(StatusCode::PROXY_AUTHENTICATION_REQUIRED) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(Failure(format!("expected the proxy's 407, got {e:?}"))),
+    }
 }
 
 /// What the runtime cases do inside each runtime: build a client, call it, read a body through

@@ -53,6 +53,8 @@ use futures_util::stream::{FuturesUnordered, StreamExt as _};
 
 use crate::dns::Dns;
 use crate::error::{BoxError, Error, ErrorKind, Stage, TimeoutPhase};
+use crate::machine::tunnel::{SocksTarget, Tunnel, TunnelError};
+use crate::proxy::{Proxy, ProxyScheme};
 use crate::transport::{Origin, Sleep, Timer};
 
 /// How long an attempt runs alone before the next address is tried as well: RFC 8305's
@@ -306,6 +308,117 @@ impl<'t> Dialer<'t> {
         }
     }
 
+    /// Opens a tunnel to `target` through `proxy` on `io`, a connection to the proxy (TCP, or
+    /// TLS for an `https://` proxy): an HTTP `CONNECT` (with the proxy's credentials as
+    /// `Proxy-Authorization`) or a SOCKS5 handshake (user/password when it has credentials),
+    /// within the deadline. Afterwards `io` leads to the target; the caller speaks TLS to it
+    /// for an `https` target.
+    ///
+    /// Through a `socks5://` proxy the target's host is resolved here, as
+    /// [`lookup`](Self::lookup) does (`dns`, then `system`); a `socks5h://` proxy is given the
+    /// name.
+    ///
+    /// Every failure is in [`Stage::Proxy`]: the proxy's refusal as
+    /// [`ErrorKind::Status`] (its status), any other [`TunnelError`] or I/O error as
+    /// [`ErrorKind::Connect`], with it as the source (see
+    /// [`proxy::tunnel_error`](crate::proxy::tunnel_error)), or
+    /// [`ErrorKind::Timeout`]`(`[`TimeoutPhase::Connect`]`)` when the deadline passes. The
+    /// target's DNS failure through `socks5://` is in [`Stage::Dns`].
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # use std::pin::Pin;
+    /// # use std::task::{Context, Poll};
+    /// # use std::time::Duration;
+    /// use keel_core::connect::Dialer;
+    /// use keel_core::dns::Dns;
+    /// use keel_core::proxy::Proxy;
+    /// use keel_core::{Origin, Stage};
+    /// # #[derive(Debug)] struct NoTimer;
+    /// # impl keel_core::Timer for NoTimer {
+    /// #     fn sleep_until(&self, _: std::time::Instant) -> keel_core::Sleep {
+    /// #         Box::pin(std::future::pending())
+    /// #     }
+    /// # }
+    /// /// A proxy connection that answers `answer` to whatever is written.
+    /// struct Scripted { answer: &'static [u8], written: Vec<u8> }
+    /// # impl futures_io::AsyncRead for Scripted {
+    /// #     fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+    /// #         let n = buf.len().min(self.answer.len());
+    /// #         buf[..n].copy_from_slice(&self.answer[..n]);
+    /// #         self.answer = &self.answer[n..];
+    /// #         Poll::Ready(Ok(n))
+    /// #     }
+    /// # }
+    /// # impl futures_io::AsyncWrite for Scripted {
+    /// #     fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    /// #         self.written.extend_from_slice(buf);
+    /// #         Poll::Ready(Ok(buf.len()))
+    /// #     }
+    /// #     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> { Poll::Ready(Ok(())) }
+    /// #     fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> { Poll::Ready(Ok(())) }
+    /// # }
+    /// # futures_executor::block_on(async {
+    /// let dialer = Dialer::new(&NoTimer, Duration::from_secs(10));
+    /// let proxy = Proxy::all("http://u:p@proxy:3128")?;
+    /// let target = Origin::from_uri(&"https://api.example.com/".parse().unwrap())?;
+    /// // A proxy that refuses: it answers 407 to the CONNECT.
+    /// let mut io = Scripted {
+    ///     answer: b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n",
+    ///     written: Vec::new(),
+    /// };
+    /// let no_lookup = || async { Ok::<Vec<SocketAddr>, std::io::Error>(Vec::new()) };
+    /// let err = dialer
+    ///     .tunnel(&mut io, &proxy, &target, &Dns::default(), no_lookup)
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(io.written.starts_with(b"CONNECT api.example.com:443 HTTP/1.1\r\n"));
+    /// assert_eq!(err.stage(), Some(Stage::Proxy));
+    /// assert!(std::error::Error::source(&err).unwrap().to_string().contains("407"));
+    /// # Ok::<(), keel_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn tunnel<S, A, L>(
+        &self,
+        io: &mut S,
+        proxy: &Proxy,
+        target: &Origin,
+        dns: &Dns,
+        system: impl FnOnce() -> L,
+    ) -> Result<(), Error>
+    where
+        S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin,
+        L: Future<Output = io::Result<A>>,
+        A: IntoIterator<Item = SocketAddr>,
+    {
+        let (host, port) = (target.host(), target.port());
+        // `Proxy`'s `Display` never shows its credentials.
+        tracing::debug!(target: "keel::connect", %proxy, %target, "opening a tunnel");
+        let tunnel = match proxy.scheme() {
+            ProxyScheme::Http | ProxyScheme::Https => {
+                Ok(Tunnel::http_connect(host, port, proxy.basic_header()))
+            }
+            ProxyScheme::Socks5h => match host.parse::<IpAddr>() {
+                Ok(ip) => Tunnel::socks5(SocksTarget::Ip(ip), port, proxy.credentials()),
+                Err(_) => Tunnel::socks5(SocksTarget::Name(host.into()), port, proxy.credentials()),
+            },
+            ProxyScheme::Socks5 => {
+                let addrs = self.lookup(dns, host, port, system).await?;
+                let ip = addrs[0].ip();
+                Tunnel::socks5(SocksTarget::Ip(ip), port, proxy.credentials())
+            }
+        };
+        let tunnel = tunnel.map_err(crate::proxy::tunnel_error)?;
+        match self.within(handshake(io, tunnel)).await {
+            None => Err(self.timed_out(Stage::Proxy)),
+            Some(Ok(())) => Ok(()),
+            Some(Err(Failed::Tunnel(e))) => Err(crate::proxy::tunnel_error(e)),
+            Some(Err(Failed::Io(e))) => Err(Error::new(ErrorKind::Connect)
+                .with_stage(Stage::Proxy)
+                .with_source(e)),
+        }
+    }
+
     /// Runs `fut` until the deadline; `None` if the deadline came first. The timer is armed
     /// only if `fut` doesn't finish on its first poll.
     async fn within<F: Future>(&self, fut: F) -> Option<F::Output> {
@@ -324,6 +437,56 @@ impl<'t> Dialer<'t> {
     fn timed_out(&self, stage: Stage) -> Error {
         Error::new(ErrorKind::Timeout(TimeoutPhase::Connect)).with_stage(stage)
     }
+}
+
+/// An error of the proxy handshake, before it becomes keel's.
+enum Failed {
+    Io(io::Error),
+    Tunnel(TunnelError),
+}
+
+/// Writes and reads what `tunnel` says until it is established.
+async fn handshake<S>(io: &mut S, mut tunnel: Tunnel) -> Result<(), Failed>
+where
+    S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin,
+{
+    use std::pin::Pin;
+
+    let mut buf = [0u8; 1024];
+    loop {
+        if let Some(out) = tunnel.poll_transmit() {
+            let mut sent = 0;
+            while sent < out.len() {
+                let n = poll_fn(|cx| Pin::new(&mut *io).poll_write(cx, &out[sent..]))
+                    .await
+                    .map_err(Failed::Io)?;
+                if n == 0 {
+                    return Err(Failed::Io(io::ErrorKind::WriteZero.into()));
+                }
+                sent += n;
+            }
+            poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx))
+                .await
+                .map_err(Failed::Io)?;
+        }
+        if tunnel.is_established() {
+            return Ok(());
+        }
+        let limit = tunnel.read_limit().min(buf.len());
+        let n = poll_fn(|cx| Pin::new(&mut *io).poll_read(cx, &mut buf[..limit]))
+            .await
+            .map_err(Failed::Io)?;
+        if n == 0 {
+            return tunnel.handle_eof().map_err(Failed::Tunnel);
+        }
+        tunnel.handle_read(&buf[..n]).map_err(Failed::Tunnel)?;
+    }
+}
+
+/// `err` (connecting to a proxy, or resolving its name) moved to [`Stage::Proxy`]: the proxy,
+/// not the target, could not be reached. Timeouts keep their kind.
+pub fn at_proxy(err: Error) -> Error {
+    err.with_stage(Stage::Proxy)
 }
 
 impl std::fmt::Debug for Dialer<'_> {

@@ -341,6 +341,7 @@ impl fmt::Display for Error {
                 Stage::SendRequest => "sending the request",
                 Stage::AwaitHead => "waiting for the response head",
                 Stage::Body => "reading the body",
+                Stage::Proxy => "talking to the proxy",
             };
             write!(f, " (during {at})")?;
         }
@@ -477,7 +478,7 @@ mod tests {
 
     #[test]
     fn connect_stages_mark_unsent() {
-        for stage in [Stage::Dns, Stage::Connect, Stage::Tls] {
+        for stage in [Stage::Dns, Stage::Connect, Stage::Tls, Stage::Proxy] {
             assert!(Error::new(ErrorKind::Connect).with_stage(stage).is_unsent());
         }
         for stage in [Stage::SendRequest, Stage::AwaitHead, Stage::Body] {

@@ -104,6 +104,7 @@ pub mod machine;
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub mod mock;
 pub mod multipart;
+pub mod proxy;
 pub mod redact;
 pub mod store;
 mod transport;

@@ -21,6 +21,7 @@ use crate::body::{Body, ResponseBody};
 use crate::dns::{DnsCacheConfig, SharedResolver};
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::identity::{Identity, TlsVersion};
+use crate::proxy::{ProxyConfig, ProxyScheme};
 
 /// A boxed, sendable future, as returned by [`Transport::send`].
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -278,6 +279,13 @@ pub struct Capabilities {
     /// Can turn certificate verification off
     /// ([`TransportConfig::danger_accept_invalid_certs`]).
     pub danger_accept_invalid_certs: bool,
+    /// Sends requests through `http://` proxies: absolute-form requests for `http` targets,
+    /// `CONNECT` tunnels for `https` targets ([`TransportConfig::proxy`]).
+    pub proxy_http: bool,
+    /// Speaks TLS to `https://` proxies.
+    pub proxy_tls: bool,
+    /// Tunnels through `socks5://` and `socks5h://` proxies.
+    pub proxy_socks5: bool,
 }
 
 impl Capabilities {
@@ -305,6 +313,9 @@ impl Capabilities {
             identity: false,
             min_tls_version: false,
             danger_accept_invalid_certs: false,
+            proxy_http: false,
+            proxy_tls: false,
+            proxy_socks5: false,
         }
     }
 
@@ -357,6 +368,25 @@ impl Capabilities {
         }
         if config.danger_accept_invalid_certs && !self.danger_accept_invalid_certs {
             return unsupported("danger_accept_invalid_certs");
+        }
+        if let Some(proxies) = &config.proxy {
+            for proxy in proxies.proxies() {
+                let (supported, setting) = match proxy.scheme() {
+                    ProxyScheme::Http => (self.proxy_http, "proxy"),
+                    ProxyScheme::Https => (self.proxy_tls, "proxy_tls"),
+                    ProxyScheme::Socks5 | ProxyScheme::Socks5h => {
+                        (self.proxy_socks5, "proxy_socks5")
+                    }
+                };
+                if !supported {
+                    return Err(Error::new(ErrorKind::Config)
+                        .with_setting(setting)
+                        .with_source(format!(
+                            "this backend can't send requests through a {}:// proxy",
+                            proxy.scheme().as_str()
+                        )));
+                }
+            }
         }
         if config.connect_timeout.is_zero() {
             return Err(Error::new(ErrorKind::Config)
@@ -572,6 +602,9 @@ pub struct TransportConfig {
     /// Accept any server certificate: no chain, name or expiry checks. Default false; set only
     /// through [`ClientBuilder::danger_accept_invalid_certs`](crate::ClientBuilder::danger_accept_invalid_certs).
     pub danger_accept_invalid_certs: bool,
+    /// The proxies, and the hosts reached directly. `None` (the default): every request goes
+    /// directly, whatever the environment says.
+    pub proxy: Option<ProxyConfig>,
 }
 
 impl Default for TransportConfig {
@@ -593,6 +626,7 @@ impl Default for TransportConfig {
             identity: None,
             min_tls_version: None,
             danger_accept_invalid_certs: false,
+            proxy: None,
         }
     }
 }

@@ -165,6 +165,7 @@ use tokio_rustls::TlsAcceptor;
 
 mod encoded;
 mod multipart;
+pub mod proxy;
 mod routes;
 mod tls;
 

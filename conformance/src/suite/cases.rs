@@ -21,6 +21,7 @@ pub use super::hedging::*;
 pub use super::limits::*;
 pub use super::multipart::*;
 pub use super::paginate::*;
+pub use super::proxy::*;
 pub use super::redirects::*;
 pub use super::retries::*;
 pub use super::streams::*;

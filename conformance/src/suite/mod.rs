@@ -17,6 +17,7 @@ pub mod hedging;
 pub mod limits;
 pub mod multipart;
 pub mod paginate;
+pub mod proxy;
 pub mod redirects;
 pub mod retries;
 pub mod streams;
@@ -251,6 +252,12 @@ macro_rules! __for_each_case {
             mtls_identity_from_pkcs12
             min_tls_version_refuses_older_servers
             only_the_danger_option_skips_verification
+            proxy_forwards_plain_http_with_credentials
+            proxy_tunnels_https_with_connect
+            proxy_socks5_tunnels
+            no_proxy_bypasses_the_proxy
+            proxy_refusing_connections_is_a_proxy_error
+            proxy_over_tls
         }
     };
 }

@@ -26,6 +26,7 @@ use crate::machine::paginate::{Checkpoint, Strategy};
 use crate::machine::rate::RateLimit;
 use crate::machine::redirect::RedirectPolicy;
 use crate::machine::retry::{RetryBudget, RetryPolicy};
+use crate::proxy::Proxy;
 use crate::transport::Certificate;
 use crate::{BreakerControl, Request, Timeouts};
 
@@ -541,6 +542,13 @@ impl<T: Runtime> ClientBuilder<T> {
         /// **Turns server certificate verification off**; see
         /// [`crate::ClientBuilder::danger_accept_invalid_certs`].
         fn danger_accept_invalid_certs(accept: bool);
+        /// Sends requests through `proxy`; see [`crate::ClientBuilder::proxy`].
+        fn proxy(proxy: Proxy);
+        /// Reaches the hosts in `list` directly; see [`crate::ClientBuilder::no_proxy`].
+        fn no_proxy(list: &str);
+        /// Uses the proxies the environment names (not the default); see
+        /// [`crate::ClientBuilder::proxy_from_env`].
+        fn proxy_from_env();
     }
 
     /// Sends W3C trace context with every attempt; see

@@ -24,7 +24,7 @@ mod request;
 mod response;
 mod state;
 mod streams;
-mod url;
+pub(crate) mod url;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -61,6 +61,7 @@ use crate::machine::paginate::{Checkpoint, Paginator, Strategy};
 use crate::machine::rate::RateLimit;
 use crate::machine::redirect::{Hop, RedirectPolicy};
 use crate::machine::retry::{Pacing, RetryBudget, RetryPolicy, RetryReason};
+use crate::proxy::{NoProxy, Proxy, ProxyConfig};
 use crate::redact;
 use crate::store::{LocalStore, StateCell, StateStore};
 use crate::transport::{
@@ -1606,6 +1607,66 @@ impl<T: Backend> ClientBuilder<T> {
         self
     }
 
+    /// Sends requests through `proxy`, for the targets it is for ([`Proxy::http`],
+    /// [`Proxy::https`], [`Proxy::all`]), replacing a proxy set for them before. Hosts that
+    /// [`no_proxy`](Self::no_proxy) lists are still reached directly. See
+    /// [`keel_core::proxy`](crate::proxy) for how each kind of proxy is used, and for the
+    /// [`Stage::Proxy`](crate::Stage::Proxy) errors.
+    ///
+    /// A backend that can't speak the proxy's scheme fails [`build`](Self::build) with
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) naming `proxy`, `proxy_tls`
+    /// (`https://` proxies) or `proxy_socks5`.
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// use keel_core::proxy::Proxy;
+    ///
+    /// let client = keel_core::Client::<T>::builder()
+    ///     .proxy(Proxy::all("http://user:secret@proxy.internal:3128")?)
+    ///     .no_proxy("localhost, .internal")
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        let config = self.transport.proxy.take().unwrap_or_default();
+        self.transport.proxy = Some(config.proxy(proxy));
+        self
+    }
+
+    /// The hosts reached directly even when a proxy is set, in `NO_PROXY` syntax (`*`, domain
+    /// suffixes, IP addresses, CIDR blocks, optional ports: see [`NoProxy`]). Replaces a list
+    /// set before (by this method or from the environment).
+    pub fn no_proxy(mut self, list: &str) -> Self {
+        let config = self.transport.proxy.take().unwrap_or_default();
+        self.transport.proxy = Some(config.no_proxy(NoProxy::parse(list)));
+        self
+    }
+
+    /// Uses the proxies the environment names: `http_proxy`, `https_proxy`, `all_proxy` and
+    /// `no_proxy` (and their uppercase forms, except `HTTP_PROXY`: see
+    /// [`ProxyConfig::from_env`]), read now. Replaces every proxy setting made before; later
+    /// calls to [`proxy`](Self::proxy) and [`no_proxy`](Self::no_proxy) refine it.
+    ///
+    /// **Not the default**: without this call a client ignores the environment, so a proxy
+    /// is only ever used when the code building the client asks for it. A variable that holds
+    /// no proxy URL fails [`build`](Self::build) with
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) naming `proxy_from_env`.
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// let client = keel_core::Client::<T>::builder().proxy_from_env().build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn proxy_from_env(mut self) -> Self {
+        match ProxyConfig::from_env() {
+            Ok(config) => {
+                self.transport.proxy = Some(config);
+                self
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
     /// Checks the settings and builds the client.
     pub fn build(self) -> Result<Client<T>, Error> {
         let (config, transport) = self.finish()?;
@@ -1669,6 +1730,15 @@ impl<T: Backend> ClientBuilder<T> {
             }
         }
         self.transport.connect_timeout = t.connect;
+        if self
+            .transport
+            .proxy
+            .as_ref()
+            .is_some_and(ProxyConfig::is_empty)
+        {
+            // No proxy (an environment without one, say): backends see `None`, the direct path.
+            self.transport.proxy = None;
+        }
         T::capabilities().check(&self.transport)?;
         if self.transport.danger_accept_invalid_certs {
             tracing::warn!(
@@ -1795,7 +1865,7 @@ fn basic(user: &str, password: Option<&str>) -> HeaderValue {
 }
 
 /// [`basic`] of raw bytes (a URL's percent-decoded user info need not be UTF-8).
-fn basic_bytes(user: &[u8], password: Option<&[u8]>) -> HeaderValue {
+pub(crate) fn basic_bytes(user: &[u8], password: Option<&[u8]>) -> HeaderValue {
     use base64::Engine as _;
     let mut credentials = Vec::with_capacity(user.len() + 1 + password.map_or(0, <[u8]>::len));
     credentials.extend_from_slice(user);

@@ -108,7 +108,7 @@ fn basic_from_userinfo(user: &str, password: Option<&str>) -> Option<HeaderValue
 }
 
 /// `%XX` escapes decoded; a `%` that starts no escape is kept as it is.
-fn percent_decode(s: &str) -> Vec<u8> {
+pub(crate) fn percent_decode(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -533,6 +533,157 @@ fn handshakes_fail_in_the_tls_stage() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Proxy tunnels over a scripted stream
+// ---------------------------------------------------------------------------------------------
+
+/// A connection to a proxy that answers `answer` and then stalls (`stall`) or closes.
+struct ScriptedProxy {
+    answer: Vec<u8>,
+    stall: bool,
+    written: Vec<u8>,
+}
+
+impl ScriptedProxy {
+    fn new(answer: &[u8], stall: bool) -> Self {
+        Self {
+            answer: answer.to_vec(),
+            stall,
+            written: Vec::new(),
+        }
+    }
+}
+
+impl futures_io::AsyncRead for ScriptedProxy {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        if self.answer.is_empty() && self.stall {
+            return std::task::Poll::Pending;
+        }
+        let n = buf.len().min(self.answer.len());
+        buf[..n].copy_from_slice(&self.answer[..n]);
+        self.answer.drain(..n);
+        std::task::Poll::Ready(Ok(n))
+    }
+}
+
+impl futures_io::AsyncWrite for ScriptedProxy {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        self.written.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+fn tunnel_through(
+    t: &Setup,
+    proxy: &str,
+    target: &str,
+    io: &mut ScriptedProxy,
+    dns: &crate::dns::Dns,
+) -> Result<(), crate::Error> {
+    let dialer = Dialer::new(&t.timer, Duration::from_secs(1));
+    let proxy = crate::proxy::Proxy::all(proxy).unwrap();
+    let target = crate::Origin::from_uri(&target.parse().unwrap()).unwrap();
+    let no_system = || async { Err::<Vec<SocketAddr>, _>(io::Error::other("no system resolver")) };
+    run(&t.clock, dialer.tunnel(io, &proxy, &target, dns, no_system))
+}
+
+#[test]
+fn a_silent_proxy_times_out_in_the_proxy_stage() {
+    let t = Setup::new();
+    let mut io = ScriptedProxy::new(b"HTTP/1.1 200", true);
+    let err = tunnel_through(&t, "http://p:1", "https://h/", &mut io, &dns(|_| {})).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::Connect));
+    assert_eq!(err.stage(), Some(Stage::Proxy));
+    assert!(err.is_unsent());
+    assert_eq!(t.clock.elapsed(), Duration::from_secs(1));
+}
+
+#[test]
+fn a_proxy_closing_mid_handshake_is_a_connect_error() {
+    let t = Setup::new();
+    let mut io = ScriptedProxy::new(b"HTTP/1.1 200 OK\r\n", false);
+    let err = tunnel_through(&t, "http://p:1", "https://h/", &mut io, &dns(|_| {})).unwrap_err();
+    assert_eq!(
+        (err.kind(), err.stage()),
+        (ErrorKind::Connect, Some(Stage::Proxy))
+    );
+    let source = crate::find_source::<crate::machine::tunnel::TunnelError>(&err);
+    assert_eq!(source, Some(&crate::machine::tunnel::TunnelError::Closed));
+}
+
+#[test]
+fn socks5_resolves_the_target_and_socks5h_hands_over_the_name() {
+    let t = Setup::new();
+    let reply = [5, 0, 5, 0, 0, 1, 127, 0, 0, 1, 0, 80];
+    let mut io = ScriptedProxy::new(&reply, false);
+    tunnel_through(
+        &t,
+        "socks5h://p",
+        "http://api.test:8080/",
+        &mut io,
+        &dns(|_| {}),
+    )
+    .unwrap();
+    assert!(
+        io.written.ends_with(b"\x03\x08api.test\x1f\x90"),
+        "{:?}",
+        io.written
+    );
+
+    // socks5: the name is resolved here, through keel's DNS settings (an override).
+    let overridden = dns(|c| {
+        c.dns_overrides
+            .push(("api.test".into(), vec![addr("192.0.2.7:0")]));
+    });
+    let mut io = ScriptedProxy::new(&reply, false);
+    tunnel_through(
+        &t,
+        "socks5://p",
+        "http://api.test:8080/",
+        &mut io,
+        &overridden,
+    )
+    .unwrap();
+    assert!(
+        io.written.ends_with(&[1, 192, 0, 2, 7, 0x1f, 0x90]),
+        "{:?}",
+        io.written
+    );
+
+    // A name that doesn't resolve fails in the DNS stage, before the proxy is asked.
+    let mut io = ScriptedProxy::new(&reply, false);
+    let err =
+        tunnel_through(&t, "socks5://p", "http://api.test/", &mut io, &dns(|_| {})).unwrap_err();
+    assert_eq!(err.stage(), Some(Stage::Dns));
+    assert!(
+        io.written.is_empty(),
+        "the proxy was asked: {:?}",
+        io.written
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Real sockets on loopback
 // ---------------------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@
 //!   values.
 //! - [`paginate`]: following a paged listing (`Link` header, cursors, next URLs, page
 //!   numbers, offsets) with a page limit, cycle detection and resumable checkpoints.
+//! - [`tunnel`]: opening a tunnel through a proxy: the HTTP `CONNECT` and SOCKS5 handshakes.
 //! - [`sse`]: server-sent events, parsed from a body that arrives in chunks, as the HTML
 //!   standard's event stream interpretation says.
 //!
@@ -51,6 +52,7 @@ pub mod rate;
 pub mod redirect;
 pub mod retry;
 pub mod sse;
+pub mod tunnel;
 
 use std::error::Error as StdError;
 use std::fmt;

@@ -296,13 +296,20 @@ pub enum Stage {
     AwaitHead,
     /// Reading the response body.
     Body,
+    /// Talking to a proxy: connecting to it, its TLS, the `CONNECT` or SOCKS5 handshake, or
+    /// its refusal of a forwarded request (`407 Proxy Authentication Required`). Nothing of the
+    /// request reached the target server.
+    Proxy,
 }
 
 impl Stage {
-    /// True for the stages before any byte of the request was written (DNS, TCP, TLS): a
-    /// failure there can't have had an effect on the server.
+    /// True for the stages before any byte of the request was written (DNS, TCP, TLS, the
+    /// proxy): a failure there can't have had an effect on the server.
     pub fn is_before_request(self) -> bool {
-        matches!(self, Stage::Dns | Stage::Connect | Stage::Tls)
+        matches!(
+            self,
+            Stage::Dns | Stage::Connect | Stage::Tls | Stage::Proxy
+        )
     }
 }
 

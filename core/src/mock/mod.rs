@@ -440,6 +440,11 @@ impl Backend for MockTransport {
             identity: true,
             min_tls_version: true,
             danger_accept_invalid_certs: true,
+            // Like the other transport settings, proxies are accepted so clients built for
+            // tests can carry them; the mock answers from its rules either way.
+            proxy_http: true,
+            proxy_tls: true,
+            proxy_socks5: true,
             ..Capabilities::none()
         }
     }

@@ -289,6 +289,9 @@ impl<const FULL: bool> Backend for MockTransport<FULL> {
                 identity: true,
                 min_tls_version: true,
                 danger_accept_invalid_certs: true,
+                proxy_http: true,
+                proxy_tls: true,
+                proxy_socks5: true,
             }
         } else {
             Capabilities::none()
