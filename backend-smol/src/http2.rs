@@ -6,12 +6,13 @@
 //! started on first use, which needs no runtime from the caller.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use http::{Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::client::conn::http2;
-use keel_core::{Body, Error, ErrorKind, FramedBody, ResponseBody};
+use keel_core::{Body, Error, ErrorKind, FramedBody, ResponseBody, Stage};
 
 use crate::connect::Stream;
 use crate::errors::{from_body_error, from_send_error};
@@ -29,6 +30,8 @@ pub(crate) struct H2Conn {
     facts: Option<keel_core::ConnectionFacts>,
     /// This handle came from the pool: the connection carried a request before.
     reused: bool,
+    /// The server refused the TLS handshake after the client's side of it (TLS 1.3).
+    refused: Arc<AtomicBool>,
 }
 
 impl H2Conn {
@@ -39,6 +42,7 @@ impl H2Conn {
         open: keel_core::connect::OpenConnection,
     ) -> Result<Self, Error> {
         let driver = Driver::get()?;
+        let refused = io.refusal();
         let (sender, conn) = http2::Builder::new(driver)
             .handshake(io)
             .await
@@ -54,6 +58,7 @@ impl H2Conn {
             sender,
             facts,
             reused: false,
+            refused,
         })
     }
 
@@ -85,6 +90,17 @@ pub(crate) async fn send(
                 None => body,
             }
         })),
+        // The connection failed on the server's refusal of the TLS handshake: a TLS error,
+        // whatever hyper says of the request (it fails the ones waiting as "not ready").
+        Err(err) if conn.refused.load(Ordering::Acquire) => Err(SendError::Failed(
+            Error::new(ErrorKind::Tls)
+                .with_stage(Stage::Tls)
+                .with_source(format!(
+                    "the server refused the TLS handshake after the client's side of it; the \
+                     connection ended: {}",
+                    err.into_error()
+                )),
+        )),
         Err(mut err) => match err.take_message() {
             Some(req) => Err(SendError::Unsent(
                 Box::new(req.map(FramedBody::into_inner)),

@@ -7,6 +7,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use futures_io::{AsyncRead, AsyncWrite};
@@ -20,6 +22,10 @@ const STAGING: usize = 32 * 1024;
 pub(crate) struct HyperIo<T> {
     inner: T,
     staging: Vec<u8>,
+    /// Set when a read fails on the server's TLS alert refusing the handshake (TLS 1.3 sends it
+    /// after the client's side is done): hyper then fails the requests waiting on the
+    /// connection as "not ready", and this says why.
+    refused: Arc<AtomicBool>,
 }
 
 impl<T> HyperIo<T> {
@@ -27,7 +33,13 @@ impl<T> HyperIo<T> {
         Self {
             inner,
             staging: Vec::new(),
+            refused: Arc::default(),
         }
+    }
+
+    /// Whether the server refused the TLS handshake, as this stream's reads found out.
+    pub(crate) fn refusal(&self) -> Arc<AtomicBool> {
+        self.refused.clone()
     }
 
     #[cfg(test)]
@@ -50,7 +62,15 @@ impl<T: AsyncRead + Unpin> hyper::rt::Read for HyperIo<T> {
         if this.staging.len() < want {
             this.staging.resize(want, 0);
         }
-        let n = ready!(Pin::new(&mut this.inner).poll_read(cx, &mut this.staging[..want]))?;
+        let n = match ready!(Pin::new(&mut this.inner).poll_read(cx, &mut this.staging[..want])) {
+            Ok(n) => n,
+            Err(e) => {
+                if keel_core::tls::is_handshake_alert(&e) {
+                    this.refused.store(true, Ordering::Release);
+                }
+                return Poll::Ready(Err(e));
+            }
+        };
         // A reader that claims more than it was given is broken; don't let it panic us.
         let n = n.min(want);
         buf.put_slice(&this.staging[..n]);
