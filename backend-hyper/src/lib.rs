@@ -208,6 +208,9 @@ impl Backend for HyperTransport {
         caps.proxy_http = true;
         caps.proxy_socks5 = true;
         caps.proxy_tls = true;
+        // hyper-util puts a connection back from a task it spawns once the connection is idle:
+        // on a multi-thread runtime the next request may start before that task runs.
+        caps.pool_return_on_body_end = false;
         caps
     }
 

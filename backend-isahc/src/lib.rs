@@ -397,6 +397,9 @@ impl Backend for IsahcTransport {
         caps.proxy_http = true;
         caps.proxy_socks5 = true;
         caps.proxy_tls = false;
+        // libcurl puts a finished transfer's connection back in its cache before isahc ends the
+        // body, on isahc's agent thread, whatever runtime the caller is on.
+        caps.pool_return_on_body_end = true;
         caps
     }
 

@@ -354,6 +354,8 @@ impl Backend for SmolTransport {
         caps.proxy_http = true;
         caps.proxy_socks5 = true;
         caps.proxy_tls = true;
+        // The body that reads a response's last byte puts its connection back in the pool.
+        caps.pool_return_on_body_end = true;
         caps
     }
 

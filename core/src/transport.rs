@@ -286,6 +286,14 @@ pub struct Capabilities {
     pub proxy_tls: bool,
     /// Tunnels through `socks5://` and `socks5h://` proxies.
     pub proxy_socks5: bool,
+    /// A connection is back in the pool by the time its response body has been read to the
+    /// end, whichever thread the runtime runs tasks on, so the request that follows reuses it.
+    /// Without it the connection goes back from a task of the backend's own, and on a
+    /// multi-thread runtime that task can run after the next request has started, which then
+    /// opens a connection of its own (keel-hyper: hyper-util's pool races a new connection
+    /// against the one coming back, hyperium/hyper#4134). The conformance suite reports its
+    /// exact connection counts for sequential requests as "not supported" there.
+    pub pool_return_on_body_end: bool,
 }
 
 impl Capabilities {
@@ -316,6 +324,7 @@ impl Capabilities {
             proxy_http: false,
             proxy_tls: false,
             proxy_socks5: false,
+            pool_return_on_body_end: false,
         }
     }
 

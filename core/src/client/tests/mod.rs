@@ -292,6 +292,7 @@ impl<const FULL: bool> Backend for MockTransport<FULL> {
                 proxy_http: true,
                 proxy_tls: true,
                 proxy_socks5: true,
+                pool_return_on_body_end: true,
             }
         } else {
             Capabilities::none()
