@@ -47,18 +47,26 @@ pub fn matrix() -> Vec<Pair> {
     vec![
         #[cfg(feature = "hyper")]
         Pair::of::<keel_hyper::HyperTransport, rt::Tokio>(),
+        #[cfg(feature = "hyper")]
+        Pair::of::<keel_hyper::HyperTransport, rt::TokioMultiThread>(),
         #[cfg(feature = "isahc")]
         Pair::of::<keel_isahc::IsahcTransport, rt::Tokio>(),
         #[cfg(feature = "isahc")]
         Pair::of::<keel_isahc::IsahcTransport, rt::Smol>(),
         #[cfg(feature = "isahc")]
         Pair::of::<keel_isahc::IsahcTransport, rt::AsyncStd>(),
+        #[cfg(feature = "isahc")]
+        Pair::of::<keel_isahc::IsahcTransport, rt::NoRuntime>(),
         #[cfg(feature = "smol")]
         Pair::of::<keel_smol::SmolTransport, rt::Smol>(),
         #[cfg(feature = "smol")]
         Pair::of::<keel_smol::SmolTransport, rt::AsyncStd>(),
         #[cfg(feature = "smol")]
         Pair::of::<keel_smol::SmolTransport, rt::Tokio>(),
+        #[cfg(feature = "smol")]
+        Pair::of::<keel_smol::SmolTransport, rt::TokioMultiThread>(),
+        #[cfg(feature = "smol")]
+        Pair::of::<keel_smol::SmolTransport, rt::NoRuntime>(),
     ]
 }
 

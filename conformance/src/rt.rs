@@ -2,6 +2,14 @@
 //!
 //! A host runtime is the executor the *client* runs on; the [`TestServer`](crate::server::TestServer)
 //! always runs on its own thread and runtime.
+//!
+//! | runtime | [`HostRuntime::NAME`] | what it is |
+//! |---|---|---|
+//! | [`Tokio`] | `tokio` | tokio's current-thread runtime |
+//! | [`TokioMultiThread`] | `tokio-mt` | tokio's multi-thread runtime, as `#[tokio::main]` builds it |
+//! | [`Smol`] | `smol` | `smol::block_on` |
+//! | [`AsyncStd`] | `async-std` | `async_std::task::block_on` |
+//! | [`NoRuntime`] | `no-runtime` | a plain thread and `futures::executor::block_on`: no reactor, no timer |
 
 use std::future::Future;
 
@@ -30,6 +38,41 @@ impl HostRuntime for Tokio {
     }
 }
 
+/// tokio's multi-thread runtime with I/O and time enabled, what `#[tokio::main]` gives: the case
+/// runs on the calling thread (`Runtime::block_on`) and the tasks a backend spawns (keel-hyper's
+/// connection tasks) run on the runtime's worker threads.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioMultiThread;
+
+impl HostRuntime for TokioMultiThread {
+    const NAME: &'static str = "tokio-mt";
+
+    fn block_on<F: Future>(fut: F) -> F::Output {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a multi-thread tokio runtime can be built")
+            .block_on(fut)
+    }
+}
+
+/// No async runtime at all: the case is polled on a plain thread by
+/// `futures::executor::block_on`, which parks the thread between wake-ups and has no reactor and
+/// no timer. A backend that passes here brings what it needs itself (keel-smol and keel-isahc:
+/// async-io's reactor, which runs on a thread of its own when nothing else drives it). This is
+/// the "embed it in an application that has no tokio" case; keel-hyper needs tokio and has no
+/// pair here.
+#[derive(Debug, Clone, Copy)]
+pub struct NoRuntime;
+
+impl HostRuntime for NoRuntime {
+    const NAME: &'static str = "no-runtime";
+
+    fn block_on<F: Future>(fut: F) -> F::Output {
+        futures_executor::block_on(fut)
+    }
+}
+
 /// smol's executor (`smol::block_on`, driving async-io's reactor).
 #[derive(Debug, Clone, Copy)]
 pub struct Smol;
@@ -52,5 +95,23 @@ impl HostRuntime for AsyncStd {
 
     fn block_on<F: Future>(fut: F) -> F::Output {
         async_std::task::block_on(fut)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_runtime_has_no_tokio_and_tokio_mt_has_workers() {
+        // The no-runtime host gives a case no tokio context to lean on.
+        assert!(NoRuntime::block_on(async {
+            tokio::runtime::Handle::try_current().is_err()
+        }));
+        // The multi-thread host is tokio's multi-thread flavour, not the current-thread one.
+        let flavor = TokioMultiThread::block_on(async {
+            tokio::runtime::Handle::current().runtime_flavor()
+        });
+        assert_eq!(flavor, tokio::runtime::RuntimeFlavor::MultiThread);
     }
 }

@@ -326,6 +326,9 @@ pub async fn stream_large_body<T: Backend>(cx: Cx<T>) -> CaseResult {
 
 /// 20 sequential requests on one client use one pooled connection.
 pub async fn connection_reuse<T: Backend>(cx: Cx<T>) -> CaseResult {
+    if !cx.capabilities().pool_return_on_body_end && super::tasks_run_on_other_threads() {
+        return Ok(Outcome::NotSupported("pool_return_on_body_end"));
+    }
     let client = cx.client()?;
     for i in 0..20 {
         let resp = client.get("/status/200?body=hello").send().await?;

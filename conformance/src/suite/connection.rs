@@ -33,6 +33,9 @@ pub async fn connection_facts_on_responses<T: Backend>(cx: Cx<T>) -> CaseResult 
     }
 
     let client = cx.builder().connection_info(true).build()?;
+    // Where the second request may find the first's connection not yet back in the pool, its
+    // reuse and the connection count are not checked, and the case says so.
+    let racy = !caps.pool_return_on_body_end && super::tasks_run_on_other_threads();
 
     for (i, reused) in [false, true].into_iter().enumerate() {
         let resp = client.get(&url.to_string()).send().await?;
@@ -60,7 +63,9 @@ pub async fn connection_facts_on_responses<T: Backend>(cx: Cx<T>) -> CaseResult 
                 "request {i}: addresses {conn:?} from a backend that says it has none"
             );
         }
-        if caps.connection_reused {
+        if caps.connection_reused && racy && reused {
+            ensure!(conn.reused.is_some(), "request {i}: reuse not reported");
+        } else if caps.connection_reused {
             ensure!(
                 conn.reused == Some(reused),
                 "request {i}: reused {:?}, expected {reused}",
@@ -77,7 +82,7 @@ pub async fn connection_facts_on_responses<T: Backend>(cx: Cx<T>) -> CaseResult 
         ensure!(body == "hello", "request {i} got {body:?}");
     }
     ensure!(
-        cx.server.connections_accepted() == 2,
+        racy || cx.server.connections_accepted() == 2,
         "two sequential requests opened {} connections, and the first client one",
         cx.server.connections_accepted() - 1
     );
@@ -117,6 +122,9 @@ pub async fn connection_facts_on_responses<T: Backend>(cx: Cx<T>) -> CaseResult 
     }
     if !caps.connection_addrs {
         return Ok(Outcome::NotSupported("connection_addrs"));
+    }
+    if racy {
+        return Ok(Outcome::NotSupported("pool_return_on_body_end"));
     }
     Ok(Outcome::Pass)
 }

@@ -147,6 +147,15 @@ impl<T> fmt::Debug for Cx<T> {
     }
 }
 
+/// Whether the case runs on a runtime whose spawned tasks can run on another thread than the
+/// case (tokio's multi-thread runtime): there a backend without
+/// [`Capabilities::pool_return_on_body_end`] may open a second connection for sequential
+/// requests, so cases that count them exactly report that capability as not supported.
+pub fn tasks_run_on_other_threads() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
 /// A case's future.
 pub type CaseFuture = Pin<Box<dyn Future<Output = CaseResult>>>;
 
