@@ -3,8 +3,13 @@
 //!
 //! ```text
 //! cargo run --release -p keel-benches -- [--quick] [--reps N] [--scenarios S1,S2,S3,S4]
-//!                                        [--clients a,b,…] [--callgrind]
+//!                                        [--clients a,b,…] [--pairs c@rt,…] [--callgrind]
 //! ```
+//!
+//! By default every pair of the runtime matrix runs (every client on every runtime it is
+//! measured on, [`clients::MATRIX`]). `--clients` picks clients on their home runtime (hyper,
+//! reqwest on tokio; isahc, smol on smol), `--pairs` picks `client@runtime` pairs, either side
+//! may be `*` (`--pairs '*@no-runtime,keel-smol@*'`); both together run the union.
 //!
 //! `--clients` may also name a variant (`keel-hyper-guarded`: keel-hyper with a circuit breaker
 //! and a rate limit that never trip; `keel-hyper-redis`, `keel-hyper-redis-nolease`: with a
@@ -26,7 +31,10 @@ use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use crate::report::{Run, Summary};
+use std::time::{Duration, Instant};
+
+use crate::clients::Runtime;
+use crate::report::{Failed, Run, Summary};
 use crate::scenario::{Sample, Scenario};
 
 fn main() {
@@ -80,10 +88,17 @@ fn child_client(args: &[String]) -> i32 {
         flag(args, "--scenario").and_then(|s| serde_json::from_str::<Scenario>(s).ok()),
         flag(args, "--port").and_then(|p| p.parse().ok()),
     ) else {
-        eprintln!("usage: __client --client NAME --scenario JSON --port PORT [--cpu N]");
+        eprintln!("usage: __client --client NAME[@RUNTIME] --scenario JSON --port PORT [--cpu N]");
         return 2;
     };
-    match clients::run(client, scenario, port, helper_cpu) {
+    let (client, runtime) = match clients::parse_pair(client) {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    match clients::run(client, runtime, scenario, port, helper_cpu) {
         Ok(sample) => {
             println!(
                 "{}",
@@ -102,7 +117,8 @@ struct Options {
     quick: bool,
     reps: usize,
     scenarios: Vec<Scenario>,
-    clients: Vec<String>,
+    /// The (client, runtime) pairs to run, in report order.
+    pairs: Vec<(String, Runtime)>,
     callgrind: bool,
 }
 
@@ -141,17 +157,50 @@ fn options(args: &[String]) -> Options {
             .collect(),
         None => all.to_vec(),
     };
-    let clients = match flag(args, "--clients") {
-        Some(list) => list.split(',').map(str::to_owned).collect(),
-        None => clients::ALL.iter().map(|s| (*s).to_owned()).collect(),
-    };
     Options {
         quick,
         reps,
         scenarios,
-        clients,
+        pairs: selected_pairs(args).unwrap_or_default(),
         callgrind: args.iter().any(|a| a == "--callgrind"),
     }
+}
+
+/// The pairs the arguments select: `--clients` on their home runtimes, then `--pairs`; the
+/// whole matrix when neither is given.
+fn selected_pairs(args: &[String]) -> Result<Vec<(String, Runtime)>, String> {
+    let clients = flag(args, "--clients");
+    let pairs = flag(args, "--pairs");
+    if clients.is_none() && pairs.is_none() {
+        return Ok(clients::MATRIX
+            .iter()
+            .map(|(c, r)| ((*c).to_owned(), *r))
+            .collect());
+    }
+    let mut out: Vec<(String, Runtime)> = Vec::new();
+    for client in clients
+        .unwrap_or_default()
+        .split(',')
+        .filter(|c| !c.is_empty())
+    {
+        if !clients::is_known(client) {
+            return Err(format!(
+                "unknown client `{client}` (known: {}; variants: {})",
+                clients::ALL.join(","),
+                clients::VARIANTS.join(",")
+            ));
+        }
+        let pair = (client.to_owned(), clients::home(client));
+        if !out.contains(&pair) {
+            out.push(pair);
+        }
+    }
+    for pair in clients::select_pairs(pairs.unwrap_or_default())? {
+        if !out.contains(&pair) {
+            out.push(pair);
+        }
+    }
+    Ok(out)
 }
 
 struct ServerProcess(Child);
@@ -188,6 +237,8 @@ fn start_server(exe: &PathBuf, pin: bool) -> Result<(ServerProcess, u16), String
     Ok((server, port))
 }
 
+/// Runs one (pair, scenario) in a child process; a child still running after `limit` is
+/// killed and reported as not finished.
 fn run_child(
     exe: &PathBuf,
     client: &str,
@@ -195,6 +246,7 @@ fn run_child(
     port: u16,
     pin: bool,
     wrapper: &[String],
+    limit: Duration,
 ) -> Result<Sample, String> {
     let scenario_json = serde_json::to_string(&scenario).map_err(|e| e.to_string())?;
     let mut cmd = match wrapper.split_first() {
@@ -217,24 +269,41 @@ fn run_child(
     if pin {
         cmd.args(["--cpu", "1"]);
     }
-    let out = cmd
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
+        .spawn()
         .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!(
-            "{client} {} exited with {}",
-            scenario.name(),
-            out.status
-        ));
+    let mut stdout = child.stdout.take().ok_or("no child stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        text
+    });
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(status) => break status,
+            None if started.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = reader.join();
+                return Err(format!("did not finish within {} s", limit.as_secs()));
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let text = reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!("{client} {} exited with {status}", scenario.name()));
     }
-    let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or_default();
     serde_json::from_str(line).map_err(|e| format!("{client}: bad sample {line:?}: {e}"))
 }
 
 const USAGE: &str = "usage: keel-benches [--quick] [--reps N] [--scenarios S1,S2,S3,S4] \
-[--clients a,b,...] [--callgrind]";
+[--clients a,b,...] [--pairs client@runtime,...] [--callgrind]";
 
 /// Flags the orchestrator knows, and whether each takes a value.
 const FLAGS: &[(&str, bool)] = &[
@@ -242,6 +311,7 @@ const FLAGS: &[(&str, bool)] = &[
     ("--reps", true),
     ("--scenarios", true),
     ("--clients", true),
+    ("--pairs", true),
     ("--callgrind", false),
 ];
 
@@ -257,17 +327,7 @@ fn check_args(args: &[String]) -> Result<(), String> {
             None => return Err(format!("unknown argument `{arg}`")),
         }
     }
-    let clients = flag(args, "--clients").unwrap_or_default();
-    if let Some(unknown) = clients
-        .split(',')
-        .find(|c| !c.is_empty() && !clients::is_known(c))
-    {
-        return Err(format!(
-            "unknown client `{unknown}` (known: {}; variants: {})",
-            clients::ALL.join(","),
-            clients::VARIANTS.join(",")
-        ));
-    }
+    selected_pairs(args)?;
     let scenarios = flag(args, "--scenarios").unwrap_or_default();
     if let Some(unknown) = scenarios.split(',').find(|s| {
         !s.is_empty()
@@ -287,9 +347,15 @@ fn orchestrate(args: &[String]) -> i32 {
         }
         eprintln!("{USAGE}");
         eprintln!(
-            "clients (all by default): {}\nvariants (only when named): {}",
+            "clients: {}\nvariants (only when named): {}\nruntimes: {}\npairs (all by default): {}",
             clients::ALL.join(","),
-            clients::VARIANTS.join(",")
+            clients::VARIANTS.join(","),
+            Runtime::ALL.map(Runtime::name).join(","),
+            clients::MATRIX
+                .iter()
+                .map(|(c, r)| clients::pair_name(c, *r))
+                .collect::<Vec<_>>()
+                .join(",")
         );
         return if why.is_empty() { 0 } else { 2 };
     }
@@ -309,16 +375,21 @@ fn orchestrate(args: &[String]) -> i32 {
             return 1;
         }
     };
+    // Long enough for the slowest pair on a busy machine (isahc streams 5 GiB at about
+    // 1 GB/s), short enough that a hung pair can't stall the run.
+    let limit = Duration::from_secs(if opts.quick { 60 } else { 180 });
     let mut runs = Vec::new();
+    let mut failed = Vec::new();
     for rep in 0..opts.reps {
         for scenario in &opts.scenarios {
-            // Rotate the order every repetition so no client always runs first or last.
-            let mut order = opts.clients.clone();
+            // Rotate the order every repetition so no pair always runs first or last.
+            let mut order = opts.pairs.clone();
             let shift = rep % order.len().max(1);
             order.rotate_left(shift);
-            for client in &order {
-                eprint!("rep {} {} {client:<18} ", rep + 1, scenario.name());
-                match run_child(&exe, client, *scenario, port, pin, &[]) {
+            for (client, runtime) in &order {
+                let name = clients::pair_name(client, *runtime);
+                eprint!("rep {} {} {name:<28} ", rep + 1, scenario.name());
+                match run_child(&exe, &name, *scenario, port, pin, &[], limit) {
                     Ok(sample) => {
                         eprintln!(
                             "{:>9.0} req/s {:>7.1} cpu-us/req p99 {} us{}{}",
@@ -340,46 +411,80 @@ fn orchestrate(args: &[String]) -> i32 {
                         );
                         runs.push(Run {
                             client: client.clone(),
+                            runtime: *runtime,
                             scenario: scenario.name(),
                             sample,
                         });
                     }
-                    Err(e) => eprintln!("failed: {e}"),
+                    Err(e) => {
+                        eprintln!("failed: {e}");
+                        failed.push(Failed {
+                            client: client.clone(),
+                            runtime: *runtime,
+                            scenario: scenario.name(),
+                            reason: e,
+                        });
+                    }
                 }
             }
         }
     }
     let mut instructions = Vec::new();
     if opts.callgrind {
-        instructions = callgrind(&exe, &opts.clients, port, pin);
+        instructions = callgrind(&exe, &opts.pairs, port, pin, &mut failed);
     }
     let wrk = report::run_wrk(port, if opts.quick { 1 } else { 4 });
     drop(server);
-    let summary = Summary::new(runs, instructions, wrk, opts.quick, opts.reps);
+    let summary = Summary::new(
+        runs,
+        failed,
+        instructions,
+        wrk,
+        opts.quick,
+        opts.reps,
+        opts.pairs.clone(),
+    );
     let md = summary.to_markdown();
     print!("{md}");
     let dir = report_dir();
     let written = std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::write(dir.join("bench.md"), &md))
         .and_then(|()| std::fs::write(dir.join("bench-throughput.svg"), summary.throughput_svg()))
-        .and_then(|()| std::fs::write(dir.join("bench-latency.svg"), summary.latency_svg()));
+        .and_then(|()| std::fs::write(dir.join("bench-latency.svg"), summary.latency_svg()))
+        .and_then(|()| std::fs::write(dir.join("bench-runtimes.svg"), summary.runtimes_svg()));
     match written {
         Ok(()) => eprintln!(
-            "wrote {}/bench.md, bench-throughput.svg, bench-latency.svg",
+            "wrote {}/bench.md, bench-throughput.svg, bench-latency.svg, bench-runtimes.svg",
             dir.display()
         ),
         Err(e) => eprintln!("could not write the report: {e}"),
     }
-    0
+    // Speed never fails the run; a pair that failed, erred or did not report does (the smoke
+    // test CI runs).
+    match summary.incomplete() {
+        0 => 0,
+        n => {
+            eprintln!("{n} (pair, scenario) result(s) failed or had errors: see the report");
+            1
+        }
+    }
 }
 
 /// Instructions per request for each client, from callgrind: two fixed-size runs, so the
 /// start-up cost cancels out.
-fn callgrind(exe: &PathBuf, clients: &[String], port: u16, pin: bool) -> Vec<(String, f64)> {
+fn callgrind(
+    exe: &PathBuf,
+    pairs: &[(String, Runtime)],
+    port: u16,
+    pin: bool,
+    failed: &mut Vec<Failed>,
+) -> Vec<(String, f64)> {
     let (small, large) = (1000u64, 3000u64);
     let mut out = Vec::new();
-    for client in clients {
+    for (pair_client, runtime) in pairs {
+        let client = &clients::pair_name(pair_client, *runtime);
         let mut totals = Vec::new();
+        let mut reason = String::new();
         for requests in [small, large] {
             let file = std::env::temp_dir().join(format!("keel-callgrind-{client}-{requests}.out"));
             let wrapper = vec![
@@ -392,10 +497,18 @@ fn callgrind(exe: &PathBuf, clients: &[String], port: u16, pin: bool) -> Vec<(St
                 workers: 20,
                 requests,
             };
-            match run_child(exe, client, scenario, port, pin, &wrapper) {
-                Ok(_) => totals.push(report::callgrind_total(&file)),
+            let limit = Duration::from_secs(900);
+            match run_child(exe, client, scenario, port, pin, &wrapper, limit) {
+                Ok(_) => {
+                    let total = report::callgrind_total(&file);
+                    if total.is_none() {
+                        reason = "no total in callgrind's output (is valgrind installed?)".into();
+                    }
+                    totals.push(total);
+                }
                 Err(e) => {
                     eprintln!("callgrind {client}: {e}");
+                    reason = e;
                     totals.push(None);
                 }
             }
@@ -403,8 +516,15 @@ fn callgrind(exe: &PathBuf, clients: &[String], port: u16, pin: bool) -> Vec<(St
         }
         if let [Some(a), Some(b)] = totals[..] {
             let per = (b as f64 - a as f64) / (large - small) as f64;
-            eprintln!("callgrind {client:<18} {per:>10.0} instructions/request");
+            eprintln!("callgrind {client:<28} {per:>10.0} instructions/request");
             out.push((client.clone(), per));
+        } else {
+            failed.push(Failed {
+                client: pair_client.clone(),
+                runtime: *runtime,
+                scenario: "callgrind",
+                reason,
+            });
         }
     }
     out
@@ -423,7 +543,7 @@ fn report_dir() -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::check_args;
+    use super::{check_args, selected_pairs};
 
     fn check(args: &str) -> Result<(), String> {
         let args: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
@@ -451,5 +571,39 @@ mod tests {
             .unwrap_err()
             .contains("keel-hyper-guard"));
         assert!(check("--scenarios S5").unwrap_err().contains("S5"));
+        assert!(check("--pairs keel-smol@no-runtime,*@tokio-mt,keel-isahc@*").is_ok());
+        assert!(check("--pairs keel-hyper@no-runtime")
+            .unwrap_err()
+            .contains("does not run on no-runtime"));
+        assert!(check("--pairs keel-smol@tokyo")
+            .unwrap_err()
+            .contains("tokyo"));
+        assert!(check("--pairs reqwest@smol").is_err());
+    }
+
+    #[test]
+    fn no_selection_is_the_whole_matrix_and_clients_are_on_their_home_runtime() {
+        let args = |s: &str| -> Vec<String> { s.split_whitespace().map(str::to_owned).collect() };
+        let all = selected_pairs(&[]).unwrap();
+        assert_eq!(all.len(), crate::clients::MATRIX.len());
+        let picked = selected_pairs(&args(
+            "--clients keel-isahc --pairs keel-smol@*,keel-isahc@smol",
+        ))
+        .unwrap();
+        let names: Vec<String> = picked
+            .iter()
+            .map(|(c, r)| crate::clients::pair_name(c, *r))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "keel-isahc@smol",
+                "keel-smol@tokio",
+                "keel-smol@tokio-mt",
+                "keel-smol@smol",
+                "keel-smol@async-std",
+                "keel-smol@no-runtime"
+            ]
+        );
     }
 }
