@@ -14,7 +14,7 @@ use futures_rustls::TlsConnector;
 use keel_core::connect::{at_proxy, Dialer};
 use keel_core::dns::Dns;
 use keel_core::proxy::{Proxy, ProxyConfig, ProxyScheme};
-use keel_core::{AsyncIoTimer, Error, ErrorKind, Origin, TransportConfig};
+use keel_core::{AsyncIoTimer, Error, ErrorKind, Origin, StableWaker, TransportConfig};
 use rustls::pki_types::ServerName;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -275,9 +275,14 @@ pub(crate) enum Stream {
 /// poll; here, once a read would block, the next read waits for async-io to report the socket
 /// readable (a check of the reactor's state, no syscall). Measured on the benchmark's S2 shape:
 /// from ten `recvfrom` calls per request to about two.
+///
+/// It polls async-io through a [`StableWaker`], so an executor whose wakers change identity
+/// between polls (tokio's current-thread `block_on`) doesn't make async-io wake the request
+/// again on every poll.
 pub(crate) struct Tcp {
     io: Async<TcpStream>,
     read_blocked: bool,
+    waker: StableWaker,
 }
 
 impl Tcp {
@@ -285,6 +290,7 @@ impl Tcp {
         Self {
             io,
             read_blocked: false,
+            waker: StableWaker::new(),
         }
     }
 
@@ -303,7 +309,8 @@ impl AsyncRead for Tcp {
         let this = self.get_mut();
         loop {
             if this.read_blocked {
-                ready!(this.io.poll_readable(cx))?;
+                let io = &this.io;
+                ready!(this.waker.poll(cx, |cx| io.poll_readable(cx)))?;
                 this.read_blocked = false;
             }
             match this.io.get_ref().read(buf) {
@@ -321,7 +328,8 @@ impl AsyncWrite for Tcp {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let Tcp { io, waker, .. } = self.get_mut();
+        waker.poll(cx, |cx| Pin::new(io).poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -329,15 +337,18 @@ impl AsyncWrite for Tcp {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let Tcp { io, waker, .. } = self.get_mut();
+        waker.poll(cx, |cx| Pin::new(io).poll_write_vectored(cx, bufs))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let Tcp { io, waker, .. } = self.get_mut();
+        waker.poll(cx, |cx| Pin::new(io).poll_flush(cx))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_close(cx)
+        let Tcp { io, waker, .. } = self.get_mut();
+        waker.poll(cx, |cx| Pin::new(io).poll_close(cx))
     }
 }
 

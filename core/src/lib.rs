@@ -116,7 +116,7 @@ mod tests;
 pub mod tls;
 
 #[cfg(feature = "async-io")]
-pub use async_io_timer::AsyncIoTimer;
+pub use async_io_timer::{AsyncIoTimer, StableWaker};
 pub use body::{Body, FramedBody, ResponseBody};
 pub use client::{hooks, pipeline};
 pub use client::{
