@@ -372,7 +372,7 @@ impl ResponseBody {
 
     /// Says which connection the body comes over, for
     /// [`Response::connection`](crate::Response::connection). A backend sets it when the client
-    /// asked for connection facts ([`TransportConfig::connection_info`]).
+    /// asked for connection facts ([`TransportConfig::connection_info`](crate::TransportConfig::connection_info)).
     ///
     /// ```
     /// use std::sync::Arc;

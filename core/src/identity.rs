@@ -70,7 +70,7 @@ impl Identity {
     /// A chain of one or more `CERTIFICATE` blocks (the client's own certificate first, then
     /// any intermediates) and a private key in PEM: `PRIVATE KEY` (PKCS#8), `RSA PRIVATE KEY`
     /// (PKCS#1) or `EC PRIVATE KEY` (SEC1). Encrypted PEM keys are not supported: decrypt
-    /// them first, or use [`from_pkcs12`](Self::from_pkcs12).
+    /// them first, or use `from_pkcs12` (feature `pkcs12`).
     ///
     /// Text with no certificate or no key, or a block that doesn't decode, is
     /// [`ErrorKind::Config`] naming `identity`.
