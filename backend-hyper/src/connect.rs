@@ -39,6 +39,40 @@ pub(crate) struct Connector {
     connection_info: bool,
     /// The connections open, per origin, for `pool_stats`.
     pub(crate) open: OpenConnections,
+    /// The origins whose servers refused a TLS handshake lately.
+    pub(crate) refusals: Arc<Refusals>,
+}
+
+/// The origins whose servers refused the TLS handshake after the client's side of it (TLS 1.3:
+/// a client certificate, most often), and when. hyper's connection task reads the alert and
+/// fails the requests waiting on that connection as "connection closed"; the transport looks
+/// here to report those as the TLS errors they are.
+#[derive(Debug, Default)]
+pub(crate) struct Refusals(std::sync::Mutex<std::collections::HashMap<Origin, std::time::Instant>>);
+
+/// How long a refusal explains a closed connection to its origin.
+const REFUSAL_WINDOW: Duration = Duration::from_secs(5);
+
+impl Refusals {
+    fn record(&self, origin: &Origin) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        map.retain(|_, at| now.duration_since(*at) < REFUSAL_WINDOW);
+        map.insert(origin.clone(), now);
+    }
+
+    /// Whether `origin`'s server refused a TLS handshake within the window.
+    pub(crate) fn recent(&self, origin: &Origin) -> bool {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(origin)
+            .is_some_and(|at| at.elapsed() < REFUSAL_WINDOW)
+    }
 }
 
 /// The DNS settings, and the proxies when any is set (`None` keeps the direct path as it was).
@@ -66,6 +100,7 @@ impl Connector {
             local_address: config.local_address,
             connection_info: config.connection_info,
             open: OpenConnections::default(),
+            refusals: Arc::default(),
         })
     }
 
@@ -75,6 +110,9 @@ impl Connector {
         let origin = Origin::from_uri(&uri)?;
         let mut conn = self.dial(&origin).await?;
         conn._open = Some(self.open.opened(&origin));
+        if origin.is_https() {
+            conn.refusals = Some((self.refusals.clone(), origin.clone()));
+        }
         if self.connection_info {
             conn.tag = Some(ConnTag::new(conn.tcp()));
         }
@@ -109,6 +147,7 @@ impl Connector {
                 forwarded: false,
                 tag: None,
                 _open: None,
+                refusals: None,
             });
         }
         self.tls_to(&dialer, host, tcp).await
@@ -126,6 +165,7 @@ impl Connector {
             forwarded: false,
             tag: None,
             _open: None,
+            refusals: None,
         })
     }
 
@@ -165,6 +205,7 @@ impl Connector {
                 forwarded: true,
                 tag: None,
                 _open: None,
+                refusals: None,
             });
         }
         let (host, port) = (origin.host(), origin.port());
@@ -184,6 +225,7 @@ impl Connector {
                 forwarded: false,
                 tag: None,
                 _open: None,
+                refusals: None,
             });
         }
         self.tls_to(dialer, host, tcp).await
@@ -219,6 +261,7 @@ impl Connector {
                 forwarded: true,
                 tag: None,
                 _open: None,
+                refusals: None,
             });
         }
         let (host, port) = (origin.host(), origin.port());
@@ -241,6 +284,7 @@ impl Connector {
             forwarded: false,
             tag: None,
             _open: None,
+            refusals: None,
         })
     }
 }
@@ -337,6 +381,8 @@ pub(crate) struct Conn {
     tag: Option<ConnTag>,
     /// Counted as open until hyper drops (closes) the connection.
     _open: Option<OpenConnection>,
+    /// Where a TLS refusal read on an `https` connection is written down.
+    refusals: Option<(Arc<Refusals>, Origin)>,
 }
 
 impl Conn {
@@ -406,7 +452,13 @@ impl Read for Conn {
         cx: &mut Context<'_>,
         buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let result = ready!(Pin::new(&mut self.io).poll_read(cx, buf));
+        if let (Err(e), Some((refusals, origin))) = (&result, &self.refusals) {
+            if keel_core::tls::is_handshake_alert(e) {
+                refusals.record(origin);
+            }
+        }
+        Poll::Ready(result)
     }
 }
 

@@ -64,6 +64,8 @@ pub struct HyperTransport {
     /// Responses carry [`keel_core::ConnectionInfo`].
     connection_info: bool,
     open: OpenConnections,
+    /// Origins whose servers refused a TLS handshake lately (see [`connect::Refusals`]).
+    refusals: Arc<connect::Refusals>,
     /// The proxies, when any is set: requests forwarded by an HTTP proxy get its
     /// `Proxy-Authorization`, and its `407` becomes a proxy error.
     proxy: Option<Arc<ProxyConfig>>,
@@ -76,6 +78,7 @@ impl HyperTransport {
         Self::capabilities().check(config)?;
         let connector = Connector::new(config)?;
         let open = connector.open.clone();
+        let refusals = connector.refusals.clone();
         let mut builder = PoolClient::builder(TokioExecutor::new());
         builder.pool_timer(HyperUtilTimer::new());
         if let Some(max) = config.pool_max_idle_per_host {
@@ -92,6 +95,7 @@ impl HyperTransport {
             timer: Arc::new(TokioTimer),
             connection_info: config.connection_info,
             open,
+            refusals,
             proxy: config.proxy.clone().map(Arc::new),
         })
     }
@@ -116,12 +120,14 @@ impl Transport for HyperTransport {
             // before proxies existed.
             return self.send_proxied(proxy, request);
         }
+        let uri = request.uri().clone();
+        let refusals = self.refusals.clone();
         let fut = self.client.request(request.map(FramedBody::new));
         let connection_info = self.connection_info;
         Box::pin(async move {
             match fut.await {
                 Ok(response) => Ok(to_keel(response, connection_info)),
-                Err(err) => Err(errors::from_client_error(err)),
+                Err(err) => Err(refused_or(errors::from_client_error(err), &refusals, &uri)),
             }
         })
     }
@@ -134,6 +140,22 @@ impl Transport for HyperTransport {
     fn pool_stats(&self) -> Option<Vec<PoolStats>> {
         let counts = self.open.counts().into_iter();
         Some(counts.map(|(o, n)| PoolStats::new(o, n)).collect())
+    }
+}
+
+/// `err`, or a TLS error when it is a request failing on a closed connection to a server that
+/// has just refused a TLS handshake: hyper's connection task read the refusal, and the request
+/// only saw its connection close.
+fn refused_or(err: Error, refusals: &connect::Refusals, uri: &http::Uri) -> Error {
+    let closed = err.kind() == ErrorKind::Body && err.is_unsent();
+    match Origin::from_uri(uri) {
+        Ok(origin) if closed && refusals.recent(&origin) => Error::new(ErrorKind::Tls)
+            .with_stage(keel_core::Stage::Tls)
+            .with_source(format!(
+                "the server refused the TLS handshake after the client's side of it; the \
+                 request then failed: {err}"
+            )),
+        _ => err,
     }
 }
 
@@ -163,6 +185,8 @@ impl HyperTransport {
         mut request: http::Request<Body>,
     ) -> BoxFuture<Result<http::Response<ResponseBody>, Error>> {
         let forwarded = forward(proxy, &mut request);
+        let uri = request.uri().clone();
+        let refusals = self.refusals.clone();
         let fut = self.client.request(request.map(FramedBody::new));
         let connection_info = self.connection_info;
         Box::pin(async move {
@@ -173,7 +197,7 @@ impl HyperTransport {
                     }
                     Ok(to_keel(response, connection_info))
                 }
-                Err(err) => Err(errors::from_client_error(err)),
+                Err(err) => Err(refused_or(errors::from_client_error(err), &refusals, &uri)),
             }
         })
     }
