@@ -141,14 +141,7 @@ impl Connector {
             let _ = tcp.set_nodelay(true);
         }
         if !https {
-            return Ok(Conn {
-                io: TokioIo::new(Stream::Plain(tcp)),
-                h2: false,
-                forwarded: false,
-                tag: None,
-                _open: None,
-                refusals: None,
-            });
+            return Ok(Conn::new(TokioIo::new(Stream::Plain(tcp)), false, false));
         }
         self.tls_to(&dialer, host, tcp).await
     }
@@ -159,14 +152,11 @@ impl Connector {
             .map_err(|e| Error::new(ErrorKind::InvalidUrl).with_source(e))?;
         let tls = dialer.handshake(self.tls.connect(name, tcp)).await?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        Ok(Conn {
-            io: TokioIo::new(Stream::Tls(Box::new(tls))),
+        Ok(Conn::new(
+            TokioIo::new(Stream::Tls(Box::new(tls))),
             h2,
-            forwarded: false,
-            tag: None,
-            _open: None,
-            refusals: None,
-        })
+            false,
+        ))
     }
 
     /// Connects to `origin` through `proxy`: a plain `http` target is forwarded by an HTTP
@@ -199,14 +189,7 @@ impl Connector {
             return self.connect_via_tls(dialer, proxy, origin, tcp).await;
         }
         if !origin.is_https() && proxy.scheme() == ProxyScheme::Http {
-            return Ok(Conn {
-                io: TokioIo::new(Stream::Plain(tcp)),
-                h2: false,
-                forwarded: true,
-                tag: None,
-                _open: None,
-                refusals: None,
-            });
+            return Ok(Conn::new(TokioIo::new(Stream::Plain(tcp)), false, true));
         }
         let (host, port) = (origin.host(), origin.port());
         dialer
@@ -219,14 +202,7 @@ impl Connector {
             )
             .await?;
         if !origin.is_https() {
-            return Ok(Conn {
-                io: TokioIo::new(Stream::Plain(tcp)),
-                h2: false,
-                forwarded: false,
-                tag: None,
-                _open: None,
-                refusals: None,
-            });
+            return Ok(Conn::new(TokioIo::new(Stream::Plain(tcp)), false, false));
         }
         self.tls_to(dialer, host, tcp).await
     }
@@ -255,14 +231,11 @@ impl Connector {
             .await
             .map_err(at_proxy)?;
         if !origin.is_https() {
-            return Ok(Conn {
-                io: TokioIo::new(Stream::Tls(Box::new(to_proxy))),
-                h2: false,
-                forwarded: true,
-                tag: None,
-                _open: None,
-                refusals: None,
-            });
+            return Ok(Conn::new(
+                TokioIo::new(Stream::Tls(Box::new(to_proxy))),
+                false,
+                true,
+            ));
         }
         let (host, port) = (origin.host(), origin.port());
         dialer
@@ -278,14 +251,11 @@ impl Connector {
             .map_err(|e| Error::new(ErrorKind::InvalidUrl).with_source(e))?;
         let tls = dialer.handshake(self.tls.connect(name, to_proxy)).await?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        Ok(Conn {
-            io: TokioIo::new(Stream::TlsInTls(Box::new(tls))),
+        Ok(Conn::new(
+            TokioIo::new(Stream::TlsInTls(Box::new(tls))),
             h2,
-            forwarded: false,
-            tag: None,
-            _open: None,
-            refusals: None,
-        })
+            false,
+        ))
     }
 }
 
@@ -386,6 +356,18 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// A connection as opened; [`Connector::connect`] adds what it counts and tags.
+    fn new(io: TokioIo<Stream>, h2: bool, forwarded: bool) -> Self {
+        Self {
+            io,
+            h2,
+            forwarded,
+            tag: None,
+            _open: None,
+            refusals: None,
+        }
+    }
+
     /// The TCP connection under any TLS (to a proxy, when going through one).
     fn tcp(&self) -> &TcpStream {
         match self.io.inner() {
