@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use keel_core::connect::{at_proxy, Dialer, OpenConnection, OpenConnections};
 use keel_core::dns::Dns;
 use keel_core::proxy::{Proxy, ProxyConfig, ProxyScheme};
+use keel_core::tls::RefusalWatch;
 use keel_core::{ConnectionFacts, ConnectionInfo, Error, ErrorKind, Origin, TransportConfig};
 use rustls::pki_types::ServerName;
 use tokio::net::{TcpSocket, TcpStream};
@@ -43,35 +44,34 @@ pub(crate) struct Connector {
     pub(crate) refusals: Arc<Refusals>,
 }
 
-/// The origins whose servers refused the TLS handshake after the client's side of it (TLS 1.3:
-/// a client certificate, most often), and when. hyper's connection task reads the alert and
-/// fails the requests waiting on that connection as "connection closed"; the transport looks
-/// here to report those as the TLS errors they are.
+/// One [`RefusalWatch`] per `https` origin: hyper-util's pool doesn't say which connection a
+/// request failed on, so a TLS refusal read on any connection to an origin explains that
+/// origin's "connection closed" failures for a few seconds (TLS 1.3: a client certificate the
+/// server refused, most often).
 #[derive(Debug, Default)]
-pub(crate) struct Refusals(std::sync::Mutex<std::collections::HashMap<Origin, std::time::Instant>>);
-
-/// How long a refusal explains a closed connection to its origin.
-const REFUSAL_WINDOW: Duration = Duration::from_secs(5);
+pub(crate) struct Refusals(std::sync::Mutex<std::collections::HashMap<Origin, RefusalWatch>>);
 
 impl Refusals {
-    fn record(&self, origin: &Origin) {
+    /// The origin's watch, for a new connection to it.
+    fn watch(&self, origin: &Origin) -> RefusalWatch {
         let mut map = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = std::time::Instant::now();
-        map.retain(|_, at| now.duration_since(*at) < REFUSAL_WINDOW);
-        map.insert(origin.clone(), now);
+        map.entry(origin.clone()).or_default().clone()
     }
 
-    /// Whether `origin`'s server refused a TLS handshake within the window.
-    pub(crate) fn recent(&self, origin: &Origin) -> bool {
+    /// `err`, explained by a refusal `origin`'s server sent lately (see
+    /// [`RefusalWatch::explain`]).
+    pub(crate) fn explain(&self, err: Error, origin: &Origin) -> Error {
         let map = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(origin)
-            .is_some_and(|at| at.elapsed() < REFUSAL_WINDOW)
+        match map.get(origin) {
+            Some(watch) => watch.explain(err),
+            None => err,
+        }
     }
 }
 
@@ -111,7 +111,7 @@ impl Connector {
         let mut conn = self.dial(&origin).await?;
         conn._open = Some(self.open.opened(&origin));
         if origin.is_https() {
-            conn.refusals = Some((self.refusals.clone(), origin.clone()));
+            conn.refusal = Some(self.refusals.watch(&origin));
         }
         if self.connection_info {
             conn.tag = Some(ConnTag::new(conn.tcp()));
@@ -352,7 +352,7 @@ pub(crate) struct Conn {
     /// Counted as open until hyper drops (closes) the connection.
     _open: Option<OpenConnection>,
     /// Where a TLS refusal read on an `https` connection is written down.
-    refusals: Option<(Arc<Refusals>, Origin)>,
+    refusal: Option<RefusalWatch>,
 }
 
 impl Conn {
@@ -364,7 +364,7 @@ impl Conn {
             forwarded,
             tag: None,
             _open: None,
-            refusals: None,
+            refusal: None,
         }
     }
 
@@ -435,10 +435,8 @@ impl Read for Conn {
         buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let result = ready!(Pin::new(&mut self.io).poll_read(cx, buf));
-        if let (Err(e), Some((refusals, origin))) = (&result, &self.refusals) {
-            if keel_core::tls::is_handshake_alert(e) {
-                refusals.record(origin);
-            }
+        if let (Err(e), Some(watch)) = (&result, &self.refusal) {
+            watch.record(e);
         }
         Poll::Ready(result)
     }

@@ -13,9 +13,7 @@ pub(crate) fn from_client_error(err: hyper_util::client::legacy::Error) -> Error
     if keel_core::tls::is_handshake_alert(&err) {
         // TLS 1.3: the server refused the handshake (a client certificate, most often) after
         // the client had finished its side; it never read the request.
-        return Error::new(ErrorKind::Tls)
-            .with_stage(Stage::Tls)
-            .with_source(err);
+        return keel_core::tls::handshake_refused(err);
     }
     if err.is_connect() {
         return Error::new(ErrorKind::Connect)

@@ -147,15 +147,12 @@ impl Transport for HyperTransport {
 /// has just refused a TLS handshake: hyper's connection task read the refusal, and the request
 /// only saw its connection close.
 fn refused_or(err: Error, refusals: &connect::Refusals, uri: &http::Uri) -> Error {
-    let closed = err.kind() == ErrorKind::Body && err.is_unsent();
+    if err.kind() != ErrorKind::Body || uri.scheme() != Some(&http::uri::Scheme::HTTPS) {
+        return err;
+    }
     match Origin::from_uri(uri) {
-        Ok(origin) if closed && refusals.recent(&origin) => Error::new(ErrorKind::Tls)
-            .with_stage(keel_core::Stage::Tls)
-            .with_source(format!(
-                "the server refused the TLS handshake after the client's side of it; the \
-                 request then failed: {err}"
-            )),
-        _ => err,
+        Ok(origin) => refusals.explain(err, &origin),
+        Err(_) => err,
     }
 }
 

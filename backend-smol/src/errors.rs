@@ -7,9 +7,7 @@ use keel_core::{Error, ErrorKind, Stage};
 pub(crate) fn from_send_error(err: hyper::Error, unsent: bool) -> Error {
     if keel_core::tls::is_handshake_alert(&err) {
         // TLS 1.3: the server refused the handshake after the client had finished its side.
-        return Error::new(ErrorKind::Tls)
-            .with_stage(Stage::Tls)
-            .with_source(err);
+        return keel_core::tls::handshake_refused(err);
     }
     let (kind, stage) = if err.is_user() || err.is_body_write_aborted() {
         // The caller's request body stream failed: our side, not the server's.

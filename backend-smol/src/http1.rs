@@ -620,9 +620,7 @@ fn read_error(e: io::Error, stage: Stage) -> Error {
     if stage == Stage::AwaitHead && keel_core::tls::is_handshake_alert(&e) {
         // TLS 1.3: the server refused the handshake (a client certificate, most often) after
         // the client had finished its side; it never read the request.
-        return Error::new(ErrorKind::Tls)
-            .with_stage(Stage::Tls)
-            .with_source(e);
+        return keel_core::tls::handshake_refused(e);
     }
     let kind = if e.kind() == io::ErrorKind::InvalidData {
         ErrorKind::Protocol

@@ -6,13 +6,12 @@
 //! started on first use, which needs no runtime from the caller.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use http::{Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::client::conn::http2;
-use keel_core::{Body, Error, ErrorKind, FramedBody, ResponseBody, Stage};
+use keel_core::{Body, Error, ErrorKind, FramedBody, ResponseBody};
 
 use crate::connect::Stream;
 use crate::errors::{from_body_error, from_send_error};
@@ -31,7 +30,7 @@ pub(crate) struct H2Conn {
     /// This handle came from the pool: the connection carried a request before.
     reused: bool,
     /// The server refused the TLS handshake after the client's side of it (TLS 1.3).
-    refused: Arc<AtomicBool>,
+    refusal: keel_core::tls::RefusalWatch,
 }
 
 impl H2Conn {
@@ -42,7 +41,7 @@ impl H2Conn {
         open: keel_core::connect::OpenConnection,
     ) -> Result<Self, Error> {
         let driver = Driver::get()?;
-        let refused = io.refusal();
+        let refusal = io.refusal();
         let (sender, conn) = http2::Builder::new(driver)
             .handshake(io)
             .await
@@ -58,7 +57,7 @@ impl H2Conn {
             sender,
             facts,
             reused: false,
-            refused,
+            refusal,
         })
     }
 
@@ -92,14 +91,9 @@ pub(crate) async fn send(
         })),
         // The connection failed on the server's refusal of the TLS handshake: a TLS error,
         // whatever hyper says of the request (it fails the ones waiting as "not ready").
-        Err(err) if conn.refused.load(Ordering::Acquire) => Err(SendError::Failed(
-            Error::new(ErrorKind::Tls)
-                .with_stage(Stage::Tls)
-                .with_source(format!(
-                    "the server refused the TLS handshake after the client's side of it; the \
-                     connection ended: {}",
-                    err.into_error()
-                )),
+        Err(err) if conn.refusal.refused() => Err(SendError::Failed(
+            conn.refusal
+                .explain(from_send_error(err.into_error(), true)),
         )),
         Err(mut err) => match err.take_message() {
             Some(req) => Err(SendError::Unsent(

@@ -7,8 +7,6 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use futures_io::{AsyncRead, AsyncWrite};
@@ -25,7 +23,7 @@ pub(crate) struct HyperIo<T> {
     /// Set when a read fails on the server's TLS alert refusing the handshake (TLS 1.3 sends it
     /// after the client's side is done): hyper then fails the requests waiting on the
     /// connection as "not ready", and this says why.
-    refused: Arc<AtomicBool>,
+    refusal: keel_core::tls::RefusalWatch,
 }
 
 impl<T> HyperIo<T> {
@@ -33,13 +31,13 @@ impl<T> HyperIo<T> {
         Self {
             inner,
             staging: Vec::new(),
-            refused: Arc::default(),
+            refusal: keel_core::tls::RefusalWatch::new(),
         }
     }
 
     /// Whether the server refused the TLS handshake, as this stream's reads found out.
-    pub(crate) fn refusal(&self) -> Arc<AtomicBool> {
-        self.refused.clone()
+    pub(crate) fn refusal(&self) -> keel_core::tls::RefusalWatch {
+        self.refusal.clone()
     }
 
     #[cfg(test)]
@@ -65,9 +63,7 @@ impl<T: AsyncRead + Unpin> hyper::rt::Read for HyperIo<T> {
         let n = match ready!(Pin::new(&mut this.inner).poll_read(cx, &mut this.staging[..want])) {
             Ok(n) => n,
             Err(e) => {
-                if keel_core::tls::is_handshake_alert(&e) {
-                    this.refused.store(true, Ordering::Release);
-                }
+                this.refusal.record(&e);
                 return Poll::Ready(Err(e));
             }
         };

@@ -117,6 +117,99 @@ pub fn is_handshake_alert(err: &(dyn std::error::Error + 'static)) -> bool {
     })
 }
 
+/// The error a caller sees when the server refused the TLS handshake after the client's side of
+/// it (see [`is_handshake_alert`]): [`ErrorKind::Tls`] in [`Stage::Tls`](crate::Stage::Tls), with
+/// `source` as its source. The server never read the request.
+///
+/// ```
+/// use keel_core::{ErrorKind, Stage};
+///
+/// let err = keel_core::tls::handshake_refused("certificate required");
+/// assert_eq!((err.kind(), err.stage()), (ErrorKind::Tls, Some(Stage::Tls)));
+/// ```
+pub fn handshake_refused(source: impl Into<crate::error::BoxError>) -> Error {
+    Error::new(ErrorKind::Tls)
+        .with_stage(crate::Stage::Tls)
+        .with_source(source)
+}
+
+/// How long a recorded refusal explains a failed request ([`RefusalWatch::explain`]).
+const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Watches a connection's reads for the server's refusal of the TLS handshake, and explains the
+/// request failures it causes.
+///
+/// In TLS 1.3 the client's side of the handshake is over before the server has checked the
+/// client's certificate, so the server's refusal arrives as the first thing read. An HTTP
+/// library that reads in a task of its own (hyper's connection task) sees the alert there and
+/// fails the requests waiting on the connection only as "connection closed" or "not ready":
+/// the reason is lost on the way. A watch shared by the connection's I/O, which passes every
+/// failed read to [`record`](Self::record), and by the request, which passes its error through
+/// [`explain`](Self::explain), reports those failures as the TLS errors they are.
+///
+/// Clones share one watch: a backend that can tell which connection a request used keeps one
+/// per connection; one that can't (hyper-util's pool) keeps one per origin, and a refusal then
+/// explains that origin's failures for a few seconds.
+///
+/// ```
+/// use keel_core::tls::RefusalWatch;
+/// use keel_core::{Error, ErrorKind, Stage};
+///
+/// let watch = RefusalWatch::new();
+/// let closed = || Error::new(ErrorKind::Body).with_stage(Stage::SendRequest);
+/// assert_eq!(watch.explain(closed()).kind(), ErrorKind::Body);
+///
+/// // The connection's reader meets the server's alert…
+/// let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
+/// assert!(watch.record(&std::io::Error::new(std::io::ErrorKind::InvalidData, alert)));
+/// // …and the request that only saw its connection close learns why.
+/// let err = watch.explain(closed());
+/// assert_eq!((err.kind(), err.stage()), (ErrorKind::Tls, Some(Stage::Tls)));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct RefusalWatch(Arc<std::sync::Mutex<Option<std::time::Instant>>>);
+
+impl RefusalWatch {
+    /// A watch that has seen nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes the refusal down when `err`, a failed read, is the server's alert refusing the
+    /// handshake; returns whether it was.
+    pub fn record(&self, err: &std::io::Error) -> bool {
+        let refused = is_handshake_alert(err);
+        if refused {
+            *self.lock() = Some(std::time::Instant::now());
+        }
+        refused
+    }
+
+    /// Whether a refusal was recorded within the last few seconds.
+    pub fn refused(&self) -> bool {
+        self.lock().is_some_and(|at| at.elapsed() < REFUSAL_WINDOW)
+    }
+
+    /// `err`, or [`handshake_refused`] when `err` is a request that failed on its connection
+    /// ([`ErrorKind::Body`]) after this watch recorded a refusal.
+    pub fn explain(&self, err: Error) -> Error {
+        if err.kind() == ErrorKind::Body && self.refused() {
+            handshake_refused(format!(
+                "the server refused the TLS handshake after the client's side of it; the \
+                 request then failed: {err}"
+            ))
+        } else {
+            err
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<std::time::Instant>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Alerts a server sends only about a handshake it refuses.
 const HANDSHAKE_ALERTS: [rustls::AlertDescription; 11] = [
     rustls::AlertDescription::CertificateRequired,
