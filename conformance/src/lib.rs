@@ -9,11 +9,14 @@
 //!   async runtime; [`blocking_suite!`](macro@blocking_suite) makes them `#[test]`s.
 //! - [`redis::RedisServer`]: a real `redis-server` on loopback, for the cases on the Redis state
 //!   store (keel-redis).
+//! - [`faults`]: the fault matrix: each kind of failure the suite injects, and what a caller
+//!   sees.
 //! - [`report`]: the scorecard printed by `cargo run --release -p keel-conformance`.
 //!
 //! Not published; it exists for keel's own tests and for backend authors.
 
 pub mod blocking;
+pub mod faults;
 pub mod redis;
 pub mod report;
 pub mod rt;

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::faults::{FaultKind, FAULT_KINDS};
 use crate::suite::{CaseReport, Status};
 
 /// The results of running the suite on several (backend, runtime) pairs.
@@ -27,6 +28,16 @@ pub struct Totals {
     pub failed: usize,
     /// Cases the backend does not support.
     pub not_supported: usize,
+}
+
+/// One fault kind's results over the pairs.
+#[derive(Debug, Default)]
+struct FaultRow {
+    passed: usize,
+    failed: usize,
+    not_supported: usize,
+    /// "pair (capability)" for each pair that can't observe the fault.
+    capabilities: Vec<String>,
 }
 
 impl Scorecard {
@@ -117,6 +128,8 @@ impl Scorecard {
             }
             out.push('\n');
         }
+        out.push_str("\nfault matrix: ");
+        out.push_str(&self.fault_matrix_markdown());
         let failures = self.failures();
         if !failures.is_empty() {
             out.push_str("\nfailures:\n");
@@ -152,6 +165,8 @@ impl Scorecard {
             }
             out.push('\n');
         }
+        out.push_str("\n## Fault matrix\n\n");
+        out.push_str(&self.fault_matrix_markdown());
         let failures = self.failures();
         if !failures.is_empty() {
             out.push_str("\n## Failures\n\n");
@@ -226,6 +241,66 @@ impl Scorecard {
         out
     }
 
+    /// How one fault kind went over the pairs: passes, failures, and the capabilities named by
+    /// the pairs that can't observe it.
+    fn fault_row(&self, fault: &FaultKind) -> FaultRow {
+        let mut row = FaultRow::default();
+        for c in &self.columns {
+            match self.cell(c, fault.case).map(|r| &r.status) {
+                Some(Status::Pass) => row.passed += 1,
+                Some(Status::Fail(_)) => row.failed += 1,
+                Some(Status::NotSupported(what)) => {
+                    row.not_supported += 1;
+                    let named = format!("{} ({what})", Self::header(c));
+                    row.capabilities.push(named);
+                }
+                None => {}
+            }
+        }
+        row
+    }
+
+    /// The fault matrix: each fault kind of [`FAULT_KINDS`] that this scorecard ran, with what
+    /// a caller sees and how many pairs passed it, in Markdown.
+    pub fn fault_matrix_markdown(&self) -> String {
+        let names = self.case_names();
+        let ran: Vec<&FaultKind> = FAULT_KINDS
+            .iter()
+            .filter(|k| names.contains(&k.case))
+            .collect();
+        let (mut cells, mut passed, mut failed) = (0, 0, 0);
+        let mut out = String::from(
+            "| fault | what the caller sees | retried | pairs passing | not observable on |\n\
+             |---|---|---|---|---|\n",
+        );
+        for k in &ran {
+            let row = self.fault_row(k);
+            cells += row.passed + row.failed + row.not_supported;
+            passed += row.passed;
+            failed += row.failed;
+            let failing = match row.failed {
+                0 => String::new(),
+                n => format!(", **{n} failed**"),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {}/{}{failing} | {} |",
+                k.fault,
+                k.sees,
+                k.retried,
+                row.passed,
+                self.columns.len(),
+                row.capabilities.join(", ")
+            );
+        }
+        format!(
+            "{} fault kinds on {} pairs: {passed} of {cells} cells passed, {failed} failed, the \
+             rest name the capability their backend lacks.\n\n{out}",
+            ran.len(),
+            self.columns.len()
+        )
+    }
+
     fn failures(&self) -> Vec<(String, &'static str, &str)> {
         let mut out = Vec::new();
         for c in &self.columns {
@@ -263,6 +338,38 @@ mod tests {
     }
 
     #[test]
+    fn the_fault_matrix_counts_each_fault_over_the_pairs() {
+        let mut card = Scorecard::default();
+        card.push(
+            "hyper",
+            "tokio",
+            vec![
+                report("connection_refused", Status::Pass),
+                report("truncated_body", Status::Fail("short".into())),
+                report("methods", Status::Pass),
+            ],
+        );
+        card.push(
+            "isahc",
+            "tokio",
+            vec![
+                report("connection_refused", Status::Pass),
+                report("truncated_body", Status::NotSupported("body_framing")),
+            ],
+        );
+        let md = card.fault_matrix_markdown();
+        assert!(
+            md.starts_with("2 fault kinds on 2 pairs: 2 of 4 cells passed, 1 failed"),
+            "{md}"
+        );
+        assert!(md.contains("| the port refuses the connection | `Connect` in `Connect`, unsent | yes, any method | 2/2 |  |"), "{md}");
+        assert!(
+            md.contains("| 0/2, **1 failed** | isahc / tokio (body_framing) |"),
+            "{md}"
+        );
+    }
+
+    #[test]
     fn totals_and_renderings_agree() {
         let mut card = Scorecard::default();
         card.push(
@@ -289,6 +396,7 @@ mod tests {
         let md = card.to_markdown();
         assert!(md.contains("| methods | pass 12 ms |"));
         assert!(md.contains("| h2 | not supported (http2) |"));
+        assert!(md.contains("## Fault matrix"));
         let html = card.to_html();
         assert!(html.contains("kind &lt;Body&gt;"));
         assert!(!html.contains("<Body>"));

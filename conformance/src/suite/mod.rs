@@ -287,6 +287,17 @@ macro_rules! __registry {
 
 __for_each_case!(__registry,);
 
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __case_names {
+    ([] $($name:ident)*) => {
+        /// The names of every case of the suite, in suite order.
+        pub const CASE_NAMES: &[&str] = &[$(stringify!($name)),*];
+    };
+}
+
+__for_each_case!(__case_names,);
+
 /// Generates one `#[test]` per suite case for a backend on a host runtime.
 ///
 /// ```ignore

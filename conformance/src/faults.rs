@@ -1,0 +1,213 @@
+//! The fault matrix: every kind of failure the suite injects, the case that injects it, and
+//! what a caller of keel sees.
+//!
+//! [`FAULT_KINDS`] is the one list. The scorecard's "Fault matrix" section is drawn from it, and
+//! so is the README's "Failure behaviour" table ([`failure_table`]; a test keeps the README in
+//! step). Each entry names a case of the [`suite`](crate::suite), which asserts the error kind
+//! and stage (or the recovery) on every (backend, runtime) pair, or reports the capability the
+//! backend lacks.
+
+use std::fmt::Write as _;
+
+/// One kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultKind {
+    /// What goes wrong, in a few words.
+    pub fault: &'static str,
+    /// The suite case that injects it.
+    pub case: &'static str,
+    /// What the caller sees: the error kind and stage, or the recovery.
+    pub sees: &'static str,
+    /// Whether keel retries it (with the default retry policy).
+    pub retried: &'static str,
+}
+
+const fn kind(
+    fault: &'static str,
+    case: &'static str,
+    sees: &'static str,
+    retried: &'static str,
+) -> FaultKind {
+    FaultKind {
+        fault,
+        case,
+        sees,
+        retried,
+    }
+}
+
+/// Every fault kind the suite injects, grouped by where it happens.
+pub const FAULT_KINDS: &[FaultKind] = &[
+    // Reaching the server.
+    kind(
+        "the port refuses the connection",
+        "connection_refused",
+        "`Connect` in `Connect`, unsent",
+        "yes, any method",
+    ),
+    kind(
+        "a TLS listener accepts and never answers",
+        "connect_timeout_tls",
+        "`Timeout(Connect)`",
+        "yes, any method",
+    ),
+    kind(
+        "the proxy refuses the connection",
+        "proxy_refusing_connections_is_a_proxy_error",
+        "`Connect` in `Proxy`, unsent",
+        "yes, any method",
+    ),
+    // TLS.
+    kind(
+        "a certificate signed by an unknown CA",
+        "untrusted_certificate",
+        "`Tls` in `Tls`",
+        "no",
+    ),
+    kind(
+        "the server speaks only an older TLS version than the minimum",
+        "min_tls_version_refuses_older_servers",
+        "`Tls` in `Tls`",
+        "no",
+    ),
+    kind(
+        "the server refuses the client certificate (TLS 1.3, after the handshake)",
+        "mtls_accepts_the_right_certificate_only",
+        "`Tls` in `Tls`",
+        "no",
+    ),
+    // The response head.
+    kind(
+        "the response head is later than the attempt timeout",
+        "attempt_timeout",
+        "`Timeout(Attempt)` in `AwaitHead`",
+        "idempotent requests",
+    ),
+    kind(
+        "the server answers something that is not HTTP",
+        "garbage_response",
+        "`Protocol` in `AwaitHead`",
+        "no (yes if provably unsent)",
+    ),
+    kind(
+        "503 twice, then 200",
+        "retry_503_twice_then_200",
+        "the 200, after three attempts",
+        "yes: 408, 429, 500, 502, 503, 504",
+    ),
+    kind(
+        "429 with `Retry-After`",
+        "retry_after_429",
+        "the 200, after the server's delay",
+        "yes, after `Retry-After` (up to 60 s)",
+    ),
+    // The response body.
+    kind(
+        "the body stalls after the head",
+        "read_idle_timeout",
+        "`Timeout(ReadIdle)` in `Body`",
+        "buffered reads of idempotent requests",
+    ),
+    kind(
+        "the call's deadline passes mid-body",
+        "deadline_mid_body",
+        "`Timeout(Deadline)` in `Body`",
+        "no",
+    ),
+    kind(
+        "a body shorter than its `Content-Length`",
+        "truncated_body",
+        "`Body` in `Body`",
+        "buffered reads of idempotent requests",
+    ),
+    kind(
+        "the connection is reset mid-body",
+        "reset_mid_body",
+        "`Body` in `Body`, the bytes before the reset delivered",
+        "buffered reads of idempotent requests",
+    ),
+    kind(
+        "a body over the configured limit",
+        "body_over_limit",
+        "`BodyTooLarge` (declared or counted)",
+        "no",
+    ),
+    kind(
+        "a compressed body cut short",
+        "truncated_gzip_is_a_decode_error",
+        "`Decode` in `Body`",
+        "no",
+    ),
+    kind(
+        "a decompression bomb",
+        "decompression_bomb_stopped_at_the_limits",
+        "`DecompressionRatio` or `DecodedTooLarge` in `Body`",
+        "no",
+    ),
+    // The caller.
+    kind(
+        "an invalid header name, or a CR or LF in a header value",
+        "invalid_header",
+        "`InvalidRequest`, nothing sent",
+        "no",
+    ),
+    kind(
+        "the caller drops a response mid-body",
+        "drop_response_mid_body",
+        "its connection is closed, never reused",
+        "-",
+    ),
+    kind(
+        "the caller drops the request future while it waits",
+        "drop_request_future",
+        "its connection is released at once",
+        "-",
+    ),
+];
+
+/// The README's "Failure behaviour" table, in Markdown.
+pub fn failure_table() -> String {
+    let mut out =
+        String::from("| fault | what the caller sees | retried | case |\n|---|---|---|---|\n");
+    for k in FAULT_KINDS {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | `{}` |",
+            k.fault, k.sees, k.retried, k.case
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fault_kind_names_a_case_of_the_suite_once() {
+        let names = crate::suite::CASE_NAMES;
+        for k in FAULT_KINDS {
+            assert!(names.contains(&k.case), "{} is not a suite case", k.case);
+        }
+        for (i, k) in FAULT_KINDS.iter().enumerate() {
+            assert!(
+                FAULT_KINDS[..i]
+                    .iter()
+                    .all(|o| o.case != k.case && o.fault != k.fault),
+                "{} is listed twice",
+                k.case
+            );
+        }
+    }
+
+    #[test]
+    fn the_readme_shows_the_failure_table() {
+        let readme = include_str!("../../README.md");
+        assert!(
+            readme.contains(&failure_table()),
+            "README.md's \"Failure behaviour\" table is out of date (`cargo run -p \
+             keel-conformance -- --failure-table` prints it); it should read:\n{}",
+            failure_table()
+        );
+    }
+}
