@@ -164,7 +164,9 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 mod encoded;
+mod h2faults;
 mod multipart;
+mod netfaults;
 pub mod proxy;
 mod routes;
 mod tls;
@@ -173,6 +175,8 @@ mod tls;
 mod tests;
 
 pub use encoded::encoded_sample;
+pub use h2faults::{H2Fault, H2FaultServer, NO_WINDOW_GRANT};
+pub use netfaults::{FaultCert, FaultPki};
 pub use routes::Reply;
 
 /// How long `Drop` waits for the server thread before detaching it.
