@@ -79,6 +79,8 @@ struct Seen {
     heads: Mutex<Vec<usize>>,
     /// Streams answered with a complete `200`.
     answered: AtomicUsize,
+    /// Bytes of DATA payload received, on every connection.
+    data: AtomicUsize,
 }
 
 /// A running [`H2Fault`] server: its URL and what it has seen.
@@ -108,6 +110,12 @@ impl H2FaultServer {
     /// Streams answered with a complete `200` (`ok`).
     pub fn answered(&self) -> usize {
         self.seen.answered.load(Ordering::SeqCst)
+    }
+
+    /// Bytes of request body (DATA frame payload, padding included) received so far, on
+    /// every connection.
+    pub fn data_received(&self) -> usize {
+        self.seen.data.load(Ordering::SeqCst)
     }
 }
 
@@ -203,6 +211,7 @@ async fn read_frame<R: AsyncRead + Unpin>(io: &mut R) -> io::Result<Frame> {
     })
 }
 
+/// One frame: the 9-byte header, then `payload`.
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len();
     let mut out = Vec::with_capacity(9 + len);
@@ -278,6 +287,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, b: Behaviour) -> io
             HEADERS => pending = Some((next.stream, next.flags & END_STREAM != 0)),
             CONTINUATION if next.flags & END_HEADERS != 0 => head = pending.take(),
             DATA => {
+                b.seen.data.fetch_add(next.payload.len(), Ordering::SeqCst);
                 let len = next.payload.len() as u32;
                 let end = next.flags & END_STREAM != 0;
                 if len > 0 && b.fault != H2Fault::NoWindow {

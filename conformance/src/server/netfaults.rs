@@ -44,6 +44,14 @@ pub enum FaultCert {
 impl FaultPki {
     /// A new CA (ECDSA P-256, self-signed).
     ///
+    /// ```
+    /// use keel_conformance::server::FaultPki;
+    ///
+    /// let pki = FaultPki::generate()?;
+    /// assert!(pki.ca_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// If the key or the certificate can't be made.
@@ -150,6 +158,19 @@ impl TestServer {
     /// refuse them), so a client's connect waits until its connect timeout, as it would for a
     /// host that is down behind a firewall, while nothing leaves 127.0.0.1. Held until
     /// shutdown.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use keel_conformance::server::TestServer;
+    ///
+    /// let server = TestServer::start()?;
+    /// let url = server.unanswered_url("/")?;
+    /// let addr = url.trim_start_matches("http://").trim_end_matches('/').parse()?;
+    /// let err = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+    ///     .unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     ///
