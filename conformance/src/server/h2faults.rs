@@ -293,7 +293,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, b: Behaviour) -> io
                 if len > 0 && b.fault != H2Fault::NoWindow {
                     io.write_all(&frame(WINDOW_UPDATE, 0, 0, &len.to_be_bytes()))
                         .await?;
-                    if !end {
+                    if !end && refused != Some(next.stream) {
                         io.write_all(&frame(WINDOW_UPDATE, 0, next.stream, &len.to_be_bytes()))
                             .await?;
                     }

@@ -1,5 +1,8 @@
 //! Network, TLS and HTTP/2 fault kinds: what a caller sees (error kind and stage) or how keel
-//! recovers, and that a connection a fault touched is not used again.
+//! recovers, and that a connection a fault broke is not used again (the next request goes out
+//! on a new one). An HTTP/2 fault of one stream (`REFUSED_STREAM`, a stalled upload) leaves
+//! its connection usable: there the case checks that the next request works, wherever it
+//! goes.
 //!
 //! Everything stays on 127.0.0.1: the unresolvable names can't be sent to any DNS server, the
 //! unanswered connect is a full accept queue on loopback, the bad certificates come from a CA
@@ -405,7 +408,12 @@ const CONNECTION_WINDOW: usize = 65_535;
 
 /// An HTTP/2 peer that never grants flow-control window: an upload larger than the window
 /// stalls, and the attempt timeout fires, typed, on time; the client sent no more than the
-/// window allowed, and still works.
+/// window allowed, and a request without a body still works.
+///
+/// Not checked: where a later upload goes. The stalled connection has no send window left, so
+/// an upload on it stalls again until its own timeout: keel-hyper keeps the connection in its
+/// pool after the attempt timeout and a small POST on it timed out too; through libcurl it
+/// was answered.
 pub async fn fault_h2_no_flow_control_window<T: Backend>(cx: Cx<T>) -> CaseResult {
     if !cx.capabilities().http2 {
         return Ok(Outcome::NotSupported("http2"));
