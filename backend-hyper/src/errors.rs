@@ -31,7 +31,7 @@ pub(crate) fn from_client_error(err: hyper_util::client::legacy::Error) -> Error
         _ if unsent => (ErrorKind::Body, Stage::SendRequest),
         _ => (ErrorKind::Body, Stage::AwaitHead),
     };
-    let refused = h2_reason(&err) == Some(h2::Reason::REFUSED_STREAM);
+    let refused = h2_unprocessed(&err);
     let mapped = Error::new(kind).with_stage(stage).with_source(err);
     if unsent || refused {
         mapped.with_unsent()
@@ -60,8 +60,15 @@ fn never_written(err: &(dyn StdError + 'static)) -> bool {
     find_source::<hyper::Error>(err).is_some_and(hyper::Error::is_canceled)
 }
 
-fn h2_reason(err: &(dyn StdError + 'static)) -> Option<h2::Reason> {
-    find_source::<h2::Error>(err).and_then(h2::Error::reason)
+/// Whether HTTP/2 says the server never processed the stream (RFC 9113, 8.7), so it is safe
+/// to send again whatever its method: the server refused it (RST_STREAM `REFUSED_STREAM`), or
+/// its GOAWAY named a last processed stream below this one (h2 fails exactly those streams,
+/// and the ones opened after the GOAWAY, with the peer's GOAWAY; a processed stream the
+/// connection then loses fails with an I/O error instead).
+fn h2_unprocessed(err: &(dyn StdError + 'static)) -> bool {
+    find_source::<h2::Error>(err).is_some_and(|e| {
+        e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote())
+    })
 }
 
 #[cfg(test)]

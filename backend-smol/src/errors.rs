@@ -20,7 +20,7 @@ pub(crate) fn from_send_error(err: hyper::Error, unsent: bool) -> Error {
         (ErrorKind::Body, Stage::AwaitHead)
     };
     #[cfg(feature = "http2")]
-    let unsent = unsent || h2_reason(&err) == Some(h2::Reason::REFUSED_STREAM);
+    let unsent = unsent || h2_unprocessed(&err);
     let mapped = Error::new(kind).with_stage(stage).with_source(err);
     if unsent {
         mapped.with_unsent()
@@ -39,7 +39,14 @@ pub(crate) fn from_body_error(err: hyper::Error) -> Error {
     Error::new(kind).with_stage(Stage::Body).with_source(err)
 }
 
+/// Whether HTTP/2 says the server never processed the stream (RFC 9113, 8.7), so it is safe
+/// to send again whatever its method: the server refused it (RST_STREAM `REFUSED_STREAM`), or
+/// its GOAWAY named a last processed stream below this one (h2 fails exactly those streams,
+/// and the ones opened after the GOAWAY, with the peer's GOAWAY; a processed stream the
+/// connection then loses fails with an I/O error instead).
 #[cfg(feature = "http2")]
-fn h2_reason(err: &hyper::Error) -> Option<h2::Reason> {
-    keel_core::find_source::<h2::Error>(err).and_then(h2::Error::reason)
+fn h2_unprocessed(err: &hyper::Error) -> bool {
+    keel_core::find_source::<h2::Error>(err).is_some_and(|e| {
+        e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote())
+    })
 }

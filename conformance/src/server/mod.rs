@@ -21,6 +21,15 @@
 //! - **blackhole** ([`TestServer::blackhole_url`]): accepts TCP connections
 //!   and never reads or writes; they stay open until shutdown.
 //! - **refused** ([`TestServer::refused_url`]): a port where nothing listens.
+//! - **unanswered** ([`TestServer::unanswered_url`]): a port whose connects are never
+//!   answered (a full accept queue: the kernel drops the SYNs), for connect timeouts on plain
+//!   TCP.
+//! - **TLS faults** ([`TestServer::tls_fault_url`]): a new TLS listener per call presenting a
+//!   chosen certificate ([`FaultCert`]: valid, another host's name, expired) from a test CA
+//!   made for the case ([`FaultPki`]), serving the routes below.
+//! - **HTTP/2 faults** ([`TestServer::h2_fault_url`]): a new hand-written HTTP/2 server per
+//!   call, behind TLS with ALPN `h2`, that misbehaves as told ([`H2Fault`]: GOAWAY below a
+//!   stream in flight, RST_STREAM `REFUSED_STREAM`, no flow-control window).
 //! - **raw** ([`TestServer::raw_url`]): a new listener per call that answers
 //!   every connection with fixed bytes, for wire-level faults. What each raw
 //!   connection sent before it was answered is kept
@@ -164,7 +173,9 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 mod encoded;
+mod h2faults;
 mod multipart;
+mod netfaults;
 pub mod proxy;
 mod routes;
 mod tls;
@@ -173,6 +184,8 @@ mod tls;
 mod tests;
 
 pub use encoded::encoded_sample;
+pub use h2faults::{H2Fault, H2FaultServer, NO_WINDOW_GRANT};
+pub use netfaults::{FaultCert, FaultPki};
 pub use routes::Reply;
 
 /// How long `Drop` waits for the server thread before detaching it.

@@ -13,6 +13,7 @@ pub mod decoding;
 pub mod dns;
 pub mod downloads;
 pub mod fanout;
+pub mod faults_net;
 pub mod hedging;
 pub mod limits;
 pub mod multipart;
@@ -267,6 +268,15 @@ macro_rules! __for_each_case {
             no_proxy_bypasses_the_proxy
             proxy_refusing_connections_is_a_proxy_error
             proxy_over_tls
+            fault_name_does_not_resolve
+            fault_connect_never_answered
+            fault_tls_name_mismatch
+            fault_tls_expired_certificate
+            fault_https_to_a_plain_port
+            fault_http_to_a_tls_port
+            fault_h2_goaway_mid_stream
+            fault_h2_refused_stream
+            fault_h2_no_flow_control_window
         }
     };
 }
