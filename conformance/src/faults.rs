@@ -57,7 +57,43 @@ pub const FAULT_KINDS: &[FaultKind] = &[
         "`Connect` in `Proxy`, unsent",
         "yes, any method",
     ),
+    kind(
+        "a host name that does not resolve",
+        "fault_name_does_not_resolve",
+        "`Connect` in `Dns`, unsent",
+        "yes, any method",
+    ),
+    kind(
+        "a connect to an address that never answers",
+        "fault_connect_never_answered",
+        "`Timeout(Connect)` in `Connect`",
+        "yes, any method",
+    ),
     // TLS.
+    kind(
+        "a certificate for another host name",
+        "fault_tls_name_mismatch",
+        "`Tls` in `Tls`, unsent",
+        "no",
+    ),
+    kind(
+        "an expired certificate",
+        "fault_tls_expired_certificate",
+        "`Tls` in `Tls`, unsent",
+        "no",
+    ),
+    kind(
+        "`https://` to a port that speaks plain HTTP",
+        "fault_https_to_a_plain_port",
+        "`Tls` in `Tls`, unsent",
+        "no",
+    ),
+    kind(
+        "`http://` to a port that speaks TLS",
+        "fault_http_to_a_tls_port",
+        "`Protocol` in `AwaitHead`",
+        "no",
+    ),
     kind(
         "a certificate signed by an unknown CA",
         "untrusted_certificate",
@@ -100,6 +136,25 @@ pub const FAULT_KINDS: &[FaultKind] = &[
         "retry_after_429",
         "the 200, after the server's delay",
         "yes, after `Retry-After` (up to 60 s)",
+    ),
+    // HTTP/2.
+    kind(
+        "HTTP/2 GOAWAY below an in-flight stream",
+        "fault_h2_goaway_mid_stream",
+        "the unprocessed stream is sent again on a new connection (any method); a processed stream cut off is `Body` in `Body`",
+        "unprocessed streams, any method",
+    ),
+    kind(
+        "HTTP/2 RST_STREAM with REFUSED_STREAM",
+        "fault_h2_refused_stream",
+        "the request is sent again and succeeds (any method)",
+        "yes, any method",
+    ),
+    kind(
+        "an HTTP/2 peer that grants no flow-control window",
+        "fault_h2_no_flow_control_window",
+        "`Timeout(Attempt)`; no more than the window was sent",
+        "idempotent requests",
     ),
     // The response body.
     kind(
