@@ -456,6 +456,73 @@ fn truncated_head_undetected<T: Backend>(leg: Leg, fault: Fault) -> bool {
         && !T::capabilities().truncated_head_detected
 }
 
+/// A chunked body (no `Content-Length`; on HTTP/2, DATA frames without the end of the
+/// stream) whose connection is closed cleanly 200 000 bytes in: the missing last chunk makes it
+/// a body error in the body stage, never a short success; the connection is not used again.
+pub async fn fault_chaos_close_mid_chunked_body<T: Backend>(cx: Cx<T>) -> CaseResult {
+    let cx = &cx;
+    let chaos = Chaos::to_client(Fault::Close { after: 200_000 });
+    on_legs(Leg::all(cx), |leg| async move {
+        let rig = Rig::new(cx, leg, chaos, |b| b)?;
+        let resp = rig
+            .client
+            .get(&rig.url("/drip?chunk=10000&interval_ms=1&count=100"))
+            .send()
+            .await?;
+        ensure!(resp.status() == StatusCode::OK, "status {}", resp.status());
+        let err = expect_error(resp.bytes().await, ErrorKind::Body, Some(Stage::Body))?;
+        ensure!(!err.is_unsent(), "a cut body counts as unsent");
+        rig.not_reused_afterwards().await
+    })
+    .await
+}
+
+/// The answer is late by more than the attempt timeout (a 2 s latency before the first byte
+/// back, the TLS handshake's included): the attempt timeout fires, and the late connection is
+/// not used again.
+pub async fn fault_chaos_delay_past_attempt_timeout<T: Backend>(cx: Cx<T>) -> CaseResult {
+    let cx = &cx;
+    let chaos = Chaos::to_client(Fault::Delay {
+        first_byte: Duration::from_secs(2),
+        per_chunk: Duration::ZERO,
+    });
+    on_legs(Leg::all(cx), |leg| async move {
+        let rig = Rig::new(cx, leg, chaos, |b| {
+            b.attempt_timeout(Duration::from_millis(300))
+        })?;
+        let started = Instant::now();
+        expect_error(
+            rig.client.get(&rig.url("/status/200")).send().await,
+            ErrorKind::Timeout(TimeoutPhase::Attempt),
+            None,
+        )?;
+        let took = started.elapsed();
+        ensure!(
+            took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
+            "the 300 ms attempt timeout took {took:?}"
+        );
+        // A delay is not a fault that strikes: check the fresh connection by the count.
+        let body = rig
+            .client
+            .get(&rig.url("/status/200?body=after"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        ensure!(
+            body == "after",
+            "the request after the timeout got {body:?}"
+        );
+        ensure!(
+            rig.proxy.connections_accepted() == 2,
+            "the late connection and a fresh one make 2, the proxy accepted {}",
+            rig.proxy.connections_accepted()
+        );
+        Ok(None)
+    })
+    .await
+}
+
 /// Checks an answer cut in the middle of its head.
 async fn cut_mid_headers<T: Backend>(cx: &Cx<T>, leg: Leg, path: &str, fault: Fault) -> LegResult {
     let rig = Rig::new(cx, leg, Chaos::to_client(fault), |b| b)?;
@@ -466,11 +533,23 @@ async fn cut_mid_headers<T: Backend>(cx: &Cx<T>, leg: Leg, path: &str, fault: Fa
         rig.not_reused_afterwards().await?;
         return Ok(Some("truncated_head_detected"));
     }
-    let err = expect_error(
-        rig.client.get(&rig.url(path)).send().await,
-        ErrorKind::Body,
-        Some(Stage::AwaitHead),
-    )?;
+    let err = match rig.client.get(&rig.url(path)).send().await {
+        Ok(resp) => return Err(Failure(format!("the cut head answered {}", resp.status()))),
+        Err(e) => e,
+    };
+    // A FIN is seen by reading: awaiting the head. A reset is seen by whatever touches the
+    // socket first, and on HTTP/2 the client may be writing (a window update, a settings
+    // acknowledgement: libcurl then says "sending"), so a reset may also say so.
+    let stage_ok = match fault {
+        Fault::Reset { .. } => matches!(err.stage(), Some(Stage::AwaitHead | Stage::SendRequest)),
+        _ => err.stage() == Some(Stage::AwaitHead),
+    };
+    ensure!(
+        err.kind() == ErrorKind::Body && stage_ok,
+        "expected Body awaiting the head, got {:?} at {:?}: {err}",
+        err.kind(),
+        err.stage()
+    );
     ensure!(
         err.is_retryable(),
         "a GET cut before its head is worth retrying"
@@ -490,7 +569,8 @@ pub async fn fault_chaos_close_mid_headers<T: Backend>(cx: Cx<T>) -> CaseResult 
 }
 
 /// The connection is reset (RST) in the middle of the answer's head: a body error while
-/// awaiting the head; the connection is not used again.
+/// awaiting the head (or while sending, for a backend that saw the reset on a write); the
+/// connection is not used again.
 pub async fn fault_chaos_reset_mid_headers<T: Backend>(cx: Cx<T>) -> CaseResult {
     let cx = &cx;
     let path = padded(cx, "reset-head");
@@ -504,32 +584,47 @@ pub async fn fault_chaos_reset_mid_headers<T: Backend>(cx: Cx<T>) -> CaseResult 
 /// the proxy can hold, so the client is still writing when the fault strikes.
 const UPLOAD: usize = 16 * 1024 * 1024;
 
-/// The connection is reset 256 KiB into a 16 MiB upload: a body error while sending the
-/// request; the connection is not used again.
+/// Checks a 16 MiB upload whose connection `fault` cuts 256 KiB in: a body error after the
+/// connection was made, not unsent (the server may have seen part of it), and the connection
+/// is not used again.
+async fn cut_upload<T: Backend>(cx: &Cx<T>, leg: Leg, fault: Fault, upload: Bytes) -> LegResult {
+    let rig = Rig::new(cx, leg, Chaos::to_server(fault), |b| b)?;
+    let err = match rig.client.post(&rig.url("/echo")).body(upload).send().await {
+        Ok(resp) => return Err(Failure(format!("the cut upload got {}", resp.status()))),
+        Err(e) => e,
+    };
+    // hyper and libcurl see the cut on their read side, and can't say whether the whole
+    // request had been written: either stage after the connection was made.
+    ensure!(
+        err.kind() == ErrorKind::Body
+            && matches!(err.stage(), Some(Stage::SendRequest | Stage::AwaitHead)),
+        "expected Body while sending or awaiting the head, got {:?} at {:?}: {err}",
+        err.kind(),
+        err.stage()
+    );
+    ensure!(!err.is_unsent(), "a half-sent upload counts as unsent");
+    rig.not_reused_afterwards().await
+}
+
+/// The connection is reset (RST) 256 KiB into a 16 MiB upload: a body error while sending the
+/// request or awaiting the head; the connection is not used again.
 pub async fn fault_chaos_reset_request_upload<T: Backend>(cx: Cx<T>) -> CaseResult {
     let cx = &cx;
-    let chaos = Chaos::to_server(Fault::Reset { after: 256 * 1024 });
     let upload = Bytes::from(vec![b'u'; UPLOAD]);
     on_legs(Leg::all(cx), |leg| {
-        let upload = upload.clone();
-        async move {
-            let rig = Rig::new(cx, leg, chaos, |b| b)?;
-            let err = match rig.client.post(&rig.url("/echo")).body(upload).send().await {
-                Ok(resp) => return Err(Failure(format!("the cut upload got {}", resp.status()))),
-                Err(e) => e,
-            };
-            // hyper and libcurl see the reset on their read side, and can't say whether the
-            // whole request had been written: either stage after the connection was made.
-            ensure!(
-                err.kind() == ErrorKind::Body
-                    && matches!(err.stage(), Some(Stage::SendRequest | Stage::AwaitHead)),
-                "expected Body while sending or awaiting the head, got {:?} at {:?}: {err}",
-                err.kind(),
-                err.stage()
-            );
-            ensure!(!err.is_unsent(), "a half-sent upload counts as unsent");
-            rig.not_reused_afterwards().await
-        }
+        cut_upload(cx, leg, Fault::Reset { after: 256 * 1024 }, upload.clone())
+    })
+    .await
+}
+
+/// The connection is closed (FIN; what the client still sends is read and dropped) 256 KiB
+/// into a 16 MiB upload, with no answer: a body error while sending the request or awaiting
+/// the head; the connection is not used again.
+pub async fn fault_chaos_close_request_upload<T: Backend>(cx: Cx<T>) -> CaseResult {
+    let cx = &cx;
+    let upload = Bytes::from(vec![b'u'; UPLOAD]);
+    on_legs(Leg::all(cx), |leg| {
+        cut_upload(cx, leg, Fault::Close { after: 256 * 1024 }, upload.clone())
     })
     .await
 }

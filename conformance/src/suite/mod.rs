@@ -275,9 +275,12 @@ macro_rules! __for_each_case {
             fault_chaos_stall_mid_body
             fault_chaos_reset_mid_body
             fault_chaos_close_mid_body
+            fault_chaos_close_mid_chunked_body
+            fault_chaos_delay_past_attempt_timeout
             fault_chaos_close_mid_headers
             fault_chaos_reset_mid_headers
             fault_chaos_reset_request_upload
+            fault_chaos_close_request_upload
             fault_chaos_stall_request_upload
             fault_chaos_close_then_retry_on_fresh_connection
             fault_chaos_reset_then_retry_on_fresh_connection
