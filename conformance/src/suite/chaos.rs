@@ -532,6 +532,55 @@ pub async fn fault_chaos_delay_past_attempt_timeout<T: Backend>(cx: Cx<T>) -> Ca
     .await
 }
 
+/// The answer trickles in a byte every 50 ms (20 bytes per second: on TLS, the server's half
+/// of the handshake trickles too): the attempt timeout fires, however steadily bytes arrive,
+/// and the trickling connection is not used again.
+pub async fn fault_chaos_trickled_head_past_attempt_timeout<T: Backend>(cx: Cx<T>) -> CaseResult {
+    let cx = &cx;
+    let path = padded(cx, "trickle-head");
+    let chaos = Chaos::to_client(Fault::Throttle {
+        bytes_per_second: 20,
+    });
+    on_legs(Leg::all(cx), |leg| {
+        let path = path.clone();
+        async move {
+            let rig = Rig::new(cx, leg, chaos, |b| {
+                b.attempt_timeout(Duration::from_millis(500))
+            })?;
+            let started = Instant::now();
+            expect_error(
+                rig.client.get(&rig.url(&path)).send().await,
+                ErrorKind::Timeout(TimeoutPhase::Attempt),
+                None,
+            )?;
+            let took = started.elapsed();
+            ensure!(
+                took >= Duration::from_millis(450) && took < Duration::from_secs(2),
+                "the 500 ms attempt timeout took {took:?}"
+            );
+            // A throttle never strikes: check the fresh connection by the count.
+            let body = rig
+                .client
+                .get(&rig.url("/status/200?body=after"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            ensure!(
+                body == "after",
+                "the request after the timeout got {body:?}"
+            );
+            ensure!(
+                rig.proxy.connections_accepted() == 2,
+                "the trickling connection and a fresh one make 2, the proxy accepted {}",
+                rig.proxy.connections_accepted()
+            );
+            Ok(None)
+        }
+    })
+    .await
+}
+
 /// Checks an answer cut in the middle of its head.
 async fn cut_mid_headers<T: Backend>(cx: &Cx<T>, leg: Leg, path: &str, fault: Fault) -> LegResult {
     let rig = Rig::new(cx, leg, Chaos::to_client(fault), |b| b)?;

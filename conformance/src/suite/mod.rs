@@ -277,6 +277,7 @@ macro_rules! __for_each_case {
             fault_chaos_close_mid_body
             fault_chaos_close_mid_chunked_body
             fault_chaos_delay_past_attempt_timeout
+            fault_chaos_trickled_head_past_attempt_timeout
             fault_chaos_close_mid_headers
             fault_chaos_reset_mid_headers
             fault_chaos_reset_request_upload
