@@ -232,6 +232,9 @@ impl Backend for HyperTransport {
         // hyper-util puts a connection back from a task it spawns once the connection is idle:
         // on a multi-thread runtime the next request may start before that task runs.
         caps.pool_return_on_body_end = false;
+        caps.truncated_head_detected = true;
+        // hyper keeps an HTTP/2 connection whose stream timed out (found by the chaos cases).
+        caps.http2_timeout_retires_connection = false;
         caps
     }
 

@@ -400,6 +400,10 @@ impl Backend for IsahcTransport {
         // libcurl puts a finished transfer's connection back in its cache before isahc ends the
         // body, on isahc's agent thread, whatever runtime the caller is on.
         caps.pool_return_on_body_end = true;
+        // libcurl answers with the headers it got when the connection ends mid-head, and
+        // keeps an HTTP/2 connection whose transfer timed out (found by the chaos cases).
+        caps.truncated_head_detected = false;
+        caps.http2_timeout_retires_connection = false;
         caps
     }
 

@@ -7,6 +7,8 @@
 //!   [`rt::HostRuntime`]. [`suite!`](macro@suite) turns them into `#[test]`s for one (backend, runtime) pair.
 //! - [`blocking`](mod@blocking): the blocking client's cases, on each backend and from inside each
 //!   async runtime; [`blocking_suite!`](macro@blocking_suite) makes them `#[test]`s.
+//! - [`chaos::ChaosProxy`]: a loopback TCP proxy in front of the test server that delays,
+//!   throttles, splits, stalls, resets or closes the bytes, for the `fault_chaos_*` cases.
 //! - [`redis::RedisServer`]: a real `redis-server` on loopback, for the cases on the Redis state
 //!   store (keel-redis).
 //! - [`faults`]: the fault matrix: each kind of failure the suite injects, and what a caller
@@ -16,6 +18,7 @@
 //! Not published; it exists for keel's own tests and for backend authors.
 
 pub mod blocking;
+pub mod chaos;
 pub mod faults;
 pub mod redis;
 pub mod report;

@@ -294,6 +294,16 @@ pub struct Capabilities {
     /// against the one coming back, hyperium/hyper#4134). The conformance suite reports its
     /// exact connection counts for sequential requests as "not supported" there.
     pub pool_return_on_body_end: bool,
+    /// A response head cut short by the end of its connection (a FIN before the blank line
+    /// that ends the head) is an error, never an answer made of the headers received so far.
+    /// libcurl (keel-isahc) takes the end of the connection for the end of the head and
+    /// answers with what it got.
+    pub truncated_head_detected: bool,
+    /// After a time limit (the attempt or the read-idle timeout) cuts a request on an
+    /// HTTP/2 connection, that connection takes no new requests: a peer that went silent does
+    /// not swallow the next ones. Without it the connection stays in the pool until the
+    /// server or a keep-alive check closes it, and the requests that follow time out too.
+    pub http2_timeout_retires_connection: bool,
 }
 
 impl Capabilities {
@@ -325,6 +335,8 @@ impl Capabilities {
             proxy_tls: false,
             proxy_socks5: false,
             pool_return_on_body_end: false,
+            truncated_head_detected: false,
+            http2_timeout_retires_connection: false,
         }
     }
 

@@ -7,6 +7,7 @@
 //! a hung case is reported as failed instead of hanging the run.
 
 pub mod cases;
+pub mod chaos;
 pub mod connection;
 pub mod cookies;
 pub mod decoding;
@@ -277,6 +278,25 @@ macro_rules! __for_each_case {
             fault_h2_goaway_mid_stream
             fault_h2_refused_stream
             fault_h2_no_flow_control_window
+            fault_chaos_delay_within_timeouts
+            fault_chaos_one_byte_segments
+            fault_chaos_throttled_body
+            fault_chaos_stall_mid_headers
+            fault_chaos_stall_mid_body
+            fault_chaos_reset_mid_body
+            fault_chaos_close_mid_body
+            fault_chaos_close_mid_chunked_body
+            fault_chaos_delay_past_attempt_timeout
+            fault_chaos_trickled_head_past_attempt_timeout
+            fault_chaos_close_mid_headers
+            fault_chaos_reset_mid_headers
+            fault_chaos_reset_request_upload
+            fault_chaos_close_request_upload
+            fault_chaos_stall_request_upload
+            fault_chaos_close_then_retry_on_fresh_connection
+            fault_chaos_reset_then_retry_on_fresh_connection
+            fault_chaos_stall_tls_handshake
+            fault_chaos_reset_tls_handshake
         }
     };
 }

@@ -293,6 +293,8 @@ impl<const FULL: bool> Backend for MockTransport<FULL> {
                 proxy_tls: true,
                 proxy_socks5: true,
                 pool_return_on_body_end: true,
+                truncated_head_detected: true,
+                http2_timeout_retires_connection: true,
             }
         } else {
             Capabilities::none()
