@@ -123,7 +123,10 @@ impl Connector {
     async fn dial(&self, origin: &Origin) -> Result<Conn, Error> {
         let dialer = Dialer::new(&TokioTimer, self.connect_timeout);
         if let Some(proxy) = self.net.proxy.as_ref().and_then(|p| p.for_origin(origin)) {
-            return self.connect_via(&dialer, proxy, origin).await;
+            // Boxed, like the TLS handshake below: their states are kilobytes, and inline they
+            // would make every connect future (one per connection being opened, held by
+            // hyper-util) that large, used or not.
+            return Box::pin(self.connect_via(&dialer, proxy, origin)).await;
         }
         let (https, host, port) = (origin.is_https(), origin.host(), origin.port());
 
@@ -143,7 +146,7 @@ impl Connector {
         if !https {
             return Ok(Conn::new(TokioIo::new(Stream::Plain(tcp)), false, false));
         }
-        self.tls_to(&dialer, host, tcp).await
+        Box::pin(self.tls_to(&dialer, host, tcp)).await
     }
 
     /// The TLS handshake with `host` on `tcp` (a direct connection or a tunnel).
