@@ -187,6 +187,9 @@ pub(crate) struct Tallied {
     pub(crate) kind: Kind,
     pub(crate) outcome: String,
     pub(crate) count: u64,
+    /// For an error, the first one's message with its causes.
+    #[serde(default)]
+    pub(crate) first: Option<String>,
 }
 
 /// What one backend's child process reports.
@@ -229,14 +232,22 @@ fn build<T: keel_core::Backend>(base: &str) -> Result<keel_core::Client<T>, Stri
     builder.build().map_err(|e| e.to_string())
 }
 
-/// The outcome label of an error: its kind, and its stage when it is not the one expected.
-fn error_label(e: &keel_core::Error) -> String {
-    match e.kind() {
+/// The outcome label of an error (its kind and stage: one of a few, so the tally stays
+/// small however many requests fail), and its message with every cause.
+fn error_label(e: &keel_core::Error) -> (String, Option<String>) {
+    let label = match e.kind() {
         keel_core::ErrorKind::Timeout(keel_core::TimeoutPhase::ReadIdle) => {
             Kind::ReadIdle.expected().to_owned()
         }
-        kind => format!("error {kind:?} in {:?}: {e}", e.stage()),
+        kind => format!("error {kind:?} in {:?}", e.stage()),
+    };
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let _ = write!(message, ": {c}");
+        cause = c.source();
     }
+    (label, Some(message))
 }
 
 fn attempts(n: u32) -> String {
@@ -247,17 +258,19 @@ fn attempts(n: u32) -> String {
     }
 }
 
-/// Sends request `i` of kind `kind` and labels how it ended.
+/// Sends request `i` of kind `kind` and labels how it ended (with the error's message when
+/// it failed).
 async fn one<T: keel_core::Transport>(
     client: &keel_core::Client<T>,
     kind: Kind,
     i: u64,
     nonce: u64,
     json_len: usize,
-) -> String {
-    send(client, kind, &kind.path(i, nonce), json_len)
-        .await
-        .unwrap_or_else(|e| error_label(&e))
+) -> (String, Option<String>) {
+    match send(client, kind, &kind.path(i, nonce), json_len).await {
+        Ok(label) => (label, None),
+        Err(e) => error_label(&e),
+    }
 }
 
 async fn send<T: keel_core::Transport>(
@@ -311,12 +324,16 @@ struct Shared {
     next: Cell<u64>,
     done: Cell<u64>,
     samples: RefCell<Vec<Point>>,
-    tally: RefCell<BTreeMap<(Kind, String), u64>>,
+    /// Per (kind, outcome): how many, and the first error message.
+    tally: RefCell<BTreeMap<(Kind, String), (u64, Option<String>)>>,
 }
 
 impl Shared {
-    fn record(&self, kind: Kind, outcome: String) {
-        *self.tally.borrow_mut().entry((kind, outcome)).or_default() += 1;
+    fn record(&self, kind: Kind, (outcome, message): (String, Option<String>)) {
+        let mut tally = self.tally.borrow_mut();
+        let entry = tally.entry((kind, outcome)).or_insert((0, message));
+        entry.0 += 1;
+        drop(tally);
         let done = self.done.get() + 1;
         self.done.set(done);
         if done % self.every == 0 || done == self.n {
@@ -367,10 +384,11 @@ async fn drive<T: keel_core::Transport>(client: &keel_core::Client<T>, n: u64) -
             .tally
             .into_inner()
             .into_iter()
-            .map(|((kind, outcome), count)| Tallied {
+            .map(|((kind, outcome), (count, first))| Tallied {
                 kind,
                 outcome,
                 count,
+                first,
             })
             .collect(),
     }
@@ -503,10 +521,14 @@ pub(crate) fn judge(run: &SoakRun) -> Verdict {
         .filter(|t| t.outcome != t.kind.expected())
     {
         problems.push(format!(
-            "{}: {} ended `{}`",
+            "{}: {} ended `{}`{}",
             t.kind.name(),
             t.count,
-            t.outcome
+            t.outcome,
+            t.first
+                .as_ref()
+                .map(|m| format!(" (the first: {m})"))
+                .unwrap_or_default()
         ));
     }
     let total: u64 = run.outcomes.iter().map(|t| t.count).sum();
@@ -851,6 +873,15 @@ pub(crate) fn rss_svg(n: u64, results: &[(String, Result<SoakRun, String>)]) -> 
         left + w / 2.0,
         top + h + 34.0
     );
+    // The end of the warm-up: growth is judged from here on.
+    let warm = xpos(n / 10);
+    let _ = write!(
+        body,
+        r##"<line x1="{warm:.1}" x2="{warm:.1}" y1="{top}" y2="{}" stroke="#999" stroke-dasharray="4 3"/><text x="{:.1}" y="{}" font-size="10" fill="#666">warm-up</text>"##,
+        top + h,
+        warm + 4.0,
+        top + 12.0
+    );
     let palette = ["#2a6fdb", "#d98c1f", "#2aa876", "#a83279", "#7a7a7a"];
     for (i, run) in runs.iter().enumerate() {
         let color = palette[i % palette.len()];
@@ -930,6 +961,7 @@ mod tests {
                     kind,
                     outcome: kind.expected().to_owned(),
                     count: kind.expected_count(n),
+                    first: None,
                 })
                 .collect(),
         }
@@ -989,13 +1021,24 @@ mod tests {
             kind: Kind::Retried503,
             outcome: "503 in 3 attempts".to_owned(),
             count: 1,
+            first: None,
         });
+        wrong.outcomes.push(Tallied {
+            kind: Kind::KeepAlive,
+            outcome: "error Body in Some(Body)".to_owned(),
+            count: 2,
+            first: Some("connection closed: reset by peer".to_owned()),
+        });
+        wrong.outcomes[0].count -= 2;
         let problems = judge(&wrong).problems;
         assert_eq!(
             problems,
             [
+                "keep-alive: 958 of 960 ended as expected (200 in 1 attempt)",
                 "503, retried: 9 of 10 ended as expected (200 in 2 attempts)",
-                "503, retried: 1 ended `503 in 3 attempts`"
+                "503, retried: 1 ended `503 in 3 attempts`",
+                "keep-alive: 2 ended `error Body in Some(Body)` (the first: connection closed: \
+                 reset by peer)"
             ]
         );
 
