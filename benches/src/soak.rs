@@ -317,6 +317,9 @@ async fn send<T: keel_core::Transport>(
     }
 }
 
+/// Per (kind, outcome): how many requests, and the first error message.
+type Tally = BTreeMap<(Kind, String), (u64, Option<String>)>;
+
 /// The state the workers of one run share (they run in one task).
 struct Shared {
     n: u64,
@@ -325,7 +328,7 @@ struct Shared {
     done: Cell<u64>,
     samples: RefCell<Vec<Point>>,
     /// Per (kind, outcome): how many, and the first error message.
-    tally: RefCell<BTreeMap<(Kind, String), (u64, Option<String>)>>,
+    tally: RefCell<Tally>,
 }
 
 impl Shared {
@@ -352,7 +355,7 @@ async fn drive<T: keel_core::Transport>(client: &keel_core::Client<T>, n: u64) -
         next: Cell::new(0),
         done: Cell::new(0),
         samples: RefCell::new(vec![Point::now(0)]),
-        tally: RefCell::new(BTreeMap::new()),
+        tally: RefCell::new(Tally::new()),
     };
     let t0 = Instant::now();
     futures_util::future::join_all((0..WORKERS).map(|_| async {
