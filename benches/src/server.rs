@@ -89,7 +89,9 @@ pub(crate) const STALL: Duration = Duration::from_millis(250);
 /// `/soak/stall`'s body: the first chunk, a silence, the rest.
 struct Stall {
     first: Option<Bytes>,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// Started when the first chunk is handed to hyper, so that a server slow to send it
+    /// (on a busy machine) still leaves the whole silence after it.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     rest: Option<Bytes>,
 }
 
@@ -102,15 +104,18 @@ impl Body for Stall {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if let Some(first) = self.first.take() {
+            self.sleep = Some(Box::pin(tokio::time::sleep(STALL)));
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
         if self.rest.is_none() {
             return Poll::Ready(None);
         }
-        match self.sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(self.rest.take().map(|b| Ok(Frame::data(b)))),
-            Poll::Pending => Poll::Pending,
+        if let Some(sleep) = self.sleep.as_mut() {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
         }
+        Poll::Ready(self.rest.take().map(|b| Ok(Frame::data(b))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -185,7 +190,7 @@ fn soak(path: &str, json: &Bytes, chunk: &Bytes, seen: &Seen) -> Option<Response
     } else if path == "/soak/stall" {
         *resp.body_mut() = Reply::Stall(Stall {
             first: Some(chunk.slice(..STALL_CHUNK)),
-            sleep: Box::pin(tokio::time::sleep(STALL)),
+            sleep: None,
             rest: Some(chunk.slice(..STALL_BODY - STALL_CHUNK)),
         });
     } else {
