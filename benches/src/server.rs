@@ -83,8 +83,10 @@ impl Body for Stream {
 pub(crate) const STALL_CHUNK: usize = 16 * 1024;
 /// The length `/soak/stall` announces.
 pub(crate) const STALL_BODY: usize = 2 * STALL_CHUNK;
-/// How long `/soak/stall` is silent after its first [`STALL_CHUNK`] bytes.
-pub(crate) const STALL: Duration = Duration::from_millis(250);
+/// How long `/soak/stall` is silent after its first [`STALL_CHUNK`] bytes: ten times the
+/// soak's read-idle timeout, so that a client held up on a busy machine still sees the
+/// silence (it sees the rest arrive instead when held up longer than the difference).
+pub(crate) const STALL: Duration = Duration::from_millis(500);
 
 /// `/soak/stall`'s body: the first chunk, a silence, the rest.
 struct Stall {
