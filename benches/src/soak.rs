@@ -219,6 +219,10 @@ pub(crate) struct SoakRun {
     pub(crate) samples: Vec<Point>,
     /// The sample [`SETTLE`] after the last request.
     pub(crate) settled: Point,
+    /// The longest time no request finished, in ms: a client starved of CPU on a busy machine
+    /// shows here (and may then see a stalled body's rest arrive before its read-idle timer).
+    #[serde(default)]
+    pub(crate) longest_pause_ms: u64,
     pub(crate) outcomes: Vec<Tallied>,
 }
 
@@ -281,10 +285,9 @@ async fn one<T: keel_core::Transport>(
     nonce: u64,
     json_len: usize,
 ) -> (String, Option<String>) {
-    match send(client, kind, &kind.path(i, nonce), json_len).await {
-        Ok(label) => (label, None),
-        Err(e) => error_label(&e),
-    }
+    send(client, kind, &kind.path(i, nonce), json_len)
+        .await
+        .unwrap_or_else(|e| error_label(&e))
 }
 
 async fn send<T: keel_core::Transport>(
@@ -292,13 +295,13 @@ async fn send<T: keel_core::Transport>(
     kind: Kind,
     path: &str,
     json_len: usize,
-) -> Result<String, keel_core::Error> {
+) -> Result<(String, Option<String>), keel_core::Error> {
     match kind {
         Kind::KeepAlive | Kind::Close | Kind::Retried503 => {
             let resp = client.get(path).send().await?;
             let (status, tries) = (resp.status(), resp.attempts());
             let body = resp.bytes().await?;
-            Ok(if body.len() == json_len {
+            let label = if body.len() == json_len {
                 format!("{} in {}", status.as_u16(), attempts(tries))
             } else {
                 format!(
@@ -307,25 +310,41 @@ async fn send<T: keel_core::Transport>(
                     attempts(tries),
                     body.len()
                 )
-            })
+            };
+            Ok((label, None))
         }
         Kind::Dropped => {
             let mut resp = client.get(path).send().await?;
-            Ok(match resp.chunk().await? {
+            let label = match resp.chunk().await? {
                 Some(chunk) if !chunk.is_empty() => Kind::Dropped.expected().to_owned(),
                 _ => format!("{}: no body", resp.status().as_u16()),
-            })
+            };
+            Ok((label, None))
             // `resp` is dropped here, the rest of its body unread.
         }
         Kind::ReadIdle => {
             let mut resp = client.get(path).read_idle_timeout(READ_IDLE).send().await?;
             let mut n = 0;
-            while let Some(chunk) = resp.chunk().await? {
+            // The longest wait for a chunk, as the caller saw it: whether the silence reached
+            // the caller, when it ends without a timeout.
+            let mut longest = Duration::ZERO;
+            loop {
+                let asked = Instant::now();
+                let Some(chunk) = resp.chunk().await? else {
+                    break;
+                };
+                longest = longest.max(asked.elapsed());
                 n += chunk.len();
             }
-            Ok(format!(
-                "{}: the whole body ({n} bytes), no timeout",
-                resp.status().as_u16()
+            Ok((
+                format!(
+                    "{}: the whole body ({n} bytes), no timeout",
+                    resp.status().as_u16()
+                ),
+                Some(format!(
+                    "the longest wait for a chunk was {} ms",
+                    longest.as_millis()
+                )),
             ))
         }
     }
@@ -346,6 +365,9 @@ struct Shared {
     /// When the read-idle timeouts of the last [`ABANDONED_WINDOW`] happened.
     timeouts: RefCell<VecDeque<Instant>>,
     tally: RefCell<Tally>,
+    /// When the last request finished, and the longest time between two that did.
+    last_done: Cell<Option<Instant>>,
+    longest_pause: Cell<Duration>,
 }
 
 impl Shared {
@@ -366,6 +388,11 @@ impl Shared {
         if self.holds_abandoned && kind == Kind::ReadIdle && outcome == kind.expected() {
             self.timeouts.borrow_mut().push_back(Instant::now());
             self.abandoned_now();
+        }
+        let now = Instant::now();
+        if let Some(last) = self.last_done.replace(Some(now)) {
+            self.longest_pause
+                .set(self.longest_pause.get().max(now.duration_since(last)));
         }
         let mut tally = self.tally.borrow_mut();
         let entry = tally.entry((kind, outcome)).or_insert((0, message));
@@ -399,6 +426,8 @@ async fn drive<T: keel_core::Transport>(
         holds_abandoned,
         timeouts: RefCell::new(VecDeque::new()),
         tally: RefCell::new(Tally::new()),
+        last_done: Cell::new(None),
+        longest_pause: Cell::new(Duration::ZERO),
     };
     let t0 = Instant::now();
     futures_util::future::join_all((0..WORKERS).map(|_| async {
@@ -426,6 +455,7 @@ async fn drive<T: keel_core::Transport>(
         secs,
         samples: shared.samples.into_inner(),
         settled,
+        longest_pause_ms: shared.longest_pause.get().as_millis() as u64,
         outcomes: shared
             .tally
             .into_inner()
@@ -837,8 +867,9 @@ pub(crate) fn to_markdown(n: u64, results: &[(String, Result<SoakRun, String>)])
         let v = judge(run);
         let _ = writeln!(
             md,
-            "\n## {}\n\n| kind | expected outcome | requests | as expected |\n|---|---|---:|---:|",
-            run.pair
+            "\n## {}\n\nThe longest time no request finished: {} ms.\n\n\
+             | kind | expected outcome | requests | as expected |\n|---|---|---:|---:|",
+            run.pair, run.longest_pause_ms
         );
         for kind in Kind::ALL {
             let ok = run
@@ -1028,6 +1059,7 @@ mod tests {
                 fds: 50,
                 abandoned: 0,
             },
+            longest_pause_ms: 3,
             outcomes: Kind::ALL
                 .into_iter()
                 .map(|kind| Tallied {
@@ -1184,6 +1216,7 @@ mod tests {
         assert!(md.contains("| keel-smol@smol | 1000 | 1.0 | 1000 | 9.8 / 29.3 / 30.3 / 30.3 | 1.0 | 10 / 60 / 74 (154) | 50 (90) | pass |"), "{md}");
         assert!(md.contains("| keel-isahc | 1000 | | | | | | | **FAIL**: exited with 1 |"));
         assert!(md.contains("| 1000 | 30.3 / 60 (0) |"));
+        assert!(md.contains("The longest time no request finished: 3 ms."));
         let svg = rss_svg(1000, &results);
         assert_eq!(svg.matches("<polyline").count(), 1);
         assert!(svg.contains(">keel-smol@smol</text>"));
