@@ -16,6 +16,14 @@
 //! fleet rate limit in a `redis-server` the client starts), which is reported beside the client
 //! it adds to; variants don't run by default.
 //!
+//! `--soak [N]` runs the soak instead (see `soak.rs`): N requests (default 1,000,000) per keel
+//! backend through a mix of keep-alive, `Connection: close`, retried 503s, dropped bodies and
+//! read-idle timeouts, sampling the client's RSS and descriptors; it fails on growth.
+//!
+//! ```text
+//! cargo run --release -p keel-benches -- --soak 100000 [--clients keel-hyper,keel-smol]
+//! ```
+//!
 //! The orchestrator starts the server as a child process pinned to CPU 0, then runs every
 //! (scenario, client) pair as its own child process pinned to CPU 1, in an order that rotates
 //! between repetitions, and reports medians and spreads. See BENCHMARKS.md.
@@ -25,6 +33,7 @@ mod redis_server;
 mod report;
 mod scenario;
 mod server;
+mod soak;
 mod sys;
 
 use std::io::{BufRead as _, BufReader};
@@ -42,6 +51,8 @@ fn main() {
     let code = match args.first().map(String::as_str) {
         Some("__server") => child_server(&args[1..]),
         Some("__client") => child_client(&args[1..]),
+        Some("__soak") => child_soak(&args[1..]),
+        _ if args.iter().any(|a| a == "--soak") => orchestrate_soak(&args),
         _ => orchestrate(&args),
     };
     std::process::exit(code);
@@ -111,6 +122,53 @@ fn child_client(args: &[String]) -> i32 {
             1
         }
     }
+}
+
+/// One backend's soak, in a child process of its own: prints its result as one JSON line.
+fn child_soak(args: &[String]) -> i32 {
+    sys::raise_fd_limit();
+    if let Some(cpu) = flag(args, "--cpu").and_then(|c| c.parse().ok()) {
+        sys::pin_to(cpu);
+    }
+    let (Some(client), Some(requests), Some(port)) = (
+        flag(args, "--client"),
+        flag(args, "--requests").and_then(|n| n.parse().ok()),
+        flag(args, "--port").and_then(|p| p.parse().ok()),
+    ) else {
+        eprintln!("usage: __soak --client NAME --requests N --port PORT [--cpu N]");
+        return 2;
+    };
+    match soak::run(client, requests, port) {
+        Ok(run) => {
+            println!(
+                "{}",
+                serde_json::to_string(&run).expect("a soak result serializes")
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("{client}: {e}");
+            1
+        }
+    }
+}
+
+fn orchestrate_soak(args: &[String]) -> i32 {
+    let opts = match soak::options(args) {
+        Ok(opts) => opts,
+        Err(why) => {
+            eprintln!("{why}\n{}", soak::USAGE);
+            return 2;
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("cannot find my own executable: {e}");
+            return 1;
+        }
+    };
+    soak::orchestrate(&opts, &exe, &report_dir())
 }
 
 struct Options {
@@ -212,7 +270,7 @@ impl Drop for ServerProcess {
     }
 }
 
-fn start_server(exe: &PathBuf, pin: bool) -> Result<(ServerProcess, u16), String> {
+fn start_server(exe: &std::path::Path, pin: bool) -> Result<(ServerProcess, u16), String> {
     let mut cmd = Command::new(exe);
     cmd.arg("__server")
         .stdout(Stdio::piped())
@@ -303,7 +361,8 @@ fn run_child(
 }
 
 const USAGE: &str = "usage: keel-benches [--quick] [--reps N] [--scenarios S1,S2,S3,S4] \
-[--clients a,b,...] [--pairs client@runtime,...] [--callgrind]";
+[--clients a,b,...] [--pairs client@runtime,...] [--callgrind]\n       keel-benches --soak [N] \
+[--clients keel-hyper,keel-smol,keel-isahc]";
 
 /// Flags the orchestrator knows, and whether each takes a value.
 const FLAGS: &[(&str, bool)] = &[

@@ -1,4 +1,5 @@
-//! Process measurements and placement: CPU time, peak RSS, CPU pinning, descriptor limit.
+//! Process measurements and placement: CPU time, RSS, open descriptors, CPU pinning,
+//! descriptor limit.
 
 /// User + system CPU time of the whole process (all threads), in microseconds.
 pub(crate) fn cpu_time_us() -> f64 {
@@ -46,4 +47,23 @@ pub(crate) fn raise_fd_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
+}
+
+/// Resident set size of this process now (VmRSS), in KiB.
+pub(crate) fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The descriptors this process has open now (the entries of `/proc/self/fd`, less the one
+/// listing them).
+pub(crate) fn open_fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count().saturating_sub(1) as u64)
 }
