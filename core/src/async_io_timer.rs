@@ -2,9 +2,11 @@
 //!
 //! keel-isahc and keel-smol both run on async-io's timers; the timer lives here so they share it.
 
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -17,6 +19,11 @@ use crate::transport::{Sleep, Timer};
 /// It works inside any executor: async-io drives its timers from `async_io::block_on` when that
 /// is what runs the future (as smol does), and otherwise from its own reactor thread, started
 /// on first use. No tokio runtime is needed.
+///
+/// Its sleeps share one async-io timer per process, armed at the earliest of their deadlines
+/// (a [`Wheel`]): a call's attempt and read-idle timers are armed and dropped on every request,
+/// nearly always later than one already armed, and each async-io timer of their own would be
+/// a trip through the reactor's queue and, often, a wake-up of its thread.
 ///
 /// ```
 /// use std::time::Duration;
@@ -33,23 +40,163 @@ pub struct AsyncIoTimer;
 
 impl Timer for AsyncIoTimer {
     fn sleep_until(&self, deadline: Instant) -> Sleep {
-        Box::pin(AsyncIoSleep(
-            async_io::Timer::at(deadline),
-            StableWaker::new(),
-        ))
+        Box::pin(WheelSleep { deadline, id: None })
     }
 }
 
-/// An [`async_io::Timer`] as a future of `()`, polled through a [`StableWaker`] (a timer that
-/// sees a new waker leaves and re-enters the reactor's queue and wakes the reactor's thread).
-struct AsyncIoSleep(async_io::Timer, StableWaker);
+/// The sleeps of every [`AsyncIoTimer`] in the process, and the one async-io timer that wakes
+/// them: armed at the earliest deadline among them (or earlier: a sleep dropped before its
+/// deadline leaves the timer armed, and its firing then wakes nobody, or re-arms it).
+struct Wheel {
+    state: Mutex<WheelState>,
+}
 
-impl Future for AsyncIoSleep {
+struct WheelState {
+    /// Armed at `armed`, polled with `waker` so async-io wakes the wheel.
+    timer: async_io::Timer,
+    armed: Option<Instant>,
+    /// The sleeps waiting, by deadline (and an id, for two with one deadline).
+    sleepers: BTreeMap<(Instant, u64), Waker>,
+    next_id: u64,
+    /// Wakes the wheel: set once, when the wheel is made.
+    waker: Option<Waker>,
+}
+
+impl Wheel {
+    fn get() -> &'static Arc<Wheel> {
+        static WHEEL: OnceLock<Arc<Wheel>> = OnceLock::new();
+        WHEEL.get_or_init(|| {
+            let wheel = Arc::new(Wheel {
+                state: Mutex::new(WheelState {
+                    timer: async_io::Timer::never(),
+                    armed: None,
+                    sleepers: BTreeMap::new(),
+                    next_id: 0,
+                    waker: None,
+                }),
+            });
+            let waker = futures_util::task::waker(wheel.clone());
+            wheel.lock().waker = Some(waker);
+            wheel
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WheelState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl WheelState {
+    /// Arms the async-io timer at `at` if it is armed later (or not at all), and registers the
+    /// wheel's waker with it. Returns false if `at` has passed already.
+    fn arm(&mut self, at: Instant) -> bool {
+        if self.armed.is_some_and(|armed| armed <= at) {
+            return true;
+        }
+        self.timer.set_at(at);
+        self.armed = Some(at);
+        let Some(waker) = self.waker.clone() else {
+            return true;
+        };
+        match Pin::new(&mut self.timer).poll(&mut Context::from_waker(&waker)) {
+            Poll::Pending => true,
+            Poll::Ready(_) => {
+                self.armed = None;
+                false
+            }
+        }
+    }
+
+    /// Takes the wakers of the sleeps due at `now`, and arms the timer for the next one.
+    fn fire(&mut self, now: Instant, due: &mut Vec<Waker>) {
+        loop {
+            let later = self.sleepers.split_off(&(now, u64::MAX));
+            due.extend(std::mem::replace(&mut self.sleepers, later).into_values());
+            self.armed = None;
+            let next = self.sleepers.keys().next().map(|&(at, _)| at);
+            match next {
+                // Its deadline passed meanwhile: take that one too.
+                Some(next) if !self.arm(next) => continue,
+                _ => return,
+            }
+        }
+    }
+}
+
+impl ArcWake for Wheel {
+    /// The async-io timer fired: wakes the sleeps that are due, outside the lock.
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        let mut due = Vec::new();
+        arc_self.lock().fire(Instant::now(), &mut due);
+        for waker in due {
+            waker.wake();
+        }
+    }
+}
+
+/// A sleep on the [`Wheel`].
+struct WheelSleep {
+    deadline: Instant,
+    /// Its key in the wheel, once it waits there.
+    id: Option<u64>,
+}
+
+impl Future for WheelSleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let AsyncIoSleep(timer, stable) = self.get_mut();
-        stable.poll(cx, |cx| Pin::new(timer).poll(cx).map(drop))
+        let this = self.get_mut();
+        if Instant::now() >= this.deadline {
+            this.leave();
+            return Poll::Ready(());
+        }
+        let mut wheel = Wheel::get().lock();
+        let id = match this.id {
+            Some(id) => id,
+            None => {
+                let id = wheel.next_id;
+                wheel.next_id += 1;
+                this.id = Some(id);
+                id
+            }
+        };
+        match wheel.sleepers.entry((this.deadline, id)) {
+            Entry::Occupied(mut kept) if !kept.get().will_wake(cx.waker()) => {
+                kept.insert(cx.waker().clone());
+            }
+            Entry::Occupied(_) => {}
+            Entry::Vacant(slot) => {
+                slot.insert(cx.waker().clone());
+            }
+        }
+        if wheel.arm(this.deadline) {
+            return Poll::Pending;
+        }
+        // The deadline passed while the timer was being armed.
+        wheel.sleepers.remove(&(this.deadline, id));
+        this.id = None;
+        let mut due = Vec::new();
+        wheel.fire(Instant::now(), &mut due);
+        drop(wheel);
+        for waker in due {
+            waker.wake();
+        }
+        Poll::Ready(())
+    }
+}
+
+impl WheelSleep {
+    /// Takes this sleep off the wheel, if it waits there.
+    fn leave(&mut self) {
+        if let Some(id) = self.id.take() {
+            Wheel::get().lock().sleepers.remove(&(self.deadline, id));
+        }
+    }
+}
+
+impl Drop for WheelSleep {
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 
@@ -184,8 +331,99 @@ mod tests {
         futures_executor::block_on(timer.sleep_until(past));
     }
 
+    /// Runs `f` on a thread of its own and fails if it takes longer than 10 s: a sleep the
+    /// wheel never wakes must fail the test, not hang it.
+    fn within_10s(f: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            f();
+            let _ = tx.send(());
+        });
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(()) => thread.join().unwrap(),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::panic::resume_unwind(thread.join().unwrap_err())
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("a sleep never woke"),
+        }
+    }
+
+    #[test]
+    fn sleeps_on_the_wheel_wake_at_their_deadlines_in_any_order() {
+        within_10s(wake_in_order);
+    }
+
+    fn wake_in_order() {
+        let timer = AsyncIoTimer;
+        let start = Instant::now();
+        // Later deadlines first, then earlier ones, which re-arm the wheel's timer; one sleep is
+        // dropped before its deadline and must not hold the others up.
+        let offsets = [120u64, 90, 60, 30, 45, 10];
+        let abandoned = timer.sleep_until(start + Duration::from_millis(5));
+        let mut woke = Vec::new();
+        futures_executor::block_on(async {
+            let sleeps = offsets.iter().map(|&ms| {
+                let sleep = timer.sleep_until(start + Duration::from_millis(ms));
+                async move {
+                    sleep.await;
+                    (ms, start.elapsed())
+                }
+            });
+            drop(abandoned);
+            let mut all: futures_util::stream::FuturesUnordered<_> = sleeps.collect();
+            while let Some(done) = futures_util::StreamExt::next(&mut all).await {
+                woke.push(done);
+            }
+        });
+        let order: Vec<u64> = woke.iter().map(|&(ms, _)| ms).collect();
+        assert_eq!(order, [10, 30, 45, 60, 90, 120]);
+        for (ms, at) in woke {
+            assert!(at >= Duration::from_millis(ms), "{ms} ms woke at {at:?}");
+            assert!(
+                at < Duration::from_millis(ms + 2000),
+                "{ms} ms woke at {at:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sleeps_on_many_threads_share_the_wheel() {
+        within_10s(many_threads);
+    }
+
+    fn many_threads() {
+        let start = Instant::now();
+        let threads: Vec<_> = (0..8u64)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let at = start + Duration::from_millis(10 + 7 * i);
+                    for _ in 0..20 {
+                        futures_executor::block_on(AsyncIoTimer.sleep_until(at));
+                    }
+                    assert!(start.elapsed() >= Duration::from_millis(10 + 7 * i));
+                    // Short sleeps, one after another: each arms the wheel again.
+                    for _ in 0..5 {
+                        let from = Instant::now();
+                        futures_executor::block_on(
+                            AsyncIoTimer.sleep_until(from + Duration::from_millis(3)),
+                        );
+                        assert!(from.elapsed() >= Duration::from_millis(3));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
     #[test]
     fn sleeps_on_a_foreign_executor() {
+        within_10s(foreign_executor);
+    }
+
+    fn foreign_executor() {
         let timer = AsyncIoTimer;
         let start = Instant::now();
         futures_executor::block_on(timer.sleep_until(start + Duration::from_millis(30)));
