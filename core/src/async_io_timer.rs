@@ -2,7 +2,6 @@
 //!
 //! keel-isahc and keel-smol both run on async-io's timers; the timer lives here so they share it.
 
-use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -40,7 +39,11 @@ pub struct AsyncIoTimer;
 
 impl Timer for AsyncIoTimer {
     fn sleep_until(&self, deadline: Instant) -> Sleep {
-        Box::pin(WheelSleep { deadline, id: None })
+        Box::pin(WheelSleep {
+            deadline,
+            id: None,
+            waker: None,
+        })
     }
 }
 
@@ -139,6 +142,8 @@ struct WheelSleep {
     deadline: Instant,
     /// Its key in the wheel, once it waits there.
     id: Option<u64>,
+    /// The waker the wheel holds for it: a poll with the same one needs no lock.
+    waker: Option<Waker>,
 }
 
 impl Future for WheelSleep {
@@ -150,6 +155,11 @@ impl Future for WheelSleep {
             this.leave();
             return Poll::Ready(());
         }
+        if this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            // On the wheel with this task's waker: it wakes the task at the deadline.
+            return Poll::Pending;
+        }
+        this.waker = Some(cx.waker().clone());
         let mut wheel = Wheel::get().lock();
         let id = match this.id {
             Some(id) => id,
@@ -160,21 +170,16 @@ impl Future for WheelSleep {
                 id
             }
         };
-        match wheel.sleepers.entry((this.deadline, id)) {
-            Entry::Occupied(mut kept) if !kept.get().will_wake(cx.waker()) => {
-                kept.insert(cx.waker().clone());
-            }
-            Entry::Occupied(_) => {}
-            Entry::Vacant(slot) => {
-                slot.insert(cx.waker().clone());
-            }
-        }
+        wheel
+            .sleepers
+            .insert((this.deadline, id), cx.waker().clone());
         if wheel.arm(this.deadline) {
             return Poll::Pending;
         }
         // The deadline passed while the timer was being armed.
         wheel.sleepers.remove(&(this.deadline, id));
         this.id = None;
+        this.waker = None;
         let mut due = Vec::new();
         wheel.fire(Instant::now(), &mut due);
         drop(wheel);
@@ -188,6 +193,7 @@ impl Future for WheelSleep {
 impl WheelSleep {
     /// Takes this sleep off the wheel, if it waits there.
     fn leave(&mut self) {
+        self.waker = None;
         if let Some(id) = self.id.take() {
             Wheel::get().lock().sleepers.remove(&(self.deadline, id));
         }
