@@ -283,6 +283,31 @@ pub(crate) fn frame_empty_body(
     }
 }
 
+/// Refuses an HTTP/1.x response head that carries both `Transfer-Encoding` and
+/// `Content-Length`: [`ErrorKind::Protocol`](crate::ErrorKind::Protocol) in
+/// [`Stage::AwaitHead`](crate::Stage::AwaitHead), the same on every backend.
+///
+/// RFC 9112, 6.3 says the transfer coding wins and that such a message "ought to be handled as
+/// an error": it is how responses are split and requests smuggled, and no correct server sends
+/// it (6.2: a sender MUST NOT). The HTTP libraries under the backends read the chunked body and
+/// keep the connection for the next request, which trusts a peer that just framed a message two
+/// ways. Refusing the head drops its body unread, so every backend closes the connection
+/// instead of pooling it.
+pub(crate) fn refuse_ambiguous_framing<B>(head: &http::Response<B>) -> Result<(), Error> {
+    let headers = head.headers();
+    if head.version() < http::Version::HTTP_2
+        && headers.contains_key(TRANSFER_ENCODING)
+        && headers.contains_key(CONTENT_LENGTH)
+    {
+        return Err(Error::new(crate::ErrorKind::Protocol)
+            .with_stage(crate::Stage::AwaitHead)
+            .with_source(
+                "the response has both Transfer-Encoding and Content-Length (RFC 9112, 6.3)",
+            ));
+    }
+    Ok(())
+}
+
 /// A request [`Body`] for HTTP libraries that add framing headers from a body's size hint, such
 /// as hyper's HTTP/2 client (which adds `content-length: 0` to an empty OPTIONS or TRACE).
 ///
