@@ -503,6 +503,30 @@ mod tests {
     }
 
     #[test]
+    fn a_head_framed_two_ways_is_a_protocol_error_on_http1_only() {
+        let head = |version, headers: &[(&'static str, &'static str)]| {
+            let mut res = http::Response::new(());
+            *res.version_mut() = version;
+            for (name, value) in headers {
+                res.headers_mut()
+                    .append(*name, HeaderValue::from_static(value));
+            }
+            res
+        };
+        let both = [("transfer-encoding", "chunked"), ("content-length", "3")];
+        for version in [http::Version::HTTP_10, http::Version::HTTP_11] {
+            let err = refuse_ambiguous_framing(&head(version, &both)).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Protocol);
+            assert_eq!(err.stage(), Some(crate::Stage::AwaitHead));
+        }
+        // HTTP/2 has no Transfer-Encoding framing; its library checks its own headers.
+        assert!(refuse_ambiguous_framing(&head(http::Version::HTTP_2, &both)).is_ok());
+        for one in [&both[..1], &both[1..], &[]] {
+            assert!(refuse_ambiguous_framing(&head(http::Version::HTTP_11, one)).is_ok());
+        }
+    }
+
+    #[test]
     fn the_rule_replaces_framing_headers_set_by_hand() {
         let preset = [("content-length", "5"), ("transfer-encoding", "chunked")];
         assert_eq!(framed("PUT", Body::empty(), &preset), length_zero());
