@@ -186,8 +186,9 @@ pub async fn fault_headers_trickled<T: Backend>(cx: Cx<T>) -> CaseResult {
 
 /// The most a client may take of a 64 MiB header section before it gives up: every backend
 /// bounds the head with a fixed limit (keel-hyper: hyper's 100 headers and ~400 KiB read
-/// buffer; keel-smol: its head buffer; keel-isahc: libcurl's 100 KiB per line and 300 KiB per
-/// response), far below this; the rest is what the two kernels' socket buffers hold.
+/// buffer; keel-smol: its 64 KiB head buffer; keel-isahc: libcurl's 100 KiB per line and
+/// 300 KiB per response), far below this; the rest is what the two kernels' socket buffers
+/// hold. None of the limits is a setting of keel's.
 const FLOOD_BOUND: u64 = 24 * 1024 * 1024;
 
 /// A response header section far over the backend's fixed limit (64 MiB of 1 KiB header lines)
