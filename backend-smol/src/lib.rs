@@ -360,10 +360,9 @@ impl Backend for SmolTransport {
         caps.proxy_tls = true;
         // The body that reads a response's last byte puts its connection back in the pool.
         caps.pool_return_on_body_end = true;
-        // The body is written to the end before the response is read (ureq-proto's call
-        // goes from sending to receiving): a response that comes first is lost when the
-        // server closes, and the caller gets the failed write.
-        caps.early_response = false;
+        // A body write that fails after the head went out looks for a response the server
+        // sent first (see `http1::send`).
+        caps.early_response = true;
         caps
     }
 
