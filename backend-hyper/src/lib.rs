@@ -235,9 +235,6 @@ impl Backend for HyperTransport {
         // hyper-util puts a connection back from a task it spawns once the connection is idle:
         // on a multi-thread runtime the next request may start before that task runs.
         caps.pool_return_on_body_end = false;
-        // hyper reads the response while it writes the body, and hands over one that comes
-        // first.
-        caps.early_response = true;
         caps
     }
 

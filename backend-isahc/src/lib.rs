@@ -400,9 +400,6 @@ impl Backend for IsahcTransport {
         // libcurl puts a finished transfer's connection back in its cache before isahc ends the
         // body, on isahc's agent thread, whatever runtime the caller is on.
         caps.pool_return_on_body_end = true;
-        // libcurl reads the response while it sends the body, and stops sending when an
-        // error status comes first.
-        caps.early_response = true;
         caps
     }
 

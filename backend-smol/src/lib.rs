@@ -360,9 +360,6 @@ impl Backend for SmolTransport {
         caps.proxy_tls = true;
         // The body that reads a response's last byte puts its connection back in the pool.
         caps.pool_return_on_body_end = true;
-        // A body write that fails after the head went out looks for a response the server
-        // sent first (see `http1::send`).
-        caps.early_response = true;
         caps
     }
 

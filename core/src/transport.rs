@@ -294,11 +294,6 @@ pub struct Capabilities {
     /// against the one coming back, hyperium/hyper#4134). The conformance suite reports its
     /// exact connection counts for sequential requests as "not supported" there.
     pub pool_return_on_body_end: bool,
-    /// Reads a response that arrives while the request body is still being sent (a server
-    /// that answers `413` to the head of an upload and closes without reading the rest): the
-    /// caller gets that response. Without it the caller gets the failed write, an
-    /// [`ErrorKind::Body`] error in [`Stage::SendRequest`](crate::Stage::SendRequest).
-    pub early_response: bool,
 }
 
 impl Capabilities {
@@ -330,7 +325,6 @@ impl Capabilities {
             proxy_tls: false,
             proxy_socks5: false,
             pool_return_on_body_end: false,
-            early_response: false,
         }
     }
 

@@ -293,7 +293,6 @@ impl<const FULL: bool> Backend for MockTransport<FULL> {
                 proxy_tls: true,
                 proxy_socks5: true,
                 pool_return_on_body_end: true,
-                early_response: true,
             }
         } else {
             Capabilities::none()
