@@ -72,6 +72,9 @@ pub(crate) struct H1Conn {
     /// A connection to an HTTP proxy that forwards requests: their targets are written in
     /// absolute form.
     forwarded: bool,
+    /// A request went out on it only in part (the server answered before the body was all
+    /// written): it never goes back to the pool.
+    out_of_step: bool,
 }
 
 /// The per-connection facts of an [`H1Conn`].
@@ -101,6 +104,7 @@ impl H1Conn {
             read_filled: false,
             write: vec![0; WRITE_BUF],
             forwarded,
+            out_of_step: false,
         }
     }
 
@@ -206,6 +210,8 @@ pub(crate) async fn send(
     req: Request<Body>,
 ) -> Result<Response<ResponseBody>, Error> {
     let (parts, mut body) = req.into_parts();
+    // Kept to read a response that comes while the body is still going out (see below).
+    let (method, uri) = (parts.method.clone(), parts.uri.clone());
     let conn = pooled.conn_mut();
     // `scheme://authority` of the target, for a request forwarded by a proxy.
     let absolute = conn.forwarded.then(|| {
@@ -240,23 +246,23 @@ pub(crate) async fn send(
     }
     let mut written = false;
     let next = call.proceed().map_err(invalid_request)?;
-    let mut call = match next {
+    let sent = match next {
         Some(SendRequestResult::SendBody(call)) => {
-            send_body(conn, call, len, &mut body, &mut written).await?
+            send_body(conn, call, len, &mut body, &mut written).await
         }
         // `Expect: 100-continue` set by the caller: the body goes out without waiting.
         Some(SendRequestResult::Await100(call)) => match call.proceed().map_err(invalid_request)? {
             Await100Result::SendBody(call) => {
-                send_body(conn, call, len, &mut body, &mut written).await?
+                send_body(conn, call, len, &mut body, &mut written).await
             }
             Await100Result::RecvResponse(call) => {
                 conn.write_last(len, &mut written).await?;
-                call
+                Ok(call)
             }
         },
         Some(SendRequestResult::RecvResponse(call)) => {
             conn.write_last(len, &mut written).await?;
-            call
+            Ok(call)
         }
         None => {
             return Err(invalid_request(
@@ -264,7 +270,32 @@ pub(crate) async fn send(
             ))
         }
     };
-    let head = read_head(conn, &mut call).await?;
+    // A server may answer an upload before reading all of it (`413` to its head) and stop
+    // reading: the body's write then fails, but the answer may be waiting in the socket. It is
+    // read with a call of its own (ureq-proto's call can't leave the body half-sent), and the
+    // caller gets it; the connection, out of step, is closed after it. Without an answer, the
+    // caller gets the failed write.
+    let (mut call, failed_write) = match sent {
+        Ok(call) => (call, None),
+        Err(err)
+            if written
+                && err.kind() == ErrorKind::Body
+                && err.stage() == Some(Stage::SendRequest) =>
+        {
+            match reader_call(&method, &uri) {
+                Some(call) => (call, Some(err)),
+                None => return Err(err),
+            }
+        }
+        Err(err) => return Err(err),
+    };
+    let head = match read_head(conn, &mut call).await {
+        Ok(head) => head,
+        Err(err) => return Err(failed_write.unwrap_or(err)),
+    };
+    if failed_write.is_some() {
+        conn.out_of_step = true;
+    }
     let facts = conn.meta.facts.as_ref().map(|f| f.for_response(conn.used));
     conn.used = true;
     let body = match call.proceed() {
@@ -462,9 +493,40 @@ async fn read_head(
     }
 }
 
+/// A call in the state of receiving the response to a bodiless `method` request for `uri`:
+/// what reads a response that came before the request's body was all sent. `None` if
+/// ureq-proto can't make one.
+fn reader_call(method: &http::Method, uri: &Uri) -> Option<Call<RecvResponse>> {
+    let mut req = Request::builder()
+        .method(method.clone())
+        .uri(uri.clone())
+        .body(())
+        .ok()?;
+    strip_userinfo(req.uri_mut());
+    req.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+    let mut call = Call::new(req).ok()?;
+    call.allow_non_standard_methods(true);
+    let mut call = call.proceed();
+    // The head goes nowhere: the state machine only has to pass it.
+    let mut scratch = vec![0; 1024 + uri.to_string().len()];
+    while !call.can_proceed() {
+        match call.write(&mut scratch) {
+            Ok(n) if n > 0 => {}
+            _ => return None,
+        }
+    }
+    match call.proceed().ok()? {
+        Some(SendRequestResult::RecvResponse(call)) => Some(call),
+        Some(SendRequestResult::SendBody(call)) => call.proceed(),
+        _ => None,
+    }
+}
+
 /// The exchange on `pooled` is over: back to the pool if it may carry another one.
 fn finish(mut pooled: Pooled<Origin, H1Conn>, keep_alive: bool) {
-    if keep_alive && pooled.conn_mut().buffered().is_empty() {
+    let conn = pooled.conn_mut();
+    if keep_alive && !conn.out_of_step && conn.buffered().is_empty() {
         pooled.release(Instant::now());
     }
 }

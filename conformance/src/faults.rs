@@ -199,6 +199,79 @@ pub const FAULT_KINDS: &[FaultKind] = &[
         "`DecompressionRatio` or `DecodedTooLarge` in `Body`",
         "no",
     ),
+    // HTTP/1.1 framing and connection management.
+    kind(
+        "a pooled connection the server closed while idle",
+        "fault_idle_closed_connection",
+        "the next request goes out on a fresh connection and succeeds (retries off)",
+        "-",
+    ),
+    kind(
+        "`Connection: close` and HTTP/1.0 answers on a socket left open",
+        "fault_connection_close_answers",
+        "every request on a new connection, all succeed",
+        "-",
+    ),
+    kind(
+        "the head trickled a byte every 100 ms",
+        "fault_headers_trickled",
+        "`Timeout(Attempt)`; the next request on a new connection",
+        "idempotent requests",
+    ),
+    kind(
+        "a 64 MiB header section",
+        "fault_header_section_over_limit",
+        "`Protocol` (hyper, smol) or `Body` (libcurl) in `AwaitHead`, memory bounded by the backend's fixed limit",
+        "no",
+    ),
+    kind(
+        "a malformed chunk size",
+        "fault_malformed_chunk_size",
+        "`Protocol` or `Body` in `Body`",
+        "buffered reads of idempotent requests",
+    ),
+    kind(
+        "a body longer than its `Content-Length`",
+        "fault_body_longer_than_content_length",
+        "the declared bytes; the rest never becomes the next answer",
+        "-",
+    ),
+    kind(
+        "two conflicting `Content-Length`s",
+        "fault_conflicting_content_lengths",
+        "`Protocol` in `AwaitHead`",
+        "no",
+    ),
+    kind(
+        "both `Transfer-Encoding: chunked` and `Content-Length`",
+        "fault_chunked_and_content_length",
+        "`Protocol` in `AwaitHead` (RFC 9112 6.3)",
+        "no",
+    ),
+    kind(
+        "100 and 103 before the final answer",
+        "fault_informational_before_final",
+        "the final 200 and its body",
+        "-",
+    ),
+    kind(
+        "204 and 304 with a stray body",
+        "fault_no_content_stray_body",
+        "an empty body; the stray bytes never become the next answer",
+        "-",
+    ),
+    kind(
+        "HEAD answered with a `Content-Length`",
+        "fault_head_with_content_length",
+        "an empty body at once; the connection is reused",
+        "-",
+    ),
+    kind(
+        "413 before the server read the 5 MiB upload, then a close",
+        "fault_early_413",
+        "the 413 answer (`Status(413)` from `error_for_status`), never a hang",
+        "no",
+    ),
     // Through the chaos proxy: each on plain HTTP/1.1, HTTP/1.1 over TLS and HTTP/2 over TLS.
     kind(
         "every byte late (150 ms first, 5 ms per chunk), within the limits",
@@ -316,9 +389,21 @@ pub const FAULT_KINDS: &[FaultKind] = &[
     ),
     // The caller.
     kind(
-        "an invalid header name, or a CR or LF in a header value",
+        "an invalid header name from the caller",
         "invalid_header",
         "`InvalidRequest`, nothing sent",
+        "no",
+    ),
+    kind(
+        "a CR or LF in a header value, name or token the caller sets (request smuggling)",
+        "fault_header_value_crlf",
+        "`InvalidRequest` (`Config` for a default header), no connection made",
+        "no",
+    ),
+    kind(
+        "the caller's streaming request body fails midway",
+        "fault_request_body_fails_midway",
+        "`InvalidRequest` in `SendRequest`, the caller's error as the source; the connection is not reused",
         "no",
     ),
     kind(

@@ -283,6 +283,31 @@ pub(crate) fn frame_empty_body(
     }
 }
 
+/// Refuses an HTTP/1.x response head that carries both `Transfer-Encoding` and
+/// `Content-Length`: [`ErrorKind::Protocol`](crate::ErrorKind::Protocol) in
+/// [`Stage::AwaitHead`](crate::Stage::AwaitHead), the same on every backend.
+///
+/// RFC 9112, 6.3 says the transfer coding wins and that such a message "ought to be handled as
+/// an error": it is how responses are split and requests smuggled, and no correct server sends
+/// it (6.2: a sender MUST NOT). The HTTP libraries under the backends read the chunked body and
+/// keep the connection for the next request, which trusts a peer that just framed a message two
+/// ways. Refusing the head drops its body unread, so every backend closes the connection
+/// instead of pooling it.
+pub(crate) fn refuse_ambiguous_framing<B>(head: &http::Response<B>) -> Result<(), Error> {
+    let headers = head.headers();
+    if head.version() < http::Version::HTTP_2
+        && headers.contains_key(TRANSFER_ENCODING)
+        && headers.contains_key(CONTENT_LENGTH)
+    {
+        return Err(Error::new(crate::ErrorKind::Protocol)
+            .with_stage(crate::Stage::AwaitHead)
+            .with_source(
+                "the response has both Transfer-Encoding and Content-Length (RFC 9112, 6.3)",
+            ));
+    }
+    Ok(())
+}
+
 /// A request [`Body`] for HTTP libraries that add framing headers from a body's size hint, such
 /// as hyper's HTTP/2 client (which adds `content-length: 0` to an empty OPTIONS or TRACE).
 ///
@@ -475,6 +500,30 @@ mod tests {
         }
         // `Body::from` an empty buffer is the empty body.
         assert_eq!(framed("POST", Body::from(""), &[]), length_zero());
+    }
+
+    #[test]
+    fn a_head_framed_two_ways_is_a_protocol_error_on_http1_only() {
+        let head = |version, headers: &[(&'static str, &'static str)]| {
+            let mut res = http::Response::new(());
+            *res.version_mut() = version;
+            for (name, value) in headers {
+                res.headers_mut()
+                    .append(*name, HeaderValue::from_static(value));
+            }
+            res
+        };
+        let both = [("transfer-encoding", "chunked"), ("content-length", "3")];
+        for version in [http::Version::HTTP_10, http::Version::HTTP_11] {
+            let err = refuse_ambiguous_framing(&head(version, &both)).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Protocol);
+            assert_eq!(err.stage(), Some(crate::Stage::AwaitHead));
+        }
+        // HTTP/2 has no Transfer-Encoding framing; its library checks its own headers.
+        assert!(refuse_ambiguous_framing(&head(http::Version::HTTP_2, &both)).is_ok());
+        for one in [&both[..1], &both[1..], &[]] {
+            assert!(refuse_ambiguous_framing(&head(http::Version::HTTP_11, one)).is_ok());
+        }
     }
 
     #[test]

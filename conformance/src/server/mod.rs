@@ -34,6 +34,10 @@
 //!   every connection with fixed bytes, for wire-level faults. What each raw
 //!   connection sent before it was answered is kept
 //!   ([`TestServer::raw_requests`]), for checks of the bytes on the wire.
+//! - **raw conversation** ([`TestServer::raw_conversation`]): a new listener per call that
+//!   reads request after request on kept-alive connections and answers each with scripted
+//!   bytes ([`RawReply`]), counting connections, requests per connection and complete
+//!   requests ([`RawConversation`]), for faults that matter on a reused connection.
 //!
 //! # Routes (plain and TLS)
 //!
@@ -172,6 +176,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+mod conversation;
 mod encoded;
 mod h2faults;
 mod multipart;
@@ -183,6 +188,7 @@ mod tls;
 #[cfg(test)]
 mod tests;
 
+pub use conversation::{RawConversation, RawReply};
 pub use encoded::encoded_sample;
 pub use h2faults::{H2Fault, H2FaultServer, NO_WINDOW_GRANT};
 pub use netfaults::{FaultCert, FaultPki};

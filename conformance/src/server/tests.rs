@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{encoded_sample, Reply, TestServer};
+use super::{encoded_sample, RawReply, Reply, TestServer};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const SHORT: Duration = Duration::from_millis(200);
@@ -300,6 +300,54 @@ fn raw_url_sends_the_bytes_then_closes() {
     }
     // Raw listeners are not counted.
     assert_eq!(s.connections_accepted(), 0);
+}
+
+#[test]
+fn raw_conversations_read_whole_requests_and_answer_in_order() {
+    let s = server();
+    let raw = s.raw_conversation(vec![
+        RawReply::new(&b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\none"[..]),
+        RawReply::new(&b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\ntwo"[..]).close(),
+        RawReply::new(&b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlast"[..]),
+    ]);
+    let port: u16 = raw
+        .url("")
+        .trim_start_matches("http://127.0.0.1:")
+        .parse()
+        .expect("raw port");
+    // A chunked body, then a sized one on the same connection; the second reply closes it.
+    let mut stream = connect(port);
+    stream
+        .write_all(
+            b"POST /a HTTP/1.1\r\nHost: x\r\ntransfer-encoding: chunked\r\n\r\n\
+              3\r\nabc\r\n0\r\n\r\n\
+              POST /b HTTP/1.1\r\nHost: x\r\ncontent-length: 5\r\n\r\nhello",
+        )
+        .expect("write");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("answer");
+    assert_eq!(
+        answer,
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\noneHTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\ntwo"
+    );
+    // A body cut short is never complete, and gets no answer.
+    let mut cut = connect(port);
+    cut.write_all(b"PUT /c HTTP/1.1\r\nHost: x\r\ncontent-length: 100\r\n\r\nonly this")
+        .expect("write");
+    cut.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let mut nothing = Vec::new();
+    cut.read_to_end(&mut nothing).expect("close");
+    assert!(nothing.is_empty(), "answered a cut request: {nothing:?}");
+    // The last reply repeats.
+    let mut c = Conn::open(port);
+    for _ in 0..2 {
+        c.send("GET", "/d", &[], b"");
+        assert_eq!(c.response().body, b"last");
+    }
+    assert_eq!(raw.requests_per_connection(), [2, 1, 2]);
+    assert_eq!(raw.request_connections(), [0, 0, 1, 2, 2]);
+    assert_eq!(raw.complete_requests(), 4);
+    assert_eq!(raw.heads().len(), 5);
 }
 
 #[test]

@@ -18,6 +18,7 @@ pub use super::decoding::*;
 pub use super::dns::*;
 pub use super::downloads::*;
 pub use super::fanout::*;
+pub use super::faults_h1::*;
 pub use super::faults_net::*;
 pub use super::hedging::*;
 pub use super::limits::*;

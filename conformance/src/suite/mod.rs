@@ -14,6 +14,7 @@ pub mod decoding;
 pub mod dns;
 pub mod downloads;
 pub mod fanout;
+pub mod faults_h1;
 pub mod faults_net;
 pub mod hedging;
 pub mod limits;
@@ -210,6 +211,20 @@ macro_rules! __for_each_case {
             status_error
             decode_error_path
             empty_body_framing
+            fault_idle_closed_connection
+            fault_connection_close_answers
+            fault_headers_trickled
+            fault_header_section_over_limit
+            fault_malformed_chunk_size
+            fault_body_longer_than_content_length
+            fault_conflicting_content_lengths
+            fault_chunked_and_content_length
+            fault_informational_before_final
+            fault_no_content_stray_body
+            fault_head_with_content_length
+            fault_early_413
+            fault_request_body_fails_midway
+            fault_header_value_crlf
             decodes_gzip_deflate_br_and_zstd
             decompress_off_gets_the_bytes_as_sent
             decompression_bomb_stopped_at_the_limits
