@@ -293,6 +293,9 @@ impl<const FULL: bool> Backend for MockTransport<FULL> {
                 proxy_tls: true,
                 proxy_socks5: true,
                 pool_return_on_body_end: true,
+                connection_caps: true,
+                pool_acquire_timeout: true,
+                connection_cap_evicts_idle: true,
             }
         } else {
             Capabilities::none()
