@@ -507,11 +507,11 @@ impl std::fmt::Debug for Dialer<'_> {
 /// (closed). [`counts`](Self::counts) gives the figures for
 /// [`Transport::pool_stats`](crate::Transport::pool_stats).
 ///
-/// A pool that keeps idle connections tells it when one comes back
-/// ([`returned`](Self::returned)): a request waiting for that origin is then woken with
-/// [`Acquired::Retry`] to take it from the pool, and when only requests for other origins wait
-/// (held back by the total cap) the pool is told to close it instead, so that an idle
-/// connection never blocks a waiting request.
+/// A pool that keeps idle connections asks it whether to keep one coming back
+/// ([`keeps_idle`](Self::keeps_idle): not when only requests for other origins wait, held back
+/// by the total cap, so an idle connection never blocks a waiting request) and tells it when it
+/// did ([`returned`](Self::returned)): a request waiting for that origin is then woken with
+/// [`Acquired::Retry`] to take it from the pool.
 ///
 /// ```
 /// use std::time::Duration;
@@ -744,25 +744,40 @@ impl OpenConnections {
         permits.max_total.is_some_and(|max| permits.total >= max)
     }
 
-    /// An idle connection to `origin` came back to the pool: the oldest request waiting for
-    /// `origin` is woken to take it ([`Acquired::Retry`]). Returns false when the pool should
-    /// close it instead: nobody waits for `origin` but requests for other origins wait behind
-    /// the total cap.
+    /// Whether a pool should keep a connection to `origin` that comes back idle: false when
+    /// nobody waits for `origin` but requests for other origins wait behind the total cap (it
+    /// should close it: its place goes to them).
+    pub fn keeps_idle(&self, origin: &Origin) -> bool {
+        let permits = lock(&self.shared);
+        let per_origin = permits.per_origin;
+        let mut held_by_total = false;
+        for w in permits
+            .waiters
+            .values()
+            .filter(|w| w.grant == Grant::Waiting)
+        {
+            if w.origin == *origin {
+                return true;
+            }
+            // Anyone waiting doesn't fit; those whose origin has room wait for the total.
+            held_by_total |= per_origin
+                .is_none_or(|max| permits.counts.get(&w.origin).copied().unwrap_or(0) < max);
+        }
+        !held_by_total
+    }
+
+    /// An idle connection to `origin` is back in the pool: the oldest request waiting for
+    /// `origin` is woken to take it ([`Acquired::Retry`]). Returns whether one was.
     pub fn returned(&self, origin: &Origin) -> bool {
         let mut permits = lock(&self.shared);
-        if let Some(waker) = permits.retry_one(origin) {
-            drop(permits);
-            waker.wake();
-            return true;
+        match permits.retry_one(origin) {
+            Some(waker) => {
+                drop(permits);
+                waker.wake();
+                true
+            }
+            None => false,
         }
-        // Anyone still waiting doesn't fit; those whose origin has room wait for the total.
-        let per_origin = permits.per_origin;
-        let held_by_total = permits.waiters.values().any(|w| {
-            w.grant == Grant::Waiting
-                && per_origin
-                    .is_none_or(|max| permits.counts.get(&w.origin).copied().unwrap_or(0) < max)
-        });
-        !held_by_total
     }
 
     /// A connection to `origin` that any number of requests can share (HTTP/2) is open: every

@@ -224,6 +224,8 @@ pub struct TestServer {
 struct State {
     /// Plain + TLS connections still being served.
     open: AtomicUsize,
+    /// The most plain + TLS connections served at once, so far.
+    peak_open: AtomicUsize,
     /// One request counter per accepted plain/TLS connection, in accept order.
     connections: Mutex<Vec<Arc<AtomicUsize>>>,
     /// Every request, and when each was in flight.
@@ -633,6 +635,13 @@ impl TestServer {
         self.state.open.load(Ordering::SeqCst)
     }
 
+    /// The most of [`open_connections`](Self::open_connections) at once, so far: counted
+    /// when a connection is accepted, so a client that closes one connection and opens the
+    /// next counts both until the server has seen the close.
+    pub fn peak_open_connections(&self) -> usize {
+        self.state.peak_open.load(Ordering::SeqCst)
+    }
+
     /// How many requests each accepted plain/TLS connection carried, one
     /// entry per connection in accept order.
     pub fn requests_per_connection(&self) -> Vec<usize> {
@@ -810,7 +819,8 @@ async fn accept_http(listener: TcpListener, tls: Option<TlsAcceptor>, serve: Ser
         let _ = stream.set_nodelay(true);
         let requests = Arc::new(AtomicUsize::new(0));
         lock(&serve.state.connections).push(Arc::clone(&requests));
-        serve.state.open.fetch_add(1, Ordering::SeqCst);
+        let now_open = serve.state.open.fetch_add(1, Ordering::SeqCst) + 1;
+        serve.state.peak_open.fetch_max(now_open, Ordering::SeqCst);
         let guard = OpenGuard(Arc::clone(&serve.state));
         let serve = serve.clone();
         let tls = tls.clone();

@@ -925,6 +925,7 @@ mod permits {
         assert!(waiting.poll().is_pending());
         // An idle connection to origin 1 back in the pool: nobody wants origin 1, but origin 3
         // waits behind the total, so the pool is told to close it.
+        assert!(!open.keeps_idle(&origin(1)));
         assert!(!open.returned(&origin(1)));
         drop(p1);
         assert_eq!(waiting.woken(), 1);
@@ -940,14 +941,16 @@ mod permits {
         let mut first = Req::new(&open, &a);
         let mut second = Req::new(&open, &a);
         assert!(first.poll().is_pending() && second.poll().is_pending());
-        assert!(open.returned(&a), "a request waits for it: keep it");
+        assert!(open.keeps_idle(&a), "a request waits for it: keep it");
+        assert!(open.returned(&a));
         assert_eq!((first.woken(), second.woken()), (1, 0));
         // The first is dropped before it looked: the news goes to the second.
         drop(first);
         assert_eq!(second.woken(), 1);
         assert!(matches!(second.poll(), Poll::Ready(Ok(Acquired::Retry))));
         // Nobody waits: keep it.
-        assert!(open.returned(&a));
+        assert!(open.keeps_idle(&a));
+        assert!(!open.returned(&a));
     }
 
     #[test]
