@@ -786,9 +786,20 @@ pub fn most_within(instants: &[Instant], span: Duration) -> usize {
     most
 }
 
+/// How many connections a listener queues before it accepts them. std's 128 overflows under a
+/// storm of connects (the cancellation storm keeps hundreds opening at once); the kernel caps
+/// it at `net.core.somaxconn`.
+const BACKLOG: i32 = 4096;
+
 /// Binds a non-blocking std listener (tokio adopts it on the server thread).
 fn bind_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr)?;
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    let listener: std::net::TcpListener = socket.into();
     listener.set_nonblocking(true)?;
     Ok(listener)
 }

@@ -415,7 +415,7 @@ async fn storm_one<T: Backend>(
             // dropping it then must give either back.
             let polled = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await;
             if let Poll::Ready(Err(e)) = polled {
-                return Err(format!("before connect: {e}"));
+                return Err(format!("before connect: {}", chain(&e)));
             }
             Ok(Landed::AsPlanned)
         }
@@ -437,19 +437,31 @@ async fn storm_one<T: Backend>(
                 .get("/drip?chunk=64&interval_ms=5&count=40")
                 .send()
                 .await
-                .map_err(|e| format!("mid-body head: {e}"))?;
+                .map_err(|e| format!("mid-body head: {}", chain(&e)))?;
             for i in 0..chunks {
                 match resp.chunk().await {
                     Ok(Some(_)) => {}
                     // The chunks came together (a busy machine): it ended before the drop.
                     Ok(None) => return Ok(Landed::AfterEnd),
-                    Err(e) => return Err(format!("mid-body chunk {i}: {e}")),
+                    Err(e) => return Err(format!("mid-body chunk {i}: {}", chain(&e))),
                 }
             }
             drop(resp);
             Ok(Landed::AsPlanned)
         }
     }
+}
+
+/// `err` and its sources, for a failure message.
+fn chain(err: &keel_core::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// How long the storm took, for the scorecard's reader (stderr, shown by `--nocapture`).
