@@ -44,7 +44,7 @@
 //!
 //! The connection caps (`max_connections_per_origin`, `max_connections`) are held by the pool:
 //! every connection takes a permit from keel-core's
-//! [`OpenConnections`](keel_core::connect::OpenConnections) before it is opened, and gives it
+//! [`OpenConnections`] before it is opened, and gives it
 //! back when it closes. A request that finds the caps full waits in line, and takes the first
 //! connection that comes back to the pool for its origin or the first place that frees up;
 //! under a full total cap a connection idle for another origin is closed to make room.

@@ -498,8 +498,8 @@ impl std::fmt::Debug for Dialer<'_> {
 }
 
 /// The connections a backend has open, per origin, and the permits to open more within the
-/// connection caps ([`TransportConfig::max_connections_per_origin`],
-/// [`TransportConfig::max_connections`]).
+/// connection caps ([`TransportConfig::max_connections_per_origin`](crate::TransportConfig::max_connections_per_origin),
+/// [`TransportConfig::max_connections`](crate::TransportConfig::max_connections)).
 ///
 /// A connector takes an [`OpenConnection`] for each connection it opens, before it starts to
 /// open it ([`acquire`](Self::acquire), which waits while the caps are full, in the order the
@@ -516,7 +516,7 @@ impl std::fmt::Debug for Dialer<'_> {
 /// ```
 /// use std::time::Duration;
 /// use keel_core::connect::{Acquired, OpenConnections};
-/// use keel_core::{ErrorKind, Origin, Stage, TimeoutPhase};
+/// use keel_core::{ErrorKind, Origin, Stage, TimeoutPhase, Timer as _};
 /// # #[derive(Debug)] struct ThreadTimer;
 /// # impl keel_core::Timer for ThreadTimer {
 /// #     fn sleep_until(&self, at: std::time::Instant) -> keel_core::Sleep {
