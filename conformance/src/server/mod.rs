@@ -116,7 +116,9 @@
 //!   hyper drops the request unanswered: when the connection fails or the
 //!   stream is reset, or at shutdown. Bytes hyper has taken may still sit in
 //!   its write buffer, about to be flushed; a body that never ends (`/stall`)
-//!   keeps its request in flight until the client goes away.
+//!   keeps its request in flight until the client goes away;
+//! - the most connections open at once ([`TestServer::peak_open_connections`]), counted from
+//!   accept until the server has seen the close.
 //!
 //! # Example
 //!
