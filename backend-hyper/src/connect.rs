@@ -17,7 +17,9 @@ use keel_core::connect::{at_proxy, Dialer, OpenConnection, OpenConnections};
 use keel_core::dns::Dns;
 use keel_core::proxy::{Proxy, ProxyConfig, ProxyScheme};
 use keel_core::tls::RefusalWatch;
-use keel_core::{ConnectionFacts, ConnectionInfo, Error, ErrorKind, Origin, TransportConfig};
+use keel_core::{
+    ConnectionFacts, ConnectionInfo, Error, ErrorKind, Origin, Timer as _, TransportConfig,
+};
 use rustls::pki_types::ServerName;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
@@ -38,8 +40,10 @@ pub(crate) struct Connector {
     /// Tag connections so that responses say which one they came over (off by default: the
     /// tag costs an allocation per response).
     connection_info: bool,
-    /// The connections open, per origin, for `pool_stats`.
+    /// The connections open, per origin, for `pool_stats`, and the permits the caps allow.
     pub(crate) open: OpenConnections,
+    /// How long a connection waits for a permit.
+    acquire_timeout: Option<Duration>,
     /// The origins whose servers refused a TLS handshake lately.
     pub(crate) refusals: Arc<Refusals>,
 }
@@ -99,7 +103,11 @@ impl Connector {
             }),
             local_address: config.local_address,
             connection_info: config.connection_info,
-            open: OpenConnections::default(),
+            open: OpenConnections::with_caps(
+                config.max_connections_per_origin,
+                config.max_connections,
+            ),
+            acquire_timeout: config.pool_acquire_timeout,
             refusals: Arc::default(),
         })
     }
@@ -108,8 +116,15 @@ impl Connector {
     /// and bound everything, the TLS handshake included, by the connect timeout.
     async fn connect(self, uri: Uri) -> Result<Conn, Error> {
         let origin = Origin::from_uri(&uri)?;
+        // A place within the connection caps first. hyper-util races this connect against its
+        // pool's checkout: a connection coming back to the pool goes to the request, and this
+        // wait goes on in the background until a place frees up (or the transport is dropped,
+        // which closes `open`), so the connection then opened waits idle in the pool.
+        let timer = TokioTimer;
+        let deadline = self.acquire_timeout.map(|d| timer.now() + d);
+        let permit = self.open.permit(&origin, &timer, deadline).await?;
         let mut conn = self.dial(&origin).await?;
-        conn._open = Some(self.open.opened(&origin));
+        conn._open = Some(permit);
         if origin.is_https() {
             conn.refusal = Some(self.refusals.watch(&origin));
         }

@@ -20,6 +20,17 @@
 //! The same situation on a fresh connection surfaces as an error with
 //! [`Error::is_unsent`] set.
 //!
+//! # Connection caps
+//!
+//! `max_connections_per_origin` and `max_connections` are held by the connector: it takes a
+//! permit from keel-core's [`OpenConnections`] before it opens a connection, and the connection
+//! gives it back when hyper closes it. hyper-util races every connect against its pool, so a
+//! request whose connect waits for a permit takes the first connection that comes back to the
+//! pool for its origin. hyper-util's pool can't be asked to give up an idle connection, so one
+//! idle for another origin keeps its place under `max_connections` until its idle timeout
+//! ([`Capabilities::connection_cap_evicts_idle`] is false). `pool_acquire_timeout` bounds the
+//! wait for a permit.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), keel_core::Error> {
 //! use keel_core::Client;
@@ -64,6 +75,10 @@ pub struct HyperTransport {
     /// Responses carry [`keel_core::ConnectionInfo`].
     connection_info: bool,
     open: OpenConnections,
+    /// Closes `open` when the last clone of the transport goes: connects still waiting for a
+    /// place within the caps (in hyper-util's background tasks) fail then, instead of waiting
+    /// for connections that nobody will close.
+    _closer: Arc<Closer>,
     /// Origins whose servers refused a TLS handshake lately (see [`connect::Refusals`]).
     refusals: Arc<connect::Refusals>,
     /// The proxies, when any is set: requests forwarded by an HTTP proxy get its
@@ -94,10 +109,20 @@ impl HyperTransport {
             client: builder.build(connector),
             timer: Arc::new(TokioTimer),
             connection_info: config.connection_info,
+            _closer: Arc::new(Closer(open.clone())),
             open,
             refusals,
             proxy: config.proxy.clone().map(Arc::new),
         })
+    }
+}
+
+/// Closes the connection permits when dropped.
+struct Closer(OpenConnections);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -235,6 +260,12 @@ impl Backend for HyperTransport {
         caps.truncated_head_detected = true;
         // hyper keeps an HTTP/2 connection whose stream timed out (found by the chaos cases).
         caps.http2_timeout_retires_connection = false;
+        // The connector takes a permit per connection before it opens one, and sees the wait.
+        caps.connection_caps = true;
+        caps.pool_acquire_timeout = true;
+        // hyper-util's pool can't be asked to close an idle connection: one idle for another
+        // origin keeps its place under `max_connections` until its idle timeout.
+        caps.connection_cap_evicts_idle = false;
         caps
     }
 

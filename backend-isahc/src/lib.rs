@@ -132,10 +132,13 @@
 //! Honoured: the connect timeout (libcurl's, covering DNS, TCP and TLS), HTTP/2 by ALPN or
 //! with prior knowledge (plain text only; TLS still negotiates), extra roots, turning the
 //! built-in roots off, and the pool idle timeout (`CURLOPT_MAXAGE_CONN`: a connection idle
-//! longer is never reused, and is closed the next time the client runs a transfer). Refused
-//! when the client is built: `pool_max_idle_per_host` (libcurl's pool limit counts every
-//! connection to every host, busy or idle) and `tcp_nodelay(false)` (libcurl always sets
-//! `TCP_NODELAY`).
+//! longer is never reused, and is closed the next time the client runs a transfer), and the
+//! connection caps (`max_connections_per_origin` as `CURLMOPT_MAX_HOST_CONNECTIONS`,
+//! `max_connections` as `CURLMOPT_MAX_TOTAL_CONNECTIONS`, which closes the oldest idle
+//! connection to make room). Refused when the client is built: `pool_max_idle_per_host`
+//! (libcurl's pool limit counts every connection to every host, busy or idle),
+//! `pool_acquire_timeout` (a transfer waiting for a connection is queued inside libcurl, out
+//! of keel's sight) and `tcp_nodelay(false)` (libcurl always sets `TCP_NODELAY`).
 //!
 //! # TLS
 //!
@@ -228,6 +231,15 @@ impl IsahcTransport {
             .connection_cache_size(MAX_POOLED_CONNECTIONS);
         if let Some(idle) = config.pool_idle_timeout {
             builder = builder.connection_cache_ttl(idle);
+        }
+        // libcurl holds the caps itself (`CURLMOPT_MAX_HOST_CONNECTIONS`, per host and port;
+        // `CURLMOPT_MAX_TOTAL_CONNECTIONS`, closing the oldest idle connection to make room),
+        // keeping transfers pending out of sight until a connection is free.
+        if let Some(max) = config.max_connections_per_origin {
+            builder = builder.max_connections_per_host(max);
+        }
+        if let Some(max) = config.max_connections {
+            builder = builder.max_connections(max);
         }
         if !config.dns_overrides.is_empty() {
             builder = builder.dns_resolve(resolve_map(config)?);
@@ -404,6 +416,11 @@ impl Backend for IsahcTransport {
         // keeps an HTTP/2 connection whose transfer timed out (found by the chaos cases).
         caps.truncated_head_detected = false;
         caps.http2_timeout_retires_connection = false;
+        // libcurl's own connection limits; a transfer waiting for one is queued inside
+        // libcurl, where no timeout of keel's can see it, so `pool_acquire_timeout` is refused.
+        caps.connection_caps = true;
+        caps.connection_cap_evicts_idle = true;
+        caps.pool_acquire_timeout = false;
         caps
     }
 
@@ -446,6 +463,12 @@ mod tests {
         config.pool_max_idle_per_host = Some(4);
         let err = IsahcTransport::new(&config).unwrap_err();
         assert_eq!(err.setting(), Some("pool_max_idle_per_host"));
+
+        let mut config = TransportConfig::default();
+        config.max_connections_per_origin = Some(4);
+        config.pool_acquire_timeout = Some(std::time::Duration::from_millis(100));
+        let err = IsahcTransport::new(&config).unwrap_err();
+        assert_eq!(err.setting(), Some("pool_acquire_timeout"));
     }
 
     #[test]
@@ -454,6 +477,8 @@ mod tests {
         config.pool_idle_timeout = Some(std::time::Duration::from_secs(5));
         config.http2_prior_knowledge = true;
         config.built_in_roots = false;
+        config.max_connections_per_origin = Some(4);
+        config.max_connections = Some(16);
         assert!(IsahcTransport::new(&config).is_ok());
     }
 }

@@ -42,6 +42,14 @@
 //! `pool_max_idle_per_host` (default: no limit) and `pool_idle_timeout` (default 90 s) are
 //! honoured; idle connections are expired lazily, when the pool is next used.
 //!
+//! The connection caps (`max_connections_per_origin`, `max_connections`) are held by the pool:
+//! every connection takes a permit from keel-core's
+//! [`OpenConnections`] before it is opened, and gives it
+//! back when it closes. A request that finds the caps full waits in line, and takes the first
+//! connection that comes back to the pool for its origin or the first place that frees up;
+//! under a full total cap a connection idle for another origin is closed to make room.
+//! `pool_acquire_timeout` bounds the wait.
+//!
 //! A request that failed before the connection accepted any byte of it is marked
 //! [`Error::is_unsent`], so keel's retries may send it again whatever its method.
 //!
@@ -86,7 +94,7 @@ mod pool;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use keel_core::proxy::ProxyConfig;
 use keel_core::{
@@ -94,7 +102,7 @@ use keel_core::{
     ResponseBody, Timer, Transport, TransportConfig,
 };
 
-use keel_core::connect::OpenConnections;
+use keel_core::connect::{Acquired, OpenConnection, OpenConnections};
 
 use crate::connect::{Connector, Stream};
 use crate::http1::H1Conn;
@@ -118,8 +126,11 @@ struct Inner {
     connector: Connector,
     /// Responses carry [`keel_core::ConnectionInfo`].
     connection_info: bool,
-    /// The connections open, per origin.
+    /// The connections open, per origin, and the permits to open more within the caps.
     open: OpenConnections,
+    /// How long a request waits for a permit.
+    acquire_timeout: Option<Duration>,
+    timer: Arc<dyn Timer>,
     /// The proxies, when any is set: requests forwarded by an HTTP proxy get its
     /// `Proxy-Authorization`, and its `407` becomes a proxy error.
     proxy: Option<ProxyConfig>,
@@ -150,17 +161,23 @@ impl SmolTransport {
                 .unwrap_or(defaults.max_idle_per_key),
             idle_timeout: config.pool_idle_timeout.or(defaults.idle_timeout),
         };
+        let open =
+            OpenConnections::with_caps(config.max_connections_per_origin, config.max_connections);
+        let returns: Arc<dyn pool::Returns<Origin>> = Arc::new(CapReturns(open.clone()));
+        let timer: Arc<dyn Timer> = Arc::new(AsyncIoTimer::default());
         Ok(Self {
             inner: Arc::new(Inner {
                 connector: Connector::new(config)?,
                 connection_info: config.connection_info,
-                open: OpenConnections::default(),
+                open,
+                acquire_timeout: config.pool_acquire_timeout,
+                timer: timer.clone(),
                 proxy: config.proxy.clone(),
-                h1: Pool::new(pool),
+                h1: Pool::new(pool).with_returns(returns),
                 #[cfg(feature = "http2")]
                 h2: Pool::new(pool),
             }),
-            timer: Arc::new(AsyncIoTimer::default()),
+            timer,
         })
     }
 }
@@ -176,14 +193,26 @@ impl Inner {
             Some(proxy) => forward(proxy, &origin, &mut req),
         };
         let mut stale = 0;
+        let mut acquire_deadline = None;
         loop {
             let result = match self.checkout(&origin) {
                 Some(conn) => conn.send(req).await,
-                // Boxed: opening a connection (DNS, TCP, a proxy's handshake, TLS, possibly
-                // TLS inside TLS) is a large future, and inline it made every request's
-                // future as large, copied when the request is boxed (+10,000 instructions a
-                // request).
-                None => Box::pin(self.connect(&origin)).await?.send(req).await,
+                None => {
+                    let deadline = *acquire_deadline
+                        .get_or_insert_with(|| self.acquire_timeout.map(|d| self.timer.now() + d));
+                    let Some(permit) = self.permit(&origin, deadline).await? else {
+                        // A connection came back to the pool meanwhile: take it.
+                        continue;
+                    };
+                    // Boxed: opening a connection (DNS, TCP, a proxy's handshake, TLS,
+                    // possibly TLS inside TLS) is a large future, and inline it made every
+                    // request's future as large, copied when the request is boxed (+10,000
+                    // instructions a request).
+                    Box::pin(self.connect(&origin, permit))
+                        .await?
+                        .send(req)
+                        .await
+                }
             };
             match result {
                 Ok(response) if forwarded => {
@@ -216,19 +245,50 @@ impl Inner {
         self.h1.checkout(origin, now).map(Conn::H1)
     }
 
-    async fn connect(&self, origin: &Origin) -> Result<FreshConn, Error> {
+    /// A place for a new connection to `origin` within the caps, or `None` when a pooled
+    /// connection became free while waiting. Under a full total cap, a connection idle for
+    /// another origin is closed to make room.
+    async fn permit(
+        &self,
+        origin: &Origin,
+        deadline: Option<Instant>,
+    ) -> Result<Option<OpenConnection>, Error> {
+        if self.open.is_full() {
+            self.h1.evict_idle(origin);
+        }
+        match self.open.acquire(origin, &*self.timer, deadline).await? {
+            Acquired::Permit(permit) => Ok(Some(permit)),
+            Acquired::Retry => Ok(None),
+        }
+    }
+
+    async fn connect(&self, origin: &Origin, open: OpenConnection) -> Result<FreshConn, Error> {
         let connected = self.connector.connect(origin).await?;
-        let open = self.open.opened(origin);
         let facts = self.connection_info.then(|| facts_of(&connected.io));
         #[cfg(feature = "http2")]
         if connected.h2 {
             let io = io::HyperIo::new(connected.io);
             let conn = http2::H2Conn::handshake(io, facts, open).await?;
             self.h2.share(origin.clone(), conn.shared(), Instant::now());
+            // Requests waiting for a place can all share it.
+            self.open.shared(origin);
             return Ok(FreshConn(Conn::H2(conn)));
         }
         let conn = H1Conn::new(connected.io, connected.forwarded, facts, open);
         Ok(FreshConn(Conn::H1(self.h1.guard(origin.clone(), conn))))
+    }
+}
+
+/// The caps hear of HTTP/1.1 connections coming back to the pool.
+struct CapReturns(OpenConnections);
+
+impl pool::Returns<Origin> for CapReturns {
+    fn keep(&self, origin: &Origin) -> bool {
+        self.0.keeps_idle(origin)
+    }
+
+    fn returned(&self, origin: &Origin) {
+        self.0.returned(origin);
     }
 }
 
@@ -334,6 +394,11 @@ impl Backend for SmolTransport {
         caps.http2_prior_knowledge = cfg!(feature = "http2");
         caps.pool_max_idle_per_host = true;
         caps.pool_idle_timeout = true;
+        // Its own pool takes a permit for every connection it opens, sees every request wait
+        // for one, and can close an idle connection to make room.
+        caps.connection_caps = true;
+        caps.pool_acquire_timeout = true;
+        caps.connection_cap_evicts_idle = true;
         // Its own pool knows which connection each request takes.
         caps.connection_addrs = true;
         caps.connection_reused = true;

@@ -51,6 +51,15 @@ impl Default for PoolConfig {
     }
 }
 
+/// What the pool tells about connections coming back, for the connection caps.
+pub(crate) trait Returns<K>: Send + Sync {
+    /// Whether to keep a connection to `key` coming back idle; false closes it (a request for
+    /// another key waits for its place).
+    fn keep(&self, key: &K) -> bool;
+    /// A connection to `key` is idle in the pool now.
+    fn returned(&self, key: &K);
+}
+
 /// A connection pool keyed by `K` (the origin).
 pub(crate) struct Pool<K, C> {
     inner: Arc<Mutex<Inner<K, C>>>,
@@ -58,6 +67,8 @@ pub(crate) struct Pool<K, C> {
 
 struct Inner<K, C> {
     config: PoolConfig,
+    /// Told about connections coming back.
+    returns: Option<Arc<dyn Returns<K>>>,
     /// Idle exclusive connections, most recently returned last.
     idle: HashMap<K, Vec<Idle<C>>>,
     /// One shared connection per key, and when it was last handed out.
@@ -82,10 +93,43 @@ impl<K: Eq + Hash + Clone, C: PoolConn> Pool<K, C> {
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 config,
+                returns: None,
                 idle: HashMap::new(),
                 shared: HashMap::new(),
             })),
         }
+    }
+
+    /// Tells `returns` about every connection coming back.
+    pub(crate) fn with_returns(self, returns: Arc<dyn Returns<K>>) -> Self {
+        self.lock().returns = Some(returns);
+        self
+    }
+
+    /// Closes the idle exclusive connection that has waited longest, of any key but `except`,
+    /// to make room under a total cap; false if there was none.
+    pub(crate) fn evict_idle(&self, except: &K) -> bool {
+        let evicted = {
+            let mut inner = self.lock();
+            let oldest = inner
+                .idle
+                .iter()
+                .filter(|(k, list)| *k != except && !list.is_empty())
+                .min_by_key(|(_, list)| list[0].since)
+                .map(|(k, _)| k.clone());
+            let Some(key) = oldest else {
+                return false;
+            };
+            let list = inner.idle.get_mut(&key).expect("found above");
+            let conn = list.remove(0).conn;
+            if list.is_empty() {
+                inner.idle.remove(&key);
+            }
+            conn
+        };
+        // Closing the socket happens outside the lock.
+        drop(evicted);
+        true
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner<K, C>> {
@@ -244,13 +288,22 @@ impl<K, C> Pooled<K, C> {
         let Some(pool) = self.pool.upgrade() else {
             return;
         };
+        let returns = lock(&pool).returns.clone();
+        if returns.as_ref().is_some_and(|r| !r.keep(&self.key)) {
+            drop(conn);
+            return;
+        }
         let (refused, expired) = {
             let mut inner = lock(&pool);
             let expired = inner.remove_expired(now);
             (inner.put(self.key.clone(), conn, now), expired)
         };
+        let kept = refused.is_none();
         drop(refused);
         drop(expired);
+        if let Some(returns) = returns.filter(|_| kept) {
+            returns.returned(&self.key);
+        }
     }
 }
 
@@ -442,6 +495,43 @@ mod tests {
         assert_eq!(f.pool.idle_count(&"a"), 2);
         assert_eq!(f.pool.idle_count(&"b"), 1);
         assert_eq!(f.closed(), [3]);
+    }
+
+    #[test]
+    fn the_oldest_idle_connection_of_another_key_is_evicted() {
+        let f = Fixture::new(usize::MAX, None);
+        f.release_new("a", 1, SEC);
+        f.release_new("b", 2, 2 * SEC);
+        f.release_new("a", 3, 3 * SEC);
+        assert!(f.pool.evict_idle(&"b"));
+        assert_eq!(f.closed(), [1]);
+        assert!(f.pool.evict_idle(&"b"));
+        assert!(!f.pool.evict_idle(&"b"), "only b's own is left");
+        assert_eq!(f.closed(), [1, 3]);
+        assert_eq!(f.pool.idle_count(&"b"), 1);
+    }
+
+    #[test]
+    fn returns_decide_what_is_kept_and_hear_what_was() {
+        #[derive(Default)]
+        struct Log(Mutex<Vec<&'static str>>);
+        impl Returns<&'static str> for Log {
+            fn keep(&self, key: &&'static str) -> bool {
+                *key != "refused"
+            }
+            fn returned(&self, key: &&'static str) {
+                self.0.lock().unwrap().push(key);
+            }
+        }
+        let f = Fixture::new(1, None);
+        let log = Arc::new(Log::default());
+        let pool = f.pool.clone().with_returns(log.clone());
+        pool.guard("a", f.conn(1)).release(f.t0);
+        pool.guard("refused", f.conn(2)).release(f.t0);
+        // Full for "a": closed, and not reported as idle.
+        pool.guard("a", f.conn(3)).release(f.t0);
+        assert_eq!(f.closed(), [2, 3]);
+        assert_eq!(*log.0.lock().unwrap(), ["a"]);
     }
 
     #[test]

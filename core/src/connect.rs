@@ -46,7 +46,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
@@ -497,63 +497,439 @@ impl std::fmt::Debug for Dialer<'_> {
     }
 }
 
-/// A count of the connections a backend has open, per origin, for
-/// [`Transport::pool_stats`](crate::Transport::pool_stats): a connector takes an
-/// [`OpenConnection`] for each connection it opens and keeps it with the connection, which
-/// gives it back when it is dropped (closed).
+/// The connections a backend has open, per origin, and the permits to open more within the
+/// connection caps ([`TransportConfig::max_connections_per_origin`](crate::TransportConfig::max_connections_per_origin),
+/// [`TransportConfig::max_connections`](crate::TransportConfig::max_connections)).
+///
+/// A connector takes an [`OpenConnection`] for each connection it opens, before it starts to
+/// open it ([`acquire`](Self::acquire), which waits while the caps are full, in the order the
+/// requests came) and keeps it with the connection, which gives it back when it is dropped
+/// (closed). [`counts`](Self::counts) gives the figures for
+/// [`Transport::pool_stats`](crate::Transport::pool_stats).
+///
+/// A pool that keeps idle connections asks it whether to keep one coming back
+/// ([`keeps_idle`](Self::keeps_idle): not when only requests for other origins wait, held back
+/// by the total cap, so an idle connection never blocks a waiting request) and tells it when it
+/// did ([`returned`](Self::returned)): a request waiting for that origin is then woken with
+/// [`Acquired::Retry`] to take it from the pool.
 ///
 /// ```
-/// use keel_core::connect::OpenConnections;
-/// use keel_core::Origin;
+/// use std::time::Duration;
+/// use keel_core::connect::{Acquired, OpenConnections};
+/// use keel_core::{ErrorKind, Origin, Stage, TimeoutPhase, Timer as _};
+/// # #[derive(Debug)] struct ThreadTimer;
+/// # impl keel_core::Timer for ThreadTimer {
+/// #     fn sleep_until(&self, at: std::time::Instant) -> keel_core::Sleep {
+/// #         std::thread::sleep(at.saturating_duration_since(std::time::Instant::now()));
+/// #         Box::pin(std::future::ready(()))
+/// #     }
+/// # }
 ///
 /// let origin = Origin::from_uri(&"http://127.0.0.1:8080".parse().unwrap()).unwrap();
-/// let open = OpenConnections::default();
-/// let first = open.opened(&origin);
-/// let second = open.opened(&origin);
-/// assert_eq!(open.counts(), [(origin.clone(), 2)]);
-/// drop((first, second));
+/// let open = OpenConnections::with_caps(Some(1), None);
+/// # futures_executor::block_on(async {
+/// let timer = ThreadTimer;
+/// let Acquired::Permit(first) = open.acquire(&origin, &timer, None).await? else {
+///     unreachable!("nothing was open")
+/// };
+/// assert_eq!(open.counts(), [(origin.clone(), 1)]);
+/// // The cap is reached: a second connection waits, here at most 10 ms.
+/// let deadline = timer.now() + Duration::from_millis(10);
+/// let err = open.acquire(&origin, &timer, Some(deadline)).await.unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutPhase::PoolAcquire));
+/// assert_eq!(err.stage(), Some(Stage::Pool));
+/// drop(first); // closed: its place is free
 /// assert!(open.counts().is_empty());
+/// assert!(matches!(open.acquire(&origin, &timer, None).await?, Acquired::Permit(_)));
+/// # Ok::<(), keel_core::Error>(())
+/// # }).unwrap();
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct OpenConnections {
-    counts: Arc<Mutex<HashMap<Origin, usize>>>,
+    shared: Arc<Mutex<Permits>>,
+}
+
+/// What [`OpenConnections::acquire`] got.
+#[derive(Debug)]
+#[must_use]
+pub enum Acquired {
+    /// A place within the caps for a new connection: keep it with the connection.
+    Permit(OpenConnection),
+    /// A connection to the origin came back to the pool
+    /// ([`returned`](OpenConnections::returned)) or can be shared
+    /// ([`shared`](OpenConnections::shared)): look in the pool again before acquiring anew.
+    Retry,
+}
+
+#[derive(Debug, Default)]
+struct Permits {
+    counts: HashMap<Origin, usize>,
+    total: usize,
+    per_origin: Option<usize>,
+    max_total: Option<usize>,
+    /// The requests waiting, oldest (lowest ticket) first.
+    waiters: std::collections::BTreeMap<u64, Waiter>,
+    next_ticket: u64,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    origin: Origin,
+    waker: Option<Waker>,
+    grant: Grant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Grant {
+    Waiting,
+    Permit,
+    Retry,
+}
+
+impl Permits {
+    fn fits(&self, origin: &Origin) -> bool {
+        self.max_total.is_none_or(|max| self.total < max)
+            && self
+                .per_origin
+                .is_none_or(|max| self.counts.get(origin).copied().unwrap_or(0) < max)
+    }
+
+    fn count(&mut self, origin: &Origin) {
+        *self.counts.entry(origin.clone()).or_default() += 1;
+        self.total += 1;
+    }
+
+    fn uncount(&mut self, origin: &Origin) {
+        if let Some(n) = self.counts.get_mut(origin) {
+            *n -= 1;
+            if *n == 0 {
+                self.counts.remove(origin);
+            }
+        }
+        self.total = self.total.saturating_sub(1);
+    }
+
+    /// Hands the free places to the waiting requests that fit, oldest first; returns the
+    /// wakers to wake once the lock is released.
+    fn grant(&mut self) -> Vec<Waker> {
+        let mut wake = Vec::new();
+        if self.waiters.is_empty() {
+            return wake;
+        }
+        let Permits {
+            counts,
+            total,
+            per_origin,
+            max_total,
+            waiters,
+            ..
+        } = self;
+        for waiter in waiters.values_mut() {
+            if max_total.is_some_and(|max| *total >= max) {
+                break;
+            }
+            if waiter.grant != Grant::Waiting {
+                continue;
+            }
+            let n = counts.get(&waiter.origin).copied().unwrap_or(0);
+            if per_origin.is_some_and(|max| n >= max) {
+                continue;
+            }
+            *counts.entry(waiter.origin.clone()).or_default() += 1;
+            *total += 1;
+            waiter.grant = Grant::Permit;
+            wake.extend(waiter.waker.take());
+        }
+        wake
+    }
+
+    /// Wakes the oldest request waiting for `origin` with [`Grant::Retry`]; false if none.
+    fn retry_one(&mut self, origin: &Origin) -> Option<Waker> {
+        let waiter = self
+            .waiters
+            .values_mut()
+            .find(|w| w.grant == Grant::Waiting && w.origin == *origin)?;
+        waiter.grant = Grant::Retry;
+        Some(
+            waiter
+                .waker
+                .take()
+                .unwrap_or_else(futures_util::task::noop_waker),
+        )
+    }
 }
 
 impl OpenConnections {
-    /// Counts a connection to `origin` until the returned guard is dropped.
+    /// Counts connections and hands out permits within `per_origin` connections to each
+    /// origin and `total` to all together (`None`: no cap).
+    pub fn with_caps(per_origin: Option<usize>, total: Option<usize>) -> Self {
+        let permits = Permits {
+            per_origin,
+            max_total: total,
+            ..Permits::default()
+        };
+        Self {
+            shared: Arc::new(Mutex::new(permits)),
+        }
+    }
+
+    /// Counts a connection to `origin` until the returned guard is dropped, whatever the caps
+    /// say (for a connection a backend can't hold back).
     pub fn opened(&self, origin: &Origin) -> OpenConnection {
-        *lock(&self.counts).entry(origin.clone()).or_default() += 1;
+        lock(&self.shared).count(origin);
         OpenConnection {
-            counts: self.counts.clone(),
+            shared: self.shared.clone(),
             origin: origin.clone(),
         }
     }
 
+    /// A place for a new connection to `origin` within the caps, waiting (behind the requests
+    /// that came first) while they are full, or [`Acquired::Retry`] when a pooled connection to
+    /// `origin` became free meanwhile.
+    ///
+    /// A wait that reaches `deadline` fails with
+    /// [`ErrorKind::Timeout`]`(`[`TimeoutPhase::PoolAcquire`]`)` in [`Stage::Pool`] (nothing
+    /// was sent); after [`close`](Self::close) it fails with [`ErrorKind::Connect`] in
+    /// [`Stage::Pool`]. Dropping the future gives up the place in the queue, and a place or a
+    /// pooled connection it had been handed passes on to the next request waiting.
+    pub async fn acquire(
+        &self,
+        origin: &Origin,
+        timer: &dyn Timer,
+        deadline: Option<Instant>,
+    ) -> Result<Acquired, Error> {
+        let mut wait = pin!(Wait {
+            open: self,
+            origin,
+            ticket: None,
+        });
+        let mut sleep: Option<Sleep> = None;
+        poll_fn(|cx| {
+            if let Poll::Ready(out) = wait.as_mut().poll(cx) {
+                return Poll::Ready(out);
+            }
+            let Some(deadline) = deadline else {
+                return Poll::Pending;
+            };
+            let sleep = sleep.get_or_insert_with(|| timer.sleep_until(deadline));
+            sleep.as_mut().poll(cx).map(|()| {
+                Err(Error::new(ErrorKind::Timeout(TimeoutPhase::PoolAcquire))
+                    .with_stage(Stage::Pool))
+            })
+        })
+        .await
+    }
+
+    /// A permit for a new connection to `origin`, as [`acquire`](Self::acquire), for a
+    /// connector whose pool takes idle connections by itself (it never calls
+    /// [`returned`](Self::returned)): an [`Acquired::Retry`] is waited past.
+    pub async fn permit(
+        &self,
+        origin: &Origin,
+        timer: &dyn Timer,
+        deadline: Option<Instant>,
+    ) -> Result<OpenConnection, Error> {
+        loop {
+            if let Acquired::Permit(permit) = self.acquire(origin, timer, deadline).await? {
+                return Ok(permit);
+            }
+        }
+    }
+
+    /// Whether the total cap is reached: a request for a new origin would wait. A pool can
+    /// close a connection idle for another origin to make room.
+    pub fn is_full(&self) -> bool {
+        let permits = lock(&self.shared);
+        permits.max_total.is_some_and(|max| permits.total >= max)
+    }
+
+    /// Whether a pool should keep a connection to `origin` that comes back idle: false when
+    /// nobody waits for `origin` but requests for other origins wait behind the total cap (it
+    /// should close it: its place goes to them).
+    pub fn keeps_idle(&self, origin: &Origin) -> bool {
+        let permits = lock(&self.shared);
+        let per_origin = permits.per_origin;
+        let mut held_by_total = false;
+        for w in permits
+            .waiters
+            .values()
+            .filter(|w| w.grant == Grant::Waiting)
+        {
+            if w.origin == *origin {
+                return true;
+            }
+            // Anyone waiting doesn't fit; those whose origin has room wait for the total.
+            held_by_total |= per_origin
+                .is_none_or(|max| permits.counts.get(&w.origin).copied().unwrap_or(0) < max);
+        }
+        !held_by_total
+    }
+
+    /// An idle connection to `origin` is back in the pool: the oldest request waiting for
+    /// `origin` is woken to take it ([`Acquired::Retry`]). Returns whether one was.
+    pub fn returned(&self, origin: &Origin) -> bool {
+        let mut permits = lock(&self.shared);
+        match permits.retry_one(origin) {
+            Some(waker) => {
+                drop(permits);
+                waker.wake();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A connection to `origin` that any number of requests can share (HTTP/2) is open: every
+    /// request waiting for `origin` is woken to take it ([`Acquired::Retry`]).
+    pub fn shared(&self, origin: &Origin) {
+        let mut wake = Vec::new();
+        let mut permits = lock(&self.shared);
+        while let Some(waker) = permits.retry_one(origin) {
+            wake.push(waker);
+        }
+        drop(permits);
+        wake.into_iter().for_each(Waker::wake);
+    }
+
+    /// The transport is going away: every request waiting fails (see
+    /// [`acquire`](Self::acquire)), and so does every later one.
+    pub fn close(&self) {
+        let mut permits = lock(&self.shared);
+        permits.closed = true;
+        let wake: Vec<Waker> = permits
+            .waiters
+            .values_mut()
+            .filter_map(|w| w.waker.take())
+            .collect();
+        drop(permits);
+        wake.into_iter().for_each(Waker::wake);
+    }
+
     /// The open connections per origin, origins with none left out, in no particular order.
     pub fn counts(&self) -> Vec<(Origin, usize)> {
-        lock(&self.counts)
+        lock(&self.shared)
+            .counts
             .iter()
             .map(|(origin, n)| (origin.clone(), *n))
             .collect()
+    }
+
+    /// The requests waiting for a place, for tests and metrics.
+    pub fn waiting(&self) -> usize {
+        lock(&self.shared).waiters.len()
+    }
+}
+
+/// One request's place in the queue of [`OpenConnections::acquire`].
+struct Wait<'a> {
+    open: &'a OpenConnections,
+    origin: &'a Origin,
+    ticket: Option<u64>,
+}
+
+impl Future for Wait<'_> {
+    type Output = Result<Acquired, Error>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Self::Output> {
+        let shared = &self.open.shared;
+        let mut permits = lock(shared);
+        if permits.closed {
+            drop(permits);
+            // Drop removes the ticket, if any.
+            return Poll::Ready(Err(Error::new(ErrorKind::Connect)
+                .with_stage(Stage::Pool)
+                .with_source("the client's connection pool is closed")));
+        }
+        let origin = self.origin;
+        let granted = match self.ticket {
+            None if permits.fits(origin) => {
+                // Nobody waiting fits (every change hands the free places out at once), so
+                // taking this one skips no one.
+                permits.count(origin);
+                Some(Grant::Permit)
+            }
+            None => {
+                let ticket = permits.next_ticket;
+                permits.next_ticket += 1;
+                permits.waiters.insert(
+                    ticket,
+                    Waiter {
+                        origin: origin.clone(),
+                        waker: Some(cx.waker().clone()),
+                        grant: Grant::Waiting,
+                    },
+                );
+                drop(permits);
+                self.ticket = Some(ticket);
+                return Poll::Pending;
+            }
+            Some(ticket) => match permits.waiters.get_mut(&ticket) {
+                Some(w) if w.grant == Grant::Waiting => {
+                    w.waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                Some(w) => {
+                    let grant = w.grant;
+                    permits.waiters.remove(&ticket);
+                    Some(grant)
+                }
+                None => None,
+            },
+        };
+        drop(permits);
+        self.ticket = None;
+        match granted {
+            Some(Grant::Permit) => Poll::Ready(Ok(Acquired::Permit(OpenConnection {
+                shared: shared.clone(),
+                origin: origin.clone(),
+            }))),
+            _ => Poll::Ready(Ok(Acquired::Retry)),
+        }
+    }
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        let mut permits = lock(&self.open.shared);
+        let Some(waiter) = permits.waiters.remove(&ticket) else {
+            return;
+        };
+        let wake = match waiter.grant {
+            Grant::Waiting => Vec::new(),
+            // A place handed over but not taken goes to the next in line.
+            Grant::Permit => {
+                permits.uncount(&waiter.origin);
+                permits.grant()
+            }
+            // So does a pooled connection it was told about.
+            Grant::Retry => permits.retry_one(&waiter.origin).into_iter().collect(),
+        };
+        drop(permits);
+        wake.into_iter().for_each(Waker::wake);
     }
 }
 
 /// One open connection, counted by [`OpenConnections`] until it is dropped.
 #[derive(Debug)]
 pub struct OpenConnection {
-    counts: Arc<Mutex<HashMap<Origin, usize>>>,
+    shared: Arc<Mutex<Permits>>,
     origin: Origin,
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        let mut counts = lock(&self.counts);
-        if let Some(n) = counts.get_mut(&self.origin) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.origin);
-            }
-        }
+        let mut permits = lock(&self.shared);
+        permits.uncount(&self.origin);
+        let wake = permits.grant();
+        drop(permits);
+        wake.into_iter().for_each(Waker::wake);
     }
 }
 

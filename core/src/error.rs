@@ -342,6 +342,7 @@ impl fmt::Display for Error {
                 Stage::AwaitHead => "waiting for the response head",
                 Stage::Body => "reading the body",
                 Stage::Proxy => "talking to the proxy",
+                Stage::Pool => "waiting for a pooled connection",
             };
             write!(f, " (during {at})")?;
         }

@@ -304,6 +304,18 @@ pub struct Capabilities {
     /// not swallow the next ones. Without it the connection stays in the pool until the
     /// server or a keep-alive check closes it, and the requests that follow time out too.
     pub http2_timeout_retires_connection: bool,
+    /// Holds [`TransportConfig::max_connections_per_origin`] and
+    /// [`TransportConfig::max_connections`]: never more connections open than they allow.
+    pub connection_caps: bool,
+    /// Fails a request that waited longer than [`TransportConfig::pool_acquire_timeout`] for a
+    /// connection with [`TimeoutPhase::PoolAcquire`](crate::TimeoutPhase::PoolAcquire). A
+    /// backend whose library queues requests out of sight (libcurl) can't observe the wait.
+    pub pool_acquire_timeout: bool,
+    /// A request held back by [`TransportConfig::max_connections`] closes a connection idle in
+    /// the pool for another origin to make room. Without it the idle connection keeps its place
+    /// until its idle timeout (keel-hyper: hyper-util's pool can't be asked to give one up), so
+    /// a request to a new origin waits up to [`TransportConfig::pool_idle_timeout`].
+    pub connection_cap_evicts_idle: bool,
 }
 
 impl Capabilities {
@@ -337,6 +349,9 @@ impl Capabilities {
             pool_return_on_body_end: false,
             truncated_head_detected: false,
             http2_timeout_retires_connection: false,
+            connection_caps: false,
+            pool_acquire_timeout: false,
+            connection_cap_evicts_idle: false,
         }
     }
 
@@ -408,6 +423,26 @@ impl Capabilities {
                         )));
                 }
             }
+        }
+        for (cap, setting) in [
+            (
+                config.max_connections_per_origin,
+                "max_connections_per_origin",
+            ),
+            (config.max_connections, "max_connections"),
+        ] {
+            match cap {
+                Some(_) if !self.connection_caps => return unsupported(setting),
+                Some(0) => {
+                    return Err(Error::new(ErrorKind::Config)
+                        .with_setting(setting)
+                        .with_source("a connection cap must allow at least one connection"))
+                }
+                _ => {}
+            }
+        }
+        if config.pool_acquire_timeout.is_some() && !self.pool_acquire_timeout {
+            return unsupported("pool_acquire_timeout");
         }
         if config.connect_timeout.is_zero() {
             return Err(Error::new(ErrorKind::Config)
@@ -626,6 +661,14 @@ pub struct TransportConfig {
     /// The proxies, and the hosts reached directly. `None` (the default): every request goes
     /// directly, whatever the environment says.
     pub proxy: Option<ProxyConfig>,
+    /// The most connections open to one origin at once, idle ones included. `None`: no cap.
+    pub max_connections_per_origin: Option<usize>,
+    /// The most connections open at once, to all origins together. `None`: no cap.
+    pub max_connections: Option<usize>,
+    /// How long a request waits for a connection the caps allow before it fails with
+    /// [`TimeoutPhase::PoolAcquire`](crate::TimeoutPhase::PoolAcquire). `None`: it waits
+    /// (within the call's other timeouts).
+    pub pool_acquire_timeout: Option<Duration>,
 }
 
 impl Default for TransportConfig {
@@ -648,6 +691,9 @@ impl Default for TransportConfig {
             min_tls_version: None,
             danger_accept_invalid_certs: false,
             proxy: None,
+            max_connections_per_origin: None,
+            max_connections: None,
+            pool_acquire_timeout: None,
         }
     }
 }
@@ -852,6 +898,37 @@ mod tests {
         config.built_in_roots = false;
         let err = Capabilities::none().check(&config).unwrap_err();
         assert_eq!(err.setting(), Some("built_in_roots"));
+    }
+
+    #[test]
+    fn connection_caps_are_refused_by_name_and_must_allow_one() {
+        let caps = Capabilities {
+            connection_caps: true,
+            ..Capabilities::none()
+        };
+        type Set = fn(&mut TransportConfig, usize);
+        let settings: [(&str, Set); 2] = [
+            ("max_connections_per_origin", |c, n| {
+                c.max_connections_per_origin = Some(n)
+            }),
+            ("max_connections", |c, n| c.max_connections = Some(n)),
+        ];
+        for (name, set) in settings {
+            let mut config = TransportConfig::default();
+            set(&mut config, 4);
+            let err = Capabilities::none().check(&config).unwrap_err();
+            assert_eq!(err.setting(), Some(name));
+            assert!(caps.check(&config).is_ok());
+            set(&mut config, 0);
+            let err = caps.check(&config).unwrap_err();
+            assert_eq!((err.kind(), err.setting()), (ErrorKind::Config, Some(name)));
+        }
+        let config = TransportConfig {
+            pool_acquire_timeout: Some(Duration::from_millis(100)),
+            ..TransportConfig::default()
+        };
+        let err = caps.check(&config).unwrap_err();
+        assert_eq!(err.setting(), Some("pool_acquire_timeout"));
     }
 
     #[test]

@@ -129,7 +129,9 @@
 //!   hyper drops the request unanswered: when the connection fails or the
 //!   stream is reset, or at shutdown. Bytes hyper has taken may still sit in
 //!   its write buffer, about to be flushed; a body that never ends (`/stall`)
-//!   keeps its request in flight until the client goes away.
+//!   keeps its request in flight until the client goes away;
+//! - the most connections open at once ([`TestServer::peak_open_connections`]), counted from
+//!   accept until the server has seen the close.
 //!
 //! # Example
 //!
@@ -243,6 +245,8 @@ pub struct TestServer {
 struct State {
     /// Plain + TLS connections still being served.
     open: AtomicUsize,
+    /// The most plain + TLS connections served at once, so far.
+    peak_open: AtomicUsize,
     /// One request counter per accepted plain/TLS connection, in accept order.
     connections: Mutex<Vec<Arc<AtomicUsize>>>,
     /// Every request, and when each was in flight.
@@ -652,6 +656,13 @@ impl TestServer {
         self.state.open.load(Ordering::SeqCst)
     }
 
+    /// The most of [`open_connections`](Self::open_connections) at once, so far: counted
+    /// when a connection is accepted, so a client that closes one connection and opens the
+    /// next counts both until the server has seen the close.
+    pub fn peak_open_connections(&self) -> usize {
+        self.state.peak_open.load(Ordering::SeqCst)
+    }
+
     /// How many requests each accepted plain/TLS connection carried, one
     /// entry per connection in accept order.
     pub fn requests_per_connection(&self) -> Vec<usize> {
@@ -796,9 +807,20 @@ pub fn most_within(instants: &[Instant], span: Duration) -> usize {
     most
 }
 
+/// How many connections a listener queues before it accepts them. std's 128 overflows under a
+/// storm of connects (the cancellation storm keeps hundreds opening at once); the kernel caps
+/// it at `net.core.somaxconn`.
+const BACKLOG: i32 = 4096;
+
 /// Binds a non-blocking std listener (tokio adopts it on the server thread).
 fn bind_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr)?;
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    let listener: std::net::TcpListener = socket.into();
     listener.set_nonblocking(true)?;
     Ok(listener)
 }
@@ -829,7 +851,8 @@ async fn accept_http(listener: TcpListener, tls: Option<TlsAcceptor>, serve: Ser
         let _ = stream.set_nodelay(true);
         let requests = Arc::new(AtomicUsize::new(0));
         lock(&serve.state.connections).push(Arc::clone(&requests));
-        serve.state.open.fetch_add(1, Ordering::SeqCst);
+        let now_open = serve.state.open.fetch_add(1, Ordering::SeqCst) + 1;
+        serve.state.peak_open.fetch_max(now_open, Ordering::SeqCst);
         let guard = OpenGuard(Arc::clone(&serve.state));
         let serve = serve.clone();
         let tls = tls.clone();

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::{CaseResult, Cx, Failure, Outcome};
 use crate::ensure;
 
+pub use super::caps::*;
 pub use super::chaos::*;
 pub use super::connection::*;
 pub use super::cookies::*;

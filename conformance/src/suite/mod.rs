@@ -6,6 +6,7 @@
 //! [`Failure`]. Every case runs under a wall-clock limit ([`CASE_LIMIT`]) on its own thread, so
 //! a hung case is reported as failed instead of hanging the run.
 
+pub mod caps;
 pub mod cases;
 pub mod chaos;
 pub mod connection;
@@ -259,6 +260,11 @@ macro_rules! __for_each_case {
             redis_store_rate_limit_holds_a_steady_pace
             redis_store_server_quota_holds_requests
             max_in_flight_bounds_what_the_server_sees
+            connection_cap_holds_under_10k_requests
+            pool_acquire_timeout_is_its_own_error
+            total_connection_cap_across_origins
+            idle_connections_are_bounded
+            cancellation_storm
             hedged_get_returns_the_fast_answer
             fan_out_keeps_the_asked_order
             sse_reconnects_with_the_last_event_id

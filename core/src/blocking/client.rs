@@ -510,6 +510,15 @@ impl<T: Runtime> ClientBuilder<T> {
         fn pool_max_idle_per_host(max: usize);
         /// How long an idle connection is kept before it is closed.
         fn pool_idle_timeout(timeout: Duration);
+        /// Caps the connections open to each origin; see
+        /// [`crate::ClientBuilder::max_connections_per_origin`].
+        fn max_connections_per_origin(max: usize);
+        /// Caps the connections open to all origins together; see
+        /// [`crate::ClientBuilder::max_connections`].
+        fn max_connections(max: usize);
+        /// How long a request may wait for a connection the caps allow; see
+        /// [`crate::ClientBuilder::pool_acquire_timeout`].
+        fn pool_acquire_timeout(timeout: Duration);
         /// Offer HTTP/2 by ALPN on TLS connections. Default true.
         fn http2(enabled: bool);
         /// Speak HTTP/2 on plain-text connections without negotiating it.

@@ -1398,6 +1398,94 @@ impl<T: Backend> ClientBuilder<T> {
         self
     }
 
+    /// Caps the connections open to each origin at `max`, idle ones included: a request that
+    /// finds every allowed connection busy waits for one to come back to the pool (or to
+    /// close), in the order the requests came. Unlike
+    /// [`max_in_flight_per_origin`](Self::max_in_flight_per_origin), which counts requests,
+    /// this counts sockets: the bound holds however the backend multiplexes (HTTP/2) or
+    /// connects in the background. Bound the wait with
+    /// [`pool_acquire_timeout`](Self::pool_acquire_timeout). Off by default; a backend that
+    /// can't hold it ([`Capabilities::connection_caps`](crate::Capabilities::connection_caps)) refuses it at build.
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// use std::time::Duration;
+    ///
+    /// let client = keel_core::Client::<T>::builder()
+    ///     .base_url("https://api.example.com")
+    ///     .max_connections_per_origin(50) // what one server sees from this process
+    ///     .max_connections(200)           // the sockets this process spends on all of them
+    ///     .pool_acquire_timeout(Duration::from_secs(2))
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn max_connections_per_origin(mut self, max: usize) -> Self {
+        if max == 0 {
+            return self.fail(config_error(
+                "max_connections_per_origin",
+                "a connection cap must allow at least one connection",
+            ));
+        }
+        self.transport.max_connections_per_origin = Some(max);
+        self
+    }
+
+    /// Caps the connections open at once to all origins together at `max`, idle ones
+    /// included. A request held back by it waits as for
+    /// [`max_connections_per_origin`](Self::max_connections_per_origin); where the backend can
+    /// ([`Capabilities::connection_cap_evicts_idle`](crate::Capabilities::connection_cap_evicts_idle)) it closes a connection idle for another
+    /// origin to make room. Off by default.
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// let client = keel_core::Client::<T>::builder().max_connections(64).build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn max_connections(mut self, max: usize) -> Self {
+        if max == 0 {
+            return self.fail(config_error(
+                "max_connections",
+                "a connection cap must allow at least one connection",
+            ));
+        }
+        self.transport.max_connections = Some(max);
+        self
+    }
+
+    /// How long a request may wait for a connection the caps
+    /// ([`max_connections_per_origin`](Self::max_connections_per_origin),
+    /// [`max_connections`](Self::max_connections)) allow. Past it the attempt fails with
+    /// [`ErrorKind::Timeout`]`(`[`TimeoutPhase::PoolAcquire`](crate::TimeoutPhase::PoolAcquire)`)`
+    /// in [`Stage::Pool`](crate::Stage::Pool): nothing was sent.
+    ///
+    /// The retry machine does not retry it (it is not in
+    /// [`Error::is_retryable`](crate::Error::is_retryable)): the caps are full because the
+    /// client already carries all the load it was allowed, and another attempt would queue
+    /// again behind the same requests, turning a full pool into a retry storm. The timeout is
+    /// how the caller sheds that load. A backend that can't observe the wait (libcurl queues
+    /// transfers out of sight) refuses it at build
+    /// ([`Capabilities::pool_acquire_timeout`](crate::Capabilities::pool_acquire_timeout)). Default: no limit of its own.
+    ///
+    /// ```
+    /// # fn demo<T: keel_core::Backend>() -> Result<(), keel_core::Error> {
+    /// use std::time::Duration;
+    /// use keel_core::{ErrorKind, TimeoutPhase};
+    ///
+    /// let client = keel_core::Client::<T>::builder()
+    ///     .max_connections_per_origin(8)
+    ///     .pool_acquire_timeout(Duration::from_millis(250))
+    ///     .build()?;
+    /// # let _ = client;
+    /// let shed = |err: &keel_core::Error| {
+    ///     err.kind() == ErrorKind::Timeout(TimeoutPhase::PoolAcquire)
+    /// };
+    /// # let _ = shed; Ok(()) }
+    /// ```
+    pub fn pool_acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.transport.pool_acquire_timeout = Some(timeout);
+        self
+    }
+
     /// Offer HTTP/2 by ALPN on TLS connections. Default true.
     pub fn http2(mut self, enabled: bool) -> Self {
         self.transport.http2 = enabled;

@@ -181,6 +181,7 @@ pub(crate) fn error_type(kind: ErrorKind) -> &'static str {
         ErrorKind::Timeout(TimeoutPhase::Attempt) => "attempt_timeout",
         ErrorKind::Timeout(TimeoutPhase::Deadline) => "deadline",
         ErrorKind::Timeout(TimeoutPhase::ReadIdle) => "read_idle_timeout",
+        ErrorKind::Timeout(TimeoutPhase::PoolAcquire) => "pool_acquire_timeout",
         ErrorKind::Connect => "connect",
         ErrorKind::Tls => "tls",
         ErrorKind::Status(status) => status_str(status),

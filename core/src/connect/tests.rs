@@ -824,3 +824,183 @@ mod loopback {
         assert!(took < Duration::from_secs(3), "took {took:?}");
     }
 }
+
+/// The connection permits: caps, order, hand-overs, wake-ups.
+mod permits {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use super::super::{Acquired, OpenConnection, OpenConnections};
+    use crate::error::{ErrorKind, Stage};
+    use crate::transport::{Origin, Sleep, Timer};
+
+    #[derive(Debug)]
+    struct NeverTimer;
+    impl Timer for NeverTimer {
+        fn sleep_until(&self, _: std::time::Instant) -> Sleep {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[derive(Default)]
+    struct Woken(AtomicUsize);
+    impl Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    type Acquiring = Pin<Box<dyn Future<Output = Result<Acquired, crate::Error>>>>;
+
+    /// A request waiting for a place, polled by hand.
+    struct Req {
+        fut: Acquiring,
+        woken: Arc<Woken>,
+    }
+
+    impl Req {
+        fn new(open: &OpenConnections, origin: &Origin) -> Self {
+            let (open, origin) = (open.clone(), origin.clone());
+            Self {
+                fut: Box::pin(async move { open.acquire(&origin, &NeverTimer, None).await }),
+                woken: Arc::default(),
+            }
+        }
+
+        fn poll(&mut self) -> Poll<Result<Acquired, crate::Error>> {
+            let waker = Waker::from(self.woken.clone());
+            self.fut.as_mut().poll(&mut Context::from_waker(&waker))
+        }
+
+        fn woken(&self) -> usize {
+            self.woken.0.load(Ordering::SeqCst)
+        }
+
+        fn permit(&mut self) -> OpenConnection {
+            match self.poll() {
+                Poll::Ready(Ok(Acquired::Permit(p))) => p,
+                other => panic!("expected a permit, got {other:?}"),
+            }
+        }
+    }
+
+    fn origin(port: u16) -> Origin {
+        Origin::from_uri(&format!("http://127.0.0.1:{port}").parse().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_per_origin_cap_holds_and_places_go_in_order() {
+        let open = OpenConnections::with_caps(Some(2), None);
+        let (a, b) = (origin(1), origin(2));
+        let p1 = Req::new(&open, &a).permit();
+        let _p2 = Req::new(&open, &a).permit();
+        let mut third = Req::new(&open, &a);
+        let mut fourth = Req::new(&open, &a);
+        assert!(third.poll().is_pending());
+        assert!(fourth.poll().is_pending());
+        // Another origin has its own cap.
+        let _b1 = Req::new(&open, &b).permit();
+        assert_eq!(open.waiting(), 2);
+        drop(p1);
+        assert_eq!((third.woken(), fourth.woken()), (1, 0), "oldest first");
+        // A newcomer can't take the place handed to the third.
+        assert!(Req::new(&open, &a).poll().is_pending());
+        let _p3 = third.permit();
+        assert!(fourth.poll().is_pending());
+        let mut counts = open.counts();
+        counts.sort_by_key(|(o, _)| o.port());
+        assert_eq!(counts, [(a, 2), (b, 1)]);
+    }
+
+    #[test]
+    fn the_total_cap_holds_across_origins() {
+        let open = OpenConnections::with_caps(None, Some(2));
+        let p1 = Req::new(&open, &origin(1)).permit();
+        let _p2 = Req::new(&open, &origin(2)).permit();
+        assert!(open.is_full());
+        let mut waiting = Req::new(&open, &origin(3));
+        assert!(waiting.poll().is_pending());
+        // An idle connection to origin 1 back in the pool: nobody wants origin 1, but origin 3
+        // waits behind the total, so the pool is told to close it.
+        assert!(!open.keeps_idle(&origin(1)));
+        assert!(!open.returned(&origin(1)));
+        drop(p1);
+        assert_eq!(waiting.woken(), 1);
+        let _p3 = waiting.permit();
+        assert!(open.is_full());
+    }
+
+    #[test]
+    fn a_returned_connection_wakes_one_request_for_its_origin() {
+        let open = OpenConnections::with_caps(Some(1), None);
+        let a = origin(1);
+        let _p = Req::new(&open, &a).permit();
+        let mut first = Req::new(&open, &a);
+        let mut second = Req::new(&open, &a);
+        assert!(first.poll().is_pending() && second.poll().is_pending());
+        assert!(open.keeps_idle(&a), "a request waits for it: keep it");
+        assert!(open.returned(&a));
+        assert_eq!((first.woken(), second.woken()), (1, 0));
+        // The first is dropped before it looked: the news goes to the second.
+        drop(first);
+        assert_eq!(second.woken(), 1);
+        assert!(matches!(second.poll(), Poll::Ready(Ok(Acquired::Retry))));
+        // Nobody waits: keep it.
+        assert!(open.keeps_idle(&a));
+        assert!(!open.returned(&a));
+    }
+
+    #[test]
+    fn a_place_handed_to_a_dropped_request_passes_on() {
+        let open = OpenConnections::with_caps(Some(1), None);
+        let a = origin(1);
+        let p = Req::new(&open, &a).permit();
+        let mut first = Req::new(&open, &a);
+        let mut second = Req::new(&open, &a);
+        assert!(first.poll().is_pending() && second.poll().is_pending());
+        drop(p);
+        assert_eq!(first.woken(), 1);
+        drop(first);
+        assert_eq!(second.woken(), 1);
+        let _p = second.permit();
+        assert_eq!(open.counts(), [(a, 1)]);
+        assert_eq!(open.waiting(), 0);
+    }
+
+    #[test]
+    fn closing_fails_the_waiting_requests() {
+        let open = OpenConnections::with_caps(Some(1), None);
+        let a = origin(1);
+        let _p = Req::new(&open, &a).permit();
+        let mut waiting = Req::new(&open, &a);
+        assert!(waiting.poll().is_pending());
+        open.close();
+        assert_eq!(waiting.woken(), 1);
+        let Poll::Ready(Err(err)) = waiting.poll() else {
+            panic!("expected an error");
+        };
+        assert_eq!(
+            (err.kind(), err.stage()),
+            (ErrorKind::Connect, Some(Stage::Pool))
+        );
+        assert_eq!(open.waiting(), 0);
+    }
+
+    #[test]
+    fn a_shared_connection_wakes_every_request_for_its_origin() {
+        let open = OpenConnections::with_caps(Some(1), None);
+        let a = origin(1);
+        let _p = Req::new(&open, &a).permit();
+        let mut reqs: Vec<Req> = (0..3).map(|_| Req::new(&open, &a)).collect();
+        for r in &mut reqs {
+            assert!(r.poll().is_pending());
+        }
+        open.shared(&a);
+        for r in &mut reqs {
+            assert!(matches!(r.poll(), Poll::Ready(Ok(Acquired::Retry))));
+        }
+    }
+}

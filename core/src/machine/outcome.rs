@@ -24,7 +24,7 @@ use super::redirect::RedirectRefusal;
 pub const RETRYABLE_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
 
 /// Whether a failure of `kind` is worth another attempt: connect failures, timeouts other than
-/// the overall deadline, connections that failed mid-flight, the [`RETRYABLE_STATUSES`], and a
+/// the overall deadline and the pool-acquire timeout, connections that failed mid-flight, the [`RETRYABLE_STATUSES`], and a
 /// protocol failure on a request that provably never reached the server (`unsent`).
 ///
 /// ```
@@ -33,12 +33,14 @@ pub const RETRYABLE_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
 ///
 /// assert!(is_retryable(ErrorKind::Timeout(TimeoutPhase::Attempt), false));
 /// assert!(!is_retryable(ErrorKind::Timeout(TimeoutPhase::Deadline), false));
+/// assert!(!is_retryable(ErrorKind::Timeout(TimeoutPhase::PoolAcquire), true));
 /// assert!(!is_retryable(ErrorKind::Protocol, false));
 /// assert!(is_retryable(ErrorKind::Protocol, true));
 /// ```
 pub fn is_retryable(kind: ErrorKind, unsent: bool) -> bool {
     match kind {
-        ErrorKind::Timeout(TimeoutPhase::Deadline) => false,
+        // The caps are full: another attempt would queue behind the same requests.
+        ErrorKind::Timeout(TimeoutPhase::Deadline | TimeoutPhase::PoolAcquire) => false,
         ErrorKind::Timeout(_) | ErrorKind::Connect | ErrorKind::Body => true,
         ErrorKind::Status(s) => RETRYABLE_STATUSES.contains(&s.as_u16()),
         // A protocol failure on a connection the request never reached (a stale keep-alive
@@ -275,6 +277,12 @@ pub enum TimeoutPhase {
     Deadline,
     /// No body bytes arrived for longer than the read-idle timeout.
     ReadIdle,
+    /// No connection could be had within the pool-acquire timeout: every connection the
+    /// connection caps allow was busy. Nothing was sent, in [`Stage::Pool`]. Not retried by
+    /// default: the caps are full because the client is already at the load it was allowed, and
+    /// a retry would only queue again behind the same requests (the acquire timeout is the
+    /// caller's way to shed that load, not a fault of the server).
+    PoolAcquire,
 }
 
 /// Where in an attempt a failure happened.
@@ -300,15 +308,18 @@ pub enum Stage {
     /// its refusal of a forwarded request (`407 Proxy Authentication Required`). Nothing of the
     /// request reached the target server.
     Proxy,
+    /// Waiting for a connection the connection caps allow (`max_connections_per_origin`,
+    /// `max_connections`). Nothing of the request was written.
+    Pool,
 }
 
 impl Stage {
     /// True for the stages before any byte of the request was written (DNS, TCP, TLS, the
-    /// proxy): a failure there can't have had an effect on the server.
+    /// proxy, the wait for a pooled connection): a failure there can't have had an effect on the server.
     pub fn is_before_request(self) -> bool {
         matches!(
             self,
-            Stage::Dns | Stage::Connect | Stage::Tls | Stage::Proxy
+            Stage::Dns | Stage::Connect | Stage::Tls | Stage::Proxy | Stage::Pool
         )
     }
 }
@@ -324,6 +335,9 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Timeout(TimeoutPhase::Deadline) => f.write_str("request deadline passed"),
             ErrorKind::Timeout(TimeoutPhase::ReadIdle) => {
                 f.write_str("timed out waiting for body data")
+            }
+            ErrorKind::Timeout(TimeoutPhase::PoolAcquire) => {
+                f.write_str("timed out waiting for a pooled connection")
             }
             ErrorKind::Connect => f.write_str("connection failed"),
             ErrorKind::Tls => f.write_str("tls handshake failed"),

@@ -352,16 +352,17 @@ fn from_wire(headers: Vec<String>) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
-const STAGES: [(Stage, &str); 6] = [
+const STAGES: [(Stage, &str); 7] = [
     (Stage::Dns, "dns"),
     (Stage::Connect, "connect"),
     (Stage::Tls, "tls"),
     (Stage::SendRequest, "send_request"),
     (Stage::AwaitHead, "await_head"),
     (Stage::Body, "body"),
+    (Stage::Pool, "pool"),
 ];
 
-const KINDS: [(ErrorKind, &str); 8] = [
+const KINDS: [(ErrorKind, &str); 9] = [
     (ErrorKind::Timeout(TimeoutPhase::Connect), "timeout_connect"),
     (ErrorKind::Timeout(TimeoutPhase::Attempt), "timeout_attempt"),
     (
@@ -371,6 +372,10 @@ const KINDS: [(ErrorKind, &str); 8] = [
     (
         ErrorKind::Timeout(TimeoutPhase::ReadIdle),
         "timeout_read_idle",
+    ),
+    (
+        ErrorKind::Timeout(TimeoutPhase::PoolAcquire),
+        "timeout_pool_acquire",
     ),
     (ErrorKind::Connect, "connect"),
     (ErrorKind::Tls, "tls"),

@@ -445,6 +445,8 @@ impl Backend for MockTransport {
             proxy_http: true,
             proxy_tls: true,
             proxy_socks5: true,
+            connection_caps: true,
+            pool_acquire_timeout: true,
             ..Capabilities::none()
         }
     }

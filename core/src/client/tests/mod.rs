@@ -295,6 +295,9 @@ impl<const FULL: bool> Backend for MockTransport<FULL> {
                 pool_return_on_body_end: true,
                 truncated_head_detected: true,
                 http2_timeout_retires_connection: true,
+                connection_caps: true,
+                pool_acquire_timeout: true,
+                connection_cap_evicts_idle: true,
             }
         } else {
             Capabilities::none()

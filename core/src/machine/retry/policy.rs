@@ -544,6 +544,11 @@ mod tests {
             retried(Error::new(ErrorKind::Timeout(TimeoutPhase::Deadline))),
             None
         );
+        // Unsent, yet not retried: the caps are full, another attempt would queue again.
+        let acquire = Error::new(ErrorKind::Timeout(TimeoutPhase::PoolAcquire))
+            .with_stage(crate::Stage::Pool);
+        assert!(acquire.is_unsent());
+        assert_eq!(retried(acquire), None);
         assert!(retried(Error::new(ErrorKind::Body)).is_some());
         assert_eq!(retried(Error::new(ErrorKind::Protocol)), None);
         assert!(retried(Error::new(ErrorKind::Protocol).with_unsent()).is_some());
