@@ -110,9 +110,12 @@ impl WheelState {
         }
     }
 
-    /// Takes the wakers of the sleeps due at `now`, and arms the timer for the next one.
-    fn fire(&mut self, now: Instant, due: &mut Vec<Waker>) {
+    /// Takes the wakers of the sleeps due now, and arms the timer for the next one.
+    fn fire(&mut self, due: &mut Vec<Waker>) {
         loop {
+            // Read again on every turn: the next deadline may pass while the timer is armed
+            // for it, and then it is due too.
+            let now = Instant::now();
             let later = self.sleepers.split_off(&(now, u64::MAX));
             due.extend(std::mem::replace(&mut self.sleepers, later).into_values());
             self.armed = None;
@@ -130,7 +133,7 @@ impl ArcWake for Wheel {
     /// The async-io timer fired: wakes the sleeps that are due, outside the lock.
     fn wake_by_ref(arc_self: &Arc<Self>) {
         let mut due = Vec::new();
-        arc_self.lock().fire(Instant::now(), &mut due);
+        arc_self.lock().fire(&mut due);
         for waker in due {
             waker.wake();
         }
@@ -181,7 +184,7 @@ impl Future for WheelSleep {
         this.id = None;
         this.waker = None;
         let mut due = Vec::new();
-        wheel.fire(Instant::now(), &mut due);
+        wheel.fire(&mut due);
         drop(wheel);
         for waker in due {
             waker.wake();
@@ -390,6 +393,20 @@ mod tests {
                 "{ms} ms woke at {at:?}"
             );
         }
+    }
+
+    #[test]
+    fn deadlines_that_pass_while_the_wheel_rearms_are_all_woken() {
+        within_10s(|| {
+            // A microsecond apart: the next deadline often passes while the timer is being
+            // armed for it, which once made the wheel spin, holding its lock, forever.
+            let start = Instant::now() + Duration::from_millis(5);
+            let sleeps: futures_util::stream::FuturesUnordered<_> = (0..5000u64)
+                .map(|i| AsyncIoTimer.sleep_until(start + Duration::from_micros(i)))
+                .collect();
+            let woken = futures_executor::block_on(futures_util::StreamExt::count(sleeps));
+            assert_eq!(woken, 5000);
+        });
     }
 
     #[test]
