@@ -314,6 +314,13 @@ pub async fn cancellation_storm<T: Backend>(cx: Cx<T>) -> CaseResult {
     const AT_ONCE: usize = 200;
     const IDLE: usize = 8;
     let caps = cx.capabilities();
+    if !caps.cancel_in_flight {
+        // keel-isahc: libcurl learns of a dropped transfer only at its next callback. Under
+        // this storm it failed 4-10% of its connects with CURLE_COULDNT_CONNECT and no socket
+        // error, and while it lasted other isahc clients in the process failed their connects
+        // too (the cause is not found yet). Reported, not run.
+        return Ok(Outcome::NotSupported("cancel_in_flight"));
+    }
     let mut builder = cx.builder().retry_policy(RetryPolicy::disabled());
     if caps.pool_max_idle_per_host {
         builder = builder.pool_max_idle_per_host(IDLE);
@@ -377,22 +384,14 @@ pub async fn cancellation_storm<T: Backend>(cx: Cx<T>) -> CaseResult {
             _ => None,
         })
         .collect();
-    // Most of the storm must have been dropped as planned. libcurl (keel-isahc) fails 4-10% of
-    // its connects during the storm with CURLE_COULDNT_CONNECT and no socket error: reported
-    // below, tolerated up to a quarter.
+    // Every connect the storm started succeeded.
     ensure!(
-        connect_failed.len() * 4 <= STORM_REQUESTS,
+        connect_failed.is_empty(),
         "{} of {STORM_REQUESTS} storm requests could not connect, first: {}",
         connect_failed.len(),
         connect_failed[0]
     );
     tracing_summary(STORM_REQUESTS, took, late, ended);
-    if let Some(first) = connect_failed.first() {
-        eprintln!(
-            "cancellation_storm: {} requests could not connect, first: {first}",
-            connect_failed.len()
-        );
-    }
 
     // The server's view: within the idle bound (no bound set: every connection idle, at most
     // the storm's concurrency).

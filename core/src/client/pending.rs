@@ -689,10 +689,12 @@ impl Call {
             let _entered = span.enter();
             // A head framed two ways is refused here, for every backend, before any hook or
             // policy sees it; its body is dropped unread, which closes the connection.
-            let outcome = outcome.and_then(|head| {
-                crate::body::refuse_ambiguous_framing(&head)?;
-                Ok(head)
-            });
+            let mut outcome = outcome;
+            if let Ok(head) = &outcome {
+                if let Err(refused) = crate::body::refuse_ambiguous_framing(head) {
+                    outcome = Err(refused);
+                }
+            }
             let hooks = &self.shared.config().hooks;
             let outcome = if hooks.is_empty() {
                 outcome
