@@ -3,7 +3,7 @@
 //!
 //! [`FAULT_KINDS`] is the one list. The scorecard's "Fault matrix" section is drawn from it, and
 //! so is the README's "Failure behaviour" table ([`failure_table`]; a test keeps the README in
-//! step). Each entry names a case of the [`suite`](crate::suite), which asserts the error kind
+//! step). Each entry names a case of the [`suite`](mod@crate::suite), which asserts the error kind
 //! and stage (or the recovery) on every (backend, runtime) pair, or reports the capability the
 //! backend lacks.
 

@@ -20,7 +20,7 @@ use crate::transport::{Sleep, Timer};
 /// on first use. No tokio runtime is needed.
 ///
 /// Its sleeps share one async-io timer per process, armed at the earliest of their deadlines
-/// (a [`Wheel`]): a call's attempt and read-idle timers are armed and dropped on every request,
+/// (a wheel): a call's attempt and read-idle timers are armed and dropped on every request,
 /// nearly always later than one already armed, and each async-io timer of their own would be
 /// a trip through the reactor's queue and, often, a wake-up of its thread.
 ///

@@ -197,7 +197,7 @@ const FLOOD_BOUND: u64 = 24 * 1024 * 1024;
 /// is an error in `AwaitHead`, `Protocol` (keel-hyper, keel-smol) or `Body` (keel-isahc:
 /// libcurl ends the transfer with the code of a failed read, `CURLE_RECV_ERROR`, and keeps its
 /// "Too large response headers" only in its error buffer), reached early: the server could write only a bounded
-/// part of it before the client gave up and closed ([`FLOOD_BOUND`]), so memory stays
+/// part of it before the client gave up and closed (`FLOOD_BOUND`), so memory stays
 /// bounded. A header section of 30 KiB is read as usual, and after the flood the next request
 /// goes out on a new connection.
 pub async fn fault_header_section_over_limit<T: Backend>(cx: Cx<T>) -> CaseResult {
