@@ -329,11 +329,13 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, b: Behaviour) -> io
 
 /// Answers `stream` with `200` and the body `ok`.
 async fn answer<S: AsyncWrite + Unpin>(io: &mut S, stream: u32, b: &Behaviour) -> io::Result<()> {
+    // Counted before the answer goes out: a client that has read it may look at the count at
+    // once (on another thread, on tokio's multi-thread runtime).
+    b.seen.answered.fetch_add(1, Ordering::SeqCst);
     io.write_all(&frame(HEADERS, END_HEADERS, stream, &head_block(2)))
         .await?;
     io.write_all(&frame(DATA, END_STREAM, stream, b"ok"))
         .await?;
-    b.seen.answered.fetch_add(1, Ordering::SeqCst);
     Ok(())
 }
 
