@@ -295,6 +295,35 @@ fn start_server(exe: &std::path::Path, pin: bool) -> Result<(ServerProcess, u16)
     Ok((server, port))
 }
 
+/// Waits for `child`, whose stdout is piped, to exit within `limit` (killing it past that) and
+/// returns what it printed; an exit that is not a success is an error.
+pub(crate) fn wait_child(child: &mut Child, limit: Duration) -> Result<String, String> {
+    let mut stdout = child.stdout.take().ok_or("no child stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        text
+    });
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(status) => break status,
+            None if started.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = reader.join();
+                return Err(format!("did not finish within {} s", limit.as_secs()));
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let text = reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!("exited with {status}"));
+    }
+    Ok(text)
+}
+
 /// Runs one (pair, scenario) in a child process; a child still running after `limit` is
 /// killed and reported as not finished.
 fn run_child(
@@ -333,29 +362,8 @@ fn run_child(
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| e.to_string())?;
-    let mut stdout = child.stdout.take().ok_or("no child stdout")?;
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
-        text
-    });
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait().map_err(|e| e.to_string())? {
-            Some(status) => break status,
-            None if started.elapsed() > limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let _ = reader.join();
-                return Err(format!("did not finish within {} s", limit.as_secs()));
-            }
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    let text = reader.join().unwrap_or_default();
-    if !status.success() {
-        return Err(format!("{client} {} exited with {status}", scenario.name()));
-    }
+    let text =
+        wait_child(&mut child, limit).map_err(|e| format!("{client} {}: {e}", scenario.name()))?;
     let line = text.lines().last().unwrap_or_default();
     serde_json::from_str(line).map_err(|e| format!("{client}: bad sample {line:?}: {e}"))
 }

@@ -708,29 +708,7 @@ fn run_child(
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| e.to_string())?;
-    let mut stdout = child.stdout.take().ok_or("no child stdout")?;
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
-        text
-    });
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait().map_err(|e| e.to_string())? {
-            Some(status) => break status,
-            None if started.elapsed() > limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let _ = reader.join();
-                return Err(format!("did not finish within {} s", limit.as_secs()));
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
-        }
-    };
-    let text = reader.join().unwrap_or_default();
-    if !status.success() {
-        return Err(format!("exited with {status}"));
-    }
+    let text = crate::wait_child(&mut child, limit)?;
     let line = text.lines().last().unwrap_or_default();
     serde_json::from_str(line).map_err(|e| format!("bad result {line:?}: {e}"))
 }
