@@ -20,6 +20,14 @@
 //! The same situation on a fresh connection surfaces as an error with
 //! [`Error::is_unsent`] set.
 //!
+//! # HTTP/2 after a timeout
+//!
+//! When keel's attempt timeout, read-idle timeout or deadline cuts a request on an HTTP/2
+//! connection, that connection takes no new requests (hyper-util's pool drops it): a peer that
+//! went silent would swallow them too. The streams already on it carry on. A request dropped for
+//! any other reason (the caller gave up, a hedge lost) leaves its connection in the pool. See
+//! [`keel_core::connect::abandoned_on_timeout`].
+//!
 //! # Connection caps
 //!
 //! `max_connections_per_origin` and `max_connections` are held by the connector: it takes a
@@ -54,6 +62,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http_body_util::BodyExt as _;
+use hyper_util::client::legacy::connect::{capture_connection, CaptureConnection};
 use hyper_util::client::legacy::Client as PoolClient;
 use hyper_util::rt::{TokioExecutor, TokioTimer as HyperUtilTimer};
 use keel_core::connect::OpenConnections;
@@ -74,6 +83,9 @@ pub struct HyperTransport {
     timer: Arc<dyn Timer>,
     /// Responses carry [`keel_core::ConnectionInfo`].
     connection_info: bool,
+    /// Where HTTP/2 may be spoken: such requests note their connection, to retire it after a
+    /// timeout.
+    h2: H2Use,
     open: OpenConnections,
     /// Closes `open` when the last clone of the transport goes: connects still waiting for a
     /// place within the caps (in hyper-util's background tasks) fail then, instead of waiting
@@ -109,6 +121,11 @@ impl HyperTransport {
             client: builder.build(connector),
             timer: Arc::new(TokioTimer),
             connection_info: config.connection_info,
+            h2: match (config.http2_prior_knowledge, config.http2) {
+                (true, _) => H2Use::Always,
+                (false, true) => H2Use::OverTls,
+                (false, false) => H2Use::Never,
+            },
             _closer: Arc::new(Closer(open.clone())),
             open,
             refusals,
@@ -147,11 +164,13 @@ impl Transport for HyperTransport {
         }
         let uri = request.uri().clone();
         let refusals = self.refusals.clone();
-        let fut = self.client.request(request.map(FramedBody::new));
+        let mut request = request.map(FramedBody::new);
+        let retire = self.retire_on_timeout(&mut request);
+        let fut = self.client.request(request);
         let connection_info = self.connection_info;
         Box::pin(async move {
             match fut.await {
-                Ok(response) => Ok(to_keel(response, connection_info)),
+                Ok(response) => Ok(to_keel(response, connection_info, retire)),
                 Err(err) => Err(refused_or(errors::from_client_error(err), &refusals, &uri)),
             }
         })
@@ -182,22 +201,99 @@ fn refused_or(err: Error, refusals: &connect::Refusals, uri: &http::Uri) -> Erro
 }
 
 /// hyper's response as keel's, with the connection's facts when the client asked for them.
+/// An HTTP/2 body keeps `retire`, so a timeout in the body retires the connection.
 fn to_keel(
     mut response: http::Response<hyper::body::Incoming>,
     connection_info: bool,
+    retire: Option<RetireOnTimeout>,
 ) -> http::Response<ResponseBody> {
     let tag = match connection_info {
         true => response.extensions_mut().remove::<ConnTag>(),
         false => None,
     };
-    let response = response.map(|b| ResponseBody::new(b.map_err(errors::from_body_error)));
+    let retire = retire.filter(|_| response.version() == http::Version::HTTP_2);
+    let response = response.map(|body| match retire {
+        None => ResponseBody::new(body.map_err(errors::from_body_error)),
+        Some(retire) => ResponseBody::new(
+            H2Body {
+                body,
+                _retire: retire,
+            }
+            .map_err(errors::from_body_error),
+        ),
+    });
     match tag {
         Some(tag) => response.map(|b| b.with_connection(tag.info())),
         None => response,
     }
 }
 
+/// Where HTTP/2 may be spoken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum H2Use {
+    Never,
+    /// Negotiated by ALPN, so on `https://` only.
+    OverTls,
+    /// `http2_prior_knowledge`: on every connection.
+    Always,
+}
+
+/// Retires the connection a request went on (hyper-util's pool takes no new request on it)
+/// when keel's driver drops the request or its body on a timeout. Only HTTP/2 needs it: an
+/// HTTP/1.1 connection cut mid-exchange is closed anyway.
+struct RetireOnTimeout(CaptureConnection);
+
+impl Drop for RetireOnTimeout {
+    fn drop(&mut self) {
+        if keel_core::connect::abandoned_on_timeout() {
+            if let Some(connected) = &*self.0.connection_metadata() {
+                tracing::debug!("a time limit cut a request: its connection takes no new ones");
+                connected.poison();
+            }
+        }
+    }
+}
+
+/// An HTTP/2 response body, with what retires its connection if a timeout cuts it.
+struct H2Body {
+    body: hyper::body::Incoming,
+    _retire: RetireOnTimeout,
+}
+
+impl http_body::Body for H2Body {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 impl HyperTransport {
+    /// Notes the connection `request` will go on, when it may be an HTTP/2 one.
+    fn retire_on_timeout(
+        &self,
+        request: &mut http::Request<FramedBody>,
+    ) -> Option<RetireOnTimeout> {
+        let h2 = match self.h2 {
+            H2Use::Never => false,
+            H2Use::OverTls => request.uri().scheme() == Some(&http::uri::Scheme::HTTPS),
+            H2Use::Always => true,
+        };
+        h2.then(|| RetireOnTimeout(capture_connection(request)))
+    }
+
     /// [`Transport::send`] on a client with proxies: a request forwarded by an HTTP proxy
     /// carries its credentials, and the proxy's `407` is a [`Stage::Proxy`](keel_core::Stage)
     /// error.
@@ -209,7 +305,9 @@ impl HyperTransport {
         let forwarded = forward(proxy, &mut request);
         let uri = request.uri().clone();
         let refusals = self.refusals.clone();
-        let fut = self.client.request(request.map(FramedBody::new));
+        let mut request = request.map(FramedBody::new);
+        let retire = self.retire_on_timeout(&mut request);
+        let fut = self.client.request(request);
         let connection_info = self.connection_info;
         Box::pin(async move {
             match fut.await {
@@ -217,7 +315,7 @@ impl HyperTransport {
                     if forwarded {
                         keel_core::proxy::check_forwarded(response.status())?;
                     }
-                    Ok(to_keel(response, connection_info))
+                    Ok(to_keel(response, connection_info, retire))
                 }
                 Err(err) => Err(refused_or(errors::from_client_error(err), &refusals, &uri)),
             }
@@ -258,8 +356,8 @@ impl Backend for HyperTransport {
         // on a multi-thread runtime the next request may start before that task runs.
         caps.pool_return_on_body_end = false;
         caps.truncated_head_detected = true;
-        // hyper keeps an HTTP/2 connection whose stream timed out (found by the chaos cases).
-        caps.http2_timeout_retires_connection = false;
+        // A timeout poisons the request's HTTP/2 connection in hyper-util's pool.
+        caps.http2_timeout_retires_connection = true;
         // The connector takes a permit per connection before it opens one, and sees the wait.
         caps.connection_caps = true;
         caps.pool_acquire_timeout = true;

@@ -6,7 +6,10 @@
 //! started on first use, which needs no runtime from the caller.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use http_body_util::BodyExt as _;
@@ -31,6 +34,9 @@ pub(crate) struct H2Conn {
     reused: bool,
     /// The server refused the TLS handshake after the client's side of it (TLS 1.3).
     refusal: keel_core::tls::RefusalWatch,
+    /// A time limit cut a request on this connection: it takes no new ones (see
+    /// [`keel_core::connect::abandoned_on_timeout`]).
+    retired: Arc<AtomicBool>,
 }
 
 impl H2Conn {
@@ -58,6 +64,7 @@ impl H2Conn {
             facts,
             reused: false,
             refusal,
+            retired: Arc::default(),
         })
     }
 
@@ -72,7 +79,7 @@ impl H2Conn {
 
 impl PoolConn for H2Conn {
     fn is_open(&mut self) -> bool {
-        !self.sender.is_closed()
+        !self.sender.is_closed() && !self.retired.load(Ordering::Relaxed)
     }
 }
 
@@ -81,8 +88,13 @@ pub(crate) async fn send(
     mut conn: H2Conn,
     req: Request<Body>,
 ) -> Result<Response<ResponseBody>, SendError> {
+    let retire = RetireOnTimeout(conn.retired.clone());
     match conn.sender.try_send_request(req.map(FramedBody::new)).await {
         Ok(response) => Ok(response.map(|body| {
+            let body = H2Body {
+                body,
+                _retire: retire,
+            };
             let body = ResponseBody::new(body.map_err(from_body_error));
             match &conn.facts {
                 Some(facts) => body.with_connection(facts.for_response(conn.reused)),
@@ -102,6 +114,45 @@ pub(crate) async fn send(
             )),
             None => Err(SendError::Failed(from_send_error(err.into_error(), false))),
         },
+    }
+}
+
+/// Retires its connection when keel's driver drops the request or its body on a timeout: the
+/// peer may have gone silent, and new requests would wait on it too.
+struct RetireOnTimeout(Arc<AtomicBool>);
+
+impl Drop for RetireOnTimeout {
+    fn drop(&mut self) {
+        if keel_core::connect::abandoned_on_timeout() {
+            tracing::debug!("a time limit cut a request: its connection takes no new ones");
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A response body, with what retires its connection if a timeout cuts it.
+struct H2Body {
+    body: hyper::body::Incoming,
+    _retire: RetireOnTimeout,
+}
+
+impl http_body::Body for H2Body {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

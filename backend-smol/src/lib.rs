@@ -426,9 +426,8 @@ impl Backend for SmolTransport {
         // The body that reads a response's last byte puts its connection back in the pool.
         caps.pool_return_on_body_end = true;
         caps.truncated_head_detected = true;
-        // HTTP/2 (feature `http2`) goes through hyper, which keeps a connection whose stream
-        // timed out.
-        caps.http2_timeout_retires_connection = false;
+        // HTTP/2 (feature `http2`): a timeout retires the connection from the pool.
+        caps.http2_timeout_retires_connection = true;
         caps
     }
 

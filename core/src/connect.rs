@@ -40,6 +40,7 @@
 //! # }).unwrap();
 //! ```
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::io;
@@ -931,6 +932,57 @@ impl Drop for OpenConnection {
         drop(permits);
         wake.into_iter().for_each(Waker::wake);
     }
+}
+
+thread_local! {
+    /// Set while the driver drops an attempt that a time limit cut ([`abandoned_on_timeout`]).
+    static TIMED_OUT_DROP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the send future or response body being dropped right now is dropped because a time
+/// limit expired while it waited on the network: the attempt timeout or the call's deadline
+/// before the head, the read-idle timeout or the deadline in the body.
+///
+/// A backend asks from the `Drop` of its send future or body. Answered `true`, the connection
+/// under it may have a silent peer: an HTTP/1.1 connection closes anyway (its exchange is cut
+/// short), but an HTTP/2 one is shared, and a backend that takes no new requests on it
+/// afterwards ([`Capabilities::http2_timeout_retires_connection`](crate::Capabilities::http2_timeout_retires_connection))
+/// keeps the next requests from going to the silence too. The streams already on it carry on.
+/// Any other drop (the caller gave up, a hedge lost the race, the body was read to its end)
+/// answers `false`: a cancelled stream says nothing about its connection.
+///
+/// It costs nothing until a time limit fires: the driver sets a thread-local flag around that
+/// one drop, which runs the backend's `Drop` on the same thread.
+///
+/// ```
+/// use keel_core::connect::abandoned_on_timeout;
+///
+/// struct Stream;
+/// impl Drop for Stream {
+///     fn drop(&mut self) {
+///         if abandoned_on_timeout() {
+///             // Retire the connection this stream ran on.
+///         }
+///     }
+/// }
+/// drop(Stream); // a plain drop: `abandoned_on_timeout()` is false in there
+/// assert!(!abandoned_on_timeout());
+/// ```
+pub fn abandoned_on_timeout() -> bool {
+    TIMED_OUT_DROP.with(Cell::get)
+}
+
+/// Drops `value` (an attempt, a body) with [`abandoned_on_timeout`] answering `true` meanwhile.
+pub(crate) fn drop_on_timeout<T>(value: T) {
+    /// Puts the flag back as it was, even if a `Drop` panics.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            TIMED_OUT_DROP.with(|flag| flag.set(self.0));
+        }
+    }
+    let _restore = Restore(TIMED_OUT_DROP.with(|flag| flag.replace(true)));
+    drop(value);
 }
 
 /// A poisoned count is still a count.

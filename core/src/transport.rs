@@ -303,6 +303,9 @@ pub struct Capabilities {
     /// HTTP/2 connection, that connection takes no new requests: a peer that went silent does
     /// not swallow the next ones. Without it the connection stays in the pool until the
     /// server or a keep-alive check closes it, and the requests that follow time out too.
+    /// A backend learns that a drop comes from a time limit from
+    /// [`connect::abandoned_on_timeout`](crate::connect::abandoned_on_timeout). libcurl
+    /// (keel-isahc) can't be told to stop reusing a connection once its transfer started.
     pub http2_timeout_retires_connection: bool,
     /// Holds [`TransportConfig::max_connections_per_origin`] and
     /// [`TransportConfig::max_connections`]: never more connections open than they allow.

@@ -625,10 +625,12 @@ impl Call {
             },
         };
         let mut winner_is_hedge = false;
+        let mut timed_out = false;
         let outcome = match event {
             None => {
                 let sleep = sleep.get_or_insert_with(|| timer.sleep_until(*head_by));
                 ready!(sleep.as_mut().poll(cx));
+                timed_out = true;
                 Err(Error::new(ErrorKind::Timeout(*timeout)))
             }
             Some(Event::HedgeDue) => {
@@ -713,7 +715,14 @@ impl Call {
         {
             self.learn_latency(hedge.sent, outcome.is_ok());
         }
-        self.phase = Phase::Done;
+        let attempts = std::mem::replace(&mut self.phase, Phase::Done);
+        if timed_out {
+            // The attempt (and a hedge) go with the backend told why: the connection under
+            // them may have gone silent (see `connect::abandoned_on_timeout`).
+            crate::connect::drop_on_timeout(attempts);
+        } else {
+            drop(attempts);
+        }
         drop(span);
         Poll::Ready(self.decide(outcome))
     }

@@ -633,6 +633,12 @@ impl BodyReader {
                 } else {
                     TimeoutPhase::ReadIdle
                 };
+                // The body goes with the backend told why (its connection may have gone
+                // silent: see `connect::abandoned_on_timeout`).
+                crate::connect::drop_on_timeout(std::mem::replace(
+                    &mut self.body,
+                    ResponseBody::empty(),
+                ));
                 self.finish();
                 return Poll::Ready(Err(Error::new(ErrorKind::Timeout(phase))
                     .with_stage(Stage::Body)

@@ -138,6 +138,11 @@ fn a_slow_get_is_hedged_and_the_fast_answer_wins() {
     assert_eq!(at(m), [Duration::ZERO, millis(100)]);
     assert_eq!(resp.record().hedges(), 1);
     assert_eq!(m.cancelled(), 1, "the slow attempt was dropped");
+    assert_eq!(
+        m.dropped_on_timeout(),
+        0,
+        "a lost race says nothing of its connection"
+    );
 }
 
 #[test]

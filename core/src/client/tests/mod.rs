@@ -145,6 +145,8 @@ struct MockState {
     body_polls: Arc<AtomicUsize>,
     /// How many sends were dropped before their head (or error) came.
     cancelled: Arc<AtomicUsize>,
+    /// How many sends and bodies were dropped while `connect::abandoned_on_timeout` said so.
+    timed_out: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for MockState {
@@ -185,6 +187,11 @@ impl MockState {
 
     fn cancelled(&self) -> usize {
         self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Sends and bodies dropped because a time limit cut them.
+    fn dropped_on_timeout(&self) -> usize {
+        self.timed_out.load(Ordering::SeqCst)
     }
 
     /// Drives `fut` to completion in virtual time; panics instead of hanging.
@@ -235,7 +242,8 @@ impl<const FULL: bool> Transport for MockTransport<FULL> {
             .unwrap_or_else(|| Reply::status(200));
         let clock = self.state.clock.clone();
         let polls = self.state.body_polls.clone();
-        let cancelled = Cancelled(Some(self.state.cancelled.clone()));
+        let timed_out = self.state.timed_out.clone();
+        let cancelled = Cancelled(Some((self.state.cancelled.clone(), timed_out.clone())));
         Box::pin(async move {
             let mut cancelled = cancelled;
             match reply.head_at {
@@ -249,6 +257,7 @@ impl<const FULL: bool> Transport for MockTransport<FULL> {
                 gate: None,
                 clock,
                 polls,
+                timed_out,
             };
             let mut response = http::Response::new(ResponseBody::new(body));
             *response.status_mut() = head.status;
@@ -314,19 +323,23 @@ impl<const FULL: bool> Backend for MockTransport<FULL> {
             log: Mutex::default(),
             body_polls: Arc::default(),
             cancelled: Arc::default(),
+            timed_out: Arc::default(),
         });
         LAST_BUILT.with(|l| *l.borrow_mut() = Some(state.clone()));
         Ok(Self { state })
     }
 }
 
-/// Counts a send dropped before it finished.
-struct Cancelled(Option<Arc<AtomicUsize>>);
+/// Counts a send dropped before it finished (and apart, those dropped on a timeout).
+struct Cancelled(Option<(Arc<AtomicUsize>, Arc<AtomicUsize>)>);
 
 impl Drop for Cancelled {
     fn drop(&mut self) {
-        if let Some(count) = &self.0 {
+        if let Some((count, timed_out)) = &self.0 {
             count.fetch_add(1, Ordering::SeqCst);
+            if crate::connect::abandoned_on_timeout() {
+                timed_out.fetch_add(1, Ordering::SeqCst);
+            }
         }
     }
 }
@@ -336,6 +349,15 @@ struct MockBody {
     gate: Option<VirtualSleep>,
     clock: Arc<Clock>,
     polls: Arc<AtomicUsize>,
+    timed_out: Arc<AtomicUsize>,
+}
+
+impl Drop for MockBody {
+    fn drop(&mut self) {
+        if crate::connect::abandoned_on_timeout() {
+            self.timed_out.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl http_body::Body for MockBody {
@@ -1058,6 +1080,12 @@ fn the_attempt_timeout_fires_when_no_head_arrives() {
         Some("http://h/slow")
     );
     assert_eq!(m.elapsed(), secs(2));
+    assert_eq!(
+        m.dropped_on_timeout(),
+        1,
+        "the backend was told the attempt went on a timeout"
+    );
+    assert!(!crate::connect::abandoned_on_timeout(), "and only then");
 }
 
 #[test]
@@ -1140,6 +1168,40 @@ fn read_idle_fires_when_the_body_goes_silent() {
     );
     // Measured from the last chunk, not from the head.
     assert_eq!(m.elapsed(), secs(5));
+    assert_eq!(
+        m.dropped_on_timeout(),
+        1,
+        "the body went at once, the backend told it was on a timeout"
+    );
+}
+
+#[test]
+fn only_a_time_limit_tells_the_backend_it_cut_an_attempt() {
+    let c = single_attempt()
+        .base_url("http://h")
+        .read_idle_timeout(secs(3))
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    // The caller drops a send, and a body halfway; a third body is read to its end.
+    m.push(Reply::never());
+    m.push(Reply::status(200).chunk_at(secs(1), "a").stall());
+    m.push(Reply::status(200).chunk_at(secs(1), "whole"));
+    m.run(async {
+        let send = c.get("x").send();
+        let sleep = m.timer.sleep_until(m.timer.now() + secs(1));
+        futures_util::pin_mut!(send);
+        let left = futures_util::future::select(send, sleep).await;
+        drop(left);
+        let mut half = c.get("x").send().await.unwrap();
+        assert_eq!(half.chunk().await.unwrap().as_deref(), Some(&b"a"[..]));
+        drop(half);
+        assert_eq!(
+            c.get("x").send().await.unwrap().bytes().await.unwrap(),
+            "whole"
+        );
+    });
+    assert_eq!((m.cancelled(), m.dropped_on_timeout()), (1, 0));
 }
 
 #[test]
