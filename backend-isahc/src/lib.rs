@@ -158,6 +158,28 @@
 //! the last response body, which holds one) stops the thread and waits for it, aborting the
 //! transfers still running.
 //!
+//! # Many open descriptors
+//!
+//! curl-sys 0.4.91 builds its bundled libcurl (8.22) without `poll()`: it defines the old
+//! `HAVE_POLL_FINE`, which curl 8.22 no longer reads. libcurl then checks a connecting socket
+//! with `select()`, which can't hold a descriptor numbered 1024 (`FD_SETSIZE`) or above, and
+//! fails the connect with `CURLE_COULDNT_CONNECT` although the socket connected
+//! (curl/curl#15080). A process with a thousand descriptors open (a busy service) would see
+//! every new connection fail as [`ErrorKind::Connect`](keel_core::ErrorKind::Connect).
+//!
+//! keel's workspace builds libcurl with `poll()` (`.cargo/config.toml`, tested by
+//! `tests/many_descriptors.rs`). A project that depends on keel-isahc needs the same lines in
+//! its own `.cargo/config.toml`, since cargo reads that file only from the project being built:
+//!
+//! ```toml
+//! [env]
+//! CFLAGS_x86_64_unknown_linux_gnu = "-DHAVE_POLL"
+//! CFLAGS_aarch64_unknown_linux_gnu = "-DHAVE_POLL"
+//! ```
+//!
+//! (A `CFLAGS_<target>` variable replaces a plain `CFLAGS` for C code built for that target:
+//! add any flags of your own to it.)
+//!
 //! [isahc]: https://docs.rs/isahc
 
 #![forbid(unsafe_code)]
