@@ -162,15 +162,16 @@ impl Transport for HyperTransport {
             // before proxies existed.
             return self.send_proxied(proxy, request);
         }
+        if self.may_speak_h2(request.uri()) {
+            return self.send_h2(request);
+        }
         let uri = request.uri().clone();
         let refusals = self.refusals.clone();
-        let mut request = request.map(FramedBody::new);
-        let retire = self.retire_on_timeout(&mut request);
-        let fut = self.client.request(request);
+        let fut = self.client.request(request.map(FramedBody::new));
         let connection_info = self.connection_info;
         Box::pin(async move {
             match fut.await {
-                Ok(response) => Ok(to_keel(response, connection_info, retire)),
+                Ok(response) => Ok(to_keel(response, connection_info, plain_body)),
                 Err(err) => Err(refused_or(errors::from_client_error(err), &refusals, &uri)),
             }
         })
@@ -200,32 +201,44 @@ fn refused_or(err: Error, refusals: &connect::Refusals, uri: &http::Uri) -> Erro
     }
 }
 
-/// hyper's response as keel's, with the connection's facts when the client asked for them.
-/// An HTTP/2 body keeps `retire`, so a timeout in the body retires the connection.
+/// hyper's response as keel's, with the connection's facts when the client asked for them;
+/// `body` makes keel's body of hyper's.
 fn to_keel(
     mut response: http::Response<hyper::body::Incoming>,
     connection_info: bool,
-    retire: Option<RetireOnTimeout>,
+    body: impl FnOnce(hyper::body::Incoming) -> ResponseBody,
 ) -> http::Response<ResponseBody> {
     let tag = match connection_info {
         true => response.extensions_mut().remove::<ConnTag>(),
         false => None,
     };
-    let retire = retire.filter(|_| response.version() == http::Version::HTTP_2);
-    let response = response.map(|body| match retire {
-        None => ResponseBody::new(body.map_err(errors::from_body_error)),
-        Some(retire) => ResponseBody::new(
-            H2Body {
-                body,
-                _retire: retire,
-            }
-            .map_err(errors::from_body_error),
-        ),
-    });
+    let response = response.map(body);
     match tag {
         Some(tag) => response.map(|b| b.with_connection(tag.info())),
         None => response,
     }
+}
+
+/// A response body as keel's.
+fn plain_body(body: hyper::body::Incoming) -> ResponseBody {
+    ResponseBody::new(body.map_err(errors::from_body_error))
+}
+
+/// A response body as keel's, keeping `retire` when the response came over HTTP/2, so a
+/// timeout in the body retires the connection.
+fn h2_body(
+    body: hyper::body::Incoming,
+    version: http::Version,
+    retire: RetireOnTimeout,
+) -> ResponseBody {
+    if version != http::Version::HTTP_2 {
+        return plain_body(body);
+    }
+    let body = H2Body {
+        body,
+        _retire: retire,
+    };
+    ResponseBody::new(body.map_err(errors::from_body_error))
 }
 
 /// Where HTTP/2 may be spoken.
@@ -281,17 +294,39 @@ impl http_body::Body for H2Body {
 }
 
 impl HyperTransport {
-    /// Notes the connection `request` will go on, when it may be an HTTP/2 one.
-    fn retire_on_timeout(
-        &self,
-        request: &mut http::Request<FramedBody>,
-    ) -> Option<RetireOnTimeout> {
-        let h2 = match self.h2 {
+    /// Whether a request to `uri` may go over HTTP/2.
+    fn may_speak_h2(&self, uri: &http::Uri) -> bool {
+        match self.h2 {
             H2Use::Never => false,
-            H2Use::OverTls => request.uri().scheme() == Some(&http::uri::Scheme::HTTPS),
+            H2Use::OverTls => uri.scheme() == Some(&http::uri::Scheme::HTTPS),
             H2Use::Always => true,
-        };
-        h2.then(|| RetireOnTimeout(capture_connection(request)))
+        }
+    }
+
+    /// [`Transport::send`] for a request that may go over HTTP/2: it notes the connection it
+    /// goes on, to retire it after a timeout. Apart, so the HTTP/1.1 path stays as it was.
+    #[inline(never)]
+    fn send_h2(
+        &self,
+        request: http::Request<Body>,
+    ) -> BoxFuture<Result<http::Response<ResponseBody>, Error>> {
+        let uri = request.uri().clone();
+        let refusals = self.refusals.clone();
+        let mut request = request.map(FramedBody::new);
+        let retire = RetireOnTimeout(capture_connection(&mut request));
+        let fut = self.client.request(request);
+        let connection_info = self.connection_info;
+        Box::pin(async move {
+            match fut.await {
+                Ok(response) => {
+                    let version = response.version();
+                    Ok(to_keel(response, connection_info, |body| {
+                        h2_body(body, version, retire)
+                    }))
+                }
+                Err(err) => Err(refused_or(errors::from_client_error(err), &refusals, &uri)),
+            }
+        })
     }
 
     /// [`Transport::send`] on a client with proxies: a request forwarded by an HTTP proxy
@@ -306,7 +341,9 @@ impl HyperTransport {
         let uri = request.uri().clone();
         let refusals = self.refusals.clone();
         let mut request = request.map(FramedBody::new);
-        let retire = self.retire_on_timeout(&mut request);
+        let retire = self
+            .may_speak_h2(request.uri())
+            .then(|| RetireOnTimeout(capture_connection(&mut request)));
         let fut = self.client.request(request);
         let connection_info = self.connection_info;
         Box::pin(async move {
@@ -315,7 +352,11 @@ impl HyperTransport {
                     if forwarded {
                         keel_core::proxy::check_forwarded(response.status())?;
                     }
-                    Ok(to_keel(response, connection_info, retire))
+                    let version = response.version();
+                    Ok(to_keel(response, connection_info, |body| match retire {
+                        Some(retire) => h2_body(body, version, retire),
+                        None => plain_body(body),
+                    }))
                 }
                 Err(err) => Err(refused_or(errors::from_client_error(err), &refusals, &uri)),
             }

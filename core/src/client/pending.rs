@@ -715,13 +715,12 @@ impl Call {
         {
             self.learn_latency(hedge.sent, outcome.is_ok());
         }
-        let attempts = std::mem::replace(&mut self.phase, Phase::Done);
         if timed_out {
             // The attempt (and a hedge) go with the backend told why: the connection under
             // them may have gone silent (see `connect::abandoned_on_timeout`).
-            crate::connect::drop_on_timeout(attempts);
+            crate::connect::drop_on_timeout(std::mem::replace(&mut self.phase, Phase::Done));
         } else {
-            drop(attempts);
+            self.phase = Phase::Done;
         }
         drop(span);
         Poll::Ready(self.decide(outcome))
