@@ -65,7 +65,7 @@ use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::connect::{capture_connection, CaptureConnection};
 use hyper_util::client::legacy::Client as PoolClient;
 use hyper_util::rt::{TokioExecutor, TokioTimer as HyperUtilTimer};
-use keel_core::connect::OpenConnections;
+use keel_core::connect::{GuardedBody, OnTimeout, OpenConnections};
 use keel_core::proxy::ProxyConfig;
 use keel_core::{
     Backend, Body, BoxFuture, Capabilities, Error, ErrorKind, FramedBody, Origin, PoolStats,
@@ -226,19 +226,15 @@ fn plain_body(body: hyper::body::Incoming) -> ResponseBody {
 
 /// A response body as keel's, keeping `retire` when the response came over HTTP/2, so a
 /// timeout in the body retires the connection.
-fn h2_body(
+fn h2_body<G: Send + Sync + Unpin + 'static>(
     body: hyper::body::Incoming,
     version: http::Version,
-    retire: RetireOnTimeout,
+    retire: G,
 ) -> ResponseBody {
     if version != http::Version::HTTP_2 {
         return plain_body(body);
     }
-    let body = H2Body {
-        body,
-        _retire: retire,
-    };
-    ResponseBody::new(body.map_err(errors::from_body_error))
+    ResponseBody::new(GuardedBody::new(body, retire).map_err(errors::from_body_error))
 }
 
 /// Where HTTP/2 may be spoken.
@@ -251,46 +247,19 @@ enum H2Use {
     Always,
 }
 
-/// Retires the connection a request went on (hyper-util's pool takes no new request on it)
-/// when keel's driver drops the request or its body on a timeout. Only HTTP/2 needs it: an
-/// HTTP/1.1 connection cut mid-exchange is closed anyway.
-struct RetireOnTimeout(CaptureConnection);
-
-impl Drop for RetireOnTimeout {
-    fn drop(&mut self) {
-        if keel_core::connect::abandoned_on_timeout() {
-            if let Some(connected) = &*self.0.connection_metadata() {
-                tracing::debug!("a time limit cut a request: its connection takes no new ones");
-                connected.poison();
-            }
+/// Notes the connection `request` goes on, to retire it (hyper-util's pool takes no new
+/// request on it) when keel's driver drops the request or its body on a timeout. Only HTTP/2
+/// needs it: an HTTP/1.1 connection cut mid-exchange is closed anyway.
+fn retire_on_timeout(
+    request: &mut http::Request<FramedBody>,
+) -> OnTimeout<impl FnOnce() + Send + Sync + Unpin + 'static> {
+    let captured: CaptureConnection = capture_connection(request);
+    OnTimeout::new(move || {
+        if let Some(connected) = &*captured.connection_metadata() {
+            tracing::debug!("a time limit cut a request: its connection takes no new ones");
+            connected.poison();
         }
-    }
-}
-
-/// An HTTP/2 response body, with what retires its connection if a timeout cuts it.
-struct H2Body {
-    body: hyper::body::Incoming,
-    _retire: RetireOnTimeout,
-}
-
-impl http_body::Body for H2Body {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
+    })
 }
 
 impl HyperTransport {
@@ -313,7 +282,7 @@ impl HyperTransport {
         let uri = request.uri().clone();
         let refusals = self.refusals.clone();
         let mut request = request.map(FramedBody::new);
-        let retire = RetireOnTimeout(capture_connection(&mut request));
+        let retire = retire_on_timeout(&mut request);
         let fut = self.client.request(request);
         let connection_info = self.connection_info;
         Box::pin(async move {
@@ -343,7 +312,7 @@ impl HyperTransport {
         let mut request = request.map(FramedBody::new);
         let retire = self
             .may_speak_h2(request.uri())
-            .then(|| RetireOnTimeout(capture_connection(&mut request)));
+            .then(|| retire_on_timeout(&mut request));
         let fut = self.client.request(request);
         let connection_info = self.connection_info;
         Box::pin(async move {

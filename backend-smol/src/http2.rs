@@ -6,14 +6,13 @@
 //! started on first use, which needs no runtime from the caller.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::client::conn::http2;
+use keel_core::connect::{GuardedBody, OnTimeout};
 use keel_core::{Body, Error, ErrorKind, FramedBody, ResponseBody};
 
 use crate::connect::Stream;
@@ -88,14 +87,16 @@ pub(crate) async fn send(
     mut conn: H2Conn,
     req: Request<Body>,
 ) -> Result<Response<ResponseBody>, SendError> {
-    let retire = RetireOnTimeout(conn.retired.clone());
+    // Retires the connection if a timeout cuts the request or its body: the peer may have
+    // gone silent, and new requests would wait on it too.
+    let retired = conn.retired.clone();
+    let retire = OnTimeout::new(move || {
+        tracing::debug!("a time limit cut a request: its connection takes no new ones");
+        retired.store(true, Ordering::Relaxed);
+    });
     match conn.sender.try_send_request(req.map(FramedBody::new)).await {
         Ok(response) => Ok(response.map(|body| {
-            let body = H2Body {
-                body,
-                _retire: retire,
-            };
-            let body = ResponseBody::new(body.map_err(from_body_error));
+            let body = ResponseBody::new(GuardedBody::new(body, retire).map_err(from_body_error));
             match &conn.facts {
                 Some(facts) => body.with_connection(facts.for_response(conn.reused)),
                 None => body,
@@ -114,45 +115,6 @@ pub(crate) async fn send(
             )),
             None => Err(SendError::Failed(from_send_error(err.into_error(), false))),
         },
-    }
-}
-
-/// Retires its connection when keel's driver drops the request or its body on a timeout: the
-/// peer may have gone silent, and new requests would wait on it too.
-struct RetireOnTimeout(Arc<AtomicBool>);
-
-impl Drop for RetireOnTimeout {
-    fn drop(&mut self) {
-        if keel_core::connect::abandoned_on_timeout() {
-            tracing::debug!("a time limit cut a request: its connection takes no new ones");
-            self.0.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
-/// A response body, with what retires its connection if a timeout cuts it.
-struct H2Body {
-    body: hyper::body::Incoming,
-    _retire: RetireOnTimeout,
-}
-
-impl http_body::Body for H2Body {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
     }
 }
 

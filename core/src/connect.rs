@@ -972,6 +972,85 @@ pub fn abandoned_on_timeout() -> bool {
     TIMED_OUT_DROP.with(Cell::get)
 }
 
+/// Runs an action (retiring a connection, say) when it is dropped on a timeout: while
+/// [`abandoned_on_timeout`] answers `true`. Dropped any other way, it does nothing.
+///
+/// A backend keeps one in its send future and hands it on to the body
+/// ([`GuardedBody`]), so a timeout before the head and one in the body both reach it.
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::sync::Arc;
+/// use keel_core::connect::OnTimeout;
+///
+/// let retired = Arc::new(AtomicBool::new(false));
+/// let flag = retired.clone();
+/// drop(OnTimeout::new(move || flag.store(true, Ordering::Relaxed)));
+/// assert!(!retired.load(Ordering::Relaxed), "a plain drop is not a timeout");
+/// ```
+pub struct OnTimeout<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> OnTimeout<F> {
+    /// Runs `action` if dropped on a timeout.
+    pub fn new(action: F) -> Self {
+        Self(Some(action))
+    }
+}
+
+impl<F: FnOnce()> Drop for OnTimeout<F> {
+    fn drop(&mut self) {
+        if abandoned_on_timeout() {
+            if let Some(action) = self.0.take() {
+                action();
+            }
+        }
+    }
+}
+
+impl<F: FnOnce()> std::fmt::Debug for OnTimeout<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnTimeout").finish_non_exhaustive()
+    }
+}
+
+/// A response body that keeps `guard` (an [`OnTimeout`], say) for as long as it lives; it
+/// reads as the body it wraps.
+#[derive(Debug)]
+pub struct GuardedBody<B, G> {
+    body: B,
+    _guard: G,
+}
+
+impl<B, G> GuardedBody<B, G> {
+    /// `body`, holding `guard` until it is dropped.
+    pub fn new(body: B, guard: G) -> Self {
+        Self {
+            body,
+            _guard: guard,
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin, G: Unpin> http_body::Body for GuardedBody<B, G> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Drops `value` (an attempt, a body) with [`abandoned_on_timeout`] answering `true` meanwhile.
 pub(crate) fn drop_on_timeout<T>(value: T) {
     /// Puts the flag back as it was, even if a `Drop` panics.

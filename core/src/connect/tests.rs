@@ -1004,3 +1004,32 @@ mod permits {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Drops on a timeout
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn on_timeout_runs_only_when_dropped_on_a_timeout_and_in_a_guarded_body() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::{abandoned_on_timeout, drop_on_timeout, GuardedBody, OnTimeout};
+
+    let runs = Arc::new(AtomicUsize::new(0));
+    let guard = || {
+        let runs = runs.clone();
+        OnTimeout::new(move || {
+            runs.fetch_add(1, Ordering::SeqCst);
+        })
+    };
+    drop(guard());
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "a plain drop");
+    drop_on_timeout(guard());
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "a drop on a timeout");
+    drop_on_timeout(GuardedBody::new(
+        http_body_util::Empty::<bytes::Bytes>::new(),
+        guard(),
+    ));
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "inside a body");
+    assert!(!abandoned_on_timeout(), "the flag is down again afterwards");
+}
