@@ -40,9 +40,12 @@ pub struct AsyncIoTimer;
 impl Timer for AsyncIoTimer {
     fn sleep_until(&self, deadline: Instant) -> Sleep {
         Box::pin(WheelSleep {
-            deadline,
-            id: None,
-            waker: None,
+            stable: StableWaker::new(),
+            entry: Entry {
+                deadline,
+                id: None,
+                waker: None,
+            },
         })
     }
 }
@@ -140,8 +143,16 @@ impl ArcWake for Wheel {
     }
 }
 
-/// A sleep on the [`Wheel`].
+/// A sleep on the [`Wheel`]. Polled through a [`StableWaker`]: on an executor whose wakers
+/// change identity from poll to poll (tokio's current-thread `block_on`), every poll would
+/// otherwise take the wheel's lock to hand it the new waker.
 struct WheelSleep {
+    stable: StableWaker,
+    entry: Entry,
+}
+
+/// A sleep's place on the wheel.
+struct Entry {
     deadline: Instant,
     /// Its key in the wheel, once it waits there.
     id: Option<u64>,
@@ -153,36 +164,44 @@ impl Future for WheelSleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        if Instant::now() >= this.deadline {
-            this.leave();
+        let WheelSleep { stable, entry } = self.get_mut();
+        stable.poll(cx, |cx| entry.poll(cx))
+    }
+}
+
+impl Entry {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.deadline {
+            self.leave();
             return Poll::Ready(());
         }
-        if this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        if self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             // On the wheel with this task's waker: it wakes the task at the deadline.
             return Poll::Pending;
         }
-        this.waker = Some(cx.waker().clone());
+        self.waker = Some(cx.waker().clone());
+        #[cfg(test)]
+        tests::LOCKED_POLLS.with(|n| n.set(n.get() + 1));
         let mut wheel = Wheel::get().lock();
-        let id = match this.id {
+        let id = match self.id {
             Some(id) => id,
             None => {
                 let id = wheel.next_id;
                 wheel.next_id += 1;
-                this.id = Some(id);
+                self.id = Some(id);
                 id
             }
         };
         wheel
             .sleepers
-            .insert((this.deadline, id), cx.waker().clone());
-        if wheel.arm(this.deadline) {
+            .insert((self.deadline, id), cx.waker().clone());
+        if wheel.arm(self.deadline) {
             return Poll::Pending;
         }
         // The deadline passed while the timer was being armed.
-        wheel.sleepers.remove(&(this.deadline, id));
-        this.id = None;
-        this.waker = None;
+        wheel.sleepers.remove(&(self.deadline, id));
+        self.id = None;
+        self.waker = None;
         let mut due = Vec::new();
         wheel.fire(&mut due);
         drop(wheel);
@@ -191,9 +210,7 @@ impl Future for WheelSleep {
         }
         Poll::Ready(())
     }
-}
 
-impl WheelSleep {
     /// Takes this sleep off the wheel, if it waits there.
     fn leave(&mut self) {
         self.waker = None;
@@ -203,7 +220,7 @@ impl WheelSleep {
     }
 }
 
-impl Drop for WheelSleep {
+impl Drop for Entry {
     fn drop(&mut self) {
         self.leave();
     }
@@ -331,6 +348,40 @@ mod tests {
             stable.poll(&mut cx, |cx| assert!(cx.waker().will_wake(&waker)));
         }
         assert!(stable.forward.is_none());
+    }
+
+    thread_local! {
+        /// Polls of a sleep on this thread that took the wheel's lock.
+        pub(super) static LOCKED_POLLS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    #[test]
+    fn a_sleep_polled_with_changing_wakers_takes_the_lock_at_most_twice_and_still_wakes() {
+        within_10s(|| {
+            let wakes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let timer = AsyncIoTimer;
+            let mut sleep = timer.sleep_until(timer.now() + Duration::from_millis(50));
+            for _ in 0..100 {
+                let waker = unstable_waker(&wakes);
+                assert!(sleep
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&waker))
+                    .is_pending());
+            }
+            assert!(
+                LOCKED_POLLS.with(std::cell::Cell::get) <= 2,
+                "{} of 100 polls took the lock",
+                LOCKED_POLLS.with(std::cell::Cell::get)
+            );
+            while wakes.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let waker = unstable_waker(&wakes);
+            assert!(sleep
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_ready());
+        });
     }
 
     #[test]
