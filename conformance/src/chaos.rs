@@ -55,15 +55,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::server::TestServer;
+use crate::server::{serve_on_thread, ServerThread, TestServer};
 
 /// After a [`Fault::Close`], the proxy reads and drops what the client still sends for this
 /// long at most, so the close stays a clean FIN (closing a socket with unread bytes would
 /// send a reset instead).
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
-
-/// How long the proxy's runtime gets to wind down after shutdown.
-const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
 
 /// Which way the bytes a fault applies to travel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -230,46 +227,17 @@ impl ChaosProxy {
         let port = listener.local_addr()?.port();
         let counters = Arc::new(Counters::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
-        let (finished_tx, finished) = mpsc::channel::<()>();
         let shared = Arc::clone(&counters);
-        let thread = std::thread::Builder::new()
-            .name(format!("keel-chaos-proxy-{port}"))
-            .spawn(move || {
-                let _finished = finished_tx;
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let listener = {
-                    let _context = runtime.enter();
-                    match TcpListener::from_std(listener) {
-                        Ok(listener) => listener,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                    }
-                };
-                let mut stop = shutdown_rx.clone();
-                runtime.spawn(accept(listener, target, chaos, shared, shutdown_rx));
-                let _ = ready_tx.send(Ok(()));
-                runtime.block_on(async {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                });
-                runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
-            })?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(io::Error::other("chaos proxy thread failed to start")),
-        }
+        let ServerThread {
+            thread, finished, ..
+        } = serve_on_thread(format!("keel-chaos-proxy-{port}"), move || {
+            let listener = TcpListener::from_std(listener)?;
+            let mut stop = shutdown_rx.clone();
+            tokio::spawn(accept(listener, target, chaos, shared, shutdown_rx));
+            Ok(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+        })?;
         Ok(ChaosProxy {
             port,
             target,

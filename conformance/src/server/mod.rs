@@ -199,8 +199,8 @@ pub use routes::Reply;
 /// How long `Drop` waits for the server thread before detaching it.
 const DROP_WAIT: Duration = Duration::from_secs(2);
 
-/// How long the server thread lets its runtime wind down after shutdown.
-const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
+/// How long a server thread lets its runtime wind down after shutdown.
+pub(crate) const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
 
 /// Raw listeners stop reading a request head after this many bytes…
 const RAW_HEAD_LIMIT: usize = 64 * 1024;
@@ -430,61 +430,26 @@ impl TestServer {
             shutdown: shutdown_rx,
         };
 
-        let (ready_tx, ready_rx) = mpsc::channel::<io::Result<tokio::runtime::Handle>>();
-        let (finished_tx, finished_rx) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name(format!("keel-test-server-{plain_port}"))
-            .spawn(move || {
-                // Dropped when this thread's work is done: `Drop` sees the
-                // channel disconnect.
-                let _finished = finished_tx;
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let listening = {
-                    let _context = runtime.enter();
-                    (|| {
-                        let plain = TcpListener::from_std(plain)?;
-                        let secure = TcpListener::from_std(secure)?;
-                        let blackhole = TcpListener::from_std(blackhole)?;
-                        let mtls = TcpListener::from_std(mtls)?;
-                        let tls12 = TcpListener::from_std(tls12)?;
-                        Ok::<_, io::Error>((plain, secure, blackhole, mtls, tls12))
-                    })()
-                };
-                let (plain, secure, blackhole, mtls, tls12) = match listening {
-                    Ok(listeners) => listeners,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let mut shutdown = serve.shutdown.clone();
-                runtime.spawn(accept_http(plain, None, serve.clone()));
-                runtime.spawn(accept_http(secure, Some(acceptor), serve.clone()));
-                runtime.spawn(accept_blackhole(blackhole, serve.shutdown.clone()));
-                runtime.spawn(accept_mtls(mtls, mtls_acceptor, client_der, serve.clone()));
-                runtime.spawn(accept_http(tls12, Some(tls12_acceptor), serve.clone()));
-                drop(serve);
-                let _ = ready_tx.send(Ok(runtime.handle().clone()));
-                runtime.block_on(wait_shutdown(&mut shutdown));
-                // Drops every task still running: stalled streams, held
-                // connections, accept loops.
-                runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
-            })?;
-
-        let runtime = match ready_rx.recv() {
-            Ok(Ok(handle)) => handle,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(io::Error::other("test server thread failed to start")),
-        };
+        let ServerThread {
+            thread,
+            handle: runtime,
+            finished: finished_rx,
+        } = serve_on_thread(format!("keel-test-server-{plain_port}"), move || {
+            let plain = TcpListener::from_std(plain)?;
+            let secure = TcpListener::from_std(secure)?;
+            let blackhole = TcpListener::from_std(blackhole)?;
+            let mtls = TcpListener::from_std(mtls)?;
+            let tls12 = TcpListener::from_std(tls12)?;
+            let mut shutdown = serve.shutdown.clone();
+            tokio::spawn(accept_http(plain, None, serve.clone()));
+            tokio::spawn(accept_http(secure, Some(acceptor), serve.clone()));
+            tokio::spawn(accept_blackhole(blackhole, serve.shutdown.clone()));
+            tokio::spawn(accept_mtls(mtls, mtls_acceptor, client_der, serve.clone()));
+            tokio::spawn(accept_http(tls12, Some(tls12_acceptor), serve));
+            // Then the runtime drops every task still running: stalled streams, held
+            // connections, accept loops.
+            Ok(async move { wait_shutdown(&mut shutdown).await })
+        })?;
 
         Ok(TestServer {
             plain_port,
@@ -826,6 +791,67 @@ fn bind_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 }
 
 /// Resolves once shutdown is signalled (or the [`TestServer`] is gone).
+/// A loopback server's thread: a current-thread tokio runtime of its own.
+pub(crate) struct ServerThread {
+    pub(crate) thread: JoinHandle<()>,
+    /// The runtime's handle, for spawning on it from outside.
+    pub(crate) handle: tokio::runtime::Handle,
+    /// Disconnected once the thread has finished (its runtime shut down).
+    pub(crate) finished: mpsc::Receiver<()>,
+}
+
+/// Starts the thread `name` with a current-thread tokio runtime. `start` runs inside the
+/// runtime (it turns std listeners into tokio ones and spawns the accept loops) and returns
+/// the future that lasts until the server stops; then the runtime drops the tasks still
+/// running, within [`RUNTIME_SHUTDOWN`]. Returns once `start` has succeeded, or with its
+/// error (or the runtime's).
+pub(crate) fn serve_on_thread<F, Fut>(name: String, start: F) -> io::Result<ServerThread>
+where
+    F: FnOnce() -> io::Result<Fut> + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let (ready_tx, ready_rx) = mpsc::channel::<io::Result<tokio::runtime::Handle>>();
+    let (finished_tx, finished) = mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            // Dropped when this thread's work is done: the owner sees the channel disconnect.
+            let _finished = finished_tx;
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let until = {
+                let _context = runtime.enter();
+                match start() {
+                    Ok(until) => until,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                }
+            };
+            let _ = ready_tx.send(Ok(runtime.handle().clone()));
+            runtime.block_on(until);
+            runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(handle)) => Ok(ServerThread {
+            thread,
+            handle,
+            finished,
+        }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::Error::other(format!("{name} failed to start"))),
+    }
+}
+
 async fn wait_shutdown(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }

@@ -33,6 +33,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::{serve_on_thread, ServerThread};
+
 /// How long a client has to send its request head or SOCKS5 messages.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest request head read.
@@ -80,46 +82,20 @@ impl TestProxy {
         let credentials: Credentials = credentials.map(|(u, p)| (u.to_owned(), p.to_owned()));
         let log = Arc::new(Mutex::new(Log::default()));
         let (shutdown, mut shutdown_rx) = watch::channel(false);
-        let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
         let shared = Arc::clone(&log);
-        let thread = std::thread::Builder::new()
-            .name(format!("keel-test-proxy-{http_port}"))
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let listeners = {
-                    let _context = runtime.enter();
-                    (|| {
-                        Ok::<_, io::Error>((
-                            TcpListener::from_std(http)?,
-                            TcpListener::from_std(https)?,
-                            TcpListener::from_std(socks)?,
-                        ))
-                    })()
-                };
-                let (http, https, socks) = match listeners {
-                    Ok(listeners) => listeners,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                runtime.spawn(accept(
+        let ServerThread { thread, .. } =
+            serve_on_thread(format!("keel-test-proxy-{http_port}"), move || {
+                let http = TcpListener::from_std(http)?;
+                let https = TcpListener::from_std(https)?;
+                let socks = TcpListener::from_std(socks)?;
+                tokio::spawn(accept(
                     http,
                     credentials.clone(),
                     shared.clone(),
                     serve_http,
                 ));
                 let (tls_credentials, tls_log) = (credentials.clone(), shared.clone());
-                runtime.spawn(accept(
+                tokio::spawn(accept(
                     https,
                     tls_credentials,
                     tls_log,
@@ -134,22 +110,15 @@ impl TestProxy {
                         }
                     },
                 ));
-                runtime.spawn(accept(socks, credentials, shared, serve_socks));
-                let _ = ready_tx.send(Ok(()));
-                runtime.block_on(async {
+                tokio::spawn(accept(socks, credentials, shared, serve_socks));
+                Ok(async move {
                     while !*shutdown_rx.borrow() {
                         if shutdown_rx.changed().await.is_err() {
                             break;
                         }
                     }
-                });
-                runtime.shutdown_timeout(Duration::from_millis(500));
+                })
             })?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(io::Error::other("test proxy thread failed to start")),
-        }
         Ok(TestProxy {
             http_port,
             https_port,
