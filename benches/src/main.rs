@@ -295,6 +295,25 @@ fn start_server(exe: &std::path::Path, pin: bool) -> Result<(ServerProcess, u16)
     Ok((server, port))
 }
 
+/// Runs `cmd` (a child mode of this binary) pinned to CPU 1 when `pin`, with its stdout piped
+/// and its stderr passed through, within `limit` (see [`wait_child`]): what it printed.
+pub(crate) fn run_child_process(
+    mut cmd: Command,
+    pin: bool,
+    limit: Duration,
+) -> Result<String, String> {
+    if pin {
+        cmd.args(["--cpu", "1"]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    wait_child(&mut child, limit)
+}
+
 /// Waits for `child`, whose stdout is piped, to exit within `limit` (killing it past that) and
 /// returns what it printed; an exit that is not a success is an error.
 pub(crate) fn wait_child(child: &mut Child, limit: Duration) -> Result<String, String> {
@@ -353,17 +372,8 @@ fn run_child(
         "--port",
         &port.to_string(),
     ]);
-    if pin {
-        cmd.args(["--cpu", "1"]);
-    }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let text =
-        wait_child(&mut child, limit).map_err(|e| format!("{client} {}: {e}", scenario.name()))?;
+    let text = run_child_process(cmd, pin, limit)
+        .map_err(|e| format!("{client} {}: {e}", scenario.name()))?;
     let line = text.lines().last().unwrap_or_default();
     serde_json::from_str(line).map_err(|e| format!("{client}: bad sample {line:?}: {e}"))
 }

@@ -1052,16 +1052,7 @@ impl Summary {
                 .enumerate()
                 .map(|(i, (_, v))| format!("{:.1},{:.1}", xpos(i), ypos(*v as f64)))
                 .collect();
-            let _ = write!(
-                body,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/><rect x="{lx}" y="{ly}" width="12" height="12" fill="{color}"/><text x="{tx}" y="{ty}">{}</text>"#,
-                pts.join(" "),
-                escape(&c.client),
-                lx = left + w + 20.0,
-                ly = top + n as f64 * 20.0,
-                tx = left + w + 38.0,
-                ty = top + n as f64 * 20.0 + 11.0,
-            );
+            line_with_legend(&mut body, color, &pts, &c.client, (left + w + 20.0, top), n);
         }
         svg(left + w + 200.0, top + h + 40.0, &body)
     }
@@ -1216,6 +1207,28 @@ fn heat(cost: f64) -> String {
         lerp(235.0, 48.0),
         lerp(130.0, 39.0)
     )
+}
+
+/// A plot's line through `points` in `color`, and its legend entry (`label`, the `n`th) in the
+/// column that starts at `legend`.
+pub(crate) fn line_with_legend(
+    body: &mut String,
+    color: &str,
+    points: &[String],
+    label: &str,
+    legend: (f64, f64),
+    n: usize,
+) {
+    let (lx, top) = legend;
+    let ly = top + n as f64 * 20.0;
+    let _ = write!(
+        body,
+        r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/><rect x="{lx}" y="{ly}" width="12" height="12" fill="{color}"/><text x="{tx}" y="{ty}">{}</text>"#,
+        points.join(" "),
+        escape(label),
+        tx = lx + 18.0,
+        ty = ly + 11.0,
+    );
 }
 
 pub(crate) fn svg(width: f64, height: f64, body: &str) -> String {

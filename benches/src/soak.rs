@@ -41,7 +41,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -699,16 +699,7 @@ fn run_child(
         "--port",
         &port.to_string(),
     ]);
-    if pin {
-        cmd.args(["--cpu", "1"]);
-    }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let text = crate::wait_child(&mut child, limit)?;
+    let text = crate::run_child_process(cmd, pin, limit)?;
     let line = text.lines().last().unwrap_or_default();
     serde_json::from_str(line).map_err(|e| format!("bad result {line:?}: {e}"))
 }
@@ -966,15 +957,13 @@ pub(crate) fn rss_svg(n: u64, results: &[(String, Result<SoakRun, String>)]) -> 
             .iter()
             .map(|p| format!("{:.1},{:.1}", xpos(p.done), ypos(p.rss_kib)))
             .collect();
-        let _ = write!(
-            body,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/><rect x="{lx}" y="{ly}" width="12" height="12" fill="{color}"/><text x="{tx}" y="{ty}">{}</text>"#,
-            points.join(" "),
-            escape(&run.pair),
-            lx = left + w + 20.0,
-            ly = top + i as f64 * 20.0,
-            tx = left + w + 38.0,
-            ty = top + i as f64 * 20.0 + 11.0,
+        crate::report::line_with_legend(
+            &mut body,
+            color,
+            &points,
+            &run.pair,
+            (left + w + 20.0, top),
+            i,
         );
     }
     svg(left + w + 200.0, top + h + 50.0, &body)
