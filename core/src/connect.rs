@@ -1051,8 +1051,9 @@ impl<B: http_body::Body + Unpin, G: Unpin> http_body::Body for GuardedBody<B, G>
     }
 }
 
-/// Drops `value` (an attempt, a body) with [`abandoned_on_timeout`] answering `true` meanwhile.
-pub(crate) fn drop_on_timeout<T>(value: T) {
+/// Runs `drops` (which drops an attempt or a body) with [`abandoned_on_timeout`] answering
+/// `true` meanwhile.
+pub(crate) fn on_timeout(drops: impl FnOnce()) {
     /// Puts the flag back as it was, even if a `Drop` panics.
     struct Restore(bool);
     impl Drop for Restore {
@@ -1061,7 +1062,7 @@ pub(crate) fn drop_on_timeout<T>(value: T) {
         }
     }
     let _restore = Restore(TIMED_OUT_DROP.with(|flag| flag.replace(true)));
-    drop(value);
+    drops();
 }
 
 /// A poisoned count is still a count.

@@ -718,7 +718,7 @@ impl Call {
         if timed_out {
             // The attempt (and a hedge) go with the backend told why: the connection under
             // them may have gone silent (see `connect::abandoned_on_timeout`).
-            crate::connect::drop_on_timeout(std::mem::replace(&mut self.phase, Phase::Done));
+            crate::connect::on_timeout(|| self.phase = Phase::Done);
         } else {
             self.phase = Phase::Done;
         }

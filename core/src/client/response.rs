@@ -635,11 +635,7 @@ impl BodyReader {
                 };
                 // The body goes with the backend told why (its connection may have gone
                 // silent: see `connect::abandoned_on_timeout`).
-                crate::connect::drop_on_timeout(std::mem::replace(
-                    &mut self.body,
-                    ResponseBody::empty(),
-                ));
-                self.finish();
+                crate::connect::on_timeout(|| self.finish());
                 return Poll::Ready(Err(Error::new(ErrorKind::Timeout(phase))
                     .with_stage(Stage::Body)
                     .with_url(url.clone())));

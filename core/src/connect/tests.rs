@@ -1013,7 +1013,7 @@ mod permits {
 fn on_timeout_runs_only_when_dropped_on_a_timeout_and_in_a_guarded_body() {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use super::{abandoned_on_timeout, drop_on_timeout, GuardedBody, OnTimeout};
+    use super::{abandoned_on_timeout, on_timeout, GuardedBody, OnTimeout};
 
     let runs = Arc::new(AtomicUsize::new(0));
     let guard = || {
@@ -1024,12 +1024,11 @@ fn on_timeout_runs_only_when_dropped_on_a_timeout_and_in_a_guarded_body() {
     };
     drop(guard());
     assert_eq!(runs.load(Ordering::SeqCst), 0, "a plain drop");
-    drop_on_timeout(guard());
+    let g = guard();
+    on_timeout(|| drop(g));
     assert_eq!(runs.load(Ordering::SeqCst), 1, "a drop on a timeout");
-    drop_on_timeout(GuardedBody::new(
-        http_body_util::Empty::<bytes::Bytes>::new(),
-        guard(),
-    ));
+    let body = GuardedBody::new(http_body_util::Empty::<bytes::Bytes>::new(), guard());
+    on_timeout(|| drop(body));
     assert_eq!(runs.load(Ordering::SeqCst), 2, "inside a body");
     assert!(!abandoned_on_timeout(), "the flag is down again afterwards");
 }
