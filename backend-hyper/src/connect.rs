@@ -27,15 +27,26 @@ use tokio_rustls::TlsConnector;
 
 use crate::TokioTimer;
 
-/// Opens plain or TLS connections for hyper-util's pool.
+/// Opens plain or TLS connections for hyper-util's pool: one pointer, as hyper-util clones
+/// the connector (twice) and moves it with every request.
 #[derive(Clone)]
-pub(crate) struct Connector {
+pub(crate) struct Connector(Arc<ConnectorConfig>);
+
+impl std::ops::Deref for Connector {
+    type Target = ConnectorConfig;
+
+    fn deref(&self) -> &ConnectorConfig {
+        &self.0
+    }
+}
+
+/// What a [`Connector`] opens connections with.
+pub(crate) struct ConnectorConfig {
     tls: TlsConnector,
     connect_timeout: Duration,
     nodelay: bool,
-    /// How hosts are reached: DNS settings and proxies, in one `Arc` (hyper-util clones the
-    /// connector for every request).
-    net: Arc<Net>,
+    /// How hosts are reached: DNS settings and proxies.
+    net: Net,
     local_address: Option<IpAddr>,
     /// Tag connections so that responses say which one they came over (off by default: the
     /// tag costs an allocation per response).
@@ -92,15 +103,15 @@ impl Connector {
     pub(crate) fn new(config: &TransportConfig) -> Result<Self, Error> {
         let tls = keel_core::tls::rustls_client_config(config, true)?;
         let proxy_tls = proxy_tls(config)?;
-        Ok(Self {
+        Ok(Self(Arc::new(ConnectorConfig {
             tls: TlsConnector::from(Arc::new(tls)),
             connect_timeout: config.connect_timeout,
             nodelay: config.tcp_nodelay,
-            net: Arc::new(Net {
+            net: Net {
                 dns: Dns::new(config),
                 proxy: config.proxy.clone(),
                 proxy_tls,
-            }),
+            },
             local_address: config.local_address,
             connection_info: config.connection_info,
             open: OpenConnections::with_caps(
@@ -109,7 +120,7 @@ impl Connector {
             ),
             acquire_timeout: config.pool_acquire_timeout,
             refusals: Arc::default(),
-        })
+        })))
     }
 
     /// Resolves (static overrides, cache, custom resolver, or else tokio's), then lets keel-core's [`Dialer`] race the connection attempts

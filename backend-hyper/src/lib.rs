@@ -165,14 +165,13 @@ impl Transport for HyperTransport {
         if self.may_speak_h2(request.uri()) {
             return self.send_h2(request);
         }
-        let uri = request.uri().clone();
-        let refusals = self.refusals.clone();
+        let refusal = self.refusal_check(request.uri());
         let fut = self.client.request(request.map(FramedBody::new));
         let connection_info = self.connection_info;
         Box::pin(async move {
             match fut.await {
                 Ok(response) => Ok(to_keel(response, connection_info, plain_body)),
-                Err(err) => Err(refused_or(errors::from_client_error(err), &refusals, &uri)),
+                Err(err) => Err(refused_or(errors::from_client_error(err), refusal)),
             }
         })
     }
@@ -188,14 +187,17 @@ impl Transport for HyperTransport {
     }
 }
 
+/// What [`refused_or`] needs of an `https` request; plain `http` has no handshake to refuse.
+type RefusalCheck = (Arc<connect::Refusals>, http::Uri);
+
 /// `err`, or a TLS error when it is a request failing on a closed connection to a server that
 /// has just refused a TLS handshake: hyper's connection task read the refusal, and the request
 /// only saw its connection close.
-fn refused_or(err: Error, refusals: &connect::Refusals, uri: &http::Uri) -> Error {
-    if err.kind() != ErrorKind::Body || uri.scheme() != Some(&http::uri::Scheme::HTTPS) {
+fn refused_or(err: Error, refusal: Option<RefusalCheck>) -> Error {
+    let Some((refusals, uri)) = refusal.filter(|_| err.kind() == ErrorKind::Body) else {
         return err;
-    }
-    match Origin::from_uri(uri) {
+    };
+    match Origin::from_uri(&uri) {
         Ok(origin) => refusals.explain(err, &origin),
         Err(_) => err,
     }
@@ -272,6 +274,13 @@ impl HyperTransport {
         }
     }
 
+    /// What a failure of a request to `uri` needs to tell a refused TLS handshake: `None` for
+    /// `http`, so a plain request neither copies its URI nor counts a reference.
+    fn refusal_check(&self, uri: &http::Uri) -> Option<RefusalCheck> {
+        (uri.scheme() == Some(&http::uri::Scheme::HTTPS))
+            .then(|| (self.refusals.clone(), uri.clone()))
+    }
+
     /// [`Transport::send`] for a request that may go over HTTP/2: it notes the connection it
     /// goes on, to retire it after a timeout. Apart, so the HTTP/1.1 path stays as it was.
     #[inline(never)]
@@ -279,8 +288,7 @@ impl HyperTransport {
         &self,
         request: http::Request<Body>,
     ) -> BoxFuture<Result<http::Response<ResponseBody>, Error>> {
-        let uri = request.uri().clone();
-        let refusals = self.refusals.clone();
+        let refusal = self.refusal_check(request.uri());
         let mut request = request.map(FramedBody::new);
         let retire = retire_on_timeout(&mut request);
         let fut = self.client.request(request);
@@ -293,7 +301,7 @@ impl HyperTransport {
                         h2_body(body, version, retire)
                     }))
                 }
-                Err(err) => Err(refused_or(errors::from_client_error(err), &refusals, &uri)),
+                Err(err) => Err(refused_or(errors::from_client_error(err), refusal)),
             }
         })
     }
@@ -307,8 +315,7 @@ impl HyperTransport {
         mut request: http::Request<Body>,
     ) -> BoxFuture<Result<http::Response<ResponseBody>, Error>> {
         let forwarded = forward(proxy, &mut request);
-        let uri = request.uri().clone();
-        let refusals = self.refusals.clone();
+        let refusal = self.refusal_check(request.uri());
         let mut request = request.map(FramedBody::new);
         let retire = self
             .may_speak_h2(request.uri())
@@ -327,7 +334,7 @@ impl HyperTransport {
                         None => plain_body(body),
                     }))
                 }
-                Err(err) => Err(refused_or(errors::from_client_error(err), &refusals, &uri)),
+                Err(err) => Err(refused_or(errors::from_client_error(err), refusal)),
             }
         })
     }
