@@ -39,6 +39,7 @@ use http::{HeaderMap, Method};
 
 pub use download::{Checksum, Download, DownloadReport, Progress};
 pub use paginate::{ListingPage, Pages, Paginate};
+use pending::Call;
 pub use pending::Pending;
 pub use request::{Request, RequestBuilder};
 #[cfg(feature = "blocking")]
@@ -168,8 +169,6 @@ pub(crate) struct ClientConfig {
     call_deadline: bool,
     /// The default headers hold a framing header (`Content-Length`, `Transfer-Encoding`).
     defaults_frame: bool,
-    /// The default headers hold a `Host`.
-    defaults_host: bool,
     /// The core sets `Host` (the backend's library doesn't derive it by itself).
     set_host: bool,
 }
@@ -354,6 +353,10 @@ impl<T> Shared<T> {
                 rate_limit: config.rate_limit,
                 max_in_flight: config.max_in_flight,
                 max_in_flight_per_origin: config.max_in_flight_per_origin,
+                defaults: state::DefaultHeaders {
+                    headers: config.headers.clone(),
+                    set_host: config.set_host,
+                },
             },
         );
         Self {
@@ -433,11 +436,22 @@ impl<T: Transport> Client<T> {
     /// so checked) itself.
     #[inline]
     pub(crate) fn execute_checked(&self, request: Request, url_checked: bool) -> Pending {
-        match self.prepare(request, url_checked) {
-            Ok(request) => {
-                let shared: Arc<dyn Dispatch> = self.shared.clone();
-                Pending::new(shared, request, self.shared.epoch)
-            }
+        self.send_call(self.unstarted(request), url_checked)
+    }
+
+    /// A call of `request` on this client, not started.
+    #[inline]
+    pub(crate) fn unstarted(&self, request: Request) -> Box<Call> {
+        let shared: Arc<dyn Dispatch> = self.shared.clone();
+        Call::unstarted(shared, request, self.shared.epoch)
+    }
+
+    /// Sends `call`, built by [`unstarted`](Self::unstarted): the request is checked where it
+    /// is, and the call handed to the driver without being copied.
+    #[inline]
+    pub(crate) fn send_call(&self, mut call: Box<Call>, url_checked: bool) -> Pending {
+        match self.prepare_in_place(&mut call.request, url_checked) {
+            Ok(()) => Pending::from_call(call),
             Err(err) => Pending::failed(err),
         }
     }
@@ -554,6 +568,13 @@ impl<T: Transport> Client<T> {
     /// see [`request`](Self::request)) and checks the request's settings.
     #[inline]
     fn prepare(&self, mut request: Request, url_checked: bool) -> Result<Request, Error> {
+        self.prepare_in_place(&mut request, url_checked)?;
+        Ok(request)
+    }
+
+    /// [`prepare`](Self::prepare) on a request where it is.
+    #[inline]
+    fn prepare_in_place(&self, request: &mut Request, url_checked: bool) -> Result<(), Error> {
         if url_checked {
             // Joined by `request()`: absolute, http or https, with a host.
         } else if request.url.scheme().is_none() {
@@ -566,7 +587,8 @@ impl<T: Transport> Client<T> {
         } else {
             url::check(&request.url)?;
             if url::has_userinfo(&request.url) {
-                let (stripped, credentials) = url::take_credentials(request.url)?;
+                let (stripped, credentials) =
+                    url::take_credentials(std::mem::take(&mut request.url))?;
                 request.url = stripped;
                 if let Some(value) = credentials {
                     request.headers.entry(AUTHORIZATION).or_insert(value);
@@ -574,11 +596,10 @@ impl<T: Transport> Client<T> {
             }
         }
         if request.timeouts.any_zero() {
-            return Err(
-                request_error("a time limit must be greater than zero").with_url(request.url)
-            );
+            return Err(request_error("a time limit must be greater than zero")
+                .with_url(std::mem::take(&mut request.url)));
         }
-        Ok(request)
+        Ok(())
     }
 
     /// Starts a `GET` request; `url` as [`request`](Self::request) takes it (credentials in
@@ -778,7 +799,6 @@ impl<T: Backend> ClientBuilder<T> {
                 call_deadline: T::capabilities().uses_call_deadline,
                 set_host: !T::capabilities().derives_host,
                 defaults_frame: false,
-                defaults_host: false,
             },
             transport: TransportConfig::default(),
             error: None,
@@ -1852,7 +1872,6 @@ impl<T: Backend> ClientBuilder<T> {
                 .scoped_headers
                 .as_ref()
                 .is_some_and(|(_, h)| framing(h));
-        self.config.defaults_host = self.config.headers.contains_key(http::header::HOST);
         if self.config.decompress && !self.config.headers.contains_key(ACCEPT_ENCODING) {
             // A default header like any other: one more entry in the merge, no work per call.
             if let Some(value) = &self.config.accept_encoding {

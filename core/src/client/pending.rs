@@ -66,7 +66,7 @@ enum State {
 /// A call: the request as it stands, its limits, its policies, and the attempt in progress.
 pub(crate) struct Call {
     shared: Arc<dyn Dispatch>,
-    request: Request,
+    pub(super) request: Request,
     /// A one-shot stream body was taken by an attempt, so there is none left to send.
     body_sent_once: bool,
     timeouts: Timeouts,
@@ -154,37 +154,63 @@ enum Event {
     HedgeDue,
 }
 
+impl Call {
+    /// A call of `request`, allocated once: a [`RequestBuilder`](crate::RequestBuilder) writes
+    /// its request in place, and [`Pending::new`] starts it where it is.
+    #[inline]
+    pub(crate) fn unstarted(
+        shared: Arc<dyn Dispatch>,
+        request: Request,
+        epoch: Instant,
+    ) -> Box<Self> {
+        let timeouts = shared.config().timeouts;
+        Box::new(Call {
+            shared,
+            request,
+            body_sent_once: false,
+            // The client's; `Pending::from_call` applies the request's own.
+            timeouts,
+            // Replaced by the real deadline at the first poll; no clock is read before.
+            deadline: epoch,
+            origin: OriginRef::Base,
+            stack: Stack::empty(),
+            record: CallRecord::default(),
+            guards: Guards::new(),
+            phase: Phase::Unstarted,
+            span: Span::none(),
+            sent: 0,
+            #[cfg(feature = "metrics")]
+            started: epoch,
+        })
+    }
+
+    /// The request, out of a call that never started.
+    pub(crate) fn into_request(self: Box<Self>) -> Request {
+        self.request
+    }
+}
+
 impl Pending {
-    /// A call that starts when first polled.
+    /// A call of `request` that starts when first polled.
     #[inline]
     pub(crate) fn new(shared: Arc<dyn Dispatch>, request: Request, epoch: Instant) -> Self {
-        let config = shared.config();
-        let t = &request.timeouts;
-        let timeouts = Timeouts {
+        Self::from_call(Call::unstarted(shared, request, epoch))
+    }
+
+    /// `call` (from [`Call::unstarted`]), to start when first polled.
+    #[inline]
+    pub(crate) fn from_call(mut call: Box<Call>) -> Self {
+        let config = call.shared.config();
+        let t = &call.request.timeouts;
+        call.timeouts = Timeouts {
             connect: config.timeouts.connect,
             attempt: t.attempt.unwrap_or(config.timeouts.attempt),
             deadline: t.deadline.unwrap_or(config.timeouts.deadline),
             read_idle: t.read_idle.unwrap_or(config.timeouts.read_idle),
         };
-        let origin = shared.store().find(&request.url);
+        call.origin = call.shared.store().find(&call.request.url);
         Self {
-            state: State::Running(Box::new(Call {
-                shared,
-                request,
-                body_sent_once: false,
-                timeouts,
-                // Replaced by the real deadline at the first poll; no clock is read before.
-                deadline: epoch,
-                origin,
-                stack: Stack::empty(),
-                record: CallRecord::default(),
-                guards: Guards::new(),
-                phase: Phase::Unstarted,
-                span: Span::none(),
-                sent: 0,
-                #[cfg(feature = "metrics")]
-                started: epoch,
-            })),
+            state: State::Running(call),
         }
     }
 
@@ -438,13 +464,26 @@ impl Call {
         // A request that asks for the body as sent keeps an Accept-Encoding it set itself.
         let own_accept_encoding =
             request.decompress == Some(false) && request.headers.contains_key(ACCEPT_ENCODING);
-        // With no policy and no hedge there is no next attempt to keep the headers for.
-        let mut headers = if self.stack.is_empty() && !self.stack.hedges() {
-            std::mem::take(&mut request.headers)
+        let origin = self.shared.store().resolve(&self.origin);
+        let mut headers = if own_headers {
+            // With no policy and no hedge there is no next attempt to keep the headers for.
+            let mut headers = if self.stack.is_empty() && !self.stack.hedges() {
+                std::mem::take(&mut request.headers)
+            } else {
+                request.headers.clone()
+            };
+            merge_default_headers(&mut headers, &config.headers);
+            if let (true, Some(host)) = (config.set_host, &origin.host) {
+                // Unless the caller set one, the origin's Host, worked out once for it.
+                if !headers.contains_key(HOST) {
+                    headers.append(HOST, host.clone());
+                }
+            }
+            headers
         } else {
-            request.headers.clone()
+            // The defaults and Host, put together once for the origin.
+            origin.headers.clone()
         };
-        merge_default_headers(&mut headers, &config.headers);
         match request.decompress {
             Some(false) if config.default_accept_encoding && !own_accept_encoding => {
                 headers.remove(ACCEPT_ENCODING);
@@ -455,13 +494,6 @@ impl Call {
                 }
             }
             _ => {}
-        }
-        let host = &self.shared.store().resolve(&self.origin).host;
-        if let (true, Some(host)) = (config.set_host, host) {
-            // Unless the caller set one, the origin's Host, worked out once for the origin.
-            if !(own_headers || config.defaults_host) || !headers.contains_key(HOST) {
-                headers.append(HOST, host.clone());
-            }
         }
         if let Some(scoped) = config.scoped_headers_for(&request.url, self.record.hops()) {
             merge_default_headers(&mut headers, scoped);

@@ -7,7 +7,7 @@ use http::Uri;
 use http::{Extensions, HeaderMap, Method};
 use serde::Serialize;
 
-use super::{request_error, url, Client, Pending};
+use super::{request_error, url, Call, Client, Pending};
 use crate::body::Body;
 use crate::error::{BoxError, Error};
 use crate::machine::credentials::SensitiveHeaders;
@@ -310,7 +310,9 @@ impl fmt::Debug for Request {
 #[must_use = "a request does nothing until it is sent"]
 pub struct RequestBuilder<T> {
     client: Client<T>,
-    request: Request,
+    /// The call this builder sends, allocated once: the request is built in place, and
+    /// [`send`](Self::send) hands the call to the driver without copying it.
+    call: Box<Call>,
     error: Option<Error>,
     /// `Authorization: Basic` from the URL's user info, for a request that sets no
     /// `Authorization` of its own.
@@ -329,8 +331,8 @@ impl<T: Transport> RequestBuilder<T> {
             Err(err) => (Uri::default(), Some(err), None),
         };
         Self {
+            call: client.unstarted(Request::new(method, url)),
             client,
-            request: Request::new(method, url),
             error,
             url_credentials,
         }
@@ -340,7 +342,11 @@ impl<T: Transport> RequestBuilder<T> {
     #[inline]
     fn take_url_credentials(&mut self) {
         if let Some(value) = self.url_credentials.take() {
-            self.request.headers.entry(AUTHORIZATION).or_insert(value);
+            self.call
+                .request
+                .headers
+                .entry(AUTHORIZATION)
+                .or_insert(value);
         }
     }
 
@@ -375,7 +381,7 @@ impl<T: Transport> RequestBuilder<T> {
                 if self.sensitive().contains(&name) {
                     v.set_sensitive(true);
                 }
-                self.request.headers.append(name, v);
+                self.call.request.headers.append(name, v);
                 self
             }
             Err(e) => self.fail(request_error(e)),
@@ -399,7 +405,7 @@ impl<T: Transport> RequestBuilder<T> {
             if self.sensitive().contains(&name) {
                 value.set_sensitive(true);
             }
-            self.request.headers.append(name, value);
+            self.call.request.headers.append(name, value);
         }
         self
     }
@@ -409,7 +415,7 @@ impl<T: Transport> RequestBuilder<T> {
         match super::bearer(token) {
             Ok(v) => {
                 let mut s = self;
-                s.request.headers.insert(AUTHORIZATION, v);
+                s.call.request.headers.insert(AUTHORIZATION, v);
                 s
             }
             Err(e) => self.fail(request_error(e)),
@@ -419,7 +425,8 @@ impl<T: Transport> RequestBuilder<T> {
     /// Sets `Authorization: Basic <base64(user:password)>`, marked sensitive so it is never
     /// logged.
     pub fn basic_auth(mut self, user: &str, password: Option<&str>) -> Self {
-        self.request
+        self.call
+            .request
             .headers
             .insert(AUTHORIZATION, super::basic(user, password));
         self
@@ -433,8 +440,8 @@ impl<T: Transport> RequestBuilder<T> {
             Err(e) => return self.fail(request_error(e)),
         };
         if self.error.is_none() {
-            match url::append_query(&self.request.url, &encoded) {
-                Ok(url) => self.request.url = url,
+            match url::append_query(&self.call.request.url, &encoded) {
+                Ok(url) => self.call.request.url = url,
                 Err(e) => return self.fail(e),
             }
         }
@@ -445,11 +452,12 @@ impl<T: Transport> RequestBuilder<T> {
     pub fn json<B: Serialize + ?Sized>(mut self, value: &B) -> Self {
         match serde_json::to_vec(value) {
             Ok(bytes) => {
-                self.request
+                self.call
+                    .request
                     .headers
                     .entry(CONTENT_TYPE)
                     .or_insert(HeaderValue::from_static("application/json"));
-                self.request.set_body(bytes);
+                self.call.request.set_body(bytes);
                 self
             }
             Err(e) => self.fail(request_error(e)),
@@ -460,13 +468,14 @@ impl<T: Transport> RequestBuilder<T> {
     pub fn form<B: Serialize + ?Sized>(mut self, value: &B) -> Self {
         match serde_urlencoded::to_string(value) {
             Ok(s) => {
-                self.request
+                self.call
+                    .request
                     .headers
                     .entry(CONTENT_TYPE)
                     .or_insert(HeaderValue::from_static(
                         "application/x-www-form-urlencoded",
                     ));
-                self.request.set_body(s);
+                self.call.request.set_body(s);
                 self
             }
             Err(e) => self.fail(request_error(e)),
@@ -499,15 +508,15 @@ impl<T: Transport> RequestBuilder<T> {
             Ok(encoded) => encoded,
             Err(e) => return self.fail(e),
         };
-        let headers = &mut self.request.headers;
+        let headers = &mut self.call.request.headers;
         headers.insert(CONTENT_TYPE, encoded.content_type);
         match encoded.length {
             Some(length) => headers.insert(CONTENT_LENGTH, HeaderValue::from(length)),
             None => headers.remove(CONTENT_LENGTH),
         };
         match encoded.body {
-            FormBody::Rebuild(make) => self.request.set_body_with(move || make()),
-            FormBody::Once(body) => self.request.set_body(body),
+            FormBody::Rebuild(make) => self.call.request.set_body_with(move || make()),
+            FormBody::Once(body) => self.call.request.set_body(body),
         }
         self
     }
@@ -520,7 +529,7 @@ impl<T: Transport> RequestBuilder<T> {
     /// with [`RedirectRefusal::BodyNotReplayable`](crate::RedirectRefusal::BodyNotReplayable),
     /// unless the body is given with [`body_with`](Self::body_with) instead.
     pub fn body(mut self, body: impl Into<Body>) -> Self {
-        self.request.set_body(body);
+        self.call.request.set_body(body);
         self
     }
 
@@ -537,7 +546,7 @@ impl<T: Transport> RequestBuilder<T> {
     /// # let _ = upload; }
     /// ```
     pub fn body_with(mut self, make: impl Fn() -> Body + Send + Sync + 'static) -> Self {
-        self.request.set_body_with(make);
+        self.call.request.set_body_with(make);
         self
     }
 
@@ -546,21 +555,21 @@ impl<T: Transport> RequestBuilder<T> {
     /// being retried once it may have reached the server. A failure that provably never
     /// reached the server is retried either way.
     pub fn idempotent(mut self, idempotent: bool) -> Self {
-        self.request.idempotent = Some(idempotent);
+        self.call.request.idempotent = Some(idempotent);
         self
     }
 
     /// The retry policy for this request only, replacing the client's
     /// ([`RetryPolicy::disabled`] for none).
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.request.retry = Some(policy);
+        self.call.request.retry = Some(policy);
         self
     }
 
     /// The redirect policy for this request only, replacing the client's
     /// ([`RedirectPolicy::none`] to get the 3xx itself).
     pub fn redirect_policy(mut self, policy: RedirectPolicy) -> Self {
-        self.request.redirect = Some(policy);
+        self.call.request.redirect = Some(policy);
         self
     }
 
@@ -569,7 +578,7 @@ impl<T: Transport> RequestBuilder<T> {
     /// method, its idempotency key, or [`idempotent`](Self::idempotent)) with a body that can
     /// be sent again is ever hedged. See [`ClientBuilder::hedge`](crate::ClientBuilder::hedge).
     pub fn hedge(mut self, policy: HedgePolicy) -> Self {
-        self.request.hedge = Some(Box::new(policy));
+        self.call.request.hedge = Some(Box::new(policy));
         self
     }
 
@@ -592,7 +601,7 @@ impl<T: Transport> RequestBuilder<T> {
     /// # let _ = (invoices, hits); Ok(()) }
     /// ```
     pub fn partition(mut self, key: &str) -> Self {
-        self.request.partition = Some(Arc::from(key));
+        self.call.request.partition = Some(Arc::from(key));
         self
     }
 
@@ -605,19 +614,19 @@ impl<T: Transport> RequestBuilder<T> {
 
     /// Time from sending until the response head arrives, for each attempt of this request.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.request.timeouts.attempt = Some(timeout);
+        self.call.request.timeouts.attempt = Some(timeout);
         self
     }
 
     /// Time for the whole call, body included, for this request only.
     pub fn deadline(mut self, timeout: Duration) -> Self {
-        self.request.timeouts.deadline = Some(timeout);
+        self.call.request.timeouts.deadline = Some(timeout);
         self
     }
 
     /// Longest silence between two body chunks, for this request only.
     pub fn read_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.request.timeouts.read_idle = Some(timeout);
+        self.call.request.timeouts.read_idle = Some(timeout);
         self
     }
 
@@ -638,21 +647,21 @@ impl<T: Transport> RequestBuilder<T> {
     /// # let _ = raw; Ok(()) }
     /// ```
     pub fn decompress(mut self, decompress: bool) -> Self {
-        self.request.decompress = Some(decompress);
+        self.call.request.decompress = Some(decompress);
         self
     }
 
     /// Adds a value to the request's extensions, for the backend or for policies.
     pub fn extension<V: Clone + Send + Sync + 'static>(mut self, value: V) -> Self {
-        self.request.extensions.insert(value);
+        self.call.request.extensions.insert(value);
         self
     }
 
     /// The URL the request will go to, or why it can't go anywhere.
     pub fn url(&self) -> Result<&Uri, &Error> {
         match &self.error {
-            Some(err) if self.request.url == Uri::default() => Err(err),
-            _ => Ok(&self.request.url),
+            Some(err) if self.call.request.url == Uri::default() => Err(err),
+            _ => Ok(&self.call.request.url),
         }
     }
 
@@ -661,9 +670,9 @@ impl<T: Transport> RequestBuilder<T> {
     pub fn build(mut self) -> Result<Request, Error> {
         self.take_url_credentials();
         match self.error {
-            Some(err) if self.request.url == Uri::default() => Err(err),
-            Some(err) => Err(err.with_url(self.request.url)),
-            None => Ok(self.request),
+            Some(err) if self.call.request.url == Uri::default() => Err(err),
+            Some(err) => Err(err.with_url(self.call.into_request().url)),
+            None => Ok(self.call.into_request()),
         }
     }
 
@@ -675,7 +684,7 @@ impl<T: Transport> RequestBuilder<T> {
     ) -> crate::Paginate<I> {
         self.take_url_credentials();
         match self.error {
-            None => self.client.paginate(self.request, strategy),
+            None => self.client.paginate(self.call.into_request(), strategy),
             Some(err) => {
                 let mut stream = self
                     .client
@@ -691,7 +700,7 @@ impl<T: Transport> RequestBuilder<T> {
     pub fn event_source(mut self) -> crate::EventSource {
         self.take_url_credentials();
         match self.error {
-            None => self.client.event_source(self.request),
+            None => self.client.event_source(self.call.into_request()),
             Some(err) => self.client.event_source_failed(err),
         }
     }
@@ -701,9 +710,13 @@ impl<T: Transport> RequestBuilder<T> {
     pub fn download(mut self) -> crate::Download {
         self.take_url_credentials();
         match self.error {
-            None => self.client.download(self.request),
-            Some(err) if self.request.url == Uri::default() => self.client.download_failed(err),
-            Some(err) => self.client.download_failed(err.with_url(self.request.url)),
+            None => self.client.download(self.call.into_request()),
+            Some(err) if self.call.request.url == Uri::default() => {
+                self.client.download_failed(err)
+            }
+            Some(err) => self
+                .client
+                .download_failed(err.with_url(self.call.into_request().url)),
         }
     }
 
@@ -718,9 +731,9 @@ impl<T: Transport> RequestBuilder<T> {
     pub fn send(mut self) -> Pending {
         self.take_url_credentials();
         match self.error {
-            None => self.client.execute_checked(self.request, true),
-            Some(err) if self.request.url == Uri::default() => Pending::failed(err),
-            Some(err) => Pending::failed(err.with_url(self.request.url)),
+            None => self.client.send_call(self.call, true),
+            Some(err) if self.call.request.url == Uri::default() => Pending::failed(err),
+            Some(err) => Pending::failed(err.with_url(self.call.into_request().url)),
         }
     }
 }
@@ -728,13 +741,16 @@ impl<T: Transport> RequestBuilder<T> {
 impl<T> fmt::Debug for RequestBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestBuilder")
-            .field("method", &self.request.method)
-            .field("url", &redact::url(&self.request.url))
+            .field("method", &self.call.request.method)
+            .field("url", &redact::url(&self.call.request.url))
             .field(
                 "headers",
-                &redact::headers_with(&self.request.headers, &self.client.shared.config.sensitive),
+                &redact::headers_with(
+                    &self.call.request.headers,
+                    &self.client.shared.config.sensitive,
+                ),
             )
-            .field("body", &self.request.body)
+            .field("body", &self.call.request.body)
             .field("url_credentials", &self.url_credentials.is_some())
             .finish()
     }

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use http::header::HeaderValue;
+use http::header::{HeaderMap, HeaderValue, HOST};
 use http::Uri;
 
 use async_lock::Semaphore;
@@ -52,6 +52,10 @@ pub(crate) struct OriginState {
     /// scheme's default), worked out once: backends that would otherwise format it for every
     /// request find it set.
     pub(crate) host: Option<HeaderValue>,
+    /// What a request that sets no header of its own starts from: the client's default headers
+    /// and, where the core sets it, `Host`. Cloned whole, which costs less than adding each one
+    /// again to every request.
+    pub(crate) headers: HeaderMap,
     /// The permits for requests in flight to the origin, when the client limits them.
     pub(crate) in_flight: Option<Arc<Semaphore>>,
     /// The origin's breaker, rate limiter and quota hold.
@@ -61,16 +65,25 @@ pub(crate) struct OriginState {
 impl OriginState {
     fn new(
         template: &PolicyState,
+        defaults: &DefaultHeaders,
         url: &Uri,
         in_flight: Option<usize>,
         cell: Arc<dyn StateCell>,
     ) -> Self {
+        let host = host_header(url);
+        let mut headers = defaults.headers.clone();
+        if let (true, Some(host)) = (defaults.set_host, &host) {
+            if !headers.contains_key(HOST) {
+                headers.append(HOST, host.clone());
+            }
+        }
         Self {
             state: Mutex::new(PolicyState {
                 budget: template.budget.clone(),
                 latencies: None,
             }),
-            host: host_header(url),
+            host,
+            headers,
             in_flight: in_flight.map(|n| Arc::new(Semaphore::new(n))),
             cell,
         }
@@ -104,6 +117,7 @@ pub(crate) enum OriginRef {
 #[derive(Debug)]
 pub(crate) struct Store {
     template: PolicyState,
+    defaults: DefaultHeaders,
     base: Option<(Uri, Origin)>,
     /// Where the cells are kept.
     cells: Arc<dyn StateStore>,
@@ -129,6 +143,16 @@ pub(crate) struct StoreConfig {
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) max_in_flight: Option<usize>,
     pub(crate) max_in_flight_per_origin: Option<usize>,
+    pub(crate) defaults: DefaultHeaders,
+}
+
+/// The headers every request gets unless it sets them itself.
+#[derive(Debug, Default)]
+pub(crate) struct DefaultHeaders {
+    /// The client's default headers.
+    pub(crate) headers: HeaderMap,
+    /// Whether the core sets `Host` (the backend doesn't derive it).
+    pub(crate) set_host: bool,
 }
 
 impl Store {
@@ -143,12 +167,14 @@ impl Store {
         let base_state = match &base {
             Some((uri, origin)) => OriginState::new(
                 &template,
+                &config.defaults,
                 uri,
                 per_origin,
                 cells.cell(CellKey::Origin(origin)),
             ),
             None => OriginState::new(
                 &template,
+                &config.defaults,
                 &Uri::default(),
                 per_origin,
                 Arc::new(LocalCell::default()),
@@ -163,6 +189,7 @@ impl Store {
             in_flight_per_origin: per_origin,
             base_state: Arc::new(base_state),
             template,
+            defaults: config.defaults,
             base,
             others: Mutex::default(),
             partitions: Mutex::default(),
@@ -194,6 +221,7 @@ impl Store {
             // The transport will refuse the URL; its calls share one throwaway state.
             return OriginRef::Other(Arc::new(OriginState::new(
                 &self.template,
+                &self.defaults,
                 url,
                 self.in_flight_per_origin,
                 Arc::new(LocalCell::default()),
@@ -214,6 +242,7 @@ impl Store {
         }
         let state = Arc::new(OriginState::new(
             &self.template,
+            &self.defaults,
             url,
             self.in_flight_per_origin,
             self.cells.cell(CellKey::Origin(&origin)),

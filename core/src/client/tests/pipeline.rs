@@ -804,6 +804,40 @@ fn each_origin_gets_its_host_header_unless_the_request_sets_one() {
 }
 
 #[test]
+fn default_headers_and_host_are_sent_once_and_a_requests_own_header_replaces_a_default() {
+    let c = single_attempt()
+        .base_url("http://h:8080")
+        .default_header("host", "gateway.example")
+        .default_header("x-team", "a")
+        .build()
+        .unwrap();
+    let other = single_attempt()
+        .base_url("http://h:8080")
+        .default_header("x-team", "a")
+        .build()
+        .unwrap();
+    let m = mock(&c);
+    m.run(c.get("a").send()).unwrap();
+    m.run(c.get("b").header("x-team", "b").send()).unwrap();
+    m.run(c.get("http://elsewhere/c").send()).unwrap();
+    let o = mock(&other);
+    o.run(other.get("a").send()).unwrap();
+    o.run(other.get("b").header("x-team", "b").send()).unwrap();
+    o.run(other.get("http://elsewhere/c").send()).unwrap();
+    let (log, other_log) = (m.requests(), o.requests());
+    for (i, team) in [(0, "a"), (1, "b"), (2, "a")] {
+        assert_eq!(values(&log[i].headers, "host"), ["gateway.example"], "{i}");
+        assert_eq!(values(&log[i].headers, "x-team"), [team], "{i}");
+        assert_eq!(values(&other_log[i].headers, "x-team"), [team], "{i}");
+        assert_eq!(values(&log[i].headers, "user-agent").len(), 1, "{i}");
+    }
+    let host = |i: usize| values(&other_log[i].headers, "host");
+    assert_eq!(host(0), ["h:8080"]);
+    assert_eq!(host(1), ["h:8080"]);
+    assert_eq!(host(2), ["elsewhere"], "another origin's own Host");
+}
+
+#[test]
 fn a_cross_origin_redirect_sends_the_new_origins_host() {
     let c = redirecting("http://h").build().unwrap();
     let m = mock(&c);
