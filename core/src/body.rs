@@ -31,20 +31,30 @@ pub struct Body {
     kind: Kind,
 }
 
+/// 32 bytes, the size of a `Bytes`: an `http::Request` of it is 256 bytes, which HTTP libraries
+/// move several times per request (through their channels), and copies of up to 256 bytes take
+/// glibc's short `memcpy` path. A stream is boxed behind one pointer for that.
 enum Kind {
-    Full(Option<Bytes>),
-    Stream {
-        stream: Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send + 'static>>,
-        /// The exact length promised by [`Body::from_sized_stream`]: what is still to come.
-        remaining: Option<u64>,
-    },
+    /// The bytes (empty: no body).
+    Full(Bytes),
+    Stream(Box<StreamBody>),
+}
+
+// The size the comment above counts on.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<http::Request<Body>>() <= 256);
+
+struct StreamBody {
+    stream: Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send + 'static>>,
+    /// The exact length promised by [`Body::from_sized_stream`]: what is still to come.
+    remaining: Option<u64>,
 }
 
 impl Body {
     /// An empty body.
     pub fn empty() -> Self {
         Self {
-            kind: Kind::Full(None),
+            kind: Kind::Full(Bytes::new()),
         }
     }
 
@@ -56,10 +66,10 @@ impl Body {
     {
         use futures_util::TryStreamExt;
         Self {
-            kind: Kind::Stream {
+            kind: Kind::Stream(Box::new(StreamBody {
                 stream: Box::pin(stream.map_err(Into::into)),
                 remaining: None,
-            },
+            })),
         }
     }
 
@@ -89,8 +99,8 @@ impl Body {
             return Self::empty();
         }
         let mut body = Self::from_stream(stream);
-        if let Kind::Stream { remaining, .. } = &mut body.kind {
-            *remaining = Some(length);
+        if let Kind::Stream(stream) = &mut body.kind {
+            stream.remaining = Some(length);
         }
         body
     }
@@ -99,22 +109,22 @@ impl Body {
     /// still to send.
     pub fn content_length(&self) -> Option<u64> {
         match &self.kind {
-            Kind::Full(b) => Some(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Stream { remaining, .. } => *remaining,
+            Kind::Full(b) => Some(b.len() as u64),
+            Kind::Stream(stream) => stream.remaining,
         }
     }
 
     /// The whole body, if it is buffered (not a stream).
     pub fn as_bytes(&self) -> Option<Bytes> {
         match &self.kind {
-            Kind::Full(b) => Some(b.clone().unwrap_or_default()),
-            Kind::Stream { .. } => None,
+            Kind::Full(b) => Some(b.clone()),
+            Kind::Stream(_) => None,
         }
     }
 
     /// True for an empty buffered body.
     pub fn is_empty(&self) -> bool {
-        matches!(self.kind, Kind::Full(None))
+        matches!(&self.kind, Kind::Full(b) if b.is_empty())
     }
 
     /// True when the body can be sent again as it is: a buffer (not a stream).
@@ -137,14 +147,11 @@ impl Default for Body {
 impl fmt::Debug for Body {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            Kind::Full(b) => f
-                .debug_struct("Body")
-                .field("len", &b.as_ref().map_or(0, Bytes::len))
-                .finish(),
-            Kind::Stream { remaining, .. } => f
+            Kind::Full(b) => f.debug_struct("Body").field("len", &b.len()).finish(),
+            Kind::Stream(stream) => f
                 .debug_struct("Body")
                 .field("stream", &true)
-                .field("len", remaining)
+                .field("len", &stream.remaining)
                 .finish(),
         }
     }
@@ -153,7 +160,7 @@ impl fmt::Debug for Body {
 impl From<Bytes> for Body {
     fn from(b: Bytes) -> Self {
         Self {
-            kind: Kind::Full((!b.is_empty()).then_some(b)),
+            kind: Kind::Full(b),
         }
     }
 }
@@ -191,8 +198,10 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.kind {
-            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Stream { stream, remaining } => {
+            Kind::Full(b) if b.is_empty() => Poll::Ready(None),
+            Kind::Full(b) => Poll::Ready(Some(Ok(Frame::data(std::mem::take(b))))),
+            Kind::Stream(body) => {
+                let StreamBody { stream, remaining } = &mut **body;
                 let next = std::task::ready!(stream.as_mut().poll_next(cx));
                 Poll::Ready(match (next, remaining) {
                     (None, Some(left)) if *left > 0 => {
@@ -217,16 +226,16 @@ impl http_body::Body for Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.kind, Kind::Full(None))
+        self.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Stream {
-                remaining: Some(n), ..
-            } => SizeHint::with_exact(*n),
-            Kind::Stream { .. } => SizeHint::default(),
+            Kind::Full(b) => SizeHint::with_exact(b.len() as u64),
+            Kind::Stream(stream) => match stream.remaining {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
         }
     }
 }
@@ -255,7 +264,7 @@ pub(crate) fn frame_empty_body(
     headers: &mut HeaderMap,
     may_be_framed: bool,
 ) {
-    if !matches!(body.kind, Kind::Full(None)) {
+    if !body.is_empty() {
         return;
     }
     let framed = may_be_framed
