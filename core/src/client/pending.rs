@@ -156,7 +156,7 @@ enum Event {
 
 impl Call {
     /// A call of `request`, allocated once: a [`RequestBuilder`](crate::RequestBuilder) writes
-    /// its request in place, and [`Pending::new`] starts it where it is.
+    /// its request in place, and [`Pending::from_call`] starts it where it is.
     #[inline]
     pub(crate) fn unstarted(
         shared: Arc<dyn Dispatch>,
