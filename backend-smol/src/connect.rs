@@ -3,14 +3,16 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs as _};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use async_io::Async;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_rustls::client::TlsStream;
 use futures_rustls::TlsConnector;
+use futures_util::task::AtomicWaker;
 use keel_core::connect::{at_proxy, Dialer};
 use keel_core::dns::Dns;
 use keel_core::proxy::{Proxy, ProxyConfig, ProxyScheme};
@@ -272,24 +274,61 @@ pub(crate) enum Stream {
 /// keel-smol drives an HTTP/1.1 connection from the request's own future, so the connection
 /// is polled every time that future is, spurious polls included (`join!`, `select!`,
 /// `join_all` poll futures nobody woke). `Async::poll_read` tries `read(2)` first on every
-/// poll; here, once a read would block, the next read waits for async-io to report the socket
-/// readable (a check of the reactor's state, no syscall). Measured on the benchmark's S2 shape:
-/// from ten `recvfrom` calls per request to about two.
+/// poll; here, once a read would block, the next read waits until async-io wakes the socket's
+/// reader or reports it readable (a check of an atomic and of the reactor's state, no
+/// syscall). Measured on the benchmark's S2 shape: from ten `recvfrom` calls per request to
+/// about two.
 ///
-/// It polls async-io through a [`StableWaker`], so an executor whose wakers change identity
-/// between polls (tokio's current-thread `block_on`) doesn't make async-io wake the request
-/// again on every poll.
+/// A wake is what counts, not `poll_readable` alone: async-io's reactor thread bumps its tick
+/// before it blocks, so a socket registered while it blocks gets its event in the tick it was
+/// registered in, and `poll_readable` answers `Pending` to the poll that wake brings (async-io
+/// expects the caller to try the read, as `Async::poll_read` does). Waiting on
+/// `poll_readable` alone re-registered the socket, the reactor woke it again at once, and so
+/// on: keel-smol polled a request that had its response hundreds of times until the reactor's
+/// tick moved for another reason.
+///
+/// Reads register a waker of the stream's own with async-io ([`ReadWake`]: one identity for
+/// the stream's life, so an executor whose wakers change between polls, as tokio's
+/// current-thread `block_on` does, costs no re-registration); writes go through a
+/// [`StableWaker`] for the same reason.
 pub(crate) struct Tcp {
     io: Async<TcpStream>,
     read_blocked: bool,
+    read_wake: Arc<ReadWake>,
+    /// `read_wake` as a [`Waker`], made once.
+    read_waker: Waker,
     waker: StableWaker,
+}
+
+/// The waker a [`Tcp`]'s reads register with async-io: notes the wake, then wakes the task
+/// that read last.
+struct ReadWake {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for ReadWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
 }
 
 impl Tcp {
     pub(crate) fn new(io: Async<TcpStream>) -> Self {
+        let read_wake = Arc::new(ReadWake {
+            woken: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+        });
         Self {
             io,
             read_blocked: false,
+            read_waker: Waker::from(read_wake.clone()),
+            read_wake,
             waker: StableWaker::new(),
         }
     }
@@ -309,8 +348,12 @@ impl AsyncRead for Tcp {
         let this = self.get_mut();
         loop {
             if this.read_blocked {
-                let io = &this.io;
-                ready!(this.waker.poll(cx, |cx| io.poll_readable(cx)))?;
+                // The task first, then the check: a wake in between finds it registered.
+                this.read_wake.task.register(cx.waker());
+                if !this.read_wake.woken.swap(false, Ordering::AcqRel) {
+                    let mut read_cx = Context::from_waker(&this.read_waker);
+                    ready!(this.io.poll_readable(&mut read_cx))?;
+                }
                 this.read_blocked = false;
             }
             match this.io.get_ref().read(buf) {
@@ -405,5 +448,63 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => Pin::new(s).poll_close(cx),
             Stream::TlsInTls(s) => Pin::new(s).poll_close(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Wakes by sending on a channel, so the test can wait for a wake with a bound.
+    struct Notify(std::sync::Mutex<mpsc::Sender<()>>);
+
+    impl Wake for Notify {
+        fn wake(self: Arc<Self>) {
+            let _ = self.0.lock().unwrap().send(());
+        }
+    }
+
+    /// A read that blocks, polled outside async-io's `block_on` (so async-io's own thread runs
+    /// the reactor), by a task that is slow to come back after each wake: the reactor is
+    /// blocked again, in a new tick, by the time the task polls. The response must be read at
+    /// the first poll after the wake that it arrived with.
+    #[test]
+    fn a_read_woken_by_the_reactor_thread_reads_at_the_next_poll() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            peer.write_all(b"hello").unwrap();
+            // Open until the client has read.
+            let _ = std::io::Read::read(&mut peer, &mut [0; 1]);
+        });
+        let mut tcp = Tcp::new(Async::new(TcpStream::connect(addr).unwrap()).unwrap());
+        // Lets async-io's thread block in the reactor before the socket registers.
+        std::thread::sleep(Duration::from_millis(20));
+        let (tx, rx) = mpsc::channel();
+        let waker = Waker::from(Arc::new(Notify(std::sync::Mutex::new(tx))));
+        let mut buf = [0; 16];
+        let mut polls = 0;
+        let n = loop {
+            polls += 1;
+            assert!(polls <= 5, "polled {polls} times for one response");
+            match Pin::new(&mut tcp).poll_read(&mut Context::from_waker(&waker), &mut buf) {
+                Poll::Ready(read) => break read.unwrap(),
+                Poll::Pending => {
+                    rx.recv_timeout(Duration::from_secs(5))
+                        .expect("the read is woken");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        };
+        assert_eq!(&buf[..n], b"hello");
+        drop(tcp);
+        server.join().unwrap();
     }
 }
