@@ -197,6 +197,79 @@ fn connection_close_from_the_server_is_honoured() {
     assert_eq!(server.connections(), 2);
 }
 
+/// A body framed by `Content-Length` keeps its connection unless a head says otherwise: the
+/// server's `Connection: close` among other tokens and in any case, an HTTP/1.0 answer without
+/// `keep-alive`, or the request's own `Connection: close`.
+#[test]
+fn connection_tokens_in_either_head_decide_reuse_after_a_length_framed_body() {
+    let listed: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: x-hop, CLOSE\r\n\r\nhello";
+    let old_kept: &[u8] =
+        b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: Keep-Alive\r\n\r\nhello";
+    let old: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+    let server = Server::start(vec![
+        (listed, Then::KeepOpen),
+        (old_kept, Then::KeepOpen),
+        (OK, Then::KeepOpen),
+        (old, Then::KeepOpen),
+        (OK, Then::KeepOpen),
+        (OK, Then::KeepOpen),
+    ]);
+    let t = transport();
+    // Closed by the server's list: the second request opens connection 2.
+    assert_eq!(fetch(&t, &server.url("/1")), "hello");
+    // HTTP/1.0 with keep-alive: the third request reuses connection 2.
+    assert_eq!(fetch(&t, &server.url("/2")), "hello");
+    assert_eq!(fetch(&t, &server.url("/3")), "hello");
+    assert_eq!(server.connections(), 2);
+    // HTTP/1.0 without keep-alive: closed after it.
+    assert_eq!(fetch(&t, &server.url("/4")), "hello");
+    // The request's own `Connection: close`: its connection is not kept either.
+    let closing = http::Request::get(server.url("/5"))
+        .header("connection", "close")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(body(send(&t, closing).unwrap()).unwrap(), "hello");
+    assert_eq!(fetch(&t, &server.url("/6")), "hello");
+    // `/4` on connection 2, `/5` on 3, `/6` on 4.
+    assert_eq!(server.connections(), 4);
+}
+
+/// A body framed by length and larger than any one read arrives whole, byte for byte, in
+/// frames no larger than the read buffer, and its connection is reused after it.
+#[test]
+fn a_large_length_framed_body_arrives_whole_and_keeps_its_connection() {
+    let len = 3 * 1024 * 1024 + 7;
+    let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let mut response = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").into_bytes();
+    response.extend_from_slice(&payload);
+    let response: &'static [u8] = Box::leak(response.into_boxed_slice());
+    let server = Server::start(vec![(response, Then::KeepOpen), (OK, Then::KeepOpen)]);
+    let t = transport();
+    let resp = send(&t, get(&server.url("/big"))).unwrap();
+    assert_eq!(
+        http_body::Body::size_hint(resp.body()).exact(),
+        Some(len as u64)
+    );
+    let mut body = resp.into_body();
+    let mut got = Vec::with_capacity(len);
+    let mut frames = 0;
+    while let Some(frame) = bounded(body.frame()) {
+        let data = frame.unwrap().into_data().unwrap();
+        assert!(
+            !data.is_empty() && data.len() <= 256 * 1024,
+            "a frame of {} bytes",
+            data.len()
+        );
+        got.extend_from_slice(&data);
+        frames += 1;
+    }
+    assert!(got == payload, "the body differs from what was sent");
+    assert!(frames >= 12, "{frames} frames");
+    assert_eq!(fetch(&t, &server.url("/next")), "hello");
+    assert_eq!(server.connections(), 1);
+}
+
 #[test]
 fn an_http10_body_without_length_ends_at_the_close() {
     let old: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end";
