@@ -570,6 +570,8 @@ struct Permits {
     max_total: Option<usize>,
     /// The requests waiting, oldest (lowest ticket) first.
     waiters: std::collections::BTreeMap<u64, Waiter>,
+    /// How many of `waiters` are still [`Grant::Waiting`], per origin.
+    queued: HashMap<Origin, usize>,
     next_ticket: u64,
     closed: bool,
 }
@@ -611,11 +613,49 @@ impl Permits {
         self.total = self.total.saturating_sub(1);
     }
 
+    /// A request for `origin` starts waiting.
+    fn enqueue(&mut self, origin: &Origin) {
+        *self.queued.entry(origin.clone()).or_default() += 1;
+    }
+
+    /// A request for `origin` stops waiting (granted, told to retry, or gone).
+    fn dequeue(queued: &mut HashMap<Origin, usize>, origin: &Origin) {
+        if let Some(n) = queued.get_mut(origin) {
+            *n -= 1;
+            if *n == 0 {
+                queued.remove(origin);
+            }
+        }
+    }
+
+    /// How many waiting requests a place could go to now.
+    fn grantable(&self) -> usize {
+        let fits = self
+            .queued
+            .iter()
+            .map(|(origin, &n)| match self.per_origin {
+                Some(max) => {
+                    n.min(max.saturating_sub(self.counts.get(origin).copied().unwrap_or(0)))
+                }
+                None => n,
+            })
+            .sum::<usize>();
+        match self.max_total {
+            Some(max) => fits.min(max.saturating_sub(self.total)),
+            None => fits,
+        }
+    }
+
     /// Hands the free places to the waiting requests that fit, oldest first; returns the
     /// wakers to wake once the lock is released.
+    ///
+    /// The walk stops once no waiting request can have a place: it would otherwise pass over
+    /// every request of an origin at its cap (10,000 requests waiting for one origin made
+    /// each freed place cost a walk over all of them).
     fn grant(&mut self) -> Vec<Waker> {
         let mut wake = Vec::new();
-        if self.waiters.is_empty() {
+        let mut grantable = self.grantable();
+        if grantable == 0 {
             return wake;
         }
         let Permits {
@@ -624,9 +664,13 @@ impl Permits {
             per_origin,
             max_total,
             waiters,
+            queued,
             ..
         } = self;
         for waiter in waiters.values_mut() {
+            if grantable == 0 {
+                break;
+            }
             if max_total.is_some_and(|max| *total >= max) {
                 break;
             }
@@ -640,6 +684,8 @@ impl Permits {
             *counts.entry(waiter.origin.clone()).or_default() += 1;
             *total += 1;
             waiter.grant = Grant::Permit;
+            Self::dequeue(queued, &waiter.origin);
+            grantable -= 1;
             wake.extend(waiter.waker.take());
         }
         wake
@@ -652,6 +698,7 @@ impl Permits {
             .values_mut()
             .find(|w| w.grant == Grant::Waiting && w.origin == *origin)?;
         waiter.grant = Grant::Retry;
+        Self::dequeue(&mut self.queued, origin);
         Some(
             waiter
                 .waker
@@ -856,6 +903,7 @@ impl Future for Wait<'_> {
             None => {
                 let ticket = permits.next_ticket;
                 permits.next_ticket += 1;
+                permits.enqueue(origin);
                 permits.waiters.insert(
                     ticket,
                     Waiter {
@@ -903,7 +951,10 @@ impl Drop for Wait<'_> {
             return;
         };
         let wake = match waiter.grant {
-            Grant::Waiting => Vec::new(),
+            Grant::Waiting => {
+                Permits::dequeue(&mut permits.queued, &waiter.origin);
+                Vec::new()
+            }
             // A place handed over but not taken goes to the next in line.
             Grant::Permit => {
                 permits.uncount(&waiter.origin);

@@ -933,6 +933,33 @@ mod permits {
         assert!(open.is_full());
     }
 
+    /// Under both caps, with many requests of a full origin in front: a freed place passes
+    /// over them to a later request whose origin has room, and a request told to retry or
+    /// dropped while waiting no longer counts as one a place could go to.
+    #[test]
+    fn a_freed_place_passes_over_a_full_origins_queue_to_an_origin_with_room() {
+        let open = OpenConnections::with_caps(Some(1), Some(2));
+        let (a, b) = (origin(1), origin(2));
+        let _pa = Req::new(&open, &a).permit();
+        let extra = Req::new(&open, &origin(3)).permit();
+        let mut for_a: Vec<Req> = (0..100).map(|_| Req::new(&open, &a)).collect();
+        for req in &mut for_a {
+            assert!(req.poll().is_pending());
+        }
+        let mut for_b = Req::new(&open, &b);
+        assert!(for_b.poll().is_pending());
+        // A pooled connection to `a` for the oldest: it stops waiting for a place.
+        assert!(open.returned(&a));
+        assert!(matches!(for_a[0].poll(), Poll::Ready(Ok(Acquired::Retry))));
+        // A request for `a` gone from the middle of the queue.
+        drop(for_a.remove(50));
+        drop(extra);
+        assert_eq!(for_b.woken(), 1, "the place went to the request for b");
+        let _pb = for_b.permit();
+        assert!(for_a[1..].iter().all(|req| req.woken() == 0));
+        assert_eq!(open.waiting(), 98);
+    }
+
     #[test]
     fn a_returned_connection_wakes_one_request_for_its_origin() {
         let open = OpenConnections::with_caps(Some(1), None);
