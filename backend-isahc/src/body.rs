@@ -14,6 +14,7 @@ use http::{HeaderValue, Method, StatusCode};
 use http_body::{Frame, SizeHint};
 use isahc::config::Configurable as _;
 use isahc::AsyncBody;
+use keel_core::connect::OpenConnection;
 use keel_core::{Body, CallDeadline, ConnectionInfo, Error, ErrorKind, ResponseBody, Stage};
 
 use crate::errors;
@@ -112,6 +113,7 @@ const DEADLINE_SLACK: Duration = Duration::from_secs(1);
 pub(crate) fn to_keel_response(
     response: http::Response<AsyncBody>,
     connection_info: bool,
+    permit: Option<OpenConnection>,
 ) -> http::Response<ResponseBody> {
     // libcurl's primary and local addresses; whether the connection was reused isn't exposed
     // by isahc (no `CURLINFO_NUM_CONNECTS`), so it stays unknown.
@@ -127,7 +129,7 @@ pub(crate) fn to_keel_response(
     // isahc's extensions (addresses, metrics, the request body it kept) mean nothing more to
     // keel, and one of them panics when cloned.
     parts.extensions = http::Extensions::new();
-    let body = ResponseBody::new(IsahcBody::new(body, length));
+    let body = ResponseBody::new(IsahcBody::new(body, length).with_permit(permit));
     let body = match info {
         Some(info) => body.with_connection(info),
         None => body,
@@ -225,6 +227,8 @@ pub(crate) struct IsahcBody<R = AsyncBody> {
     /// An error met after some data, reported on the next poll.
     error: Option<Error>,
     done: bool,
+    /// The transfer's place within the connection caps, given back at the end of the body.
+    permit: Option<OpenConnection>,
 }
 
 impl<R> IsahcBody<R> {
@@ -236,7 +240,14 @@ impl<R> IsahcBody<R> {
             remaining: length,
             error: None,
             done: false,
+            permit: None,
         }
+    }
+
+    /// Holds `permit` until the body ends (or fails, or is dropped).
+    pub(crate) fn with_permit(mut self, permit: Option<OpenConnection>) -> Self {
+        self.permit = permit;
+        self
     }
 
     fn cut_frame(&mut self) -> Bytes {
@@ -286,12 +297,15 @@ impl<R: AsyncRead + Unpin> http_body::Body for IsahcBody<R> {
             match read {
                 Poll::Ready(Ok(0)) => {
                     this.done = true;
+                    // isahc's end of body: libcurl is done with the connection.
+                    this.permit = None;
                     break;
                 }
                 Poll::Ready(Ok(n)) => this.filled += n,
                 Poll::Pending => break,
                 Poll::Ready(Err(e)) => {
                     this.done = true;
+                    this.permit = None;
                     let err = errors::from_body_error(e);
                     if this.filled == 0 {
                         return Poll::Ready(Some(Err(err)));

@@ -133,12 +133,18 @@
 //! with prior knowledge (plain text only; TLS still negotiates), extra roots, turning the
 //! built-in roots off, and the pool idle timeout (`CURLOPT_MAXAGE_CONN`: a connection idle
 //! longer is never reused, and is closed the next time the client runs a transfer), and the
-//! connection caps (`max_connections_per_origin` as `CURLMOPT_MAX_HOST_CONNECTIONS`,
-//! `max_connections` as `CURLMOPT_MAX_TOTAL_CONNECTIONS`, which closes the oldest idle
-//! connection to make room). Refused when the client is built: `pool_max_idle_per_host`
-//! (libcurl's pool limit counts every connection to every host, busy or idle),
-//! `pool_acquire_timeout` (a transfer waiting for a connection is queued inside libcurl, out
-//! of keel's sight) and `tcp_nodelay(false)` (libcurl always sets `TCP_NODELAY`).
+//! connection caps (`max_connections_per_origin`, `max_connections`). A transfer beyond the
+//! caps waits in keel, in the order it came, until another one's body ends, bounded by the
+//! call's deadline: libcurl would queue it too, but count the wait against its connect
+//! timeout (a burst of 10,000 requests on 50 connections failed with "connect timed out"
+//! once its queue took longer than that to drain). Over HTTP/2 the caps so bound transfers
+//! in flight, not only connections. libcurl holds the same caps (`CURLMOPT_MAX_HOST_CONNECTIONS`;
+//! `CURLMOPT_MAX_TOTAL_CONNECTIONS`, which closes the oldest idle connection to make room),
+//! for a transfer whose body was dropped early: libcurl lets go of its connection only at its
+//! next callback. Refused when the client is built: `pool_max_idle_per_host` (libcurl's pool
+//! limit counts every connection to every host, busy or idle), `pool_acquire_timeout` (a
+//! transfer can still wait inside libcurl, behind one whose body was dropped, where no timeout
+//! of keel's sees it) and `tcp_nodelay(false)` (libcurl always sets `TCP_NODELAY`).
 //!
 //! # TLS
 //!
@@ -194,6 +200,7 @@ use std::sync::Arc;
 use isahc::net::dns::ResolveMap;
 
 use isahc::config::{Configurable as _, ExpectContinue, RedirectPolicy, VersionNegotiation};
+use keel_core::connect::OpenConnections;
 use keel_core::proxy::{Proxy, ProxyConfig};
 use keel_core::{
     Backend, Body, BoxFuture, Capabilities, Error, ErrorKind, Origin, ResponseBody, Timer,
@@ -225,6 +232,9 @@ pub struct IsahcTransport {
     /// The proxies, when any is set: keel picks the proxy of each request (so `NO_PROXY` is
     /// matched the same way on every backend) and hands it to libcurl for that request.
     proxy: Option<Arc<ProxyConfig>>,
+    /// With connection caps: the transfers in flight, per origin and in all, held to the caps
+    /// here, before libcurl sees them (see [`IsahcTransport::send`]).
+    in_flight: Option<OpenConnections>,
 }
 
 impl IsahcTransport {
@@ -254,9 +264,11 @@ impl IsahcTransport {
         if let Some(idle) = config.pool_idle_timeout {
             builder = builder.connection_cache_ttl(idle);
         }
-        // libcurl holds the caps itself (`CURLMOPT_MAX_HOST_CONNECTIONS`, per host and port;
+        // libcurl holds the caps too (`CURLMOPT_MAX_HOST_CONNECTIONS`, per host and port;
         // `CURLMOPT_MAX_TOTAL_CONNECTIONS`, closing the oldest idle connection to make room),
-        // keeping transfers pending out of sight until a connection is free.
+        // but a transfer pending there has its connect timeout running: keel queues transfers
+        // first (`in_flight`), and libcurl's caps only catch a transfer whose connection
+        // libcurl has not let go of yet.
         if let Some(max) = config.max_connections_per_origin {
             builder = builder.max_connections_per_host(max);
         }
@@ -291,6 +303,14 @@ impl IsahcTransport {
             timer: Arc::new(AsyncIoTimer::default()),
             connection_info: config.connection_info,
             proxy,
+            in_flight: (config.max_connections_per_origin.is_some()
+                || config.max_connections.is_some())
+            .then(|| {
+                OpenConnections::with_caps(
+                    config.max_connections_per_origin,
+                    config.max_connections,
+                )
+            }),
         })
     }
 }
@@ -357,10 +377,26 @@ impl Transport for IsahcTransport {
                 Err(_) => (None, false),
             },
         };
+        let in_flight = self
+            .in_flight
+            .clone()
+            .map(|open| (open, request.uri().clone()));
         let request = body::to_isahc_request(request, &self.tls, proxy.as_ref());
         let connection_info = self.connection_info;
+        let timer = self.timer.clone();
         Box::pin(async move {
-            let response = match client.send_async(request?).await {
+            let request = request?;
+            // Within the caps, the transfer waits here, where the call's deadline bounds the
+            // wait, not in libcurl's queue, where its connect timeout would run down: a burst
+            // of 10,000 requests on 50 connections failed with "connect timed out" once the
+            // queue took longer than the connect timeout to drain.
+            let permit = match in_flight {
+                Some((open, uri)) => {
+                    Some(open.permit(&Origin::from_uri(&uri)?, &*timer, None).await?)
+                }
+                None => None,
+            };
+            let response = match client.send_async(request).await {
                 Ok(response) => response,
                 Err(e) if proxy.is_some() => return Err(errors::from_proxied_send_error(&e)),
                 Err(e) => return Err(errors::from_send_error(&e)),
@@ -369,7 +405,7 @@ impl Transport for IsahcTransport {
                 // libcurl hands over a forwarding proxy's `407` as the response.
                 keel_core::proxy::check_forwarded(response.status())?;
             }
-            Ok(body::to_keel_response(response, connection_info))
+            Ok(body::to_keel_response(response, connection_info, permit))
         })
     }
 
@@ -438,8 +474,9 @@ impl Backend for IsahcTransport {
         // keeps an HTTP/2 connection whose transfer timed out (found by the chaos cases).
         caps.truncated_head_detected = false;
         caps.http2_timeout_retires_connection = false;
-        // libcurl's own connection limits; a transfer waiting for one is queued inside
-        // libcurl, where no timeout of keel's can see it, so `pool_acquire_timeout` is refused.
+        // Held in keel and by libcurl; a transfer can still wait inside libcurl (behind one
+        // whose body was dropped), where no timeout of keel's can see it, so
+        // `pool_acquire_timeout` is refused.
         caps.connection_caps = true;
         caps.connection_cap_evicts_idle = true;
         caps.pool_acquire_timeout = false;
