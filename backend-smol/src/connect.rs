@@ -336,6 +336,47 @@ impl Tcp {
     pub(crate) fn get_ref(&self) -> &TcpStream {
         self.io.get_ref()
     }
+
+    /// Reads up to `want` bytes behind what `buf` holds, into its spare capacity (reserved
+    /// here, once the socket may be readable): no pass zeroes the memory first, as a read into
+    /// a `&mut [u8]` needs (std's `read_to_end` reads into uninitialised capacity, and this
+    /// crate has no `unsafe`). `Ok(0)` is the end of the stream.
+    pub(crate) fn poll_read_vec(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut Vec<u8>,
+        want: usize,
+    ) -> Poll<io::Result<usize>> {
+        use std::io::Read as _;
+        loop {
+            if self.read_blocked {
+                self.read_wake.task.register(cx.waker());
+                if !self.read_wake.woken.swap(false, Ordering::AcqRel) {
+                    let mut read_cx = Context::from_waker(&self.read_waker);
+                    ready!(self.io.poll_readable(&mut read_cx))?;
+                }
+                self.read_blocked = false;
+            }
+            let before = buf.len();
+            buf.reserve_exact(want);
+            // Bounded to `want`: `read_to_end` reads until the limit, the end of the stream or
+            // an error, and keeps what it read before an error in `buf`.
+            let result = self.io.get_ref().take(want as u64).read_to_end(buf);
+            let n = buf.len() - before;
+            match result {
+                Ok(_) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.read_blocked = true;
+                    if n > 0 {
+                        return Poll::Ready(Ok(n));
+                    }
+                }
+                // Reported by the next read, if it still stands.
+                Err(_) if n > 0 => return Poll::Ready(Ok(n)),
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
 }
 
 impl AsyncRead for Tcp {
@@ -392,6 +433,16 @@ impl AsyncWrite for Tcp {
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let Tcp { io, waker, .. } = self.get_mut();
         waker.poll(cx, |cx| Pin::new(io).poll_close(cx))
+    }
+}
+
+impl Stream {
+    /// The TCP stream, when no TLS runs on it.
+    pub(crate) fn plain_mut(&mut self) -> Option<&mut Tcp> {
+        match self {
+            Stream::Plain(tcp) => Some(tcp),
+            Stream::Tls(_) | Stream::TlsInTls(_) => None,
+        }
     }
 }
 

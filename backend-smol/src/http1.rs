@@ -43,6 +43,9 @@ const READ_BUF: usize = 8 * 1024;
 /// into it: at 64 KiB, keel-smol streamed a 1 GiB body (S3) at 70% of hyper's rate over the same
 /// TCP; at 256 KiB, 91% (hyper reads up to about 400 KiB).
 const MAX_READ: usize = 256 * 1024;
+/// A body framed by length with at least this much still to come, on a connection without
+/// TLS, is read straight into its frames (see [`Reader::Length`]).
+const DIRECT_READ: usize = 16 * 1024;
 /// The largest response head accepted (hyper's default limit is in the same range).
 const MAX_HEAD: usize = 64 * 1024;
 /// The write buffer a connection starts with; it grows to fit the request head.
@@ -314,6 +317,8 @@ pub(crate) async fn send(
                     Reader::Length {
                         left,
                         keep_alive: !asks_close && keeps_alive(&head),
+                        frame: Vec::new(),
+                        frame_size: 4 * DIRECT_READ,
                     }
                 }
                 _ => Reader::Proto(Box::new(call)),
@@ -564,15 +569,24 @@ enum Reader {
     /// the size of the other variant).
     Proto(Box<Call<RecvBody>>),
     /// A body framed by `Content-Length`, counted here: each frame is the bytes as they came,
-    /// copied once out of the connection's read buffer. ureq-proto's reader would zero a buffer
-    /// for every frame, copy into it, and hand every 16 bytes to `log::trace!` (whose level
-    /// check alone took 20% of the client's CPU streaming 1 GiB, `perf record`).
+    /// copied once out of the connection's read buffer, or, on a connection without TLS with
+    /// at least [`DIRECT_READ`] bytes to come and none buffered, read from the socket straight
+    /// into the frame. ureq-proto's reader would zero a buffer for every frame, copy into it,
+    /// and hand every 16 bytes to `log::trace!` (whose level check alone took 20% of the
+    /// client's CPU streaming 1 GiB, `perf record`).
     Length {
         /// Bytes still to come.
         left: u64,
         /// Whether the connection may carry another exchange once the body is all read (what
         /// ureq-proto's close reasons would say, worked out from the heads).
         keep_alive: bool,
+        /// The next frame read straight from the socket: its capacity is kept across polls
+        /// that find the socket empty.
+        frame: Vec<u8>,
+        /// How much the next such frame asks for: doubled (up to [`MAX_READ`]) after a read
+        /// that filled one, halved (down to [`DIRECT_READ`]) after one that filled less than
+        /// half, so a slow stream's frames don't each hold a large allocation.
+        frame_size: usize,
     },
 }
 
@@ -631,7 +645,9 @@ impl H1Body {
                 Some(RecvBodyResult::Redirect(call)) => !call.must_close_connection(),
                 None => false,
             },
-            Reader::Length { left, keep_alive } => left == 0 && keep_alive,
+            Reader::Length {
+                left, keep_alive, ..
+            } => left == 0 && keep_alive,
         };
         finish(pooled, keep_alive);
     }
@@ -688,6 +704,36 @@ impl http_body::Body for H1Body {
                         Err(e) => return this.fail(protocol(e, Stage::Body)),
                     }
                 }
+                Reader::Length {
+                    left,
+                    frame,
+                    frame_size,
+                    ..
+                } if *left >= DIRECT_READ as u64 => {
+                    if let Some(tcp) = conn.io.plain_mut() {
+                        let want = usize::try_from(*left)
+                            .unwrap_or(usize::MAX)
+                            .min(*frame_size);
+                        match ready!(tcp.poll_read_vec(cx, frame, want)) {
+                            Ok(0) => return this.fail(closed_before_the_end()),
+                            Ok(n) => {
+                                *left -= n as u64;
+                                if n == want {
+                                    *frame_size = (*frame_size * 2).min(MAX_READ);
+                                } else {
+                                    if n < want / 2 {
+                                        *frame_size = (*frame_size / 2).max(DIRECT_READ);
+                                    }
+                                    // Only what was read stays allocated.
+                                    frame.shrink_to_fit();
+                                }
+                                let data = Bytes::from(std::mem::take(frame));
+                                return Poll::Ready(Some(Ok(Frame::data(data))));
+                            }
+                            Err(e) => return this.fail(read_error(e, Stage::Body)),
+                        }
+                    }
+                }
                 _ => {}
             }
             let close_delimited = matches!(reader, Reader::Proto(call) if close_delimited(call));
@@ -696,13 +742,7 @@ impl http_body::Body for H1Body {
                     this.end();
                     return Poll::Ready(None);
                 }
-                Ok(0) => {
-                    return this.fail(
-                        Error::new(ErrorKind::Body)
-                            .with_stage(Stage::Body)
-                            .with_source("the connection closed before the end of the body"),
-                    )
-                }
+                Ok(0) => return this.fail(closed_before_the_end()),
                 Ok(_) => {}
                 Err(e) => return this.fail(read_error(e, Stage::Body)),
             }
@@ -733,6 +773,12 @@ impl Drop for H1Body {
             self.end();
         }
     }
+}
+
+fn closed_before_the_end() -> Error {
+    Error::new(ErrorKind::Body)
+        .with_stage(Stage::Body)
+        .with_source("the connection closed before the end of the body")
 }
 
 fn invalid_request(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {

@@ -568,3 +568,53 @@ proptest::proptest! {
         }
     }
 }
+
+/// A body framed by length, larger than a direct read's threshold, written by the server in
+/// pieces of 1 to 7,000 bytes: every byte arrives once, in order, whatever the frames' sizes,
+/// and the connection carries the next request.
+#[test]
+fn a_length_framed_body_written_in_pieces_arrives_whole() {
+    let len = 200_000;
+    let payload: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
+    let mut response = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").into_bytes();
+    let head = response.len();
+    response.extend_from_slice(&payload);
+    // The head and the first bytes together, then pieces of every size.
+    let pieces = vec![head + 3, 1, 7_000, 4_096, 13, 65_536, 999];
+    let (port, log) = serve_in_pieces(response, pieces, false);
+    let t = transport();
+    let url = format!("http://127.0.0.1:{port}");
+    let got = body(send(&t, get(&format!("{url}/big"))).unwrap()).unwrap();
+    assert_eq!(got.len(), len);
+    assert!(got == payload, "the body differs from what was sent");
+    assert_eq!(fetch(&t, &format!("{url}/next")), "hello");
+    assert_eq!(log.lock().unwrap().connections, 1);
+}
+
+/// A body framed by length whose connection closes a third of the way in: the bytes that came
+/// are delivered, then a `Body` error in the body stage, and the connection is not reused.
+#[test]
+fn a_length_framed_body_cut_short_is_a_body_error_after_its_bytes() {
+    let mut response = b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n".to_vec();
+    response.extend(std::iter::repeat_n(b'x', 100_000));
+    let (port, log) = serve_in_pieces(response, vec![30_000], true);
+    let t = transport();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut body = send(&t, get(&format!("{url}/cut"))).unwrap().into_body();
+    let mut got = 0;
+    let err = loop {
+        match bounded(body.frame()) {
+            Some(Ok(frame)) => got += frame.into_data().unwrap().len(),
+            Some(Err(err)) => break err,
+            None => panic!("the body ended cleanly after {got} bytes"),
+        }
+    };
+    assert_eq!(got, 100_000);
+    assert_eq!(err.kind(), ErrorKind::Body, "{err:?}");
+    assert_eq!(err.stage(), Some(Stage::Body));
+    // The next request opens a connection of its own (and is cut short the same way).
+    drop(body);
+    let next = send(&t, get(&format!("{url}/next"))).unwrap();
+    assert_eq!(next.status(), 200);
+    assert_eq!(log.lock().unwrap().connections, 2);
+}
