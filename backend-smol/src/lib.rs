@@ -1,7 +1,9 @@
 //! keel-smol: keel's backend for any async runtime, on async-io, with no tokio in its tree.
 //!
 //! [`SmolTransport`] speaks HTTP/1.1 through [ureq-proto], the sans-IO protocol core of ureq 3
-//! (it frames requests and parses responses, and never touches a socket), over sockets from
+//! (it frames requests and parses response heads and chunked bodies, and never touches a
+//! socket; a body framed by `Content-Length` is counted by keel-smol itself and, without TLS,
+//! read from the socket straight into its frames), over sockets from
 //! [async-io], the reactor behind smol and async-std: DNS on [blocking]'s thread pool, TCP with
 //! `TCP_NODELAY`, TLS through futures-rustls (rustls with the `ring` provider; webpki roots by
 //! default, extra roots configurable), the whole connect bounded by the connect timeout. It
