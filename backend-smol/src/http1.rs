@@ -580,12 +580,13 @@ enum Reader {
         /// Whether the connection may carry another exchange once the body is all read (what
         /// ureq-proto's close reasons would say, worked out from the heads).
         keep_alive: bool,
-        /// The next frame read straight from the socket: its capacity is kept across polls
-        /// that find the socket empty.
+        /// The next frame read straight from the socket (its capacity is kept across polls
+        /// that find the socket empty). A read that fills at least half of it goes to the
+        /// caller as it is; a shorter one is copied out and the buffer read into again, so a
+        /// slow stream's frames don't each hold a large allocation.
         frame: Vec<u8>,
-        /// How much the next such frame asks for: doubled (up to [`MAX_READ`]) after a read
-        /// that filled one, halved (down to [`DIRECT_READ`]) after one that filled less than
-        /// half, so a slow stream's frames don't each hold a large allocation.
+        /// How much the next read asks for: doubled (up to [`MAX_READ`]) after a read that
+        /// filled it, halved (down to [`DIRECT_READ`]) after a short one.
         frame_size: usize,
     },
 }
@@ -718,16 +719,21 @@ impl http_body::Body for H1Body {
                             Ok(0) => return this.fail(closed_before_the_end()),
                             Ok(n) => {
                                 *left -= n as u64;
-                                if n == want {
-                                    *frame_size = (*frame_size * 2).min(MAX_READ);
-                                } else {
-                                    if n < want / 2 {
-                                        *frame_size = (*frame_size / 2).max(DIRECT_READ);
+                                let data = if n >= want / 2 {
+                                    if n == want {
+                                        *frame_size = (*frame_size * 2).min(MAX_READ);
                                     }
-                                    // Only what was read stays allocated.
-                                    frame.shrink_to_fit();
-                                }
-                                let data = Bytes::from(std::mem::take(frame));
+                                    Bytes::from(std::mem::take(frame))
+                                } else {
+                                    // A short read: its bytes are copied out, and the buffer
+                                    // serves the next read (shrinking it in place instead
+                                    // fragmented the heap: S3's peak RSS went from 11 to 23
+                                    // MiB).
+                                    *frame_size = (*frame_size / 2).max(DIRECT_READ);
+                                    let data = Bytes::copy_from_slice(frame);
+                                    frame.clear();
+                                    data
+                                };
                                 return Poll::Ready(Some(Ok(Frame::data(data))));
                             }
                             Err(e) => return this.fail(read_error(e, Stage::Body)),
