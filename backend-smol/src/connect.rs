@@ -337,6 +337,21 @@ impl Tcp {
         self.io.get_ref()
     }
 
+    /// Ready once a read may find bytes: at once unless the last read would have blocked,
+    /// else after async-io woke the reader or reports the socket readable.
+    fn poll_unblocked(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.read_blocked {
+            // The task first, then the check: a wake in between finds it registered.
+            self.read_wake.task.register(cx.waker());
+            if !self.read_wake.woken.swap(false, Ordering::AcqRel) {
+                let mut read_cx = Context::from_waker(&self.read_waker);
+                ready!(self.io.poll_readable(&mut read_cx))?;
+            }
+            self.read_blocked = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
     /// Reads up to `want` bytes behind what `buf` holds, into its spare capacity (reserved
     /// here, once the socket may be readable): no pass zeroes the memory first, as a read into
     /// a `&mut [u8]` needs (std's `read_to_end` reads into uninitialised capacity, and this
@@ -349,14 +364,7 @@ impl Tcp {
     ) -> Poll<io::Result<usize>> {
         use std::io::Read as _;
         loop {
-            if self.read_blocked {
-                self.read_wake.task.register(cx.waker());
-                if !self.read_wake.woken.swap(false, Ordering::AcqRel) {
-                    let mut read_cx = Context::from_waker(&self.read_waker);
-                    ready!(self.io.poll_readable(&mut read_cx))?;
-                }
-                self.read_blocked = false;
-            }
+            ready!(self.poll_unblocked(cx))?;
             let before = buf.len();
             buf.reserve_exact(want);
             // Bounded to `want`: `read_to_end` reads until the limit, the end of the stream or
@@ -388,15 +396,7 @@ impl AsyncRead for Tcp {
         use std::io::Read as _;
         let this = self.get_mut();
         loop {
-            if this.read_blocked {
-                // The task first, then the check: a wake in between finds it registered.
-                this.read_wake.task.register(cx.waker());
-                if !this.read_wake.woken.swap(false, Ordering::AcqRel) {
-                    let mut read_cx = Context::from_waker(&this.read_waker);
-                    ready!(this.io.poll_readable(&mut read_cx))?;
-                }
-                this.read_blocked = false;
-            }
+            ready!(this.poll_unblocked(cx))?;
             match this.io.get_ref().read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.read_blocked = true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
