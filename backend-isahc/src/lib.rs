@@ -135,7 +135,7 @@
 //! longer is never reused, and is closed the next time the client runs a transfer), and the
 //! connection caps (`max_connections_per_origin`, `max_connections`). A transfer beyond the
 //! caps waits in keel, in the order it came, until another one's body ends, bounded by the
-//! call's deadline: libcurl would queue it too, but count the wait against its connect
+//! attempt's timeout and the call's deadline: libcurl would queue it too, but count the wait against its connect
 //! timeout (a burst of 10,000 requests on 50 connections failed with "connect timed out"
 //! once its queue took longer than that to drain). Over HTTP/2 the caps so bound transfers
 //! in flight, not only connections. libcurl holds the same caps (`CURLMOPT_MAX_HOST_CONNECTIONS`;
@@ -386,8 +386,8 @@ impl Transport for IsahcTransport {
         let timer = self.timer.clone();
         Box::pin(async move {
             let request = request?;
-            // Within the caps, the transfer waits here, where the call's deadline bounds the
-            // wait, not in libcurl's queue, where its connect timeout would run down: a burst
+            // Within the caps, the transfer waits here, where the attempt's timeout and the
+            // call's deadline bound the wait, not in libcurl's queue, where its connect timeout would run down: a burst
             // of 10,000 requests on 50 connections failed with "connect timed out" once the
             // queue took longer than the connect timeout to drain.
             let permit = match in_flight {
