@@ -597,7 +597,7 @@ impl Reader {
     /// close-delimited body proceed at any time: only the close ends it.)
     fn complete(&self) -> bool {
         match self {
-            Reader::Proto(call) => complete(call),
+            Reader::Proto(call) => !close_delimited(call) && call.can_proceed(),
             Reader::Length { left, .. } => *left == 0,
         }
     }
@@ -626,12 +626,6 @@ fn keeps_alive(head: &Response<()>) -> bool {
 /// The body ends when the server closes the connection.
 fn close_delimited(call: &Call<RecvBody>) -> bool {
     call.body_mode() == BodyMode::CloseDelimited
-}
-
-/// Every byte of a body framed by length or chunks has arrived. (ureq-proto lets a
-/// close-delimited body proceed at any time: only the close ends it.)
-fn complete(call: &Call<RecvBody>) -> bool {
-    !close_delimited(call) && call.can_proceed()
 }
 
 impl H1Body {
